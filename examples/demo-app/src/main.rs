@@ -1,0 +1,95 @@
+//! The demo service that ec2-deploy ships in the demo, the tests and the benchmarks.
+//!
+//! It is built as a static binary into a `FROM scratch` image, so it needs no base image:
+//!
+//! - `GET /health` — 200, or 503 when `DEMO_HEALTH=fail` (how a test makes a bad release);
+//! - `GET /version` — the release it was built as (`DEMO_VERSION`, set by the image);
+//! - `GET /env` — the *names* of the environment variables it received, one per line. Never
+//!   values: tests use it to check that a secret's keys arrived without reading them.
+//!
+//! `demo-app --probe` asks the server on 127.0.0.1 for `/health` and exits 0 or 1, so the image
+//! can declare its own `HEALTHCHECK` without a shell or curl.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+fn port() -> u16 {
+    std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000)
+}
+
+fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--probe") {
+        std::process::exit(if probe() { 0 } else { 1 });
+    }
+    // PID 1 in a container gets no default action for SIGTERM: exit at once when asked to stop.
+    // Requests are drained by the load balancer before a stop, so nothing is in flight here.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_term as *const () as libc::sighandler_t);
+    }
+    let listener = TcpListener::bind(("0.0.0.0", port())).unwrap_or_else(|e| {
+        eprintln!("demo-app: cannot listen on port {}: {e}", port());
+        std::process::exit(1)
+    });
+    eprintln!("demo-app {} listening on {}", version(), port());
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            let _ = serve(stream);
+        });
+    }
+}
+
+extern "C" fn on_term(_: libc::c_int) {
+    unsafe { libc::_exit(0) }
+}
+
+fn version() -> String {
+    std::env::var("DEMO_VERSION").unwrap_or_else(|_| "dev".into())
+}
+
+fn serve(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    // Headers up to the blank line; the body (if any) is ignored.
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let (status, body) = match path {
+        "/health" if std::env::var("DEMO_HEALTH").as_deref() == Ok("fail") => ("503 Service Unavailable", "unhealthy\n".to_string()),
+        "/health" => ("200 OK", "ok\n".to_string()),
+        "/version" => ("200 OK", format!("{}\n", version())),
+        "/env" => {
+            let mut names: Vec<String> = std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()).collect();
+            names.sort();
+            ("200 OK", names.join("\n") + "\n")
+        }
+        "/" => ("200 OK", format!("demo-app {}\n", version())),
+        _ => ("404 Not Found", "not found\n".to_string()),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+fn probe() -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port()).into(), Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}

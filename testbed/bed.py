@@ -1,0 +1,601 @@
+"""The test bed: emulated AWS and a simulated EC2 fleet where deploys really run.
+
+    bed.py up [--instances N]      bring everything up (idempotent), write the env file
+    bed.py down                    stop what `up` started, remove its namespaces (also after a crash)
+    bed.py status                  say whether each part is healthy (exit 1 if not)
+    bed.py add-instance --name N --tag K=V ... [--no-lb]   one more simulated instance
+    bed.py offline ID | online ID  take an instance's SSM agent offline / back
+    bed.py exec ID -- CMD...       run CMD on an instance as its SSM agent would
+
+Layout: a bridge (10.77.0.1, the "AWS side": moto, the registry) with one network namespace per
+simulated host: the runner (10.77.0.2, where images are built) and each instance (10.77.0.11+),
+each with its own Docker engine. haproxy on 127.0.0.1 balances over the instances' port 3000.
+Everything it starts is recorded with its pid under the state directory, and only that is stopped.
+"""
+
+import argparse
+import contextlib
+import fcntl
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STATE = os.environ.get("TESTBED_STATE", "/var/tmp/ec2-deploy-testbed")
+RUN = "/run/edtb"  # short paths for containerd's sockets
+BRIDGE, NET, HOST_IP = "edtb0", "10.77.0", "10.77.0.1"
+NS_PREFIX = "edtb-"
+REGION, ACCOUNT = "ap-northeast-2", "123456789012"
+REGISTRY_PASSWORD = f"{ACCOUNT}-auth-token"  # what moto's ECR GetAuthorizationToken hands out
+DEREGISTRATION_DELAY = 5
+DOCKER = "/usr/bin/docker"  # Debian's client: it still builds with BuildKit (the other has no buildx)
+CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def say(*args):
+    print("testbed:", *args, flush=True)
+
+
+def sh(*argv, check=True, quiet=False):
+    r = subprocess.run(argv, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise SystemExit(f"testbed: `{' '.join(argv)}` failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
+    return r
+
+
+def path(*parts):
+    return os.path.join(STATE, *parts)
+
+
+# ---- state -------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def locked():
+    os.makedirs(STATE, exist_ok=True)
+    with open(path(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def load():
+    try:
+        with open(path("bed.json")) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def save(state):
+    tmp = path("bed.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=2)
+    os.replace(tmp, path("bed.json"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(name, argv, env=None, netns=None):
+    """Start a long-running process in its own session, log to logs/NAME.log, record its pid."""
+    os.makedirs(path("logs"), exist_ok=True)
+    os.makedirs(path("pids"), exist_ok=True)
+    if netns:
+        argv = ["nsenter", f"--net=/var/run/netns/{netns}", "--"] + argv
+    log = open(path("logs", f"{name}.log"), "ab")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})}, start_new_session=True)
+    with open(path("pids", f"{name}.pid"), "w") as f:
+        f.write(f"{proc.pid}\n")
+    return proc
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return not open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def recorded_pids():
+    out = {}
+    if os.path.isdir(path("pids")):
+        for name in os.listdir(path("pids")):
+            with contextlib.suppress(ValueError, OSError):
+                out[name[:-4]] = int(open(path("pids", name)).read().strip())
+    return out
+
+
+def wait_for(what, check, timeout=30, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"testbed: {what} exited with {proc.returncode}; see {path('logs')}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"testbed: {what} not ready after {timeout}s; see {path('logs')}")
+
+
+def http_ok(url, expect=(200,)):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status in expect
+    except urllib.error.HTTPError as e:
+        return e.code in expect
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, sock_path):
+        super().__init__("localhost", timeout=3)
+        self.sock_path = sock_path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(3)
+        self.sock.connect(self.sock_path)
+
+
+def docker_ping(sock_path):
+    c = UnixHTTP(sock_path)
+    try:
+        c.request("GET", "/_ping")
+        return c.getresponse().status == 200
+    finally:
+        c.close()
+
+
+def haproxy(state, command):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(state["haproxy_socket"])
+    s.sendall((command + "\n").encode())
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    s.close()
+    return out.decode()
+
+
+def aws(state, service):
+    import boto3
+    return boto3.client(service, endpoint_url=state["aws_endpoint_url"], region_name=REGION, **{
+        "aws_access_key_id": CREDS["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": CREDS["AWS_SECRET_ACCESS_KEY"]})
+
+
+# ---- network namespaces ------------------------------------------------------------------
+
+def make_host(netns, index):
+    """A namespace with address 10.77.0.INDEX on the bridge, loopback up, default route to the bridge."""
+    ip = f"{NET}.{index}"
+    sh("ip", "netns", "add", netns)
+    sh("ip", "link", "add", f"edtbv{index}", "type", "veth", "peer", "name", f"edtbp{index}")
+    sh("ip", "link", "set", f"edtbp{index}", "netns", netns)
+    sh("ip", "link", "set", f"edtbv{index}", "master", BRIDGE, "up")
+    for cmd in (["ip", "link", "set", f"edtbp{index}", "name", "eth0"],
+                ["ip", "addr", "add", f"{ip}/24", "dev", "eth0"],
+                ["ip", "link", "set", "eth0", "up"],
+                ["ip", "link", "set", "lo", "up"],
+                ["ip", "route", "add", "default", "via", HOST_IP]):
+        sh("nsenter", f"--net=/var/run/netns/{netns}", "--", *cmd)
+    return ip
+
+
+def start_dockerd(name, netns, base, registry):
+    os.makedirs(base, exist_ok=True)
+    exec_root = os.path.join(RUN, name)
+    sock = os.path.join(base, "docker.sock")
+    proc = spawn(f"dockerd-{name}", [
+        "dockerd", f"--host=unix://{sock}", f"--data-root={base}/docker", f"--exec-root={exec_root}",
+        f"--pidfile={exec_root}.pid", f"--insecure-registry={registry}", "--log-level=warn",
+    ], netns=netns)
+    return proc, sock
+
+
+# ---- up ----------------------------------------------------------------------------------
+
+def healthy(state):
+    problems = []
+    pids = recorded_pids()
+    for name, pid in sorted(pids.items()):
+        if not alive(pid):
+            problems.append(f"{name} (pid {pid}) is not running")
+    checks = [
+        ("moto", lambda: http_ok(state["aws_endpoint_url"] + "/moto-api/", (200, 404))),
+        ("registry", lambda: http_ok(f"http://{state['registry']}/v2/", (401,))),
+        ("haproxy", lambda: "Name: HAProxy" in haproxy(state, "show info")),
+        ("runner docker", lambda: docker_ping(state["runner_docker_sock"])),
+    ] + [(f"instance {iid} docker", (lambda s=i["docker_sock"]: docker_ping(s)))
+         for iid, i in state["instances"].items()]
+    for name, check in checks:
+        try:
+            ok = check()
+        except Exception as e:
+            ok, name = False, f"{name} ({e})"
+        if not ok:
+            problems.append(f"{name} does not answer")
+    return problems
+
+
+def up(args):
+    with locked():
+        state = load()
+        if state is not None:
+            problems = healthy(state)
+            if not problems:
+                missing = args.instances - sum(1 for i in state["instances"].values() if i["tags"].get("Role") == "web")
+                for _ in range(max(0, missing)):
+                    _add_instance(state, None, {"Role": "web", "Env": "test"}, lb=True)
+                write_env(state)
+                say(f"already up ({len(state['instances'])} instances); env file: {path('env')}")
+                return
+            say("a previous bed is broken, taking it down first:", "; ".join(problems))
+        _down()
+        started = time.time()
+        _up(args.instances)
+        say(f"up in {time.time() - started:.1f}s; env file: {path('env')}")
+
+
+def _up(n):
+    for d in ("logs", "pids", "instances", "registry"):
+        os.makedirs(path(d), exist_ok=True)
+    os.makedirs(RUN, exist_ok=True)
+    os.makedirs("/var/lib/ec2-deploy", exist_ok=True)  # mount point for each instance's own copy
+    sh("ip", "link", "add", BRIDGE, "type", "bridge")
+    sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", BRIDGE)
+    sh("ip", "link", "set", BRIDGE, "up")
+
+    moto_port, registry_port, hook_port, lb_port = (free_port() for _ in range(4))
+    registry = f"{HOST_IP}:{registry_port}"
+    state = {
+        "region": REGION, "account": ACCOUNT,
+        "aws_endpoint_url": f"http://{HOST_IP}:{moto_port}",
+        "registry": registry, "registry_url": f"http://{registry}", "registry_password": REGISTRY_PASSWORD,
+        "hook_url": f"http://127.0.0.1:{hook_port}",
+        "lb_url": f"http://127.0.0.1:{lb_port}",
+        "haproxy_socket": path("haproxy.sock"),
+        "instances": {}, "target_groups": {}, "next_index": 11,
+    }
+    save(state)
+
+    # Emulated AWS: moto with the Run Command / ELBv2 / ECR extension loaded into its process.
+    moto = spawn("moto", [sys.executable, os.path.join(HERE, "moto_ext.py"), "-H", HOST_IP, "-p", str(moto_port)],
+                 env={"TESTBED_STATE": STATE, "TESTBED_HOOK_PORT": str(hook_port)})
+
+    # Registry: CNCF distribution, basic auth with ECR's token password, push notifications to moto.
+    htpasswd = sh("htpasswd", "-Bbn", "AWS", REGISTRY_PASSWORD).stdout.strip()
+    with open(path("htpasswd"), "w") as f:
+        f.write(htpasswd + "\n")
+    with open(path("registry.yml"), "w") as f:
+        f.write(f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {path('registry')}
+  delete:
+    enabled: true
+http:
+  addr: {registry}
+auth:
+  htpasswd:
+    realm: ec2-deploy-testbed
+    path: {path('htpasswd')}
+notifications:
+  endpoints:
+    - name: moto-ecr
+      url: {state['hook_url']}/registry-events
+      timeout: 3s
+      threshold: 5
+      backoff: 1s
+      ignoredmediatypes: [application/octet-stream]
+""")
+    reg = spawn("registry", ["docker-registry", "serve", path("registry.yml")])
+
+    # Load balancer: servers are added per instance, in maintenance until registered.
+    with open(path("haproxy.cfg"), "w") as f:
+        f.write(f"""global
+  stats socket {state['haproxy_socket']} level admin
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  retries 0
+frontend lb
+  bind 127.0.0.1:{lb_port}
+  default_backend web
+backend web
+  balance roundrobin
+  option httpchk GET /health
+  http-check expect status 200
+""")
+    lb = spawn("haproxy", ["haproxy", "-db", "-f", path("haproxy.cfg")])
+
+    # The runner: where the action builds and pushes images.
+    make_host(f"{NS_PREFIX}runner", 2)
+    runner, runner_sock = start_dockerd("runner", f"{NS_PREFIX}runner", path("runner"), registry)
+    state["runner_docker_sock"] = runner_sock
+
+    wait_for("moto", lambda: http_ok(state["aws_endpoint_url"] + "/moto-api/", (200, 404)), proc=moto)
+    wait_for("registry", lambda: http_ok(f"http://{registry}/v2/", (401,)), proc=reg)
+    wait_for("haproxy", lambda: "Name: HAProxy" in haproxy(state, "show info"), proc=lb)
+
+    # AWS fixtures: a VPC and subnet for the instances, the target group haproxy follows.
+    ec2 = aws(state, "ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.77.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.77.0.0/24")["Subnet"]["SubnetId"]
+    elb = aws(state, "elbv2")
+    tg = elb.create_target_group(Name="testbed-web", Protocol="HTTP", Port=3000, VpcId=vpc, TargetType="instance",
+                                 HealthCheckPath="/health", HealthCheckIntervalSeconds=5,
+                                 HealthyThresholdCount=2, UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
+    elb.modify_target_group_attributes(TargetGroupArn=tg, Attributes=[
+        {"Key": "deregistration_delay.timeout_seconds", "Value": str(DEREGISTRATION_DELAY)}])
+    state.update(vpc=vpc, subnet=subnet, target_group_arn=tg, target_groups={tg: "web"},
+                 ami=ec2.describe_images()["Images"][0]["ImageId"])
+    save(state)
+    wait_for("runner docker", lambda: docker_ping(runner_sock), proc=runner)
+
+    pending = [_add_instance(state, None, {"Role": "web", "Env": "test"}, lb=True, wait=False) for _ in range(n)]
+    for iid, proc in pending:
+        wait_for(f"instance {iid} docker", lambda s=state["instances"][iid]["docker_sock"]: docker_ping(s), proc=proc)
+    write_env(state)
+
+
+def _add_instance(state, name, tags, lb, wait=True):
+    index = state["next_index"]
+    state["next_index"] = index + 1
+    name = name or f"{tags.get('Role', 'host')}-{index - 10}"
+    tags = {"Name": name, **tags}
+    ec2 = aws(state, "ec2")
+    ip = f"{NET}.{index}"
+    inst = ec2.run_instances(ImageId=state["ami"], MinCount=1, MaxCount=1, InstanceType="t3.micro",
+                             SubnetId=state["subnet"], PrivateIpAddress=ip,
+                             TagSpecifications=[{"ResourceType": "instance",
+                                                 "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+    iid = inst["Instances"][0]["InstanceId"]
+    netns = f"{NS_PREFIX}{index}"
+    make_host(netns, index)
+    base = path("instances", iid)
+    for d in ("home", "fs/var-lib-ec2-deploy", "fs/tmp"):
+        os.makedirs(os.path.join(base, d), exist_ok=True)
+    os.chmod(os.path.join(base, "fs/tmp"), 0o1777)
+    proc, sock = start_dockerd(iid, netns, base, state["registry"])
+    venv_bin = os.path.dirname(sys.executable)
+    with open(os.path.join(base, "agent.env"), "w") as f:
+        f.write(f"INSTANCE_NETNS={netns}\nINSTANCE_DOCKER_HOST=unix://{sock}\n"
+                f"INSTANCE_AWS_ENDPOINT_URL={state['aws_endpoint_url']}\n"
+                f"INSTANCE_PATH={venv_bin}:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin\n")
+    state["instances"][iid] = {"name": name, "ip": ip, "netns": netns, "docker_sock": sock, "tags": tags, "lb": lb}
+    if lb:
+        haproxy(state, f"add server web/{iid} {ip}:3000 check inter 500ms fall 2 rise 2")
+        haproxy(state, f"enable health web/{iid}")
+    save(state)
+    if wait:
+        wait_for(f"instance {iid} docker", lambda: docker_ping(sock), proc=proc)
+    return iid, proc
+
+
+def write_env(state):
+    web = [iid for iid, i in state["instances"].items() if i["tags"].get("Role") == "web"]
+    lines = {
+        "TESTBED_STATE": STATE,
+        "TESTBED_EXEC": os.path.join(HERE, "instance-exec"),
+        "AWS_ENDPOINT_URL": state["aws_endpoint_url"],
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": CREDS["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": CREDS["AWS_SECRET_ACCESS_KEY"],
+        "TESTBED_ACCOUNT": ACCOUNT,
+        "TESTBED_REGISTRY": state["registry"],
+        "TESTBED_LB_URL": state["lb_url"],
+        "TESTBED_HOOK_URL": state["hook_url"],
+        "TESTBED_TARGET_GROUP_ARN": state["target_group_arn"],
+        "TESTBED_INSTANCE_IDS": ",".join(web),
+        "TESTBED_DOCKER": DOCKER,
+        "DOCKER_HOST": f"unix://{state['runner_docker_sock']}",
+    }
+    tmp = path("env.tmp")
+    with open(tmp, "w") as f:
+        f.write("# Written by scripts/testbed up; source with `set -a; . FILE; set +a`.\n")
+        for k, v in lines.items():
+            f.write(f"{k}={v}\n")
+    os.replace(tmp, path("env"))
+
+
+# ---- down --------------------------------------------------------------------------------
+
+def stop_pid(pid, name, grace):
+    if not alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + grace
+    while time.time() < deadline and alive(pid):
+        time.sleep(0.1)
+    if alive(pid):
+        say(f"{name} (pid {pid}) did not stop in {grace}s: killing it")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def netns_names():
+    r = sh("ip", "netns", "list", check=False)
+    return [line.split()[0] for line in r.stdout.splitlines() if line.startswith(NS_PREFIX)]
+
+
+def _down():
+    pids = recorded_pids()
+    # Docker engines first (they stop their containers), all at once, then whatever is left in
+    # their namespaces (containerd, shims, a stuck script) is killed.
+    dockerds = {n: p for n, p in pids.items() if n.startswith("dockerd-")}
+    for name, pid in dockerds.items():
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 20
+    while time.time() < deadline and any(alive(p) for p in dockerds.values()):
+        time.sleep(0.2)
+    for ns in netns_names():
+        r = sh("ip", "netns", "pids", ns, check=False)
+        for pid in r.stdout.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+    for name, pid in pids.items():
+        if not name.startswith("dockerd-"):
+            stop_pid(pid, name, 5)
+    # Killed shims leave zombies until reaped by init; give them a moment.
+    time.sleep(0.2)
+    mounts = []
+    with open("/proc/mounts") as f:
+        for line in f:
+            mp = line.split()[1]
+            if mp.startswith(STATE + "/") or mp.startswith(RUN + "/") or mp.startswith("/run/netns/" + NS_PREFIX):
+                mounts.append(mp)
+    for mp in sorted(mounts, key=len, reverse=True):
+        sh("umount", "-l", mp, check=False)
+    for ns in netns_names():
+        sh("ip", "netns", "del", ns, check=False)
+    links = sh("ip", "-o", "link", "show", check=False).stdout
+    for line in links.splitlines():
+        name = line.split(": ")[1].split("@")[0]
+        if name.startswith("edtbv") or name == BRIDGE:
+            sh("ip", "link", "del", name, check=False)
+    shutil.rmtree(STATE, ignore_errors=True)
+    shutil.rmtree(RUN, ignore_errors=True)
+
+
+def down(_args):
+    with locked():
+        _down()
+    # the lock file's directory was removed with the state
+    shutil.rmtree(STATE, ignore_errors=True)
+    say("down")
+
+
+def status(_args):
+    state = load()
+    if state is None:
+        say("not up")
+        sys.exit(1)
+    problems = healthy(state)
+    say(f"moto {state['aws_endpoint_url']}  registry {state['registry']}  load balancer {state['lb_url']}")
+    for iid, i in state["instances"].items():
+        offline = os.path.exists(path("instances", iid, "offline"))
+        say(f"  {iid} {i['ip']} {i['name']} {'offline' if offline else 'online'} tags={i['tags']}")
+    for p in problems:
+        say("PROBLEM:", p)
+    if problems:
+        sys.exit(1)
+    say("healthy")
+
+
+def add_instance(args):
+    tags = dict(t.split("=", 1) for t in args.tag)
+    with locked():
+        state = load()
+        if state is None:
+            raise SystemExit("testbed: not up")
+        started = [_add_instance(state, args.name if args.count == 1 else None, tags, lb=not args.no_lb, wait=False)
+                   for _ in range(args.count)]
+        write_env(state)
+    for iid, proc in started:
+        wait_for(f"instance {iid} docker", lambda s=state["instances"][iid]["docker_sock"]: docker_ping(s), proc=proc)
+    for iid, _ in started:
+        print(iid)
+
+
+def remove_instance(args):
+    """Terminate an instance: its engine and processes stop, its namespace goes, moto marks it
+    terminated and haproxy forgets it."""
+    with locked():
+        state = load()
+        if state is None:
+            raise SystemExit("testbed: not up")
+        for iid in args.instance:
+            inst = state["instances"].pop(iid, None)
+            if inst is None:
+                raise SystemExit(f"testbed: no instance {iid}")
+            pid = recorded_pids().get(f"dockerd-{iid}")
+            if pid:
+                stop_pid(pid, f"dockerd-{iid}", 15)
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path("pids", f"dockerd-{iid}.pid"))
+            for p in sh("ip", "netns", "pids", inst["netns"], check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(p), signal.SIGKILL)
+            base = path("instances", iid)
+            with open("/proc/mounts") as f:
+                mounts = [line.split()[1] for line in f if line.split()[1].startswith((base + "/", os.path.join(RUN, iid)))]
+            for mp in sorted(mounts, key=len, reverse=True):
+                sh("umount", "-l", mp, check=False)
+            sh("ip", "netns", "del", inst["netns"], check=False)
+            sh("ip", "link", "del", f"edtbv{inst['ip'].rsplit('.', 1)[1]}", check=False)
+            if inst.get("lb"):
+                haproxy(state, f"set server web/{iid} state maint")
+                haproxy(state, f"del server web/{iid}")
+            aws(state, "ec2").terminate_instances(InstanceIds=[iid])
+            shutil.rmtree(base, ignore_errors=True)
+            shutil.rmtree(os.path.join(RUN, iid), ignore_errors=True)
+        save(state)
+        write_env(state)
+
+
+def set_offline(args, offline):
+    flag = path("instances", args.instance, "offline")
+    if not os.path.isdir(os.path.dirname(flag)):
+        raise SystemExit(f"testbed: no instance {args.instance}")
+    if offline:
+        open(flag, "w").close()
+    elif os.path.exists(flag):
+        os.remove(flag)
+
+
+def exec_(args):
+    cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+    os.environ["TESTBED_STATE"] = STATE
+    os.execv(os.path.join(HERE, "instance-exec"), ["instance-exec", args.instance] + cmd)
+
+
+def main():
+    p = argparse.ArgumentParser(prog="scripts/testbed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    u = sub.add_parser("up")
+    u.add_argument("--instances", type=int, default=3)
+    sub.add_parser("down")
+    sub.add_parser("status")
+    a = sub.add_parser("add-instance")
+    a.add_argument("--name")
+    a.add_argument("--tag", action="append", default=[], help="Key=Value (repeatable)")
+    a.add_argument("--no-lb", action="store_true", help="do not add it to the load balancer")
+    a.add_argument("--count", type=int, default=1)
+    r = sub.add_parser("remove-instance")
+    r.add_argument("instance", nargs="+")
+    for name in ("offline", "online"):
+        sub.add_parser(name).add_argument("instance")
+    e = sub.add_parser("exec")
+    e.add_argument("instance")
+    e.add_argument("command", nargs=argparse.REMAINDER)
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("testbed: run as root (it creates network namespaces and Docker engines)")
+    {"up": up, "down": down, "status": status, "add-instance": add_instance, "remove-instance": remove_instance,
+     "offline": lambda a: set_offline(a, True), "online": lambda a: set_offline(a, False), "exec": exec_}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
