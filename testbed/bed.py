@@ -405,6 +405,8 @@ def write_env(state):
         "TESTBED_TARGET_GROUP_ARN": state["target_group_arn"],
         "TESTBED_INSTANCE_IDS": ",".join(web),
         "TESTBED_DOCKER": DOCKER,
+        "TESTBED_AWS": os.path.join(os.path.dirname(sys.executable), "aws"),
+        "TESTBED_ROOT": os.path.dirname(HERE),
         "DOCKER_HOST": f"unix://{state['runner_docker_sock']}",
     }
     tmp = path("env.tmp")

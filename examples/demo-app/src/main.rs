@@ -15,7 +15,10 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 fn port() -> u16 {
-    std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000)
+    std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000)
 }
 
 fn main() {
@@ -62,11 +65,15 @@ fn serve(mut stream: TcpStream) -> std::io::Result<()> {
     }
     let path = request_line.split_whitespace().nth(1).unwrap_or("/");
     let (status, body) = match path {
-        "/health" if std::env::var("DEMO_HEALTH").as_deref() == Ok("fail") => ("503 Service Unavailable", "unhealthy\n".to_string()),
+        "/health" if std::env::var("DEMO_HEALTH").as_deref() == Ok("fail") => {
+            ("503 Service Unavailable", "unhealthy\n".to_string())
+        }
         "/health" => ("200 OK", "ok\n".to_string()),
         "/version" => ("200 OK", format!("{}\n", version())),
         "/env" => {
-            let mut names: Vec<String> = std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()).collect();
+            let mut names: Vec<String> = std::env::vars_os()
+                .map(|(k, _)| k.to_string_lossy().into_owned())
+                .collect();
             names.sort();
             ("200 OK", names.join("\n") + "\n")
         }
@@ -82,11 +89,16 @@ fn serve(mut stream: TcpStream) -> std::io::Result<()> {
 }
 
 fn probe() -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port()).into(), Duration::from_secs(2)) else {
+    let Ok(mut stream) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port()).into(), Duration::from_secs(2))
+    else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_err() {
+    if stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut answer = String::new();

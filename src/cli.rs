@@ -1,0 +1,231 @@
+//! The command line: `ec2-deploy action` for the runner, `plan` / `deploy` for people.
+//!
+//! The flags of `plan` and `deploy` are generated from the same input table as `action.yml`, so a
+//! flag and an input never disagree. `github-token` has no flag (a flag would put the token in
+//! the process arguments): the CLI reads `GITHUB_TOKEN`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use crate::engine::{self, Outcome};
+use crate::github::Runner;
+use crate::inputs::{self, RawInputs, RunContext, INPUTS};
+use crate::report::{instances_json, summary_markdown, DeployReport};
+use crate::{Error, Exit};
+
+pub fn command() -> Command {
+    Command::new("ec2-deploy")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Deploy a container image to EC2 instances found by tag, through SSM Run Command.")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(
+            Command::new("action")
+                .about("Run as the GitHub Action: read INPUT_* and GITHUB_* from the environment"),
+        )
+        .subcommand(input_flags(Command::new("plan").about(
+            "Show what a deploy would do, changing nothing (deploy --dry-run)",
+        )))
+        .subcommand(
+            input_flags(Command::new("deploy").about("Build, push and deploy")).arg(
+                Arg::new("dry-run")
+                    .long("dry-run")
+                    .action(ArgAction::SetTrue)
+                    .help(
+                        inputs::spec("dry-run")
+                            .expect("dry-run is an input")
+                            .description,
+                    ),
+            ),
+        )
+}
+
+fn input_flags(mut cmd: Command) -> Command {
+    for spec in INPUTS
+        .iter()
+        .filter(|s| !matches!(s.name, "dry-run" | "github-token"))
+    {
+        let help = match spec.default {
+            Some(d) => format!("{} [default: {d}]", spec.description),
+            None => spec.description.to_string(),
+        };
+        let mut arg = Arg::new(spec.name)
+            .long(spec.name)
+            .value_name("VALUE")
+            .help(help);
+        arg = if spec.multiline {
+            arg.action(ArgAction::Append).value_name("LINE")
+        } else {
+            arg.action(ArgAction::Set)
+        };
+        cmd = cmd.arg(arg);
+    }
+    cmd
+}
+
+fn raw_from_flags(m: &ArgMatches) -> RawInputs {
+    let mut raw = RawInputs::from_lookup(|name| {
+        if matches!(name, "dry-run" | "github-token") {
+            return None;
+        }
+        m.get_many::<String>(name)
+            .map(|v| v.cloned().collect::<Vec<_>>().join("\n"))
+    });
+    if m.try_get_one::<bool>("dry-run")
+        .ok()
+        .flatten()
+        .copied()
+        .unwrap_or(false)
+    {
+        raw.set("dry-run", "true");
+    }
+    if let Ok(token) = std::env::var("GITHUB_TOKEN") {
+        raw.set("github-token", token);
+    }
+    raw
+}
+
+pub fn main() -> ExitCode {
+    let matches = command().get_matches();
+    let env = |k: &str| std::env::var(k).ok();
+    let (runner, mut raw, workdir) = match matches.subcommand() {
+        Some(("action", _)) => {
+            let workdir = env("GITHUB_WORKSPACE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            (
+                Runner::from_env(&env),
+                RawInputs::from_action_env(env),
+                workdir,
+            )
+        }
+        Some((name, m)) => {
+            let mut raw = raw_from_flags(m);
+            if name == "plan" {
+                raw.set("dry-run", "true");
+            }
+            (Runner::terminal(), raw, PathBuf::from("."))
+        }
+        None => unreachable!("clap requires a subcommand"),
+    };
+    if raw.get("github-token").is_none() {
+        if let Some(t) = env("GITHUB_TOKEN") {
+            raw.set("github-token", t);
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ec2-deploy: cannot start: {e}");
+            return ExitCode::from(Exit::DeployFailed as u8);
+        }
+    };
+    let code = rt.block_on(run(&runner, &raw, &env, &workdir));
+    ExitCode::from(code as u8)
+}
+
+/// Runs one deploy and reports it; returns the exit code.
+pub async fn run(
+    runner: &Runner,
+    raw: &RawInputs,
+    env: &dyn Fn(&str) -> Option<String>,
+    workdir: &std::path::Path,
+) -> Exit {
+    let ctx = RunContext {
+        env,
+        workdir: workdir.to_path_buf(),
+    };
+    let result = match inputs::resolve(raw, &ctx, |p| std::fs::read_to_string(p)) {
+        Ok(req) => {
+            engine::run(
+                &req,
+                &engine::Context {
+                    runner,
+                    env,
+                    workdir,
+                },
+            )
+            .await
+        }
+        Err(errors) => Err(Error::Inputs(errors)),
+    };
+    match result {
+        Ok(Outcome::DryRun(_)) => {
+            let _ = runner.set_output("result", "dry-run");
+            Exit::Success
+        }
+        Ok(Outcome::Finished(report)) => finish(runner, &report),
+        Err(e) => {
+            runner.error(e.title(), &e.to_string());
+            let _ = runner.set_output("result", "failed");
+            let _ = runner.summary(&format!("## ❌ {}\n\n```\n{e}\n```\n", e.title()));
+            e.exit()
+        }
+    }
+}
+
+fn finish(runner: &Runner, report: &DeployReport) -> Exit {
+    let success = report.success();
+    let mut problems = vec![];
+    for i in report.failed() {
+        let what = format!(
+            "{}{}: {} at step {}: {}",
+            i.id,
+            i.name
+                .as_ref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default(),
+            i.details,
+            i.step.as_deref().unwrap_or("-"),
+            i.reason.as_deref().unwrap_or("")
+        );
+        runner.error("ec2-deploy: instance failed", &what);
+        problems.push(what);
+    }
+    for (name, value) in [
+        ("instances", instances_json(report)),
+        (
+            "result",
+            if success { "success" } else { "failed" }.to_string(),
+        ),
+    ] {
+        if let Err(e) = runner.set_output(name, &value) {
+            runner.error(
+                "ec2-deploy: runner",
+                &format!("writing step output {name}: {e}"),
+            );
+        }
+    }
+    let markdown = summary_markdown(report);
+    if let Err(e) = runner.summary(&markdown) {
+        runner.warning(
+            "ec2-deploy: runner",
+            &format!("writing the job summary: {e}"),
+        );
+    }
+    if !runner.actions {
+        runner.info(&markdown);
+    }
+    if success {
+        runner.info(&format!(
+            "Deployed {} to {} instances in {:.1}s.",
+            report.image,
+            report.instances.len(),
+            report.seconds
+        ));
+        Exit::Success
+    } else {
+        runner.info(&format!(
+            "Deploy failed on {} of {} instances.",
+            problems.len(),
+            report.instances.len()
+        ));
+        Exit::DeployFailed
+    }
+}

@@ -1,0 +1,229 @@
+//! The optional YAML config file (default `.github/ec2-deploy.yml`): values for any input, per
+//! environment, so dev and prod differ only where they are written to differ.
+//!
+//! ```yaml
+//! defaults:                 # every environment
+//!   ecr-repository: shop
+//!   ports: ["80:3000"]
+//! environments:
+//!   production:
+//!     targets: [Role=web, Env=prod]
+//!     secret-id: prod/shop
+//!     max-concurrency: 25%
+//! ```
+//!
+//! Keys are the input names. Unknown keys are errors, reported with their path and line by
+//! serde_yaml (`environments.production: unknown field `secretid` … at line 7 column 5`).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// A config value: a scalar, a list (one item per line of a multi-line input) or a map
+/// (`KEY: value` pairs for `env` and `build-args`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    Scalar(Scalar),
+    List(Vec<Scalar>),
+    Map(BTreeMap<String, Scalar>),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+impl ConfigValue {
+    /// The value as the equivalent action input's text.
+    pub fn as_input_text(&self) -> String {
+        match self {
+            ConfigValue::Scalar(s) => s.to_string(),
+            ConfigValue::List(items) => items
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            ConfigValue::Map(map) => map
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+/// The inputs a config block may set (all but `environment`, `config`, `dry-run` and
+/// `github-token`, which belong to the run, not to the environment).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Block {
+    aws_region: Option<ConfigValue>,
+    ecr_repository: Option<ConfigValue>,
+    registry: Option<ConfigValue>,
+    image_tag: Option<ConfigValue>,
+    build: Option<ConfigValue>,
+    context: Option<ConfigValue>,
+    dockerfile: Option<ConfigValue>,
+    build_args: Option<ConfigValue>,
+    target: Option<ConfigValue>,
+    targets: Option<ConfigValue>,
+    container_name: Option<ConfigValue>,
+    ports: Option<ConfigValue>,
+    env: Option<ConfigValue>,
+    secret_id: Option<ConfigValue>,
+    health_check_path: Option<ConfigValue>,
+    health_check_timeout: Option<ConfigValue>,
+    max_concurrency: Option<ConfigValue>,
+    max_errors: Option<ConfigValue>,
+    timeout: Option<ConfigValue>,
+}
+
+impl Block {
+    fn into_map(self) -> BTreeMap<String, ConfigValue> {
+        let fields = [
+            ("aws-region", self.aws_region),
+            ("ecr-repository", self.ecr_repository),
+            ("registry", self.registry),
+            ("image-tag", self.image_tag),
+            ("build", self.build),
+            ("context", self.context),
+            ("dockerfile", self.dockerfile),
+            ("build-args", self.build_args),
+            ("target", self.target),
+            ("targets", self.targets),
+            ("container-name", self.container_name),
+            ("ports", self.ports),
+            ("env", self.env),
+            ("secret-id", self.secret_id),
+            ("health-check-path", self.health_check_path),
+            ("health-check-timeout", self.health_check_timeout),
+            ("max-concurrency", self.max_concurrency),
+            ("max-errors", self.max_errors),
+            ("timeout", self.timeout),
+        ];
+        fields
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+            .collect()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    defaults: Option<Block>,
+    #[serde(default)]
+    environments: BTreeMap<String, Option<Block>>,
+}
+
+/// A parsed config file: the `defaults` block and each environment's block, keyed by input name.
+#[derive(Debug, Default)]
+pub struct ConfigFile {
+    pub defaults: BTreeMap<String, ConfigValue>,
+    pub environments: BTreeMap<String, BTreeMap<String, ConfigValue>>,
+}
+
+impl ConfigFile {
+    pub fn parse(text: &str) -> Result<ConfigFile, String> {
+        if text.trim().is_empty() {
+            return Ok(ConfigFile::default());
+        }
+        let file: File = serde_yaml::from_str(text).map_err(|e| {
+            format!("{e}; keys are input names (see action.yml), under `defaults:` or `environments: <name>:`")
+        })?;
+        Ok(ConfigFile {
+            defaults: file.defaults.map(Block::into_map).unwrap_or_default(),
+            environments: file
+                .environments
+                .into_iter()
+                .map(|(name, block)| (name, block.map(Block::into_map).unwrap_or_default()))
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inputs::INPUTS;
+
+    #[test]
+    fn a_block_accepts_exactly_the_inputs_marked_for_the_config_file() {
+        let yaml: String = INPUTS
+            .iter()
+            .filter(|s| s.in_config)
+            .map(|s| format!("  {}: x\n", s.name))
+            .collect();
+        let parsed = ConfigFile::parse(&format!("defaults:\n{yaml}")).unwrap();
+        let want: Vec<&str> = INPUTS
+            .iter()
+            .filter(|s| s.in_config)
+            .map(|s| s.name)
+            .collect();
+        let mut got: Vec<&str> = parsed.defaults.keys().map(String::as_str).collect();
+        got.sort();
+        let mut want_sorted = want.clone();
+        want_sorted.sort();
+        assert_eq!(got, want_sorted);
+        for s in INPUTS.iter().filter(|s| !s.in_config) {
+            assert!(
+                ConfigFile::parse(&format!("defaults:\n  {}: x\n", s.name)).is_err(),
+                "{} must not be accepted",
+                s.name
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_path_and_line() {
+        let err = ConfigFile::parse(
+            "environments:\n  production:\n    targets: [Role=web]\n    secretid: x\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("environments.production: unknown field `secretid`, expected one of"),
+            "{err}"
+        );
+        assert!(err.contains("at line 4 column 5"), "{err}");
+        let err = ConfigFile::parse("default:\n  targets: x\n").unwrap_err();
+        assert!(
+            err.starts_with("unknown field `default`, expected `defaults` or `environments`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_errors_say_where() {
+        let err = ConfigFile::parse("defaults:\n  targets: [Role=web\n").unwrap_err();
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn lists_and_maps_become_input_lines() {
+        let parsed = ConfigFile::parse("defaults:\n  targets: [Role=web, Env=prod]\n  env: {B: 2, A: x}\n  max-errors: 1\n  build: false\n").unwrap();
+        assert_eq!(
+            parsed.defaults["targets"].as_input_text(),
+            "Role=web\nEnv=prod"
+        );
+        assert_eq!(parsed.defaults["env"].as_input_text(), "A=x\nB=2");
+        assert_eq!(parsed.defaults["max-errors"].as_input_text(), "1");
+        assert_eq!(parsed.defaults["build"].as_input_text(), "false");
+    }
+}

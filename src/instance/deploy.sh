@@ -1,0 +1,255 @@
+# ---- ec2-deploy on-instance script (src/instance/deploy.sh) ----
+# shellcheck shell=bash
+# Runs as root through SSM Run Command (AWS-RunShellScript) or from user-data, after a header of
+# shell assignments that ec2-deploy generates and quotes:
+#   IMAGE REGISTRY CONTAINER_NAME PORTS ENV_VARS SECRET_ID HEALTH_PATH HEALTH_PORT
+#   HEALTH_TIMEOUT RELEASE
+# Needs docker, the aws CLI and curl; jq or python3 when SECRET_ID is set. It:
+#   1. logs in to the registry with the instance's own credentials and pulls IMAGE (by digest);
+#   2. writes the container's environment to a file only root can read: ENV_VARS, then the keys
+#      of the Secrets Manager secret SECRET_ID (fetched here; values never reach argv or logs);
+#   3. keeps the running container as <name>-previous, starts the new one and waits for it to
+#      be healthy; on failure puts the previous one back;
+#   4. removes older images of the repository, keeping the current and previous releases.
+# Deploying what already runs (same image, ports and environment) restarts nothing and only
+# verifies health. The last stdout line says what happened:
+#   ec2-deploy-result outcome=deployed|unchanged previous=<image> current=<image>
+# Exit codes tell the failed step (ec2-deploy maps them for its report):
+#   2 bad parameters   10 prerequisites   11 registry login   12 pull   13 secret
+#   14 container did not start (previous restored)   15 unhealthy (previous restored)
+#   16 unhealthy and the previous could not be restored   17 another deploy holds the lock
+set -Eeuo pipefail
+umask 077
+export LC_ALL=C
+
+log() { printf 'ec2-deploy: %s\n' "$*"; }
+fail() {
+  local code=$1
+  shift
+  printf 'ec2-deploy: error: %s\n' "$*" >&2
+  exit "$code"
+}
+
+: "${IMAGE:?}" "${REGISTRY:?}" "${CONTAINER_NAME:?}" "${HEALTH_TIMEOUT:?}" "${RELEASE:?}"
+case $HEALTH_TIMEOUT in '' | *[!0-9]*) fail 2 "HEALTH_TIMEOUT must be a number of seconds" ;; esac
+if [ -n "$HEALTH_PATH" ] && [ -z "$HEALTH_PORT" ]; then
+  fail 2 "HEALTH_PATH needs HEALTH_PORT"
+fi
+
+for tool in docker aws curl; do
+  command -v "$tool" >/dev/null 2>&1 || fail 10 "$tool is not installed on this instance"
+done
+
+region=${AWS_SSM_REGION_NAME:-${AWS_REGION:-${AWS_DEFAULT_REGION:-}}}
+if [ -z "$region" ]; then
+  # Outside Run Command (user-data): ask the instance metadata service (IMDSv2).
+  imds_token=$(curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' \
+    http://169.254.169.254/latest/api/token --max-time 2 || true)
+  if [ -n "$imds_token" ]; then
+    region=$(curl -sf -H "X-aws-ec2-metadata-token: $imds_token" --max-time 2 \
+      http://169.254.169.254/latest/meta-data/placement/region || true)
+  fi
+fi
+[ -n "$region" ] || fail 10 "cannot tell the AWS region (no AWS_SSM_REGION_NAME, AWS_REGION or instance metadata)"
+
+state_dir=/var/lib/ec2-deploy/$CONTAINER_NAME
+mkdir -p "$state_dir"
+chmod 700 /var/lib/ec2-deploy "$state_dir"
+
+# One deploy at a time on this instance.
+exec 9>"$state_dir/lock"
+if command -v flock >/dev/null 2>&1; then
+  flock -w 120 9 || fail 17 "another deploy of $CONTAINER_NAME is running on this instance"
+fi
+
+# Registry credentials live in a private directory for this run only.
+DOCKER_CONFIG=$(mktemp -d)
+export DOCKER_CONFIG
+cleanup() { rm -rf "$DOCKER_CONFIG" "$state_dir/env.new"; }
+trap cleanup EXIT
+
+retry() {
+  local attempt=1 max=$1
+  shift
+  until "$@"; do
+    if [ "$attempt" -ge "$max" ]; then
+      return 1
+    fi
+    sleep $((attempt * 2))
+    attempt=$((attempt + 1))
+  done
+}
+
+registry_login() {
+  local password
+  password=$(aws ecr get-login-password --region "$region") || return 1
+  printf '%s' "$password" | docker login --username AWS --password-stdin "$REGISTRY" >/dev/null
+}
+
+log "release $RELEASE: $IMAGE"
+retry 3 registry_login || fail 11 "cannot log in to $REGISTRY with this instance's credentials (does its role allow ecr:GetAuthorizationToken?)"
+retry 3 docker pull --quiet "$IMAGE" >/dev/null || fail 12 "cannot pull $IMAGE (does the instance role allow ECR pulls, and can the instance reach $REGISTRY?)"
+
+# The secret's JSON object becomes KEY=VALUE lines. Errors name keys, never values.
+secret_to_env() {
+  if command -v jq >/dev/null 2>&1; then
+    jq -r '
+      if type != "object" then error("the secret is not a JSON object") else . end
+      | to_entries[]
+      | if (.key | test("^[A-Za-z_][A-Za-z0-9_]*$") | not) then error("key \(.key) is not a valid variable name")
+        elif (.value | type) == "object" or (.value | type) == "array" then error("the value of \(.key) is not a string, number or boolean")
+        elif (.value | tostring | test("[\n\r\u0000]")) then error("the value of \(.key) has a line break, which an env file cannot carry")
+        else "\(.key)=\(.value | if type == "string" then . else tostring end)" end'
+  elif command -v python3 >/dev/null 2>&1; then
+    python3 -c '
+import json, re, sys
+data = json.load(sys.stdin)
+if not isinstance(data, dict):
+    sys.exit("the secret is not a JSON object")
+for key, value in data.items():
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        sys.exit(f"key {key} is not a valid variable name")
+    if isinstance(value, (dict, list)):
+        sys.exit(f"the value of {key} is not a string, number or boolean")
+    text = value if isinstance(value, str) else json.dumps(value)
+    if any(c in text for c in "\n\r\0"):
+        sys.exit(f"the value of {key} has a line break, which an env file cannot carry")
+    print(f"{key}={text}")
+'
+  else
+    echo "neither jq nor python3 is installed to read the secret" >&2
+    return 1
+  fi
+}
+
+env_new="$state_dir/env.new"
+: >"$env_new"
+for kv in "${ENV_VARS[@]}"; do
+  printf '%s\n' "$kv" >>"$env_new"
+done
+if [ -n "$SECRET_ID" ]; then
+  secret_json=$(aws secretsmanager get-secret-value --region "$region" --secret-id "$SECRET_ID" \
+    --query SecretString --output text) ||
+    fail 13 "cannot read secret $SECRET_ID (does the instance role allow secretsmanager:GetSecretValue on it?)"
+  printf '%s' "$secret_json" | secret_to_env >>"$env_new" || fail 13 "secret $SECRET_ID cannot become environment variables (see above)"
+  unset secret_json
+fi
+
+# What the container runs with, so an identical redeploy can be recognised.
+config_id=$( (printf '%s\n' "$IMAGE" "${PORTS[@]}" && cat "$env_new") | sha256sum | cut -d' ' -f1)
+
+inspect() { docker inspect --format "$2" "$1" 2>/dev/null || true; }
+
+previous_image=$(inspect "$CONTAINER_NAME" '{{.Config.Image}}')
+[ -n "$previous_image" ] || previous_image=none
+health_reason=
+
+# Healthy means: running, and the HTTP path answers 2xx (when given), else the image's own
+# HEALTHCHECK says healthy (when it has one), else still running after a few seconds.
+wait_healthy() {
+  local deadline=$((SECONDS + HEALTH_TIMEOUT)) status health code running_since=$SECONDS
+  while :; do
+    status=$(inspect "$CONTAINER_NAME" '{{.State.Status}}')
+    if [ "$status" != running ]; then
+      health_reason="the container is ${status:-gone} (exit code $(inspect "$CONTAINER_NAME" '{{.State.ExitCode}}'))"
+      return 1
+    fi
+    if [ -n "$HEALTH_PATH" ]; then
+      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$HEALTH_PORT$HEALTH_PATH" || true)
+      case $code in
+        2??) return 0 ;;
+        000) health_reason="GET $HEALTH_PATH on port $HEALTH_PORT: no answer" ;;
+        *) health_reason="GET $HEALTH_PATH on port $HEALTH_PORT answered $code" ;;
+      esac
+    else
+      health=$(inspect "$CONTAINER_NAME" '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}')
+      case $health in
+        healthy) return 0 ;;
+        none)
+          if [ $((SECONDS - running_since)) -ge 3 ]; then
+            return 0
+          fi
+          health_reason="the container has no health check and did not stay up"
+          ;;
+        *) health_reason="the image's HEALTHCHECK says $health" ;;
+      esac
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      health_reason="not healthy after ${HEALTH_TIMEOUT}s: $health_reason"
+      return 1
+    fi
+    sleep 1
+  done
+}
+
+result() { printf 'ec2-deploy-result outcome=%s previous=%s current=%s\n' "$1" "$previous_image" "$2"; }
+
+if [ "$(inspect "$CONTAINER_NAME" '{{index .Config.Labels "ec2-deploy.config"}}')" = "$config_id" ] &&
+  [ "$(inspect "$CONTAINER_NAME" '{{.State.Running}}')" = true ]; then
+  log "$CONTAINER_NAME already runs this release: checking its health"
+  wait_healthy || fail 15 "$CONTAINER_NAME runs this release but is not healthy: $health_reason"
+  result unchanged "$IMAGE"
+  exit 0
+fi
+
+# Swap: the running container becomes <name>-previous (stopped, kept for a fast rollback).
+docker rm --force "$CONTAINER_NAME-previous" >/dev/null 2>&1 || true
+had_previous=false
+if [ "$previous_image" != none ]; then
+  log "stopping $CONTAINER_NAME ($previous_image)"
+  docker stop --time 10 "$CONTAINER_NAME" >/dev/null
+  docker rename "$CONTAINER_NAME" "$CONTAINER_NAME-previous"
+  had_previous=true
+  if [ -f "$state_dir/env" ]; then
+    mv -f "$state_dir/env" "$state_dir/env.previous"
+  fi
+fi
+mv -f "$env_new" "$state_dir/env"
+
+restore_previous() {
+  docker logs --tail 20 "$CONTAINER_NAME" 2>&1 | sed 's/^/  | /' >&2 || true
+  docker rm --force "$CONTAINER_NAME" >/dev/null 2>&1 || true
+  if [ "$had_previous" != true ]; then
+    return 0
+  fi
+  log "putting the previous container back"
+  if [ -f "$state_dir/env.previous" ]; then
+    mv -f "$state_dir/env.previous" "$state_dir/env"
+  fi
+  docker rename "$CONTAINER_NAME-previous" "$CONTAINER_NAME" &&
+    docker start "$CONTAINER_NAME" >/dev/null &&
+    wait_healthy
+}
+
+run_args=(run --detach --name "$CONTAINER_NAME" --restart unless-stopped
+  --env-file "$state_dir/env"
+  --label "ec2-deploy.config=$config_id" --label "ec2-deploy.release=$RELEASE")
+for port in "${PORTS[@]}"; do
+  run_args+=(--publish "$port")
+done
+
+log "starting $CONTAINER_NAME"
+if ! docker "${run_args[@]}" "$IMAGE" >/dev/null; then
+  reason="docker run failed"
+  restore_previous || fail 16 "$reason, and the previous container could not be restored: $health_reason"
+  fail 14 "$reason; the previous container is back"
+fi
+if ! wait_healthy; then
+  reason=$health_reason
+  restore_previous || fail 16 "$reason, and the previous container could not be restored: $health_reason"
+  if [ "$had_previous" = true ]; then
+    fail 15 "$reason; the previous container is back"
+  fi
+  fail 15 "$reason"
+fi
+log "$CONTAINER_NAME is healthy"
+
+# Older images of this repository go; the current and previous releases stay.
+keep=" $(inspect "$CONTAINER_NAME" '{{.Image}}') $(inspect "$CONTAINER_NAME-previous" '{{.Image}}') "
+repo=${IMAGE%@*}
+case ${repo##*/} in *:*) repo=${repo%:*} ;; esac
+docker image ls --no-trunc --quiet "$repo" 2>/dev/null | sort -u | while read -r id; do
+  case $keep in *" $id "*) ;; *) docker image rm "$id" >/dev/null 2>&1 || true ;; esac
+done
+
+result deployed "$IMAGE"

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    ec2_deploy_action::cli::main()
+}

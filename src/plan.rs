@@ -1,0 +1,390 @@
+//! The plan: request + what was found in AWS → exactly what will happen, before anything changes.
+//!
+//! Pure: the engine gathers the [`Facts`] with read-only calls, [`make`] decides, the plan is
+//! printed (and is all a dry run does). Every reason not to go ahead is reported at once, each
+//! with the input to fix.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::fleet::{ManagedInstance, Ping};
+use crate::inputs::{ContainerSpec, DeployRequest, Limit, TagFilter};
+
+/// What the read-only calls found.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub region: String,
+    pub registry: String,
+    pub repository_exists: bool,
+    /// The digest of the requested tag, when the registry has it.
+    pub existing_digest: Option<String>,
+    /// A tag to take the layer cache from.
+    pub cache_from: Option<String>,
+    pub instances: Vec<ManagedInstance>,
+    /// `None`: no secret asked for; `Some(None)`: asked for and missing.
+    pub secret_arn: Option<Option<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum ImageSource {
+    /// Build and push; the cache comes from this reference.
+    Build { cache_from: Option<String> },
+    /// The tag is already in the registry: deploy that digest, build nothing.
+    Existing { digest: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub environment: Option<String>,
+    pub region: String,
+    pub registry: String,
+    pub repository: String,
+    pub image_tag: String,
+    /// `registry/repository:tag`
+    pub image: String,
+    pub source: ImageSource,
+    pub targets: Vec<TagFilter>,
+    pub instances: Vec<ManagedInstance>,
+    pub container: ContainerSpec,
+    pub secret_arn: Option<String>,
+    pub max_concurrency: Limit,
+    pub max_errors: Limit,
+    pub timeout: u32,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("input `ecr-repository`: repository {repository:?} does not exist in {region}; create it (aws ecr create-repository --repository-name {repository}) or fix the name/region")]
+    RepositoryMissing { repository: String, region: String },
+    #[error("input `image-tag`: tag {tag:?} is not in repository {repository:?}, and `build` is false; push it first, set `build: true`, or pick an existing tag")]
+    TagMissing { tag: String, repository: String },
+    #[error("input `targets`: no instance managed by SSM has tags {targets}; check the tags, that the instances run the SSM agent and that their role has AmazonSSMManagedInstanceCore")]
+    NoInstances { targets: String },
+    #[error("input `targets`: {count} matching instance(s) have no SSM agent connection ({list}); they would never receive the deploy. Bring their agents back or change the tags")]
+    Offline { count: usize, list: String },
+    #[error("input `secret-id`: secret {id:?} does not exist in {region}; create it in Secrets Manager or fix the name")]
+    SecretMissing { id: String, region: String },
+}
+
+/// Decides what will happen, or why it cannot.
+pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
+    let mut errors = vec![];
+    if !facts.repository_exists {
+        errors.push(PlanError::RepositoryMissing {
+            repository: req.repository.clone(),
+            region: facts.region.clone(),
+        });
+    }
+    let source = match (&facts.existing_digest, req.build) {
+        (Some(digest), _) => ImageSource::Existing {
+            digest: digest.clone(),
+        },
+        (None, true) => ImageSource::Build {
+            cache_from: facts
+                .cache_from
+                .as_ref()
+                .map(|tag| format!("{}/{}:{}", facts.registry, req.repository, tag)),
+        },
+        (None, false) => {
+            if facts.repository_exists {
+                errors.push(PlanError::TagMissing {
+                    tag: req.image_tag.clone(),
+                    repository: req.repository.clone(),
+                });
+            }
+            ImageSource::Build { cache_from: None }
+        }
+    };
+    let targets_text = req
+        .targets
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" and ");
+    if facts.instances.is_empty() {
+        errors.push(PlanError::NoInstances {
+            targets: targets_text,
+        });
+    }
+    let offline: Vec<&ManagedInstance> = facts
+        .instances
+        .iter()
+        .filter(|i| i.ping != Ping::Online)
+        .collect();
+    if !offline.is_empty() {
+        errors.push(PlanError::Offline {
+            count: offline.len(),
+            list: offline
+                .iter()
+                .map(|i| format!("{} {}", i.id, i.ping))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let secret_arn = match (&req.container.secret_id, facts.secret_arn) {
+        (Some(id), Some(None)) | (Some(id), None) => {
+            errors.push(PlanError::SecretMissing {
+                id: id.clone(),
+                region: facts.region.clone(),
+            });
+            None
+        }
+        (_, Some(arn)) => arn,
+        (None, None) => None,
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Plan {
+        environment: req.environment.clone(),
+        region: facts.region,
+        image: format!("{}/{}:{}", facts.registry, req.repository, req.image_tag),
+        registry: facts.registry,
+        repository: req.repository.clone(),
+        image_tag: req.image_tag.clone(),
+        source,
+        targets: req.targets.clone(),
+        instances: facts.instances,
+        container: req.container.clone(),
+        secret_arn,
+        max_concurrency: req.max_concurrency,
+        max_errors: req.max_errors,
+        timeout: req.timeout,
+        dry_run: req.dry_run,
+    })
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let env = self.environment.as_deref().unwrap_or("(no environment)");
+        writeln!(f, "Plan: deploy {} to {env} in {}", self.image, self.region)?;
+        match &self.source {
+            ImageSource::Build { cache_from } => writeln!(
+                f,
+                "  image      build and push{}",
+                cache_from
+                    .as_ref()
+                    .map(|c| format!(" (layer cache from {c})"))
+                    .unwrap_or_else(|| " (no earlier image to take a layer cache from)".into())
+            )?,
+            ImageSource::Existing { digest } => writeln!(
+                f,
+                "  image      already in the registry as {digest}: nothing to build"
+            )?,
+        }
+        let c = &self.container;
+        let ports = if c.ports.is_empty() {
+            "none".to_string()
+        } else {
+            c.ports
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        writeln!(f, "  container  {} (ports {ports})", c.name)?;
+        let env_names: Vec<&str> = c.env.iter().map(|e| e.name.as_str()).collect();
+        writeln!(
+            f,
+            "  env        {}",
+            if env_names.is_empty() {
+                "none".to_string()
+            } else {
+                env_names.join(", ")
+            }
+        )?;
+        match (&c.secret_id, &self.secret_arn) {
+            (Some(id), Some(arn)) => writeln!(
+                f,
+                "  secret     {id} (found: {arn}); its keys become env vars, read on each instance"
+            )?,
+            _ => writeln!(f, "  secret     none")?,
+        }
+        match &c.health_check_path {
+            Some(path) => writeln!(
+                f,
+                "  health     GET {path} on port {} within {}s",
+                c.ports[0].host, c.health_check_timeout
+            )?,
+            None => writeln!(
+                f,
+                "  health     the image's HEALTHCHECK if it has one, else running; within {}s",
+                c.health_check_timeout
+            )?,
+        }
+        writeln!(
+            f,
+            "  rollout    SSM Run Command, max-concurrency {}, max-errors {}, timeout {}s per instance",
+            self.max_concurrency, self.max_errors, self.timeout
+        )?;
+        let targets = self
+            .targets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" and ");
+        writeln!(
+            f,
+            "  instances  {} with tags {targets}:",
+            self.instances.len()
+        )?;
+        for i in &self.instances {
+            writeln!(
+                f,
+                "    {}  {:<16} {:<15} {}",
+                i.id,
+                i.name.as_deref().unwrap_or("-"),
+                i.ip.as_deref().unwrap_or("-"),
+                i.ping
+            )?;
+        }
+        if self.dry_run {
+            writeln!(f, "Dry run: nothing was built, pushed or sent.")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inputs::{BuildSpec, EnvVar, PortMapping};
+
+    fn request() -> DeployRequest {
+        DeployRequest {
+            environment: Some("production".into()),
+            region: Some("eu-west-1".into()),
+            repository: "shop".into(),
+            registry: None,
+            image_tag: "v2".into(),
+            build: true,
+            build_spec: BuildSpec {
+                context: ".".into(),
+                dockerfile: None,
+                args: vec![],
+                target: None,
+            },
+            targets: vec![
+                TagFilter {
+                    key: "Role".into(),
+                    values: vec!["web".into()],
+                },
+                TagFilter {
+                    key: "Env".into(),
+                    values: vec!["prod".into()],
+                },
+            ],
+            container: ContainerSpec {
+                name: "shop".into(),
+                ports: vec![PortMapping {
+                    host: 80,
+                    container: 3000,
+                }],
+                env: vec![EnvVar {
+                    name: "RUST_LOG".into(),
+                    value: "info".into(),
+                }],
+                secret_id: Some("prod/shop".into()),
+                health_check_path: Some("/health".into()),
+                health_check_timeout: 60,
+            },
+            max_concurrency: Limit::Percent(50),
+            max_errors: Limit::Count(0),
+            timeout: 600,
+            dry_run: true,
+            github_token: None,
+            config_file: None,
+        }
+    }
+
+    fn instance(id: &str, name: &str, ip: &str, ping: Ping) -> ManagedInstance {
+        ManagedInstance {
+            id: id.into(),
+            name: Some(name.into()),
+            ping,
+            ip: Some(ip.into()),
+        }
+    }
+
+    fn facts() -> Facts {
+        Facts {
+            region: "eu-west-1".into(),
+            registry: "123456789012.dkr.ecr.eu-west-1.amazonaws.com".into(),
+            repository_exists: true,
+            existing_digest: None,
+            cache_from: Some("v1".into()),
+            instances: vec![
+                instance("i-0123456789abcdef0", "web-1", "10.0.1.11", Ping::Online),
+                instance("i-0123456789abcdef1", "web-2", "10.0.2.12", Ping::Online),
+            ],
+            secret_arn: Some(Some(
+                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/shop-AbCdEf".into(),
+            )),
+        }
+    }
+
+    #[test]
+    fn plan_text_for_a_build() {
+        let plan = make(&request(), facts()).unwrap();
+        insta::assert_snapshot!(plan.to_string());
+    }
+
+    #[test]
+    fn plan_text_for_an_existing_tag() {
+        let mut f = facts();
+        f.existing_digest = Some("sha256:feedface".into());
+        let mut req = request();
+        req.container.secret_id = None;
+        req.dry_run = false;
+        f.secret_arn = None;
+        let plan = make(&req, f).unwrap();
+        assert_eq!(
+            plan.source,
+            ImageSource::Existing {
+                digest: "sha256:feedface".into()
+            }
+        );
+        insta::assert_snapshot!(plan.to_string());
+    }
+
+    #[test]
+    fn every_reason_not_to_go_ahead_is_reported() {
+        let mut f = facts();
+        f.instances = vec![];
+        f.secret_arn = Some(None);
+        let errs = make(&request(), f).unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        insta::assert_snapshot!(text.join("\n"));
+    }
+
+    #[test]
+    fn offline_instances_stop_the_plan() {
+        let mut f = facts();
+        f.instances[1].ping = Ping::ConnectionLost;
+        let errs = make(&request(), f).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![PlanError::Offline {
+                count: 1,
+                list: "i-0123456789abcdef1 ConnectionLost".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_missing_tag_without_build_stops_the_plan() {
+        let mut req = request();
+        req.build = false;
+        let errs = make(&req, facts()).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![PlanError::TagMissing {
+                tag: "v2".into(),
+                repository: "shop".into()
+            }]
+        );
+    }
+}

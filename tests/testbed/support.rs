@@ -1,0 +1,353 @@
+//! The universe the tests run in: the local test bed (scripts/testbed up), read from its env
+//! file. Each test gets instances and names of its own (a unique `Suite` tag), so tests never see
+//! each other's deploys. Assertions go through the aws CLI and plain HTTP, never through the
+//! code under test.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub struct Bed {
+    pub env: BTreeMap<String, String>,
+}
+
+impl Bed {
+    pub fn load() -> Bed {
+        let path = std::env::var("TESTBED_ENV")
+            .unwrap_or_else(|_| "/var/tmp/ec2-deploy-testbed/env".into());
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("the test bed is not up ({path}: {e}); run `scripts/testbed up` or use scripts/test")
+        });
+        let env = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains('='))
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        Bed { env }
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from the test bed env file"))
+    }
+
+    fn testbed(&self, args: &[&str]) -> String {
+        let script = Path::new(self.get("TESTBED_ROOT")).join("scripts/testbed");
+        let out = Command::new(script)
+            .args(args)
+            .env("TESTBED_STATE", self.get("TESTBED_STATE"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/testbed {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `aws …` against the emulated AWS; panics unless it succeeds.
+    pub fn aws(&self, args: &[&str]) -> String {
+        let out = self.aws_output(args);
+        assert!(
+            out.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn aws_output(&self, args: &[&str]) -> Output {
+        Command::new(self.get("TESTBED_AWS"))
+            .args(args)
+            .envs(self.aws_env())
+            .output()
+            .unwrap()
+    }
+
+    pub fn aws_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        serde_json::from_str(&self.aws(&all)).unwrap()
+    }
+
+    fn aws_env(&self) -> Vec<(String, String)> {
+        [
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        ]
+        .iter()
+        .map(|k| (k.to_string(), self.get(k).to_string()))
+        .collect()
+    }
+
+    /// Runs a command on a simulated instance, as its SSM agent would.
+    pub fn on_instance(&self, id: &str, cmd: &[&str]) -> Output {
+        Command::new(self.get("TESTBED_EXEC"))
+            .arg(id)
+            .args(cmd)
+            .env("TESTBED_STATE", self.get("TESTBED_STATE"))
+            .output()
+            .unwrap()
+    }
+
+    /// Instances tagged `Suite=<suite>` plus `tags`, terminated when the fleet is dropped.
+    pub fn fleet_in(&self, suite: &str, n: usize, tags: &[&str]) -> Fleet<'_> {
+        let mut args = vec![
+            "add-instance".to_string(),
+            "--count".into(),
+            n.to_string(),
+            "--tag".into(),
+            format!("Suite={suite}"),
+        ];
+        for t in tags {
+            args.extend(["--tag".to_string(), t.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ids: Vec<String> = self
+            .testbed(&args)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(ids.len(), n);
+        let info = self.aws_json(&[
+            "ssm",
+            "describe-instance-information",
+            "--filters",
+            &format!("Key=tag:Suite,Values={suite}"),
+        ]);
+        let ips = ids
+            .iter()
+            .map(|id| {
+                info["InstanceInformationList"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|i| i["InstanceId"] == id.as_str())
+                    .map(|i| i["IPAddress"].as_str().unwrap().to_string())
+                    .unwrap()
+            })
+            .collect();
+        Fleet {
+            bed: self,
+            ids,
+            ips,
+        }
+    }
+
+    pub fn create_repository(&self, name: &str) {
+        self.aws(&["ecr", "create-repository", "--repository-name", name]);
+    }
+
+    pub fn create_secret(&self, name: &str, json: &str) {
+        self.aws(&[
+            "secretsmanager",
+            "create-secret",
+            "--name",
+            name,
+            "--secret-string",
+            json,
+        ]);
+    }
+
+    /// The SSM commands whose comment mentions `needle` (the engine puts the tag there).
+    pub fn commands_mentioning(&self, needle: &str) -> Vec<serde_json::Value> {
+        let all = self.aws_json(&["ssm", "list-commands"]);
+        all["Commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["Comment"].as_str().unwrap_or("").contains(needle))
+            .cloned()
+            .collect()
+    }
+}
+
+pub struct Fleet<'a> {
+    bed: &'a Bed,
+    pub ids: Vec<String>,
+    pub ips: Vec<String>,
+}
+
+impl Drop for Fleet<'_> {
+    fn drop(&mut self) {
+        let mut args = vec!["remove-instance"];
+        args.extend(self.ids.iter().map(String::as_str));
+        self.bed.testbed(&args);
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{}-{n}-{:x}", std::process::id(), nanos % 0xfffff)
+}
+
+/// One `ec2-deploy action` run, as the runner starts it: INPUT_* and GITHUB_* in the
+/// environment, GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files, the workspace as working directory.
+pub struct ActionRun {
+    pub inputs: Vec<(String, String)>,
+    pub workspace: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub struct RunResult {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub outputs: BTreeMap<String, String>,
+    pub outputs_raw: String,
+    pub summary: String,
+}
+
+impl RunResult {
+    pub fn log(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl ActionRun {
+    /// A workspace holding the demo app's build context (DEMO_CONTEXT, made by scripts/test).
+    pub fn new(inputs: &[(&str, &str)]) -> ActionRun {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = dir.path().join("workspace");
+        std::fs::create_dir_all(&workspace).unwrap();
+        let context = std::env::var("DEMO_CONTEXT")
+            .expect("DEMO_CONTEXT: the demo app's build context (scripts/demo-context)");
+        for f in ["Dockerfile", "demo-app"] {
+            std::fs::copy(Path::new(&context).join(f), workspace.join(f)).unwrap();
+        }
+        ActionRun {
+            inputs: inputs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            workspace,
+            _dir: dir,
+        }
+    }
+
+    pub fn run(&self, bed: &Bed) -> RunResult {
+        let output = self._dir.path().join("github_output");
+        let summary = self._dir.path().join("step_summary");
+        std::fs::write(&output, "").unwrap();
+        std::fs::write(&summary, "").unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ec2-deploy"));
+        cmd.arg("action").current_dir(&self.workspace).env_clear();
+        cmd.env("PATH", std::env::var("PATH").unwrap());
+        for k in [
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "DOCKER_HOST",
+        ] {
+            cmd.env(k, bed.get(k));
+        }
+        cmd.env("EC2_DEPLOY_DOCKER", bed.get("TESTBED_DOCKER"))
+            .env("GITHUB_ACTIONS", "true")
+            .env("CI", "true")
+            .env("GITHUB_WORKSPACE", &self.workspace)
+            .env("GITHUB_OUTPUT", &output)
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .env("GITHUB_SHA", "4b825dc642cb6eb9a060e54bf8d69288fbee4904")
+            .env("GITHUB_REPOSITORY", "octo/shop")
+            .env("GITHUB_RUN_ID", "1")
+            .env("GITHUB_SERVER_URL", "https://github.com");
+        for (name, value) in &self.inputs {
+            cmd.env(format!("INPUT_{}", name.to_uppercase()), value);
+        }
+        let out = cmd.output().unwrap();
+        let outputs_raw = std::fs::read_to_string(&output).unwrap();
+        RunResult {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            outputs: parse_github_output(&outputs_raw),
+            outputs_raw,
+            summary: std::fs::read_to_string(&summary).unwrap(),
+        }
+    }
+}
+
+/// Parses a GITHUB_OUTPUT file the way the runner does (`name=value` or `name<<DELIM`).
+pub fn parse_github_output(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some((name, delim)) = line.split_once("<<") {
+            let mut value = vec![];
+            loop {
+                let l = lines
+                    .next()
+                    .unwrap_or_else(|| panic!("output {name}: delimiter {delim} never closed"));
+                if l == delim {
+                    break;
+                }
+                value.push(l);
+            }
+            out.insert(name.to_string(), value.join("\n"));
+        } else if let Some((name, value)) = line.split_once('=') {
+            out.insert(name.to_string(), value.to_string());
+        } else if !line.is_empty() {
+            panic!("GITHUB_OUTPUT line the runner would reject: {line:?}");
+        }
+    }
+    out
+}
+
+/// A plain HTTP/1.1 GET: (status, body), or None when nothing answers.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut stream =
+        TcpStream::connect_timeout(&host.parse().ok()?, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
