@@ -162,9 +162,17 @@ pub async fn run(req: &DeployRequest, cx: &Context<'_>) -> Result<Outcome, Error
     runner.end_group();
     let invocations = followed?;
 
-    // The full output of every instance that did not succeed, for the log and the report.
+    // The full output of every instance whose script ran and did not succeed, for the log and
+    // the report. (Invocations that never started have no output to show.)
     let mut outputs = vec![];
-    for inv in invocations.iter().filter(|i| i.status != "Success") {
+    let ran_and_failed = |i: &&Invocation| {
+        i.status != "Success"
+            && matches!(
+                i.details.as_str(),
+                "Failed" | "Execution Timed Out" | "Cancelled"
+            )
+    };
+    for inv in invocations.iter().filter(ran_and_failed) {
         match fleet.output(&command_id, &inv.instance_id).await {
             Ok(out) => {
                 runner.group(&format!(

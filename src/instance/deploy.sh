@@ -228,19 +228,22 @@ for port in "${PORTS[@]}"; do
   run_args+=(--publish "$port")
 done
 
-log "starting $CONTAINER_NAME"
-if ! docker "${run_args[@]}" "$IMAGE" >/dev/null; then
-  reason="docker run failed"
-  restore_previous || fail 16 "$reason, and the previous container could not be restored: $health_reason"
-  fail 14 "$reason; the previous container is back"
-fi
-if ! wait_healthy; then
-  reason=$health_reason
+# After a failed start or health check: put the previous container back and say so.
+undo() {
+  local code=$1 reason=$2
   restore_previous || fail 16 "$reason, and the previous container could not be restored: $health_reason"
   if [ "$had_previous" = true ]; then
-    fail 15 "$reason; the previous container is back"
+    fail "$code" "$reason; the previous container is back"
   fi
-  fail 15 "$reason"
+  fail "$code" "$reason (there was no previous container)"
+}
+
+log "starting $CONTAINER_NAME"
+if ! run_error=$(docker "${run_args[@]}" "$IMAGE" 2>&1 >/dev/null); then
+  undo 14 "docker run failed: $(printf '%s' "$run_error" | tail -n 1)"
+fi
+if ! wait_healthy; then
+  undo 15 "$health_reason"
 fi
 log "$CONTAINER_NAME is healthy"
 

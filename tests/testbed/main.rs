@@ -632,3 +632,41 @@ fn an_instance_whose_agent_is_offline_stops_the_plan_and_is_named() {
         Vec::<serde_json::Value>::new()
     );
 }
+
+#[test]
+fn a_container_that_cannot_start_is_reported_with_dockers_reason() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let repo = unique("portbusy");
+    bed.create_repository(&repo);
+    // Something else on the instance already listens on port 3000.
+    let squatter = bed.on_instance(
+        &web.ids[0],
+        &["busybox", "httpd", "-p", "3000", "-h", "/tmp"],
+    );
+    assert!(
+        squatter.status.success(),
+        "{}",
+        String::from_utf8_lossy(&squatter.stderr)
+    );
+    let r = run_with(&bed, inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r.code, 1, "{}", r.log());
+    let row = r
+        .summary
+        .lines()
+        .find(|l| l.contains(web.ids[0].as_str()))
+        .unwrap();
+    assert!(row.contains("start (previous restored)"), "{row}");
+    assert!(
+        row.contains("docker run failed") && row.contains("3000"),
+        "{row}"
+    );
+    assert!(row.contains("(there was no previous container)"), "{row}");
+    let ps = bed.on_instance(&web.ids[0], &["docker", "ps", "--all", "--quiet"]);
+    assert_eq!(
+        String::from_utf8_lossy(&ps.stdout).trim(),
+        "",
+        "the failed container was left behind"
+    );
+}
