@@ -14,6 +14,7 @@ pub struct Clients {
     pub ecr: aws_sdk_ecr::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
     pub region: String,
 }
 
@@ -39,6 +40,7 @@ impl Clients {
             ecr: aws_sdk_ecr::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
             secrets: aws_sdk_secretsmanager::Client::new(&config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
             region,
         })
     }

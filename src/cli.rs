@@ -189,6 +189,7 @@ fn finish(runner: &Runner, report: &DeployReport) -> Exit {
         problems.push(what);
     }
     for (name, value) in [
+        ("command-id", report.command_ids.join(" ")),
         ("instances", instances_json(report)),
         (
             "result",

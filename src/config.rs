@@ -91,6 +91,9 @@ struct Block {
     health_check_timeout: Option<ConfigValue>,
     max_concurrency: Option<ConfigValue>,
     max_errors: Option<ConfigValue>,
+    target_groups: Option<ConfigValue>,
+    batch_size: Option<ConfigValue>,
+    canary: Option<ConfigValue>,
     timeout: Option<ConfigValue>,
 }
 
@@ -115,6 +118,9 @@ impl Block {
             ("health-check-timeout", self.health_check_timeout),
             ("max-concurrency", self.max_concurrency),
             ("max-errors", self.max_errors),
+            ("target-groups", self.target_groups),
+            ("batch-size", self.batch_size),
+            ("canary", self.canary),
             ("timeout", self.timeout),
         ];
         fields

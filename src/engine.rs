@@ -1,21 +1,30 @@
-//! One deploy: gather facts (read-only) → plan → build/push → Run Command → follow → report.
+//! One deploy: gather facts (read-only) → plan → build/push → roll out → report.
 //!
-//! Nothing changes before the plan succeeded: bad input, a missing repository, tag or secret, or
-//! no reachable instance stop the run first.
+//! Nothing changes before the plan succeeded: bad input, a missing repository, tag, secret or
+//! target group, or no reachable instance stop the run first.
+//!
+//! Two ways to roll out:
+//! - **By tags** (no target groups): one Run Command to the tags; SSM's MaxConcurrency and
+//!   MaxErrors do the rolling, which is what scales to thousands of instances. When more instances
+//!   fail than `max-errors` allows, the ones that switched go back to what they ran before.
+//! - **In batches** (target groups given): [`crate::rollout`] drains, swaps and re-admits one batch
+//!   at a time through the load balancer, and rolls back on a failed batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::aws::{AwsError, Clients};
 use crate::build::Docker;
-use crate::fleet::{Dispatch, Fleet, Invocation};
+use crate::fleet::{Dispatch, Fleet, Invocation, Targets};
 use crate::github::Runner;
-use crate::inputs::DeployRequest;
-use crate::instance::{self, ScriptParams};
+use crate::inputs::{DeployRequest, Limit};
+use crate::instance::{self, Mode, ScriptParams};
 use crate::plan::{self, Facts, ImageSource, Plan};
 use crate::registry::Ecr;
-use crate::report::{self, DeployReport};
+use crate::report::{self, DeployReport, InstanceReport};
+use crate::rollout::{self, RollbackReport};
+use crate::traffic::Traffic;
 use crate::{secrets, Error};
 
 /// Seconds SSM keeps trying to reach an instance's agent. The plan has just seen every agent
@@ -23,6 +32,8 @@ use crate::{secrets, Error};
 const DELIVERY_TIMEOUT: u32 = 120;
 const POLL_MIN: Duration = Duration::from_secs(1);
 const POLL_MAX: Duration = Duration::from_secs(5);
+/// SendCommand takes at most 50 instance ids.
+const IDS_PER_COMMAND: usize = 50;
 
 pub enum Outcome {
     DryRun(Box<Plan>),
@@ -43,44 +54,11 @@ pub async fn run(req: &DeployRequest, cx: &Context<'_>) -> Result<Outcome, Error
     let clients = Clients::load(req.region.as_deref()).await?;
     let ecr = Ecr::new(clients.ecr.clone());
     let fleet = Fleet::new(clients.ssm.clone());
+    let traffic = Traffic::new(clients.elb.clone(), req.target_groups.clone());
 
     runner.group("Plan");
-    let (auth, exists, instances, secret) = tokio::join!(
-        ecr.auth(),
-        ecr.repository_exists(&req.repository),
-        fleet.find(&req.targets),
-        async {
-            match &req.container.secret_id {
-                Some(id) => secrets::describe(&clients.secrets, id).await.map(Some),
-                None => Ok(None),
-            }
-        }
-    );
-    let auth = auth?;
-    runner.mask(&auth.password.0);
-    let exists = exists?;
-    let registry = req.registry.clone().unwrap_or_else(|| auth.host.clone());
-    let (existing_digest, cache_from) = if exists {
-        let digest = ecr.digest_of(&req.repository, &req.image_tag).await?;
-        let cache = if digest.is_none() && req.build {
-            ecr.latest_tag(&req.repository).await?
-        } else {
-            None
-        };
-        (digest, cache)
-    } else {
-        (None, None)
-    };
-    let facts = Facts {
-        region: clients.region.clone(),
-        registry: registry.clone(),
-        repository_exists: exists,
-        existing_digest,
-        cache_from,
-        instances: instances?,
-        secret_arn: secret?,
-    };
-    let plan = plan::make(req, facts).map_err(Error::Plan);
+    let facts = gather(req, &clients, &ecr, &fleet, &traffic).await;
+    let plan = facts.and_then(|(facts, _)| plan::make(req, facts).map_err(Error::Plan));
     let plan = match plan {
         Ok(p) => p,
         Err(e) => {
@@ -95,6 +73,8 @@ pub async fn run(req: &DeployRequest, cx: &Context<'_>) -> Result<Outcome, Error
     }
 
     let started = Instant::now();
+    let auth = ecr.auth().await?;
+    runner.mask(&auth.password.0);
     let digest = match &plan.source {
         ImageSource::Existing { digest } => {
             runner.info(&format!(
@@ -108,7 +88,7 @@ pub async fn run(req: &DeployRequest, cx: &Context<'_>) -> Result<Outcome, Error
             let docker = Docker::new(cx.env)?;
             let result = async {
                 docker
-                    .login(&registry, &auth.username, &auth.password)
+                    .login(&plan.registry, &auth.username, &auth.password)
                     .await?;
                 docker
                     .build(
@@ -125,97 +105,402 @@ pub async fn run(req: &DeployRequest, cx: &Context<'_>) -> Result<Outcome, Error
             result?
         }
     };
-    let image = format!("{}/{}@{}", registry, plan.repository, digest);
+    let image = format!("{}/{}@{}", plan.registry, plan.repository, digest);
     runner.set_output("image", &image).map_err(Error::output)?;
     runner
         .set_output("image-tag", &plan.image_tag)
         .map_err(Error::output)?;
 
-    let script = instance::render(&ScriptParams {
+    let deployer = Deployer {
+        fleet: &fleet,
+        runner,
+        plan: &plan,
         image: &image,
-        registry: &registry,
-        release: &plan.image_tag,
-        container: &plan.container,
-    })?;
-    let dispatch = Dispatch {
-        targets: &plan.targets,
-        script: &script,
-        max_concurrency: plan.max_concurrency,
-        max_errors: plan.max_errors,
-        execution_timeout: plan.timeout,
-        delivery_timeout: DELIVERY_TIMEOUT,
-        comment: format!(
-            "ec2-deploy {} {}",
-            plan.environment.as_deref().unwrap_or(""),
-            plan.image_tag
-        ),
+        command_ids: Default::default(),
     };
-    let command_id = fleet.send(&dispatch).await?;
-    runner
-        .set_output("command-id", &command_id)
-        .map_err(Error::output)?;
-    runner.group(&format!(
-        "Deploy to {} instances (SSM command {command_id})",
-        plan.instances.len()
-    ));
-    let followed = follow(&fleet, &command_id, &plan, runner).await;
-    runner.end_group();
-    let invocations = followed?;
-
-    // The full output of every instance whose script ran and did not succeed, for the log and
-    // the report. (Invocations that never started have no output to show.)
-    let mut outputs = vec![];
-    let ran_and_failed = |i: &&Invocation| {
-        i.status != "Success"
-            && matches!(
-                i.details.as_str(),
-                "Failed" | "Execution Timed Out" | "Cancelled"
-            )
+    let mut report = if plan.batches.is_empty() {
+        deploy_by_tags(&deployer).await?
+    } else {
+        deploy_in_batches(&deployer, &traffic).await?
     };
-    for inv in invocations.iter().filter(ran_and_failed) {
-        match fleet.output(&command_id, &inv.instance_id).await {
-            Ok(out) => {
-                runner.group(&format!(
-                    "Output of {} ({}: {})",
-                    inv.instance_id, inv.status, inv.details
-                ));
-                runner.untrusted(&format!("{}\n--- stderr ---\n{}", out.stdout, out.stderr));
-                runner.end_group();
-                outputs.push((inv.instance_id.clone(), out));
-            }
-            Err(e) => runner.warning(
-                "ec2-deploy",
-                &format!("could not read the output of {}: {e}", inv.instance_id),
-            ),
-        }
-    }
-    let report = DeployReport {
-        environment: plan.environment.clone(),
-        image,
-        image_tag: plan.image_tag.clone(),
-        command_id,
-        instances: report::instance_reports(&plan.instances, &invocations, &outputs),
-        seconds: started.elapsed().as_secs_f64(),
-    };
+    report.command_ids = deployer.command_ids.take();
+    report.seconds = started.elapsed().as_secs_f64();
     Ok(Outcome::Finished(report))
 }
 
-/// Polls the command until it is done, printing each instance's status as it changes. Polls
-/// back off from 1 s to 5 s while nothing changes.
+/// The read-only calls of the plan, run together.
+async fn gather(
+    req: &DeployRequest,
+    clients: &Clients,
+    ecr: &Ecr,
+    fleet: &Fleet,
+    traffic: &Traffic,
+) -> Result<(Facts, ()), Error> {
+    let (auth, exists, instances, secret, missing_groups) = tokio::join!(
+        ecr.auth(),
+        ecr.repository_exists(&req.repository),
+        fleet.find(&req.targets),
+        async {
+            match &req.container.secret_id {
+                Some(id) => secrets::describe(&clients.secrets, id).await.map(Some),
+                None => Ok(None),
+            }
+        },
+        traffic.check_groups(),
+    );
+    let auth = auth?;
+    let exists = exists?;
+    let registry = req.registry.clone().unwrap_or_else(|| auth.host.clone());
+    let (existing_digest, cache_from) = if exists {
+        let digest = ecr.digest_of(&req.repository, &req.image_tag).await?;
+        let cache = if digest.is_none() && req.build {
+            ecr.latest_tag(&req.repository).await?
+        } else {
+            None
+        };
+        (digest, cache)
+    } else {
+        (None, None)
+    };
+    let facts = Facts {
+        region: clients.region.clone(),
+        registry,
+        repository_exists: exists,
+        existing_digest,
+        cache_from,
+        instances: instances?,
+        secret_arn: secret?,
+        missing_target_groups: missing_groups?,
+    };
+    Ok((facts, ()))
+}
+
+/// Sends Run Commands for this deploy and turns what SSM reports into per-instance reports.
+struct Deployer<'a> {
+    fleet: &'a Fleet,
+    runner: &'a Runner,
+    plan: &'a Plan,
+    image: &'a str,
+    command_ids: std::cell::RefCell<Vec<String>>,
+}
+
+enum Target<'a> {
+    Tags,
+    Ids(&'a [String]),
+}
+
+impl Deployer<'_> {
+    fn script(&self, mode: Mode, image: &str) -> Result<String, Error> {
+        let p = self.plan;
+        Ok(instance::render(&ScriptParams {
+            mode,
+            image,
+            registry: &p.registry,
+            release: &p.image_tag,
+            container: &p.container,
+        })?)
+    }
+
+    /// One Run Command (several when more than 50 ids), followed to the end.
+    async fn command(
+        &self,
+        target: Target<'_>,
+        mode: Mode,
+        image: &str,
+        concurrency: Limit,
+        errors: Limit,
+    ) -> Result<Vec<InstanceReport>, Error> {
+        let script = self.script(mode, image)?;
+        let action = if mode == Mode::Rollback {
+            "rollback"
+        } else {
+            "deploy"
+        };
+        let comment = format!(
+            "ec2-deploy {action} {} {}",
+            self.plan.environment.as_deref().unwrap_or(""),
+            self.plan.image_tag
+        );
+        // Each command with the instances it was meant for (None: all the planned ones).
+        let chunks: Vec<(Targets, Option<&[String]>)> = match target {
+            Target::Tags => vec![(Targets::Tags(&self.plan.targets), None)],
+            Target::Ids(ids) => ids
+                .chunks(IDS_PER_COMMAND)
+                .map(|c| (Targets::Ids(c), Some(c)))
+                .collect(),
+        };
+        let mut sent = vec![];
+        for (targets, meant_for) in chunks {
+            let dispatch = Dispatch {
+                targets,
+                script: &script,
+                max_concurrency: concurrency,
+                max_errors: errors,
+                execution_timeout: self.plan.timeout,
+                delivery_timeout: DELIVERY_TIMEOUT,
+                comment: comment.clone(),
+            };
+            let id = self.fleet.send(&dispatch).await?;
+            self.runner.info(&format!("  SSM command {id} ({action})"));
+            self.command_ids.borrow_mut().push(id.clone());
+            sent.push((id, meant_for));
+        }
+        let names: BTreeMap<&str, &str> = self
+            .plan
+            .instances
+            .iter()
+            .filter_map(|i| Some((i.id.as_str(), i.name.as_deref()?)))
+            .collect();
+        let mut reports = vec![];
+        for (id, meant_for) in sent {
+            let invocations =
+                follow(self.fleet, &id, &names, self.plan.timeout, self.runner).await?;
+            let mut outputs = vec![];
+            // The full output of every instance whose script ran and did not succeed. (Invocations
+            // that never started have no output to show.)
+            let ran_and_failed = |i: &&Invocation| {
+                i.status != "Success"
+                    && matches!(
+                        i.details.as_str(),
+                        "Failed" | "Execution Timed Out" | "Cancelled"
+                    )
+            };
+            for inv in invocations.iter().filter(ran_and_failed) {
+                match self.fleet.output(&id, &inv.instance_id).await {
+                    Ok(out) => {
+                        self.runner.group(&format!(
+                            "Output of {} ({}: {})",
+                            inv.instance_id, inv.status, inv.details
+                        ));
+                        self.runner
+                            .untrusted(&format!("{}\n--- stderr ---\n{}", out.stdout, out.stderr));
+                        self.runner.end_group();
+                        outputs.push((inv.instance_id.clone(), out));
+                    }
+                    Err(e) => self.runner.warning(
+                        "ec2-deploy",
+                        &format!("could not read the output of {}: {e}", inv.instance_id),
+                    ),
+                }
+            }
+            let planned: Vec<_> = match meant_for {
+                None => self.plan.instances.clone(),
+                Some(ids) => self
+                    .plan
+                    .instances
+                    .iter()
+                    .filter(|i| ids.contains(&i.id))
+                    .cloned()
+                    .collect(),
+            };
+            reports.extend(report::instance_reports(&planned, &invocations, &outputs));
+        }
+        Ok(reports)
+    }
+
+    /// Sends each instance back to the image it ran before (grouped: one command per image).
+    async fn rollback(&self, targets: &[(String, String)]) -> Result<Vec<InstanceReport>, Error> {
+        let mut by_image: HashMap<&str, Vec<String>> = HashMap::new();
+        for (id, image) in targets {
+            by_image.entry(image.as_str()).or_default().push(id.clone());
+        }
+        let mut reports = vec![];
+        for (image, ids) in by_image {
+            let n = ids.len() as u32;
+            reports.extend(
+                self.command(
+                    Target::Ids(&ids),
+                    Mode::Rollback,
+                    image,
+                    Limit::Count(n),
+                    Limit::Percent(100),
+                )
+                .await?,
+            );
+        }
+        Ok(reports)
+    }
+}
+
+/// Failed instances a run may have and still succeed.
+fn tolerated(limit: Limit, total: usize) -> usize {
+    match limit {
+        Limit::Count(n) => n as usize,
+        Limit::Percent(p) => total * p as usize / 100,
+    }
+}
+
+async fn deploy_by_tags(d: &Deployer<'_>) -> Result<DeployReport, Error> {
+    let plan = d.plan;
+    d.runner
+        .group(&format!("Deploy to {} instances", plan.instances.len()));
+    let result = d
+        .command(
+            Target::Tags,
+            Mode::Deploy,
+            d.image,
+            plan.max_concurrency,
+            plan.max_errors,
+        )
+        .await;
+    d.runner.end_group();
+    let instances = result?;
+    let allowed = tolerated(plan.max_errors, instances.len());
+    let failed = instances.iter().filter(|i| !i.ok()).count();
+    let mut report = new_report(d, instances);
+    report.tolerated = allowed;
+    if failed > allowed {
+        // Too many failures: the instances that switched go back to what they ran before.
+        let targets: Vec<(String, String)> = report
+            .instances
+            .iter()
+            .filter(|i| i.outcome.as_deref() == Some("deployed"))
+            .filter_map(|i| Some((i.id.clone(), i.previous.clone().filter(|p| p != "none")?)))
+            .collect();
+        let first_deploys: Vec<String> = report
+            .instances
+            .iter()
+            .filter(|i| {
+                i.outcome.as_deref() == Some("deployed") && i.previous.as_deref() == Some("none")
+            })
+            .map(|i| {
+                format!(
+                    "{}: it ran nothing before this deploy, so it keeps the new release",
+                    i.id
+                )
+            })
+            .collect();
+        if !targets.is_empty() || !first_deploys.is_empty() {
+            d.runner.group(&format!(
+                "Rollback: {failed} failed, max-errors allows {allowed}"
+            ));
+            let mut rollback = RollbackReport {
+                instances: vec![],
+                problems: first_deploys,
+            };
+            if !targets.is_empty() {
+                match d.rollback(&targets).await {
+                    Ok(r) => {
+                        for i in r.iter().filter(|i| !i.ok()) {
+                            rollback.problems.push(format!(
+                                "{}: rollback failed: {}",
+                                i.id,
+                                i.reason.as_deref().unwrap_or(&i.details)
+                            ));
+                        }
+                        rollback.instances = r;
+                    }
+                    Err(e) => rollback.problems.push(format!("rolling back: {e}")),
+                }
+            }
+            for p in &rollback.problems {
+                d.runner.error("ec2-deploy: rollback", p);
+            }
+            d.runner.end_group();
+            report.rollback = Some(rollback);
+        }
+    } else if failed > 0 {
+        d.runner.warning(
+            "ec2-deploy",
+            &format!("{failed} instance(s) failed, within max-errors ({allowed})"),
+        );
+    }
+    Ok(report)
+}
+
+fn new_report(d: &Deployer<'_>, instances: Vec<InstanceReport>) -> DeployReport {
+    DeployReport {
+        environment: d.plan.environment.clone(),
+        image: d.image.to_string(),
+        image_tag: d.plan.image_tag.clone(),
+        command_ids: vec![],
+        instances,
+        batches: vec![],
+        rollback: None,
+        tolerated: 0,
+        seconds: 0.0,
+    }
+}
+
+/// The load balancer side of a batch, over ELBv2.
+struct LbAdapter<'a> {
+    traffic: &'a Traffic,
+    drain_limit: Duration,
+    healthy_limit: Duration,
+}
+
+impl rollout::Lb for LbAdapter<'_> {
+    async fn take_out(&self, ids: &[String]) -> Result<(), String> {
+        self.traffic
+            .deregister(ids)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.traffic
+            .wait_drained(ids, self.drain_limit)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn put_back(&self, ids: &[String]) -> Result<(), String> {
+        self.traffic
+            .register(ids)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.traffic
+            .wait_healthy(ids, self.healthy_limit)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl rollout::Swapper for Deployer<'_> {
+    async fn deploy(&self, ids: &[String]) -> Result<Vec<InstanceReport>, String> {
+        // The batch is out of the load balancer: all of it at once, stopping at the first failure.
+        let n = ids.len() as u32;
+        self.command(
+            Target::Ids(ids),
+            Mode::Deploy,
+            self.image,
+            Limit::Count(n),
+            Limit::Count(0),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    async fn rollback(&self, targets: &[(String, String)]) -> Result<Vec<InstanceReport>, String> {
+        Deployer::rollback(self, targets)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+async fn deploy_in_batches(d: &Deployer<'_>, traffic: &Traffic) -> Result<DeployReport, Error> {
+    // Draining may take the groups' deregistration delay; health needs a few check intervals.
+    let lb = LbAdapter {
+        traffic,
+        drain_limit: traffic.drain_limit().await? + Duration::from_secs(30),
+        healthy_limit: traffic.healthy_limit().await? + Duration::from_secs(30),
+    };
+    let rollout = rollout::run(&lb, d, d.plan.batches.clone(), d.runner).await;
+    let mut report = new_report(d, rollout.instances);
+    report.batches = rollout.batches;
+    report.rollback = rollout.rollback;
+    Ok(report)
+}
+
+/// Polls a command until it is done, printing each instance's status as it changes. Polls back
+/// off from 1 s to 5 s while nothing changes.
 async fn follow(
     fleet: &Fleet,
     command_id: &str,
-    plan: &Plan,
+    names: &BTreeMap<&str, &str>,
+    timeout: u32,
     runner: &Runner,
 ) -> Result<Vec<Invocation>, Error> {
     let started = Instant::now();
     let deadline =
-        started + Duration::from_secs(u64::from(plan.timeout) + u64::from(DELIVERY_TIMEOUT) + 120);
-    let names: BTreeMap<&str, &str> = plan
-        .instances
-        .iter()
-        .filter_map(|i| Some((i.id.as_str(), i.name.as_deref()?)))
-        .collect();
+        started + Duration::from_secs(u64::from(timeout) + u64::from(DELIVERY_TIMEOUT) + 120);
     let mut seen: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut interval = POLL_MIN;
     loop {
@@ -262,7 +547,7 @@ async fn follow(
         interval = if changed {
             POLL_MIN
         } else {
-            (interval.mul_f64(1.5)).min(POLL_MAX)
+            interval.mul_f64(1.5).min(POLL_MAX)
         };
         tokio::time::sleep(interval).await;
     }

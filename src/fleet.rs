@@ -45,9 +45,18 @@ pub struct ManagedInstance {
     pub ip: Option<String>,
 }
 
+/// Which instances a command goes to.
+#[derive(Debug, Clone, Copy)]
+pub enum Targets<'a> {
+    /// Every managed instance with these tags, resolved by SSM when it sends.
+    Tags(&'a [TagFilter]),
+    /// These instances (at most 50).
+    Ids(&'a [String]),
+}
+
 /// One Run Command to send.
 pub struct Dispatch<'a> {
-    pub targets: &'a [TagFilter],
+    pub targets: Targets<'a>,
     pub script: &'a str,
     pub max_concurrency: Limit,
     pub max_errors: Limit,
@@ -155,21 +164,24 @@ impl Fleet {
     }
 
     pub async fn send(&self, d: &Dispatch<'_>) -> Result<String, AwsError> {
-        let targets = d
-            .targets
-            .iter()
-            .map(|t| {
-                Target::builder()
-                    .key(format!("tag:{}", t.key))
-                    .set_values(Some(t.values.clone()))
-                    .build()
-            })
-            .collect::<Vec<_>>();
-        let out = self
+        let mut request = self
             .client
             .send_command()
-            .document_name("AWS-RunShellScript")
-            .set_targets(Some(targets))
+            .document_name("AWS-RunShellScript");
+        request = match d.targets {
+            Targets::Tags(tags) => request.set_targets(Some(
+                tags.iter()
+                    .map(|t| {
+                        Target::builder()
+                            .key(format!("tag:{}", t.key))
+                            .set_values(Some(t.values.clone()))
+                            .build()
+                    })
+                    .collect(),
+            )),
+            Targets::Ids(ids) => request.set_instance_ids(Some(ids.to_vec())),
+        };
+        let out = request
             .parameters("commands", vec![d.script.to_string()])
             .parameters("executionTimeout", vec![d.execution_timeout.to_string()])
             .max_concurrency(d.max_concurrency.to_string())

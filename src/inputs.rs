@@ -78,8 +78,11 @@ pub const INPUTS: &[InputSpec] = &[
     input("secret-id", "Secrets Manager secret holding a JSON object; each key becomes an environment variable, fetched on the instance."),
     input("health-check-path", "HTTP path checked on the instance (on the first published port) before a new container counts as healthy. Default: the image's HEALTHCHECK, else running."),
     with_default(input("health-check-timeout", "Seconds a new container has to become healthy before the previous one is put back."), "60"),
-    with_default(input("max-concurrency", "Instances updated at once: a number or a percentage (SSM MaxConcurrency)."), "50%"),
-    with_default(input("max-errors", "Failed instances tolerated before SSM stops sending: a number or a percentage (SSM MaxErrors)."), "0"),
+    with_default(input("max-concurrency", "Without target-groups: instances updated at once, a number or a percentage (SSM MaxConcurrency)."), "50%"),
+    with_default(input("max-errors", "Without target-groups: failed instances tolerated, a number or a percentage (SSM MaxErrors); past it the switched instances are rolled back."), "0"),
+    lines("target-groups", "ELBv2 target group ARNs, one per line: deploy in batches, each drained from them before its swap and healthy in them before the next batch."),
+    with_default(input("batch-size", "With target-groups: instances per batch after the canary, a number or a percentage."), "25%"),
+    with_default(input("canary", "With target-groups: true to deploy to one instance first, as its own batch."), "true"),
     with_default(input("timeout", "Seconds the on-instance script may run on each instance."), "600"),
     not_in_config(with_default(input("dry-run", "true: print the plan and change nothing."), "false")),
     not_in_config(input("github-token", "Token for GitHub Deployments. Default: the workflow's token.")),
@@ -374,6 +377,9 @@ pub struct DeployRequest {
     pub container: ContainerSpec,
     pub max_concurrency: Limit,
     pub max_errors: Limit,
+    pub target_groups: Vec<String>,
+    pub batch_size: Limit,
+    pub canary: bool,
     pub timeout: u32,
     pub dry_run: bool,
     pub github_token: Option<Secret>,
@@ -628,6 +634,19 @@ fn parse_health_path(text: &str) -> Result<String, String> {
     }
 }
 
+fn parse_target_group(text: &str) -> Result<String, String> {
+    let ok = text.starts_with("arn:")
+        && text.contains(":targetgroup/")
+        && !text.chars().any(char::is_whitespace);
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "expected a target group ARN such as arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef, got {text:?}"
+        ))
+    }
+}
+
 fn parse_secret_id(text: &str) -> Result<String, String> {
     if !text.is_empty() && text.len() <= 2048 {
         Ok(text.to_string())
@@ -851,6 +870,11 @@ pub fn resolve(
     let max_errors = r
         .parse("max-errors", |t| Limit::parse(t, 0))
         .unwrap_or(Limit::Count(0));
+    let target_groups = r.parse_lines("target-groups", parse_target_group);
+    let batch_size = r
+        .parse("batch-size", |t| Limit::parse(t, 1))
+        .unwrap_or(Limit::Percent(25));
+    let canary = r.parse("canary", parse_bool).unwrap_or(true);
     let timeout = r
         .parse("timeout", parse_seconds(30, 172_800))
         .unwrap_or(600);
@@ -891,6 +915,9 @@ pub fn resolve(
         },
         max_concurrency,
         max_errors,
+        target_groups,
+        batch_size,
+        canary,
         timeout,
         dry_run,
         github_token,

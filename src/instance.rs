@@ -26,6 +26,8 @@ pub fn step_for_exit_code(code: i32) -> &'static str {
         15 => "health check (previous restored)",
         16 => "health check (previous NOT restored)",
         17 => "lock",
+        18 => "rollback (previous release not on the instance)",
+        19 => "rollback (previous release unhealthy, newer one kept)",
         _ => "script",
     }
 }
@@ -48,9 +50,17 @@ pub fn quote(name: &'static str, value: &str) -> Result<String, QuoteError> {
         })
 }
 
+/// Deploy a release, or go back to the one kept as `<name>-previous`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Deploy,
+    Rollback,
+}
+
 /// What one deploy asks of each instance.
 #[derive(Debug, Clone)]
 pub struct ScriptParams<'a> {
+    pub mode: Mode,
     /// `registry/repository@sha256:…`: instances always pull by digest.
     pub image: &'a str,
     pub registry: &'a str,
@@ -71,6 +81,14 @@ pub fn header(p: &ScriptParams) -> Result<String, QuoteError> {
         writeln!(h, "{name}={}", quote(name, value)?).expect("writing to a String");
         Ok(())
     };
+    assign(
+        "MODE",
+        if p.mode == Mode::Rollback {
+            "rollback"
+        } else {
+            "deploy"
+        },
+    )?;
     assign("IMAGE", p.image)?;
     assign("REGISTRY", p.registry)?;
     assign("RELEASE", p.release)?;
@@ -134,6 +152,7 @@ mod tests {
 
     fn params(c: &ContainerSpec) -> ScriptParams<'_> {
         ScriptParams {
+            mode: Mode::Deploy,
             image: "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
             registry: "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
             release: "v1.2.3",

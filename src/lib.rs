@@ -17,7 +17,9 @@ pub mod instance;
 pub mod plan;
 pub mod registry;
 pub mod report;
+pub mod rollout;
 pub mod secrets;
+pub mod traffic;
 
 use std::fmt;
 

@@ -24,6 +24,8 @@ pub struct Facts {
     pub instances: Vec<ManagedInstance>,
     /// `None`: no secret asked for; `Some(None)`: asked for and missing.
     pub secret_arn: Option<Option<String>>,
+    /// Target groups given that do not exist.
+    pub missing_target_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -51,6 +53,9 @@ pub struct Plan {
     pub secret_arn: Option<String>,
     pub max_concurrency: Limit,
     pub max_errors: Limit,
+    pub target_groups: Vec<String>,
+    /// With target groups: the instance ids of each batch, in order.
+    pub batches: Vec<Vec<String>>,
     pub timeout: u32,
     pub dry_run: bool,
 }
@@ -67,6 +72,10 @@ pub enum PlanError {
     Offline { count: usize, list: String },
     #[error("input `secret-id`: secret {id:?} does not exist in {region}; create it in Secrets Manager or fix the name")]
     SecretMissing { id: String, region: String },
+    #[error(
+        "input `target-groups`: target group {arn} does not exist; check the ARN and the region"
+    )]
+    TargetGroupMissing { arn: String },
 }
 
 /// Decides what will happen, or why it cannot.
@@ -135,9 +144,18 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         (_, Some(arn)) => arn,
         (None, None) => None,
     };
+    for arn in &facts.missing_target_groups {
+        errors.push(PlanError::TargetGroupMissing { arn: arn.clone() });
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
+    let batches = if req.target_groups.is_empty() {
+        vec![]
+    } else {
+        let ids: Vec<String> = facts.instances.iter().map(|i| i.id.clone()).collect();
+        crate::rollout::batches(&ids, req.canary, req.batch_size)
+    };
     Ok(Plan {
         environment: req.environment.clone(),
         region: facts.region,
@@ -152,6 +170,8 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         secret_arn,
         max_concurrency: req.max_concurrency,
         max_errors: req.max_errors,
+        target_groups: req.target_groups.clone(),
+        batches,
         timeout: req.timeout,
         dry_run: req.dry_run,
     })
@@ -215,11 +235,34 @@ impl fmt::Display for Plan {
                 c.health_check_timeout
             )?,
         }
-        writeln!(
-            f,
-            "  rollout    SSM Run Command, max-concurrency {}, max-errors {}, timeout {}s per instance",
-            self.max_concurrency, self.max_errors, self.timeout
-        )?;
+        if self.batches.is_empty() {
+            writeln!(
+                f,
+                "  rollout    one SSM Run Command to the tags, max-concurrency {}, max-errors {}, timeout {}s per instance",
+                self.max_concurrency, self.max_errors, self.timeout
+            )?;
+        } else {
+            let groups: Vec<&str> = self
+                .target_groups
+                .iter()
+                .map(|g| g.split_once("targetgroup/").map(|(_, n)| n).unwrap_or(g))
+                .collect();
+            writeln!(
+                f,
+                "  rollout    {} batches through target groups {}: drain, swap, healthy; timeout {}s per instance",
+                self.batches.len(),
+                groups.join(", "),
+                self.timeout
+            )?;
+            for (n, batch) in self.batches.iter().enumerate() {
+                let canary = if n == 0 && batch.len() == 1 && self.batches.len() > 1 {
+                    " (canary)"
+                } else {
+                    ""
+                };
+                writeln!(f, "    batch {}{canary}: {}", n + 1, batch.join(", "))?;
+            }
+        }
         let targets = self
             .targets
             .iter()
@@ -293,6 +336,9 @@ mod tests {
             },
             max_concurrency: Limit::Percent(50),
             max_errors: Limit::Count(0),
+            target_groups: vec![],
+            batch_size: Limit::Percent(25),
+            canary: true,
             timeout: 600,
             dry_run: true,
             github_token: None,
@@ -323,6 +369,7 @@ mod tests {
             secret_arn: Some(Some(
                 "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/shop-AbCdEf".into(),
             )),
+            missing_target_groups: vec![],
         }
     }
 
@@ -372,6 +419,26 @@ mod tests {
                 list: "i-0123456789abcdef1 ConnectionLost".into()
             }]
         );
+    }
+
+    #[test]
+    fn plan_text_for_batches_behind_a_load_balancer() {
+        let mut req = request();
+        req.target_groups = vec![
+            "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef"
+                .into(),
+        ];
+        req.batch_size = Limit::Count(1);
+        let mut f = facts();
+        f.instances.push(instance(
+            "i-0123456789abcdef2",
+            "web-3",
+            "10.0.3.13",
+            Ping::Online,
+        ));
+        let plan = make(&req, f).unwrap();
+        assert_eq!(plan.batches.len(), 3);
+        insta::assert_snapshot!(plan.to_string());
     }
 
     #[test]

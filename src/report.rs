@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::fleet::{Invocation, InvocationOutput, ManagedInstance};
 use crate::instance::step_for_exit_code;
+use crate::rollout::{BatchOutcome, BatchReport, RollbackReport};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InstanceReport {
@@ -35,18 +36,38 @@ pub struct DeployReport {
     pub environment: Option<String>,
     pub image: String,
     pub image_tag: String,
-    pub command_id: String,
+    /// One Run Command for a deploy by tags; one (or more) per batch behind a load balancer.
+    pub command_ids: Vec<String>,
+    /// The deploy's result on every instance.
     pub instances: Vec<InstanceReport>,
+    /// Behind a load balancer: each batch and how it went.
+    pub batches: Vec<BatchReport>,
+    /// After a failure: what going back to the previous release did.
+    pub rollback: Option<RollbackReport>,
+    /// Failed instances the run may have and still succeed (max-errors, without target groups).
+    pub tolerated: usize,
     pub seconds: f64,
 }
 
 impl DeployReport {
     pub fn success(&self) -> bool {
-        !self.instances.is_empty() && self.instances.iter().all(InstanceReport::ok)
+        !self.instances.is_empty()
+            && self.rollback.is_none()
+            && self.batches.iter().all(|b| b.outcome == BatchOutcome::Done)
+            && self.failed().count() <= self.tolerated
     }
 
     pub fn failed(&self) -> impl Iterator<Item = &InstanceReport> {
         self.instances.iter().filter(|i| !i.ok())
+    }
+
+    /// The rollback's result for one instance, if it was rolled back.
+    pub fn rolled_back(&self, id: &str) -> Option<&InstanceReport> {
+        self.rollback
+            .as_ref()?
+            .instances
+            .iter()
+            .find(|r| r.id == id)
     }
 }
 
@@ -178,6 +199,8 @@ pub fn instances_json(report: &DeployReport) -> String {
         status: &'a str,
         response_code: Option<i32>,
         outcome: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rollback: Option<&'a str>,
     }
     let rows: Vec<Row> = report
         .instances
@@ -188,6 +211,9 @@ pub fn instances_json(report: &DeployReport) -> String {
             status: &i.status,
             response_code: i.response_code,
             outcome: i.outcome.as_deref(),
+            rollback: report
+                .rolled_back(&i.id)
+                .map(|r| if r.ok() { "rolled-back" } else { "failed" }),
         })
         .collect();
     serde_json::to_string(&rows).expect("plain data serialises")
@@ -225,9 +251,41 @@ pub fn summary_markdown(report: &DeployReport) -> String {
         )
     };
     md.push_str(&format!(
-        "Image `{}` · SSM command `{}` · {:.1}s\n\n",
-        report.image, report.command_id, report.seconds
+        "Image `{}` · SSM command{} `{}` · {:.1}s\n\n",
+        report.image,
+        if report.command_ids.len() > 1 {
+            "s"
+        } else {
+            ""
+        },
+        report.command_ids.join("`, `"),
+        report.seconds
     ));
+    if !report.batches.is_empty() {
+        md.push_str("| Batch | Instances | Result | Time |\n|---|---|---|---|\n");
+        for b in &report.batches {
+            let result = match &b.outcome {
+                BatchOutcome::Done => "✅ drained, swapped, healthy".to_string(),
+                BatchOutcome::Failed { phase, reason } => {
+                    format!("❌ failed at {phase}: {}", cell(reason))
+                }
+                BatchOutcome::NotStarted => "not started".to_string(),
+            };
+            md.push_str(&format!(
+                "| {} | {} | {result} | {:.1}s |\n",
+                b.number,
+                b.ids.join(", "),
+                b.seconds
+            ));
+        }
+        md.push('\n');
+    }
+    if report.success() && failed > 0 {
+        md.push_str(&format!(
+            "{failed} failed instance(s) are within `max-errors` ({}).\n\n",
+            report.tolerated
+        ));
+    }
     md.push_str("| Instance | Name | Status | Step | Before → after | Detail |\n|---|---|---|---|---|---|\n");
     for i in &report.instances {
         let change = match (&i.previous, &i.current, i.outcome.as_deref()) {
@@ -249,6 +307,34 @@ pub fn summary_markdown(report: &DeployReport) -> String {
             cell(&change),
             cell(i.reason.as_deref().unwrap_or("")),
         ));
+    }
+    if let Some(rollback) = &report.rollback {
+        if rollback.problems.is_empty() {
+            md.push_str("\n### ↩️ Rolled back\n\nEvery instance that had switched runs its previous release again.\n\n");
+        } else {
+            md.push_str("\n### ⚠️ Rollback incomplete\n\n");
+            for p in &rollback.problems {
+                md.push_str(&format!("- {}\n", cell(p)));
+            }
+            md.push('\n');
+        }
+        if !rollback.instances.is_empty() {
+            md.push_str("| Instance | Rollback | Now runs | Detail |\n|---|---|---|---|\n");
+            for r in &rollback.instances {
+                let now = if r.ok() {
+                    r.current.as_deref()
+                } else {
+                    r.previous.as_deref()
+                };
+                md.push_str(&format!(
+                    "| `{}` | {} | {} | {} |\n",
+                    r.id,
+                    if r.ok() { "✅" } else { "❌" },
+                    now.map(short_image).unwrap_or_else(|| "-".into()),
+                    cell(r.reason.as_deref().unwrap_or(""))
+                ));
+            }
+        }
     }
     md
 }
@@ -304,7 +390,10 @@ mod tests {
             environment: Some("production".into()),
             image: "r/shop@sha256:222222222222bbbb".into(),
             image_tag: "v2".into(),
-            command_id: "c0ffee".into(),
+            command_ids: vec!["c0ffee".into()],
+            batches: vec![],
+            rollback: None,
+            tolerated: 0,
             instances: instance_reports(
                 &planned(&["i-1", "i-2", "i-3", "i-4"]),
                 &invocations,

@@ -708,6 +708,12 @@ def register_targets(self, target_group_arn, instances):
 
 def deregister_targets(self, target_group_arn, instances):
     count_call("DeregisterTargets")
+    # ELBv2 answers success for a target that is not registered (moto raises): keep AWS's behaviour.
+    tg = self.target_groups.get(target_group_arn)
+    if tg is not None:
+        instances = [t for t in instances if t["Id"] in tg.targets]
+        if not instances:
+            return
     _orig_deregister(self, target_group_arn, instances)
     backend = managed_backend(target_group_arn)
     if not backend:
@@ -731,15 +737,22 @@ def drain_loop():
             continue
         try:
             stats = haproxy_stats()
-            for (arn, iid), deadline in items:
-                backend = managed_backend(arn)
-                row = stats.get((backend, iid), {})
-                if int(row.get("scur") or 0) == 0 or time.time() >= deadline:
-                    haproxy(f"set server {backend}/{iid} state maint")
-                    with LOCK:
-                        DRAINING.pop((arn, iid), None)
         except Exception:
             log("drain loop:", traceback.format_exc())
+            continue
+        for (arn, iid), deadline in items:
+            backend = managed_backend(arn)
+            row = stats.get((backend, iid))
+            if row is None:  # the instance (and its haproxy server) is gone
+                with LOCK:
+                    DRAINING.pop((arn, iid), None)
+                continue
+            if int(row.get("scur") or 0) == 0 or time.time() >= deadline:
+                try:
+                    haproxy(f"set server {backend}/{iid} state maint")
+                finally:
+                    with LOCK:
+                        DRAINING.pop((arn, iid), None)
 
 
 def describe_target_health(self, target_group_arn, targets):

@@ -2,8 +2,11 @@
 # shellcheck shell=bash
 # Runs as root through SSM Run Command (AWS-RunShellScript) or from user-data, after a header of
 # shell assignments that ec2-deploy generates and quotes:
-#   IMAGE REGISTRY CONTAINER_NAME PORTS ENV_VARS SECRET_ID HEALTH_PATH HEALTH_PORT
+#   MODE IMAGE REGISTRY CONTAINER_NAME PORTS ENV_VARS SECRET_ID HEALTH_PATH HEALTH_PORT
 #   HEALTH_TIMEOUT RELEASE
+# MODE=deploy (the default) does the steps below. MODE=rollback goes back to IMAGE, which must be
+# the kept <name>-previous container (or already running): no pull, the previous container's own
+# environment; if it does not become healthy the newer container is started again.
 # Needs docker, the aws CLI and curl; jq or python3 when SECRET_ID is set. It:
 #   1. logs in to the registry with the instance's own credentials and pulls IMAGE (by digest);
 #   2. writes the container's environment to a file only root can read: ENV_VARS, then the keys
@@ -13,11 +16,13 @@
 #   4. removes older images of the repository, keeping the current and previous releases.
 # Deploying what already runs (same image, ports and environment) restarts nothing and only
 # verifies health. The last stdout line says what happened:
-#   ec2-deploy-result outcome=deployed|unchanged previous=<image> current=<image>
+#   ec2-deploy-result outcome=deployed|unchanged|rolled-back previous=<image> current=<image>
 # Exit codes tell the failed step (ec2-deploy maps them for its report):
 #   2 bad parameters   10 prerequisites   11 registry login   12 pull   13 secret
 #   14 container did not start (previous restored)   15 unhealthy (previous restored)
 #   16 unhealthy and the previous could not be restored   17 another deploy holds the lock
+#   18 rollback impossible: IMAGE is not the previous container here
+#   19 rollback failed: the release to go back to is unhealthy, the newer one runs again
 set -Eeuo pipefail
 umask 077
 export LC_ALL=C
@@ -30,6 +35,8 @@ fail() {
   exit "$code"
 }
 
+MODE=${MODE:-deploy}
+case $MODE in deploy | rollback) ;; *) fail 2 "MODE must be deploy or rollback" ;; esac
 : "${IMAGE:?}" "${REGISTRY:?}" "${CONTAINER_NAME:?}" "${HEALTH_TIMEOUT:?}" "${RELEASE:?}"
 case $HEALTH_TIMEOUT in '' | *[!0-9]*) fail 2 "HEALTH_TIMEOUT must be a number of seconds" ;; esac
 if [ -n "$HEALTH_PATH" ] && [ -z "$HEALTH_PORT" ]; then
@@ -79,6 +86,93 @@ retry() {
     attempt=$((attempt + 1))
   done
 }
+
+inspect() { docker inspect --format "$2" "$1" 2>/dev/null || true; }
+
+# What runs now, before this run changes anything.
+previous_image=$(inspect "$CONTAINER_NAME" '{{.Config.Image}}')
+[ -n "$previous_image" ] || previous_image=none
+health_reason=
+
+# Healthy means: running, and the HTTP path answers 2xx (when given), else the image's own
+# HEALTHCHECK says healthy (when it has one), else still running after a few seconds.
+wait_healthy() {
+  local deadline=$((SECONDS + HEALTH_TIMEOUT)) status health code running_since=$SECONDS
+  while :; do
+    status=$(inspect "$CONTAINER_NAME" '{{.State.Status}}')
+    if [ -z "$status" ]; then
+      health_reason="the container disappeared"
+      return 1
+    elif [ "$status" != running ]; then
+      health_reason="the container is $status (exit code $(inspect "$CONTAINER_NAME" '{{.State.ExitCode}}'))"
+      return 1
+    fi
+    if [ -n "$HEALTH_PATH" ]; then
+      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$HEALTH_PORT$HEALTH_PATH" || true)
+      case $code in
+        2??) return 0 ;;
+        000) health_reason="GET $HEALTH_PATH on port $HEALTH_PORT: no answer" ;;
+        *) health_reason="GET $HEALTH_PATH on port $HEALTH_PORT answered $code" ;;
+      esac
+    else
+      health=$(inspect "$CONTAINER_NAME" '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}')
+      case $health in
+        healthy) return 0 ;;
+        none)
+          if [ $((SECONDS - running_since)) -ge 3 ]; then
+            return 0
+          fi
+          health_reason="the container has no health check and did not stay up"
+          ;;
+        *) health_reason="the image's HEALTHCHECK says $health" ;;
+      esac
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      health_reason="not healthy after ${HEALTH_TIMEOUT}s: $health_reason"
+      return 1
+    fi
+    sleep 1
+  done
+}
+
+result() { printf 'ec2-deploy-result outcome=%s previous=%s current=%s\n' "$1" "$previous_image" "$2"; }
+
+if [ "$MODE" = rollback ]; then
+  if [ "$previous_image" = "$IMAGE" ] && [ "$(inspect "$CONTAINER_NAME" '{{.State.Running}}')" = true ]; then
+    log "$CONTAINER_NAME already runs $IMAGE: checking its health"
+    wait_healthy || fail 15 "$CONTAINER_NAME runs $IMAGE but is not healthy: $health_reason"
+    result unchanged "$IMAGE"
+    exit 0
+  fi
+  kept=$(inspect "$CONTAINER_NAME-previous" '{{.Config.Image}}')
+  if [ "$kept" != "$IMAGE" ]; then
+    fail 18 "cannot roll back to $IMAGE: the previous container here runs ${kept:-nothing}"
+  fi
+  log "rolling back $CONTAINER_NAME from $previous_image to $IMAGE"
+  docker rm --force "$CONTAINER_NAME-rollback" >/dev/null 2>&1 || true
+  docker stop --time 10 "$CONTAINER_NAME" >/dev/null 2>&1 || true
+  docker rename "$CONTAINER_NAME" "$CONTAINER_NAME-rollback"
+  docker rename "$CONTAINER_NAME-previous" "$CONTAINER_NAME"
+  if docker start "$CONTAINER_NAME" >/dev/null && wait_healthy; then
+    docker rename "$CONTAINER_NAME-rollback" "$CONTAINER_NAME-previous"
+    if [ -f "$state_dir/env.previous" ]; then
+      mv -f "$state_dir/env" "$state_dir/env.tmp"
+      mv -f "$state_dir/env.previous" "$state_dir/env"
+      mv -f "$state_dir/env.tmp" "$state_dir/env.previous"
+    fi
+    result rolled-back "$IMAGE"
+    exit 0
+  fi
+  reason=$health_reason
+  log "$IMAGE is not healthy ($reason): starting $previous_image again"
+  docker stop --time 10 "$CONTAINER_NAME" >/dev/null 2>&1 || true
+  docker rename "$CONTAINER_NAME" "$CONTAINER_NAME-previous"
+  docker rename "$CONTAINER_NAME-rollback" "$CONTAINER_NAME"
+  if ! docker start "$CONTAINER_NAME" >/dev/null || ! wait_healthy; then
+    fail 16 "rollback failed ($reason) and $previous_image did not come back: $health_reason"
+  fi
+  fail 19 "rollback failed: $reason; $previous_image runs again"
+fi
 
 registry_login() {
   local password
@@ -138,51 +232,7 @@ fi
 # What the container runs with, so an identical redeploy can be recognised.
 config_id=$( (printf '%s\n' "$IMAGE" "${PORTS[@]}" && cat "$env_new") | sha256sum | cut -d' ' -f1)
 
-inspect() { docker inspect --format "$2" "$1" 2>/dev/null || true; }
 
-previous_image=$(inspect "$CONTAINER_NAME" '{{.Config.Image}}')
-[ -n "$previous_image" ] || previous_image=none
-health_reason=
-
-# Healthy means: running, and the HTTP path answers 2xx (when given), else the image's own
-# HEALTHCHECK says healthy (when it has one), else still running after a few seconds.
-wait_healthy() {
-  local deadline=$((SECONDS + HEALTH_TIMEOUT)) status health code running_since=$SECONDS
-  while :; do
-    status=$(inspect "$CONTAINER_NAME" '{{.State.Status}}')
-    if [ "$status" != running ]; then
-      health_reason="the container is ${status:-gone} (exit code $(inspect "$CONTAINER_NAME" '{{.State.ExitCode}}'))"
-      return 1
-    fi
-    if [ -n "$HEALTH_PATH" ]; then
-      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$HEALTH_PORT$HEALTH_PATH" || true)
-      case $code in
-        2??) return 0 ;;
-        000) health_reason="GET $HEALTH_PATH on port $HEALTH_PORT: no answer" ;;
-        *) health_reason="GET $HEALTH_PATH on port $HEALTH_PORT answered $code" ;;
-      esac
-    else
-      health=$(inspect "$CONTAINER_NAME" '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}')
-      case $health in
-        healthy) return 0 ;;
-        none)
-          if [ $((SECONDS - running_since)) -ge 3 ]; then
-            return 0
-          fi
-          health_reason="the container has no health check and did not stay up"
-          ;;
-        *) health_reason="the image's HEALTHCHECK says $health" ;;
-      esac
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      health_reason="not healthy after ${HEALTH_TIMEOUT}s: $health_reason"
-      return 1
-    fi
-    sleep 1
-  done
-}
-
-result() { printf 'ec2-deploy-result outcome=%s previous=%s current=%s\n' "$1" "$previous_image" "$2"; }
 
 if [ "$(inspect "$CONTAINER_NAME" '{{index .Config.Labels "ec2-deploy.config"}}')" = "$config_id" ] &&
   [ "$(inspect "$CONTAINER_NAME" '{{.State.Running}}')" = true ]; then

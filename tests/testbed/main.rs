@@ -2,6 +2,7 @@
 //! the demo app to simulated instances through emulated SSM, a real registry and real Docker
 //! engines. Needs `scripts/testbed up` and DEMO_CONTEXT (scripts/test does both).
 
+mod rolling;
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{http_get, unique, wait_until, ActionRun, Bed};
+
+/// Tests that put instances into the bed's one load balancer run one at a time, so what the load
+/// balancer answers comes only from the test's own instances.
+static LOAD_BALANCER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn load_balancer() -> std::sync::MutexGuard<'static, ()> {
+    LOAD_BALANCER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The inputs every deploy here shares: the demo app, tagged instances of one suite.
 fn inputs(
@@ -166,6 +177,7 @@ fn deploys_v1_then_v2_to_the_tagged_instances_only() {
     }
 
     // Through the load balancer, once the instances are in its target group, every answer is v2.
+    let _lb = load_balancer();
     let tg = bed.get("TESTBED_TARGET_GROUP_ARN");
     let targets: Vec<String> = web.ids.iter().map(|id| format!("Id={id}")).collect();
     let mut register = vec![

@@ -326,11 +326,10 @@ pub fn http_get(url: &str) -> Option<(u16, String)> {
     let mut stream =
         TcpStream::connect_timeout(&host.parse().ok()?, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    stream.set_nodelay(true).ok()?;
+    // One write: see the demo app on Nagle and delayed ACKs.
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
@@ -349,5 +348,72 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
             "timed out after {timeout:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Steady HTTP load on one URL from a few threads, counting every answer, until stopped.
+/// Bounded: each thread stops by itself after 120 s or 100,000 requests.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<LoadCount>>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct LoadCount {
+    pub ok: u64,
+    pub failed: u64,
+    /// Answers by body (the release that served them).
+    pub bodies: BTreeMap<String, u64>,
+    /// The first few failures, for the assertion message.
+    pub failures: Vec<String>,
+}
+
+impl Load {
+    pub fn start(url: &str, threads: usize) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, url) = (stop.clone(), url.to_string());
+                std::thread::spawn(move || {
+                    let mut count = LoadCount::default();
+                    let started = Instant::now();
+                    while !stop.load(Ordering::SeqCst)
+                        && started.elapsed() < Duration::from_secs(120)
+                        && count.ok + count.failed < 100_000
+                    {
+                        match http_get(&url) {
+                            Some((200, body)) => {
+                                count.ok += 1;
+                                *count.bodies.entry(body.trim().to_string()).or_default() += 1;
+                            }
+                            other => {
+                                count.failed += 1;
+                                if count.failures.len() < 5 {
+                                    count.failures.push(format!("{other:?}"));
+                                }
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    count
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    pub fn stop(self) -> LoadCount {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut total = LoadCount::default();
+        for t in self.threads {
+            let c = t.join().unwrap();
+            total.ok += c.ok;
+            total.failed += c.failed;
+            for (k, v) in c.bodies {
+                *total.bodies.entry(k).or_default() += v;
+            }
+            total.failures.extend(c.failures);
+        }
+        total
     }
 }

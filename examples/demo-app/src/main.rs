@@ -2,7 +2,9 @@
 //!
 //! It is built as a static binary into a `FROM scratch` image, so it needs no base image:
 //!
-//! - `GET /health` — 200, or 503 when `DEMO_HEALTH=fail` (how a test makes a bad release);
+//! - `GET /health` — 200, or 503 depending on `DEMO_HEALTH` (how tests make bad releases):
+//!   `ok` (default), `fail`, `tcp:HOST:PORT` (healthy while a dependency at HOST:PORT accepts
+//!   connections; a test cuts one instance off it), `delay:N` (unhealthy for N seconds after start);
 //! - `GET /version` — the release it was built as (`DEMO_VERSION`, set by the image);
 //! - `GET /env` — the *names* of the environment variables it received, one per line. Never
 //!   values: tests use it to check that a secret's keys arrived without reading them.
@@ -12,7 +14,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn port() -> u16 {
     std::env::var("PORT")
@@ -31,6 +33,7 @@ fn main() {
         libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_term as *const () as libc::sighandler_t);
     }
+    STARTED.get_or_init(Instant::now);
     let listener = TcpListener::bind(("0.0.0.0", port())).unwrap_or_else(|e| {
         eprintln!("demo-app: cannot listen on port {}: {e}", port());
         std::process::exit(1)
@@ -47,11 +50,35 @@ extern "C" fn on_term(_: libc::c_int) {
     unsafe { libc::_exit(0) }
 }
 
+static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn healthy() -> bool {
+    let setting = std::env::var("DEMO_HEALTH").unwrap_or_default();
+    if setting == "fail" {
+        return false;
+    }
+    if let Some(addr) = setting.strip_prefix("tcp:") {
+        return addr
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok());
+    }
+    if let Some(secs) = setting
+        .strip_prefix("delay:")
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        return STARTED
+            .get()
+            .is_some_and(|t| t.elapsed() >= Duration::from_secs(secs));
+    }
+    true
+}
+
 fn version() -> String {
     std::env::var("DEMO_VERSION").unwrap_or_else(|_| "dev".into())
 }
 
 fn serve(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
@@ -65,10 +92,8 @@ fn serve(mut stream: TcpStream) -> std::io::Result<()> {
     }
     let path = request_line.split_whitespace().nth(1).unwrap_or("/");
     let (status, body) = match path {
-        "/health" if std::env::var("DEMO_HEALTH").as_deref() == Ok("fail") => {
-            ("503 Service Unavailable", "unhealthy\n".to_string())
-        }
-        "/health" => ("200 OK", "ok\n".to_string()),
+        "/health" if healthy() => ("200 OK", "ok\n".to_string()),
+        "/health" => ("503 Service Unavailable", "unhealthy\n".to_string()),
         "/version" => ("200 OK", format!("{}\n", version())),
         "/env" => {
             let mut names: Vec<String> = std::env::vars_os()
@@ -80,11 +105,13 @@ fn serve(mut stream: TcpStream) -> std::io::Result<()> {
         "/" => ("200 OK", format!("demo-app {}\n", version())),
         _ => ("404 Not Found", "not found\n".to_string()),
     };
-    write!(
-        stream,
+    // One write of the whole answer: written in pieces, Nagle's algorithm and the client's
+    // delayed ACK would hold the tail back ~40 ms.
+    let answer = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )?;
+    );
+    stream.write_all(answer.as_bytes())?;
     stream.flush()
 }
 

@@ -1,0 +1,375 @@
+//! Rolling deploys: batches through the load balancer (haproxy following the target group) under
+//! steady load, failures at each phase, rollbacks, and the by-tags rollback past max-errors.
+//!
+//! Instance-specific failures are made the way they happen on real hosts: a network rule on one
+//! instance cuts its containers off from a dependency the new release checks (`DEMO_HEALTH=tcp:…`),
+//! or a container vanishes while its health is being checked.
+
+use std::time::{Duration, Instant};
+
+use super::support::{unique, Bed, Load};
+use super::{inputs, load_balancer, run_with, set, version_of};
+
+fn lb_inputs(
+    bed: &Bed,
+    repo: &str,
+    suite: &str,
+    tag: &str,
+    build_args: &str,
+) -> Vec<(String, String)> {
+    let mut i = inputs(bed, repo, suite, tag, build_args);
+    set(&mut i, "target-groups", bed.get("TESTBED_TARGET_GROUP_ARN"));
+    set(&mut i, "batch-size", "1");
+    i
+}
+
+fn health(bed: &Bed, ids: &[String]) -> Vec<String> {
+    let mut args = vec![
+        "elbv2",
+        "describe-target-health",
+        "--target-group-arn",
+        bed.get("TESTBED_TARGET_GROUP_ARN"),
+        "--targets",
+    ];
+    let targets: Vec<String> = ids.iter().map(|id| format!("Id={id}")).collect();
+    args.extend(targets.iter().map(String::as_str));
+    let out = bed.aws_json(&args);
+    ids.iter()
+        .map(|id| {
+            out["TargetHealthDescriptions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["Target"]["Id"] == id.as_str())
+                .map(|d| d["TargetHealth"]["State"].as_str().unwrap().to_string())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn all_healthy(bed: &Bed, ids: &[String]) {
+    let states = health(bed, ids);
+    assert!(
+        states.iter().all(|s| s == "healthy"),
+        "not all registered and healthy: {states:?}"
+    );
+}
+
+/// The registry's address: a dependency every instance can reach, until a test cuts one off.
+fn dependency(bed: &Bed) -> String {
+    bed.get("TESTBED_REGISTRY").to_string()
+}
+
+/// Rejects the instance's containers' connections to `addr`, as a network ACL on that host would.
+fn cut_off(bed: &Bed, id: &str, addr: &str) {
+    let (host, port) = addr.split_once(':').unwrap();
+    let out = bed.on_instance(
+        id,
+        &[
+            "iptables",
+            "-I",
+            "DOCKER-USER",
+            "-d",
+            host,
+            "-p",
+            "tcp",
+            "--dport",
+            port,
+            "-j",
+            "REJECT",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "iptables on {id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sorted(ids: &[String]) -> Vec<String> {
+    let mut v = ids.to_vec();
+    v.sort();
+    v
+}
+
+fn row<'a>(summary: &'a str, starts: &str) -> &'a str {
+    summary
+        .lines()
+        .find(|l| l.starts_with(starts))
+        .unwrap_or_else(|| panic!("no line starting {starts:?} in\n{summary}"))
+}
+
+#[test]
+fn a_rolling_deploy_behind_the_load_balancer_drops_no_request() {
+    let bed = Bed::load();
+    let _lb = load_balancer();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 3, &["Role=web"]);
+    let repo = unique("rolling");
+    bed.create_repository(&repo);
+    let r1 = run_with(&bed, lb_inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r1.code, 0, "{}", r1.log());
+    all_healthy(&bed, &web.ids);
+
+    let load = Load::start(&format!("{}/version", bed.get("TESTBED_LB_URL")), 3);
+    let started = Instant::now();
+    let r2 = run_with(&bed, lb_inputs(&bed, &repo, &suite, "v2", "VERSION=v2"));
+    let count = load.stop();
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(r2.code, 0, "{}", r2.log());
+    println!(
+        "rolling deploy under load: {} requests in {seconds:.1}s, {} failed, answers {:?}",
+        count.ok + count.failed,
+        count.failed,
+        count.bodies
+    );
+    assert_eq!(
+        count.failed, 0,
+        "requests failed during the rolling deploy: {:?}",
+        count.failures
+    );
+    assert!(
+        count.ok >= 5000,
+        "only {} requests during the deploy",
+        count.ok
+    );
+    assert!(
+        count.bodies.contains_key("v1") && count.bodies.contains_key("v2"),
+        "the load did not span the rollout: {:?}",
+        count.bodies
+    );
+
+    for n in 1..=3 {
+        assert!(
+            row(&r2.summary, &format!("| {n} |")).contains("✅ drained, swapped, healthy"),
+            "{}",
+            r2.summary
+        );
+    }
+    for ip in &web.ips {
+        assert_eq!(version_of(ip).as_deref(), Some("v2"));
+    }
+    all_healthy(&bed, &web.ids);
+    assert_eq!(
+        r2.outputs["command-id"].split(' ').count(),
+        3,
+        "one command per batch"
+    );
+}
+
+#[test]
+fn a_failed_batch_rolls_back_itself_and_the_batches_before_it_and_leaves_the_rest() {
+    let bed = Bed::load();
+    let _lb = load_balancer();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 3, &["Role=web"]);
+    let order = sorted(&web.ids);
+    let repo = unique("batchfail");
+    bed.create_repository(&repo);
+    let r1 = run_with(&bed, lb_inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r1.code, 0, "{}", r1.log());
+
+    // v2 needs a dependency that the instance of batch 2 cannot reach.
+    cut_off(&bed, &order[1], &dependency(&bed));
+    let load = Load::start(&format!("{}/version", bed.get("TESTBED_LB_URL")), 3);
+    let mut i = lb_inputs(
+        &bed,
+        &repo,
+        &suite,
+        "v2",
+        &format!("VERSION=v2\nHEALTH=tcp:{}", dependency(&bed)),
+    );
+    set(&mut i, "health-check-timeout", "5");
+    let r2 = run_with(&bed, i);
+    let count = load.stop();
+    assert_eq!(r2.code, 1, "{}", r2.log());
+    assert_eq!(
+        count.failed, 0,
+        "requests failed during the failed rollout: {:?}",
+        count.failures
+    );
+
+    assert!(row(&r2.summary, "| 1 |").contains("✅"), "{}", r2.summary);
+    let batch2 = row(&r2.summary, "| 2 |");
+    assert!(
+        batch2.contains("❌ failed at swap") && batch2.contains(&order[1]),
+        "{batch2}"
+    );
+    assert!(
+        row(&r2.summary, "| 3 |").contains("not started"),
+        "{}",
+        r2.summary
+    );
+    assert!(r2.summary.contains("### ↩️ Rolled back"), "{}", r2.summary);
+    // Batch 1 went back, batch 2 put its previous container back itself, batch 3 never moved.
+    for id in &order {
+        let ip = &web.ips[web.ids.iter().position(|x| x == id).unwrap()];
+        assert_eq!(version_of(ip).as_deref(), Some("v1"), "{id}");
+    }
+    let instances: serde_json::Value = serde_json::from_str(&r2.outputs["instances"]).unwrap();
+    let first = instances
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == order[0].as_str())
+        .unwrap();
+    assert_eq!(first["rollback"], "rolled-back", "{instances}");
+    all_healthy(&bed, &web.ids);
+    assert!(
+        r2.stdout
+            .contains("::error title=ec2-deploy%3A batch failed::batch 2/3 failed at swap"),
+        "{}",
+        r2.stdout
+    );
+}
+
+#[test]
+fn a_container_killed_mid_batch_and_a_failed_rollback_are_reported_not_hidden() {
+    let bed = Bed::load();
+    let _lb = load_balancer();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 3, &["Role=web"]);
+    let order = sorted(&web.ids);
+    let repo = unique("killed");
+    bed.create_repository(&repo);
+    let r1 = run_with(&bed, lb_inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r1.code, 0, "{}", r1.log());
+
+    // While v2 rolls: once batch 1's instance runs v2, its kept previous container is removed (so
+    // its rollback cannot work); once batch 2's v2 container exists, it is killed and removed
+    // before it is healthy (v2 takes 4 s to turn healthy).
+    let watcher = {
+        let (first, second, repo) = (order[0].clone(), order[1].clone(), repo.clone());
+        std::thread::spawn(move || {
+            let bed = Bed::load();
+            let started = Instant::now();
+            let (mut removed_previous, mut killed) = (false, false);
+            let v2_on = |id: &str| {
+                let out = bed.on_instance(
+                    id,
+                    &[
+                        "docker",
+                        "ps",
+                        "--quiet",
+                        "--filter",
+                        "label=ec2-deploy.release=v2",
+                    ],
+                );
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            };
+            while !(removed_previous && killed) && started.elapsed() < Duration::from_secs(90) {
+                if !removed_previous && !v2_on(&first).is_empty() {
+                    removed_previous = bed
+                        .on_instance(
+                            &first,
+                            &["docker", "rm", "--force", &format!("{repo}-previous")],
+                        )
+                        .status
+                        .success();
+                }
+                let container = v2_on(&second);
+                if !killed && !container.is_empty() {
+                    killed = bed
+                        .on_instance(&second, &["docker", "rm", "--force", &container])
+                        .status
+                        .success();
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (removed_previous, killed)
+        })
+    };
+    let mut i = lb_inputs(&bed, &repo, &suite, "v2", "VERSION=v2\nHEALTH=delay:4");
+    set(&mut i, "health-check-timeout", "20");
+    let r2 = run_with(&bed, i);
+    assert_eq!(
+        watcher.join().unwrap(),
+        (true, true),
+        "the faults were not injected"
+    );
+    assert_eq!(r2.code, 1, "{}", r2.log());
+    assert_eq!(r2.outputs["result"], "failed");
+    let batch2 = row(&r2.summary, "| 2 |");
+    assert!(
+        batch2.contains("failed at swap") && batch2.contains("the container disappeared"),
+        "{batch2}"
+    );
+    assert!(
+        r2.summary.contains("### ⚠️ Rollback incomplete"),
+        "{}",
+        r2.summary
+    );
+    let problem = r2
+        .summary
+        .lines()
+        .find(|l| l.starts_with(&format!("- {}", order[0])))
+        .unwrap_or_else(|| panic!("{}", r2.summary));
+    assert!(problem.contains("cannot roll back"), "{problem}");
+    // Nothing is left without a running release: batch 1 keeps v2, the others run v1.
+    let ip = |id: &String| web.ips[web.ids.iter().position(|x| x == id).unwrap()].clone();
+    assert_eq!(version_of(&ip(&order[0])).as_deref(), Some("v2"));
+    assert_eq!(version_of(&ip(&order[1])).as_deref(), Some("v1"));
+    assert_eq!(version_of(&ip(&order[2])).as_deref(), Some("v1"));
+    all_healthy(&bed, &web.ids);
+}
+
+#[test]
+fn without_target_groups_past_max_errors_the_switched_instances_go_back() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 3, &["Role=web"]);
+    let repo = unique("maxerrors");
+    bed.create_repository(&repo);
+    let r1 = run_with(&bed, inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r1.code, 0, "{}", r1.log());
+    cut_off(&bed, &web.ids[2], &dependency(&bed));
+    let v2 = |max_errors: &str| {
+        let mut i = inputs(
+            &bed,
+            &repo,
+            &suite,
+            "v2",
+            &format!("VERSION=v2\nHEALTH=tcp:{}", dependency(&bed)),
+        );
+        set(&mut i, "health-check-timeout", "5");
+        set(&mut i, "max-concurrency", "100%");
+        set(&mut i, "max-errors", max_errors);
+        run_with(&bed, i)
+    };
+
+    // One failure, none allowed: the two that switched go back to v1.
+    let r2 = v2("0");
+    assert_eq!(r2.code, 1, "{}", r2.log());
+    assert!(r2.summary.contains("### ↩️ Rolled back"), "{}", r2.summary);
+    for ip in &web.ips {
+        assert_eq!(version_of(ip).as_deref(), Some("v1"));
+    }
+    let instances: serde_json::Value = serde_json::from_str(&r2.outputs["instances"]).unwrap();
+    let rolled: Vec<&serde_json::Value> = instances
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["rollback"] == "rolled-back")
+        .collect();
+    assert_eq!(rolled.len(), 2, "{instances}");
+
+    // One failure, one allowed: a success with a warning; the failed instance kept v1.
+    let r3 = v2("1");
+    assert_eq!(r3.code, 0, "{}", r3.log());
+    assert_eq!(r3.outputs["result"], "success");
+    assert!(
+        r3.summary
+            .contains("1 failed instance(s) are within `max-errors` (1)"),
+        "{}",
+        r3.summary
+    );
+    assert!(
+        r3.stdout
+            .contains("::warning title=ec2-deploy::1 instance(s) failed, within max-errors (1)"),
+        "{}",
+        r3.stdout
+    );
+    assert_eq!(version_of(&web.ips[0]).as_deref(), Some("v2"));
+    assert_eq!(version_of(&web.ips[1]).as_deref(), Some("v2"));
+    assert_eq!(version_of(&web.ips[2]).as_deref(), Some("v1"));
+}
