@@ -188,13 +188,16 @@ def make_host(netns, index):
                 ["ip", "addr", "add", f"{ip}/24", "dev", "eth0"],
                 ["ip", "link", "set", "eth0", "up"],
                 ["ip", "link", "set", "lo", "up"],
-                ["ip", "route", "add", "default", "via", HOST_IP]):
+                ["ip", "route", "add", "default", "via", HOST_IP],
+                ["ip", "route", "add", "169.254.169.254/32", "via", HOST_IP]):
         sh("nsenter", f"--net=/var/run/netns/{netns}", "--", *cmd)
     return ip
 
 
 def start_dockerd(name, netns, base, registry):
     os.makedirs(base, exist_ok=True)
+    port = registry.rsplit(":", 1)[1]
+    spawn(f"registry-forward-{name}", ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", f"TCP:{HOST_IP}:{port}"], netns=netns)
     exec_root = os.path.join(RUN, name)
     sock = os.path.join(base, "docker.sock")
     proc = spawn(f"dockerd-{name}", [
@@ -214,7 +217,7 @@ def healthy(state):
             problems.append(f"{name} (pid {pid}) is not running")
     checks = [
         ("moto", lambda: http_ok(state["aws_endpoint_url"] + "/moto-api/", (200, 404))),
-        ("registry", lambda: http_ok(f"http://{state['registry']}/v2/", (401,))),
+        ("registry", lambda: http_ok(f"{state['registry_url']}/v2/", (401,))),
         ("haproxy", lambda: "Name: HAProxy" in haproxy(state, "show info")),
         ("runner docker", lambda: docker_ping(state["runner_docker_sock"])),
     ] + [(f"instance {iid} docker", (lambda s=i["docker_sock"]: docker_ping(s)))
@@ -256,13 +259,20 @@ def _up(n):
     sh("ip", "link", "add", BRIDGE, "type", "bridge")
     sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", BRIDGE)
     sh("ip", "link", "set", BRIDGE, "up")
+    # The instance metadata address lives on the bed's own bridge (moto_ext answers IMDSv2 there).
+    sh("ip", "addr", "add", "169.254.169.254/32", "dev", BRIDGE)
 
     moto_port, registry_port, hook_port, lb_port = (free_port() for _ in range(4))
-    registry = f"{HOST_IP}:{registry_port}"
+    # The registry is `localhost:PORT` on every host of the bed: BuildKit (inside dockerd 20.10)
+    # speaks plain HTTP only to localhost registries (it ignores --insecure-registry), and a
+    # registry cache it cannot reach is silently skipped. It listens on the host's loopback; a
+    # forwarder in each namespace carries that namespace's localhost:PORT to it.
+    registry = f"localhost:{registry_port}"
     state = {
         "region": REGION, "account": ACCOUNT,
         "aws_endpoint_url": f"http://{HOST_IP}:{moto_port}",
-        "registry": registry, "registry_url": f"http://{registry}", "registry_password": REGISTRY_PASSWORD,
+        "registry": registry, "registry_url": f"http://127.0.0.1:{registry_port}", "registry_password": REGISTRY_PASSWORD,
+        "registry_port": registry_port,
         "hook_url": f"http://127.0.0.1:{hook_port}",
         "lb_url": f"http://127.0.0.1:{lb_port}",
         "haproxy_socket": path("haproxy.sock"),
@@ -288,7 +298,7 @@ storage:
   delete:
     enabled: true
 http:
-  addr: {registry}
+  addr: 127.0.0.1:{registry_port}
 auth:
   htpasswd:
     realm: ec2-deploy-testbed
@@ -303,6 +313,7 @@ notifications:
       ignoredmediatypes: [application/octet-stream]
 """)
     reg = spawn("registry", ["docker-registry", "serve", path("registry.yml")])
+    spawn("registry-forward", ["socat", f"TCP-LISTEN:{registry_port},bind={HOST_IP},fork,reuseaddr", f"TCP:127.0.0.1:{registry_port}"])
 
     # Load balancer: servers are added per instance, in maintenance until registered.
     with open(path("haproxy.cfg"), "w") as f:
@@ -330,7 +341,7 @@ backend web
     state["runner_docker_sock"] = runner_sock
 
     wait_for("moto", lambda: http_ok(state["aws_endpoint_url"] + "/moto-api/", (200, 404)), proc=moto)
-    wait_for("registry", lambda: http_ok(f"http://{registry}/v2/", (401,)), proc=reg)
+    wait_for("registry", lambda: http_ok(f"http://127.0.0.1:{registry_port}/v2/", (401,)), proc=reg)
     wait_for("haproxy", lambda: "Name: HAProxy" in haproxy(state, "show info"), proc=lb)
 
     # AWS fixtures: a VPC and subnet for the instances, the target group haproxy follows.
@@ -535,8 +546,9 @@ def remove_instance(args):
             pid = recorded_pids().get(f"dockerd-{iid}")
             if pid:
                 stop_pid(pid, f"dockerd-{iid}", 15)
+            for name in (f"dockerd-{iid}", f"registry-forward-{iid}"):
                 with contextlib.suppress(FileNotFoundError):
-                    os.remove(path("pids", f"dockerd-{iid}.pid"))
+                    os.remove(path("pids", f"{name}.pid"))
             for p in sh("ip", "netns", "pids", inst["netns"], check=False).stdout.split():
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(p), signal.SIGKILL)

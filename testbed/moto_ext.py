@@ -28,6 +28,7 @@ import io
 import json
 import math
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -195,7 +196,17 @@ class Invocation:
                 self.status, self.details = "Delayed", "Delayed"
             time.sleep(0.2)
 
-        workdir = os.path.join(instance_dir(self.instance_id) if not self.local else os.path.join(STATE, "local-agent", self.instance_id), "ssm", cmd.command_id)
+        if self.local:
+            # A simulated agent without a host (the scale benchmark's thousand instances): it
+            # takes the command, runs nothing, and succeeds after a short while.
+            with LOCK:
+                self.status, self.details, self.start = "InProgress", "InProgress", now()
+            time.sleep(random.uniform(0.05, 0.2))
+            if self.cancel:
+                return self.finish("Cancelled", "Cancelled", -1)
+            self.stdout = "test bed: no-op on a simulated agent without a host\n"
+            return self.finish("Success", "Success", 0)
+        workdir = os.path.join(instance_dir(self.instance_id), "ssm", cmd.command_id)
         os.makedirs(workdir, exist_ok=True)
         script = os.path.join(workdir, "_script.sh")
         with open(script, "w") as f:
@@ -207,12 +218,8 @@ class Invocation:
             "AWS_SSM_REGION_NAME": cmd.region,
         }
         # The agent runs the script file with `sh -c`: a shebang is honoured, otherwise sh runs it.
-        if self.local:
-            argv = ["sh", "-c", script]
-            full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": workdir, **env}
-        else:
-            argv = [INSTANCE_EXEC, self.instance_id, "sh", "-c", script]
-            full_env = {**os.environ, **env}
+        argv = [INSTANCE_EXEC, self.instance_id, "sh", "-c", script]
+        full_env = {**os.environ, **env}
         with LOCK:
             if self.cancel:
                 return self.finish("Cancelled", "Cancelled")
@@ -861,8 +868,48 @@ class Hook(BaseHTTPRequestHandler):
         pass
 
 
+class Imds(BaseHTTPRequestHandler):
+    """IMDSv2 for the simulated instances: a token first (PUT), then the region and the asking
+    instance's id (found by its address). A request without a token gets 401, as IMDSv2 answers."""
+
+    tokens: set = set()
+
+    def answer(self, code, body=b""):
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PUT(self):
+        if self.path != "/latest/api/token" or not self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+            return self.answer(400)
+        token = uuid.uuid4().hex
+        Imds.tokens.add(token)
+        self.answer(200, token.encode())
+
+    def do_GET(self):
+        if self.headers.get("X-aws-ec2-metadata-token") not in Imds.tokens:
+            return self.answer(401)
+        state = bed()
+        ip = self.client_address[0]
+        iid = next((i for i, v in state.get("instances", {}).items() if v.get("ip") == ip), None)
+        values = {"/latest/meta-data/placement/region": state["region"], "/latest/meta-data/instance-id": iid}
+        value = values.get(self.path)
+        if value is None:
+            return self.answer(404)
+        self.answer(200, value.encode())
+
+    def log_message(self, *args):
+        pass
+
+
 def main():
     hook_port = int(os.environ["TESTBED_HOOK_PORT"])
+    try:
+        imds = ThreadingHTTPServer(("169.254.169.254", 80), Imds)
+        threading.Thread(target=imds.serve_forever, daemon=True).start()
+    except OSError as e:
+        log("no instance metadata service:", e)
     server = ThreadingHTTPServer(("127.0.0.1", hook_port), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     threading.Thread(target=drain_loop, daemon=True).start()

@@ -10,13 +10,7 @@ use std::time::{Duration, Instant};
 use super::support::{unique, Bed, Load};
 use super::{inputs, load_balancer, run_with, set, version_of};
 
-fn lb_inputs(
-    bed: &Bed,
-    repo: &str,
-    suite: &str,
-    tag: &str,
-    build_args: &str,
-) -> Vec<(String, String)> {
+fn lb_inputs(bed: &Bed, repo: &str, suite: &str, tag: &str, build_args: &str) -> Vec<(String, String)> {
     let mut i = inputs(bed, repo, suite, tag, build_args);
     set(&mut i, "target-groups", bed.get("TESTBED_TARGET_GROUP_ARN"));
     set(&mut i, "batch-size", "1");
@@ -24,13 +18,8 @@ fn lb_inputs(
 }
 
 fn health(bed: &Bed, ids: &[String]) -> Vec<String> {
-    let mut args = vec![
-        "elbv2",
-        "describe-target-health",
-        "--target-group-arn",
-        bed.get("TESTBED_TARGET_GROUP_ARN"),
-        "--targets",
-    ];
+    let mut args =
+        vec!["elbv2", "describe-target-health", "--target-group-arn", bed.get("TESTBED_TARGET_GROUP_ARN"), "--targets"];
     let targets: Vec<String> = ids.iter().map(|id| format!("Id={id}")).collect();
     args.extend(targets.iter().map(String::as_str));
     let out = bed.aws_json(&args);
@@ -49,41 +38,21 @@ fn health(bed: &Bed, ids: &[String]) -> Vec<String> {
 
 fn all_healthy(bed: &Bed, ids: &[String]) {
     let states = health(bed, ids);
-    assert!(
-        states.iter().all(|s| s == "healthy"),
-        "not all registered and healthy: {states:?}"
-    );
+    assert!(states.iter().all(|s| s == "healthy"), "not all registered and healthy: {states:?}");
 }
 
-/// The registry's address: a dependency every instance can reach, until a test cuts one off.
+/// The emulated AWS endpoint's address: a dependency every instance's containers can reach, until
+/// a test cuts one off.
 fn dependency(bed: &Bed) -> String {
-    bed.get("TESTBED_REGISTRY").to_string()
+    bed.get("AWS_ENDPOINT_URL").trim_start_matches("http://").to_string()
 }
 
 /// Rejects the instance's containers' connections to `addr`, as a network ACL on that host would.
 fn cut_off(bed: &Bed, id: &str, addr: &str) {
     let (host, port) = addr.split_once(':').unwrap();
-    let out = bed.on_instance(
-        id,
-        &[
-            "iptables",
-            "-I",
-            "DOCKER-USER",
-            "-d",
-            host,
-            "-p",
-            "tcp",
-            "--dport",
-            port,
-            "-j",
-            "REJECT",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "iptables on {id}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = bed
+        .on_instance(id, &["iptables", "-I", "DOCKER-USER", "-d", host, "-p", "tcp", "--dport", port, "-j", "REJECT"]);
+    assert!(out.status.success(), "iptables on {id}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn sorted(ids: &[String]) -> Vec<String> {
@@ -123,16 +92,8 @@ fn a_rolling_deploy_behind_the_load_balancer_drops_no_request() {
         count.failed,
         count.bodies
     );
-    assert_eq!(
-        count.failed, 0,
-        "requests failed during the rolling deploy: {:?}",
-        count.failures
-    );
-    assert!(
-        count.ok >= 5000,
-        "only {} requests during the deploy",
-        count.ok
-    );
+    assert_eq!(count.failed, 0, "requests failed during the rolling deploy: {:?}", count.failures);
+    assert!(count.ok >= 5000, "only {} requests during the deploy", count.ok);
     assert!(
         count.bodies.contains_key("v1") && count.bodies.contains_key("v2"),
         "the load did not span the rollout: {:?}",
@@ -140,21 +101,13 @@ fn a_rolling_deploy_behind_the_load_balancer_drops_no_request() {
     );
 
     for n in 1..=3 {
-        assert!(
-            row(&r2.summary, &format!("| {n} |")).contains("✅ drained, swapped, healthy"),
-            "{}",
-            r2.summary
-        );
+        assert!(row(&r2.summary, &format!("| {n} |")).contains("✅ drained, swapped, healthy"), "{}", r2.summary);
     }
     for ip in &web.ips {
         assert_eq!(version_of(ip).as_deref(), Some("v2"));
     }
     all_healthy(&bed, &web.ids);
-    assert_eq!(
-        r2.outputs["command-id"].split(' ').count(),
-        3,
-        "one command per batch"
-    );
+    assert_eq!(r2.outputs["command-id"].split(' ').count(), 3, "one command per batch");
 }
 
 #[test]
@@ -172,34 +125,17 @@ fn a_failed_batch_rolls_back_itself_and_the_batches_before_it_and_leaves_the_res
     // v2 needs a dependency that the instance of batch 2 cannot reach.
     cut_off(&bed, &order[1], &dependency(&bed));
     let load = Load::start(&format!("{}/version", bed.get("TESTBED_LB_URL")), 3);
-    let mut i = lb_inputs(
-        &bed,
-        &repo,
-        &suite,
-        "v2",
-        &format!("VERSION=v2\nHEALTH=tcp:{}", dependency(&bed)),
-    );
+    let mut i = lb_inputs(&bed, &repo, &suite, "v2", &format!("VERSION=v2\nHEALTH=tcp:{}", dependency(&bed)));
     set(&mut i, "health-check-timeout", "5");
     let r2 = run_with(&bed, i);
     let count = load.stop();
     assert_eq!(r2.code, 1, "{}", r2.log());
-    assert_eq!(
-        count.failed, 0,
-        "requests failed during the failed rollout: {:?}",
-        count.failures
-    );
+    assert_eq!(count.failed, 0, "requests failed during the failed rollout: {:?}", count.failures);
 
     assert!(row(&r2.summary, "| 1 |").contains("✅"), "{}", r2.summary);
     let batch2 = row(&r2.summary, "| 2 |");
-    assert!(
-        batch2.contains("❌ failed at swap") && batch2.contains(&order[1]),
-        "{batch2}"
-    );
-    assert!(
-        row(&r2.summary, "| 3 |").contains("not started"),
-        "{}",
-        r2.summary
-    );
+    assert!(batch2.contains("❌ failed at swap") && batch2.contains(&order[1]), "{batch2}");
+    assert!(row(&r2.summary, "| 3 |").contains("not started"), "{}", r2.summary);
     assert!(r2.summary.contains("### ↩️ Rolled back"), "{}", r2.summary);
     // Batch 1 went back, batch 2 put its previous container back itself, batch 3 never moved.
     for id in &order {
@@ -207,20 +143,10 @@ fn a_failed_batch_rolls_back_itself_and_the_batches_before_it_and_leaves_the_res
         assert_eq!(version_of(ip).as_deref(), Some("v1"), "{id}");
     }
     let instances: serde_json::Value = serde_json::from_str(&r2.outputs["instances"]).unwrap();
-    let first = instances
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["id"] == order[0].as_str())
-        .unwrap();
+    let first = instances.as_array().unwrap().iter().find(|i| i["id"] == order[0].as_str()).unwrap();
     assert_eq!(first["rollback"], "rolled-back", "{instances}");
     all_healthy(&bed, &web.ids);
-    assert!(
-        r2.stdout
-            .contains("::error title=ec2-deploy%3A batch failed::batch 2/3 failed at swap"),
-        "{}",
-        r2.stdout
-    );
+    assert!(r2.stdout.contains("::error title=ec2-deploy%3A batch failed::batch 2/3 failed at swap"), "{}", r2.stdout);
 }
 
 #[test]
@@ -245,34 +171,19 @@ fn a_container_killed_mid_batch_and_a_failed_rollback_are_reported_not_hidden() 
             let started = Instant::now();
             let (mut removed_previous, mut killed) = (false, false);
             let v2_on = |id: &str| {
-                let out = bed.on_instance(
-                    id,
-                    &[
-                        "docker",
-                        "ps",
-                        "--quiet",
-                        "--filter",
-                        "label=ec2-deploy.release=v2",
-                    ],
-                );
+                let out = bed.on_instance(id, &["docker", "ps", "--quiet", "--filter", "label=ec2-deploy.release=v2"]);
                 String::from_utf8_lossy(&out.stdout).trim().to_string()
             };
             while !(removed_previous && killed) && started.elapsed() < Duration::from_secs(90) {
                 if !removed_previous && !v2_on(&first).is_empty() {
                     removed_previous = bed
-                        .on_instance(
-                            &first,
-                            &["docker", "rm", "--force", &format!("{repo}-previous")],
-                        )
+                        .on_instance(&first, &["docker", "rm", "--force", &format!("{repo}-previous")])
                         .status
                         .success();
                 }
                 let container = v2_on(&second);
                 if !killed && !container.is_empty() {
-                    killed = bed
-                        .on_instance(&second, &["docker", "rm", "--force", &container])
-                        .status
-                        .success();
+                    killed = bed.on_instance(&second, &["docker", "rm", "--force", &container]).status.success();
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -282,23 +193,12 @@ fn a_container_killed_mid_batch_and_a_failed_rollback_are_reported_not_hidden() 
     let mut i = lb_inputs(&bed, &repo, &suite, "v2", "VERSION=v2\nHEALTH=delay:4");
     set(&mut i, "health-check-timeout", "20");
     let r2 = run_with(&bed, i);
-    assert_eq!(
-        watcher.join().unwrap(),
-        (true, true),
-        "the faults were not injected"
-    );
+    assert_eq!(watcher.join().unwrap(), (true, true), "the faults were not injected");
     assert_eq!(r2.code, 1, "{}", r2.log());
     assert_eq!(r2.outputs["result"], "failed");
     let batch2 = row(&r2.summary, "| 2 |");
-    assert!(
-        batch2.contains("failed at swap") && batch2.contains("the container disappeared"),
-        "{batch2}"
-    );
-    assert!(
-        r2.summary.contains("### ⚠️ Rollback incomplete"),
-        "{}",
-        r2.summary
-    );
+    assert!(batch2.contains("failed at swap") && batch2.contains("the container disappeared"), "{batch2}");
+    assert!(r2.summary.contains("### ⚠️ Rollback incomplete"), "{}", r2.summary);
     let problem = r2
         .summary
         .lines()
@@ -324,13 +224,7 @@ fn without_target_groups_past_max_errors_the_switched_instances_go_back() {
     assert_eq!(r1.code, 0, "{}", r1.log());
     cut_off(&bed, &web.ids[2], &dependency(&bed));
     let v2 = |max_errors: &str| {
-        let mut i = inputs(
-            &bed,
-            &repo,
-            &suite,
-            "v2",
-            &format!("VERSION=v2\nHEALTH=tcp:{}", dependency(&bed)),
-        );
+        let mut i = inputs(&bed, &repo, &suite, "v2", &format!("VERSION=v2\nHEALTH=tcp:{}", dependency(&bed)));
         set(&mut i, "health-check-timeout", "5");
         set(&mut i, "max-concurrency", "100%");
         set(&mut i, "max-errors", max_errors);
@@ -345,27 +239,17 @@ fn without_target_groups_past_max_errors_the_switched_instances_go_back() {
         assert_eq!(version_of(ip).as_deref(), Some("v1"));
     }
     let instances: serde_json::Value = serde_json::from_str(&r2.outputs["instances"]).unwrap();
-    let rolled: Vec<&serde_json::Value> = instances
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["rollback"] == "rolled-back")
-        .collect();
+    let rolled: Vec<&serde_json::Value> =
+        instances.as_array().unwrap().iter().filter(|i| i["rollback"] == "rolled-back").collect();
     assert_eq!(rolled.len(), 2, "{instances}");
 
     // One failure, one allowed: a success with a warning; the failed instance kept v1.
     let r3 = v2("1");
     assert_eq!(r3.code, 0, "{}", r3.log());
     assert_eq!(r3.outputs["result"], "success");
+    assert!(r3.summary.contains("1 failed instance(s) are within `max-errors` (1)"), "{}", r3.summary);
     assert!(
-        r3.summary
-            .contains("1 failed instance(s) are within `max-errors` (1)"),
-        "{}",
-        r3.summary
-    );
-    assert!(
-        r3.stdout
-            .contains("::warning title=ec2-deploy::1 instance(s) failed, within max-errors (1)"),
+        r3.stdout.contains("::warning title=ec2-deploy::1 instance(s) failed, within max-errors (1)"),
         "{}",
         r3.stdout
     );
