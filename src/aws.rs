@@ -20,22 +20,18 @@ pub struct Clients {
 
 impl Clients {
     pub async fn load(region: Option<&str>) -> Result<Clients, AwsError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::adaptive().with_max_attempts(10));
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::adaptive().with_max_attempts(10));
         if let Some(region) = region {
             loader = loader.region(Region::new(region.to_string()));
         }
         let config = loader.load().await;
-        let region = config
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| AwsError {
-                context: "choosing the AWS region".into(),
-                code: Some(NO_REGION.into()),
-                message: "no region: set input `aws-region`, or AWS_REGION in the environment"
-                    .into(),
-                access: false,
-            })?;
+        let region = config.region().map(|r| r.to_string()).ok_or_else(|| AwsError {
+            context: "choosing the AWS region".into(),
+            code: Some(NO_REGION.into()),
+            message: "no region: set input `aws-region`, or AWS_REGION in the environment".into(),
+            access: false,
+        })?;
         Ok(Clients {
             ecr: aws_sdk_ecr::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
@@ -90,12 +86,7 @@ impl AwsError {
             || message.contains("no credentials")
             || message.contains("failed to load credentials")
             || message.contains("the credential provider was not enabled");
-        AwsError {
-            context: context.into(),
-            code,
-            message,
-            access,
-        }
+        AwsError { context: context.into(), code, message, access }
     }
 
     pub fn is(&self, code: &str) -> bool {

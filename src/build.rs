@@ -31,41 +31,22 @@ pub struct Docker {
 
 impl Docker {
     pub fn new(lookup: impl Fn(&str) -> Option<String>) -> Result<Docker, BuildError> {
-        let program = lookup("EC2_DEPLOY_DOCKER")
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "docker".into());
-        let config_dir = tempfile::Builder::new()
-            .prefix("ec2-deploy-docker-")
-            .tempdir()
-            .map_err(|e| BuildError {
-                step: "docker",
-                message: format!("cannot create a private DOCKER_CONFIG: {e}"),
-            })?;
-        Ok(Docker {
-            program: program.into(),
-            config_dir,
-        })
+        let program = lookup("EC2_DEPLOY_DOCKER").filter(|p| !p.is_empty()).unwrap_or_else(|| "docker".into());
+        let config_dir = tempfile::Builder::new().prefix("ec2-deploy-docker-").tempdir().map_err(|e| BuildError {
+            step: "docker",
+            message: format!("cannot create a private DOCKER_CONFIG: {e}"),
+        })?;
+        Ok(Docker { program: program.into(), config_dir })
     }
 
     fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
-        c.env("DOCKER_CONFIG", self.config_dir.path())
-            .env("DOCKER_BUILDKIT", "1")
-            .kill_on_drop(true);
+        c.env("DOCKER_CONFIG", self.config_dir.path()).env("DOCKER_BUILDKIT", "1").kill_on_drop(true);
         c
     }
 
-    async fn run(
-        &self,
-        step: &'static str,
-        mut cmd: Command,
-        stdin: Option<&str>,
-    ) -> Result<String, BuildError> {
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
+    async fn run(&self, step: &'static str, mut cmd: Command, stdin: Option<&str>) -> Result<String, BuildError> {
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().map_err(|e| BuildError {
             step,
@@ -75,17 +56,9 @@ impl Docker {
             ),
         })?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input.as_bytes())
-                .await
-                .map_err(|e| BuildError {
-                    step,
-                    message: e.to_string(),
-                })?;
+            pipe.write_all(input.as_bytes()).await.map_err(|e| BuildError { step, message: e.to_string() })?;
         }
-        let out = child.wait_with_output().await.map_err(|e| BuildError {
-            step,
-            message: e.to_string(),
-        })?;
+        let out = child.wait_with_output().await.map_err(|e| BuildError { step, message: e.to_string() })?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
             return Err(BuildError {
@@ -96,17 +69,10 @@ impl Docker {
         Ok(stdout)
     }
 
-    pub async fn login(
-        &self,
-        host: &str,
-        username: &str,
-        password: &Secret,
-    ) -> Result<(), BuildError> {
+    pub async fn login(&self, host: &str, username: &str, password: &Secret) -> Result<(), BuildError> {
         let mut cmd = self.command();
         cmd.args(["login", "--username", username, "--password-stdin", host]);
-        self.run("registry login", cmd, Some(&password.0))
-            .await
-            .map(|_| ())
+        self.run("registry login", cmd, Some(&password.0)).await.map(|_| ())
     }
 
     /// `docker build` of `spec` (paths relative to `workdir`) tagged `image`.
@@ -121,21 +87,12 @@ impl Docker {
         if !context.is_dir() {
             return Err(BuildError {
                 step: "build",
-                message: format!(
-                    "the build context {} is not a directory (input `context`)",
-                    spec.context.display()
-                ),
+                message: format!("the build context {} is not a directory (input `context`)", spec.context.display()),
             });
         }
         let mut cmd = self.command();
         cmd.current_dir(workdir);
-        cmd.args([
-            "build",
-            "--tag",
-            image,
-            "--build-arg",
-            "BUILDKIT_INLINE_CACHE=1",
-        ]);
+        cmd.args(["build", "--tag", image, "--build-arg", "BUILDKIT_INLINE_CACHE=1"]);
         if let Some(cache) = cache_from {
             cmd.args(["--cache-from", cache]);
         }
@@ -146,27 +103,19 @@ impl Docker {
             cmd.args(["--target", target]);
         }
         for arg in &spec.args {
-            cmd.args(["--build-arg", &arg.name])
-                .env(&arg.name, &arg.value);
+            cmd.args(["--build-arg", &arg.name]).env(&arg.name, &arg.value);
         }
         cmd.arg(&context);
         // Build output is for the log, not for us.
         cmd.stdout(Stdio::inherit());
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| BuildError {
-                step: "build",
-                message: format!(
-                    "cannot run {}: {e} (set EC2_DEPLOY_DOCKER to the docker CLI)",
-                    self.program.to_string_lossy()
-                ),
-            })?;
-        let status = child.wait().await.map_err(|e| BuildError {
+        let mut child = cmd.stdin(Stdio::null()).stderr(Stdio::inherit()).spawn().map_err(|e| BuildError {
             step: "build",
-            message: e.to_string(),
+            message: format!(
+                "cannot run {}: {e} (set EC2_DEPLOY_DOCKER to the docker CLI)",
+                self.program.to_string_lossy()
+            ),
         })?;
+        let status = child.wait().await.map_err(|e| BuildError { step: "build", message: e.to_string() })?;
         if !status.success() {
             return Err(BuildError {
                 step: "build",
@@ -183,26 +132,13 @@ impl Docker {
         let out = self.run("push", cmd, None).await?;
         print!("{out}");
         let mut cmd = self.command();
-        cmd.args([
-            "image",
-            "inspect",
-            "--format",
-            "{{json .RepoDigests}}",
-            image,
-        ]);
+        cmd.args(["image", "inspect", "--format", "{{json .RepoDigests}}", image]);
         let json = self.run("push", cmd, None).await?;
         let digests: Vec<String> = serde_json::from_str(json.trim()).unwrap_or_default();
-        let repo = image
-            .rsplit_once(':')
-            .map(|(r, t)| if t.contains('/') { image } else { r })
-            .unwrap_or(image);
+        let repo = image.rsplit_once(':').map(|(r, t)| if t.contains('/') { image } else { r }).unwrap_or(image);
         digests
             .iter()
-            .find_map(|d| {
-                d.strip_prefix(repo)
-                    .and_then(|rest| rest.strip_prefix('@'))
-                    .map(str::to_string)
-            })
+            .find_map(|d| d.strip_prefix(repo).and_then(|rest| rest.strip_prefix('@')).map(str::to_string))
             .ok_or_else(|| BuildError {
                 step: "push",
                 message: format!("docker reported no digest for {image} after the push"),
@@ -215,10 +151,7 @@ mod tests {
     #[test]
     fn repository_part_of_a_tagged_reference_keeps_the_registry_port() {
         let image = "10.0.0.1:5000/team/app:v1";
-        let repo = image
-            .rsplit_once(':')
-            .map(|(r, t)| if t.contains('/') { image } else { r })
-            .unwrap();
+        let repo = image.rsplit_once(':').map(|(r, t)| if t.contains('/') { image } else { r }).unwrap();
         assert_eq!(repo, "10.0.0.1:5000/team/app");
     }
 }

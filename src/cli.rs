@@ -22,44 +22,58 @@ pub fn command() -> Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(
-            Command::new("action")
-                .about("Run as the GitHub Action: read INPUT_* and GITHUB_* from the environment"),
+            Command::new("action").about("Run as the GitHub Action: read INPUT_* and GITHUB_* from the environment"),
         )
-        .subcommand(input_flags(Command::new("plan").about(
-            "Show what a deploy would do, changing nothing (deploy --dry-run)",
-        )))
+        .subcommand(input_flags(
+            Command::new("plan").about("Show what a deploy would do, changing nothing (deploy --dry-run)"),
+        ))
+        .subcommand(input_flags(
+            Command::new("rollback")
+                .about("Redeploy the release before the live one, from the release record (no build)"),
+        ))
+        .subcommand(
+            Command::new("status")
+                .about("Show an environment's live release and its history, from the release record")
+                .arg(
+                    Arg::new("release-parameter")
+                        .long("release-parameter")
+                        .value_name("NAME")
+                        .help("The release record (default: /ec2-deploy/<environment>/<ecr-repository>)"),
+                )
+                .arg(Arg::new("environment").long("environment").value_name("NAME"))
+                .arg(Arg::new("ecr-repository").long("ecr-repository").value_name("NAME"))
+                .arg(Arg::new("aws-region").long("aws-region").value_name("REGION")),
+        )
+        .subcommand(
+            Command::new("user-data")
+                .about("Print the user-data script that boots an Auto Scaling instance into the recorded release")
+                .arg(
+                    Arg::new("release-parameter")
+                        .long("release-parameter")
+                        .value_name("NAME")
+                        .required(true)
+                        .help("The release record the instance boots from"),
+                ),
+        )
         .subcommand(
             input_flags(Command::new("deploy").about("Build, push and deploy")).arg(
                 Arg::new("dry-run")
                     .long("dry-run")
                     .action(ArgAction::SetTrue)
-                    .help(
-                        inputs::spec("dry-run")
-                            .expect("dry-run is an input")
-                            .description,
-                    ),
+                    .help(inputs::spec("dry-run").expect("dry-run is an input").description),
             ),
         )
 }
 
 fn input_flags(mut cmd: Command) -> Command {
-    for spec in INPUTS
-        .iter()
-        .filter(|s| !matches!(s.name, "dry-run" | "github-token"))
-    {
+    for spec in INPUTS.iter().filter(|s| !matches!(s.name, "dry-run" | "github-token")) {
         let help = match spec.default {
             Some(d) => format!("{} [default: {d}]", spec.description),
             None => spec.description.to_string(),
         };
-        let mut arg = Arg::new(spec.name)
-            .long(spec.name)
-            .value_name("VALUE")
-            .help(help);
-        arg = if spec.multiline {
-            arg.action(ArgAction::Append).value_name("LINE")
-        } else {
-            arg.action(ArgAction::Set)
-        };
+        let mut arg = Arg::new(spec.name).long(spec.name).value_name("VALUE").help(help);
+        arg =
+            if spec.multiline { arg.action(ArgAction::Append).value_name("LINE") } else { arg.action(ArgAction::Set) };
         cmd = cmd.arg(arg);
     }
     cmd
@@ -70,15 +84,9 @@ fn raw_from_flags(m: &ArgMatches) -> RawInputs {
         if matches!(name, "dry-run" | "github-token") {
             return None;
         }
-        m.get_many::<String>(name)
-            .map(|v| v.cloned().collect::<Vec<_>>().join("\n"))
+        m.get_many::<String>(name).map(|v| v.cloned().collect::<Vec<_>>().join("\n"))
     });
-    if m.try_get_one::<bool>("dry-run")
-        .ok()
-        .flatten()
-        .copied()
-        .unwrap_or(false)
-    {
+    if m.try_get_one::<bool>("dry-run").ok().flatten().copied().unwrap_or(false) {
         raw.set("dry-run", "true");
     }
     if let Ok(token) = std::env::var("GITHUB_TOKEN") {
@@ -92,19 +100,33 @@ pub fn main() -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
     let (runner, mut raw, workdir) = match matches.subcommand() {
         Some(("action", _)) => {
-            let workdir = env("GITHUB_WORKSPACE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."));
-            (
-                Runner::from_env(&env),
-                RawInputs::from_action_env(env),
-                workdir,
-            )
+            let workdir = env("GITHUB_WORKSPACE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            (Runner::from_env(&env), RawInputs::from_action_env(env), workdir)
+        }
+        Some(("user-data", m)) => {
+            let parameter = m.get_one::<String>("release-parameter").expect("required");
+            return match crate::instance::user_data(parameter) {
+                Ok(script) => {
+                    print!("{script}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ec2-deploy: --release-parameter: {e}");
+                    ExitCode::from(Exit::BadInput as u8)
+                }
+            };
+        }
+        Some(("status", m)) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            return ExitCode::from(rt.block_on(status(m)) as u8);
         }
         Some((name, m)) => {
             let mut raw = raw_from_flags(m);
             if name == "plan" {
                 raw.set("dry-run", "true");
+            }
+            if name == "rollback" {
+                raw.set("rollback", "true");
             }
             (Runner::terminal(), raw, PathBuf::from("."))
         }
@@ -115,11 +137,7 @@ pub fn main() -> ExitCode {
             raw.set("github-token", t);
         }
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ec2-deploy: cannot start: {e}");
@@ -130,6 +148,58 @@ pub fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
+/// `ec2-deploy status`: the live release and the history of an environment.
+async fn status(m: &ArgMatches) -> Exit {
+    let get = |name: &str| m.get_one::<String>(name).cloned();
+    let parameter = match (get("release-parameter"), get("ecr-repository")) {
+        (Some(p), _) => p,
+        (None, Some(repo)) => crate::release::default_parameter(get("environment").as_deref(), &repo),
+        (None, None) => {
+            eprintln!("ec2-deploy status: give --release-parameter, or --ecr-repository (and --environment)");
+            return Exit::BadInput;
+        }
+    };
+    let clients = match crate::aws::Clients::load(get("aws-region").as_deref()).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ec2-deploy status: {e}");
+            return Exit::BadInput;
+        }
+    };
+    let history = match crate::release::Releases::new(clients.ssm, parameter.clone()).history().await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("ec2-deploy status: {e}");
+            return Exit::Access;
+        }
+    };
+    let Some(live) = history.last() else {
+        println!("{parameter}: no release recorded yet");
+        return Exit::Success;
+    };
+    println!(
+        "{parameter}: live release {} (version {}), deployed {}",
+        live.release.tag, live.version, live.release.deployed_at
+    );
+    println!("  image   {}", live.release.image);
+    if let Some(url) = &live.release.run_url {
+        println!("  run     {url}");
+    }
+    println!("\n  version  tag                   deployed              commit    image");
+    for r in history.iter().rev() {
+        let digest = r.release.image.rsplit_once("@sha256:").map(|(_, d)| &d[..12.min(d.len())]).unwrap_or("-");
+        println!(
+            "  {:>7}  {:<20}  {:<20}  {:<8}  sha256:{digest}{}",
+            r.version,
+            r.release.tag,
+            r.release.deployed_at,
+            r.release.commit.as_deref().map(|c| &c[..8.min(c.len())]).unwrap_or("-"),
+            if std::ptr::eq(r, live) { "  (live)" } else { "" }
+        );
+    }
+    Exit::Success
+}
+
 /// Runs one deploy and reports it; returns the exit code.
 pub async fn run(
     runner: &Runner,
@@ -137,22 +207,9 @@ pub async fn run(
     env: &dyn Fn(&str) -> Option<String>,
     workdir: &std::path::Path,
 ) -> Exit {
-    let ctx = RunContext {
-        env,
-        workdir: workdir.to_path_buf(),
-    };
+    let ctx = RunContext { env, workdir: workdir.to_path_buf() };
     let result = match inputs::resolve(raw, &ctx, |p| std::fs::read_to_string(p)) {
-        Ok(req) => {
-            engine::run(
-                &req,
-                &engine::Context {
-                    runner,
-                    env,
-                    workdir,
-                },
-            )
-            .await
-        }
+        Ok(req) => engine::run(&req, &engine::Context { runner, env, workdir }).await,
         Err(errors) => Err(Error::Inputs(errors)),
     };
     match result {
@@ -177,10 +234,7 @@ fn finish(runner: &Runner, report: &DeployReport) -> Exit {
         let what = format!(
             "{}{}: {} at step {}: {}",
             i.id,
-            i.name
-                .as_ref()
-                .map(|n| format!(" ({n})"))
-                .unwrap_or_default(),
+            i.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default(),
             i.details,
             i.step.as_deref().unwrap_or("-"),
             i.reason.as_deref().unwrap_or("")
@@ -191,24 +245,15 @@ fn finish(runner: &Runner, report: &DeployReport) -> Exit {
     for (name, value) in [
         ("command-id", report.command_ids.join(" ")),
         ("instances", instances_json(report)),
-        (
-            "result",
-            if success { "success" } else { "failed" }.to_string(),
-        ),
+        ("result", if success { "success" } else { "failed" }.to_string()),
     ] {
         if let Err(e) = runner.set_output(name, &value) {
-            runner.error(
-                "ec2-deploy: runner",
-                &format!("writing step output {name}: {e}"),
-            );
+            runner.error("ec2-deploy: runner", &format!("writing step output {name}: {e}"));
         }
     }
     let markdown = summary_markdown(report);
     if let Err(e) = runner.summary(&markdown) {
-        runner.warning(
-            "ec2-deploy: runner",
-            &format!("writing the job summary: {e}"),
-        );
+        runner.warning("ec2-deploy: runner", &format!("writing the job summary: {e}"));
     }
     if !runner.actions {
         runner.info(&markdown);
@@ -222,11 +267,7 @@ fn finish(runner: &Runner, report: &DeployReport) -> Exit {
         ));
         Exit::Success
     } else {
-        runner.info(&format!(
-            "Deploy failed on {} of {} instances.",
-            problems.len(),
-            report.instances.len()
-        ));
+        runner.info(&format!("Deploy failed on {} of {} instances.", problems.len(), report.instances.len()));
         Exit::DeployFailed
     }
 }

@@ -54,16 +54,8 @@ impl ConfigValue {
     pub fn as_input_text(&self) -> String {
         match self {
             ConfigValue::Scalar(s) => s.to_string(),
-            ConfigValue::List(items) => items
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            ConfigValue::Map(map) => map
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
+            ConfigValue::List(items) => items.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+            ConfigValue::Map(map) => map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n"),
         }
     }
 }
@@ -77,6 +69,7 @@ struct Block {
     ecr_repository: Option<ConfigValue>,
     registry: Option<ConfigValue>,
     image_tag: Option<ConfigValue>,
+    image_digest: Option<ConfigValue>,
     build: Option<ConfigValue>,
     context: Option<ConfigValue>,
     dockerfile: Option<ConfigValue>,
@@ -95,6 +88,8 @@ struct Block {
     batch_size: Option<ConfigValue>,
     canary: Option<ConfigValue>,
     timeout: Option<ConfigValue>,
+    release_parameter: Option<ConfigValue>,
+    environment_url: Option<ConfigValue>,
 }
 
 impl Block {
@@ -104,6 +99,7 @@ impl Block {
             ("ecr-repository", self.ecr_repository),
             ("registry", self.registry),
             ("image-tag", self.image_tag),
+            ("image-digest", self.image_digest),
             ("build", self.build),
             ("context", self.context),
             ("dockerfile", self.dockerfile),
@@ -122,11 +118,10 @@ impl Block {
             ("batch-size", self.batch_size),
             ("canary", self.canary),
             ("timeout", self.timeout),
+            ("release-parameter", self.release_parameter),
+            ("environment-url", self.environment_url),
         ];
-        fields
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-            .collect()
+        fields.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect()
     }
 }
 
@@ -172,17 +167,9 @@ mod tests {
 
     #[test]
     fn a_block_accepts_exactly_the_inputs_marked_for_the_config_file() {
-        let yaml: String = INPUTS
-            .iter()
-            .filter(|s| s.in_config)
-            .map(|s| format!("  {}: x\n", s.name))
-            .collect();
+        let yaml: String = INPUTS.iter().filter(|s| s.in_config).map(|s| format!("  {}: x\n", s.name)).collect();
         let parsed = ConfigFile::parse(&format!("defaults:\n{yaml}")).unwrap();
-        let want: Vec<&str> = INPUTS
-            .iter()
-            .filter(|s| s.in_config)
-            .map(|s| s.name)
-            .collect();
+        let want: Vec<&str> = INPUTS.iter().filter(|s| s.in_config).map(|s| s.name).collect();
         let mut got: Vec<&str> = parsed.defaults.keys().map(String::as_str).collect();
         got.sort();
         let mut want_sorted = want.clone();
@@ -199,20 +186,12 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_with_path_and_line() {
-        let err = ConfigFile::parse(
-            "environments:\n  production:\n    targets: [Role=web]\n    secretid: x\n",
-        )
-        .unwrap_err();
-        assert!(
-            err.starts_with("environments.production: unknown field `secretid`, expected one of"),
-            "{err}"
-        );
+        let err =
+            ConfigFile::parse("environments:\n  production:\n    targets: [Role=web]\n    secretid: x\n").unwrap_err();
+        assert!(err.starts_with("environments.production: unknown field `secretid`, expected one of"), "{err}");
         assert!(err.contains("at line 4 column 5"), "{err}");
         let err = ConfigFile::parse("default:\n  targets: x\n").unwrap_err();
-        assert!(
-            err.starts_with("unknown field `default`, expected `defaults` or `environments`"),
-            "{err}"
-        );
+        assert!(err.starts_with("unknown field `default`, expected `defaults` or `environments`"), "{err}");
     }
 
     #[test]
@@ -223,11 +202,11 @@ mod tests {
 
     #[test]
     fn lists_and_maps_become_input_lines() {
-        let parsed = ConfigFile::parse("defaults:\n  targets: [Role=web, Env=prod]\n  env: {B: 2, A: x}\n  max-errors: 1\n  build: false\n").unwrap();
-        assert_eq!(
-            parsed.defaults["targets"].as_input_text(),
-            "Role=web\nEnv=prod"
-        );
+        let parsed = ConfigFile::parse(
+            "defaults:\n  targets: [Role=web, Env=prod]\n  env: {B: 2, A: x}\n  max-errors: 1\n  build: false\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.defaults["targets"].as_input_text(), "Role=web\nEnv=prod");
         assert_eq!(parsed.defaults["env"].as_input_text(), "A=x\nB=2");
         assert_eq!(parsed.defaults["max-errors"].as_input_text(), "1");
         assert_eq!(parsed.defaults["build"].as_input_text(), "false");

@@ -80,10 +80,7 @@ pub struct CommandState {
 
 impl CommandState {
     pub fn is_done(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "Success" | "Failed" | "TimedOut" | "Cancelled"
-        )
+        matches!(self.status.as_str(), "Success" | "Failed" | "TimedOut" | "Cancelled")
     }
 }
 
@@ -101,10 +98,7 @@ pub struct Invocation {
 
 impl Invocation {
     pub fn is_done(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "Success" | "Failed" | "TimedOut" | "Cancelled"
-        )
+        matches!(self.status.as_str(), "Success" | "Failed" | "TimedOut" | "Cancelled")
     }
 }
 
@@ -135,12 +129,8 @@ impl Fleet {
         let mut pages = request.into_paginator().send();
         let mut out = vec![];
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                AwsError::new(
-                    "finding instances by tag (ssm:DescribeInstanceInformation)",
-                    e,
-                )
-            })?;
+            let page =
+                page.map_err(|e| AwsError::new("finding instances by tag (ssm:DescribeInstanceInformation)", e))?;
             for info in page.instance_information_list() {
                 let Some(id) = info.instance_id() else {
                     continue;
@@ -164,19 +154,11 @@ impl Fleet {
     }
 
     pub async fn send(&self, d: &Dispatch<'_>) -> Result<String, AwsError> {
-        let mut request = self
-            .client
-            .send_command()
-            .document_name("AWS-RunShellScript");
+        let mut request = self.client.send_command().document_name("AWS-RunShellScript");
         request = match d.targets {
             Targets::Tags(tags) => request.set_targets(Some(
                 tags.iter()
-                    .map(|t| {
-                        Target::builder()
-                            .key(format!("tag:{}", t.key))
-                            .set_values(Some(t.values.clone()))
-                            .build()
-                    })
+                    .map(|t| Target::builder().key(format!("tag:{}", t.key)).set_values(Some(t.values.clone())).build())
                     .collect(),
             )),
             Targets::Ids(ids) => request.set_instance_ids(Some(ids.to_vec())),
@@ -191,22 +173,16 @@ impl Fleet {
             .send()
             .await
             .map_err(|e| AwsError::new("sending the deploy command (ssm:SendCommand)", e))?;
-        out.command()
-            .and_then(|c| c.command_id())
-            .map(str::to_string)
-            .ok_or_else(|| AwsError {
-                context: "ssm:SendCommand".into(),
-                code: None,
-                message: "no command id in the answer".into(),
-                access: false,
-            })
+        out.command().and_then(|c| c.command_id()).map(str::to_string).ok_or_else(|| AwsError {
+            context: "ssm:SendCommand".into(),
+            code: None,
+            message: "no command id in the answer".into(),
+            access: false,
+        })
     }
 
     /// The command's state and every invocation so far.
-    pub async fn progress(
-        &self,
-        command_id: &str,
-    ) -> Result<(CommandState, Vec<Invocation>), AwsError> {
+    pub async fn progress(&self, command_id: &str) -> Result<(CommandState, Vec<Invocation>), AwsError> {
         let commands = self
             .client
             .list_commands()
@@ -218,10 +194,7 @@ impl Fleet {
             .commands()
             .first()
             .map(|c| CommandState {
-                status: c
-                    .status()
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_default(),
+                status: c.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
                 details: c.status_details().unwrap_or_default().to_string(),
                 target_count: c.target_count(),
                 completed_count: c.completed_count(),
@@ -238,28 +211,18 @@ impl Fleet {
             .send();
         let mut invocations = vec![];
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                AwsError::new(
-                    "following the deploy command (ssm:ListCommandInvocations)",
-                    e,
-                )
-            })?;
+            let page =
+                page.map_err(|e| AwsError::new("following the deploy command (ssm:ListCommandInvocations)", e))?;
             for inv in page.command_invocations() {
                 let plugin = inv.command_plugins().first();
                 invocations.push(Invocation {
                     instance_id: inv.instance_id().unwrap_or_default().to_string(),
-                    status: inv
-                        .status()
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_default(),
+                    status: inv.status().map(|s| s.as_str().to_string()).unwrap_or_default(),
                     details: inv.status_details().unwrap_or_default().to_string(),
                     response_code: plugin
                         .map(|p| p.response_code())
                         .filter(|_| inv.status().is_some_and(|s| s.as_str() != "Pending")),
-                    output: plugin
-                        .and_then(|p| p.output())
-                        .unwrap_or_default()
-                        .to_string(),
+                    output: plugin.and_then(|p| p.output()).unwrap_or_default().to_string(),
                 });
             }
         }
@@ -268,35 +231,18 @@ impl Fleet {
 
     /// An instance's full output. Right after SendCommand SSM may not know the invocation yet
     /// (InvocationDoesNotExist): that is retried a few times.
-    pub async fn output(
-        &self,
-        command_id: &str,
-        instance_id: &str,
-    ) -> Result<InvocationOutput, AwsError> {
+    pub async fn output(&self, command_id: &str, instance_id: &str) -> Result<InvocationOutput, AwsError> {
         let mut attempt = 0;
         loop {
-            match self
-                .client
-                .get_command_invocation()
-                .command_id(command_id)
-                .instance_id(instance_id)
-                .send()
-                .await
-            {
+            match self.client.get_command_invocation().command_id(command_id).instance_id(instance_id).send().await {
                 Ok(out) => {
                     return Ok(InvocationOutput {
-                        stdout: out
-                            .standard_output_content()
-                            .unwrap_or_default()
-                            .to_string(),
+                        stdout: out.standard_output_content().unwrap_or_default().to_string(),
                         stderr: out.standard_error_content().unwrap_or_default().to_string(),
                     })
                 }
                 Err(e) => {
-                    let e = AwsError::new(
-                        format!("reading the output of {instance_id} (ssm:GetCommandInvocation)"),
-                        e,
-                    );
+                    let e = AwsError::new(format!("reading the output of {instance_id} (ssm:GetCommandInvocation)"), e);
                     if e.is("InvocationDoesNotExist") && attempt < 5 {
                         attempt += 1;
                         tokio::time::sleep(Duration::from_millis(500 * attempt)).await;

@@ -20,21 +20,13 @@ impl Runner {
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Runner {
         Runner {
             actions: env("GITHUB_ACTIONS").as_deref() == Some("true"),
-            output_file: env("GITHUB_OUTPUT")
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from),
-            summary_file: env("GITHUB_STEP_SUMMARY")
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from),
+            output_file: env("GITHUB_OUTPUT").filter(|p| !p.is_empty()).map(PathBuf::from),
+            summary_file: env("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()).map(PathBuf::from),
         }
     }
 
     pub fn terminal() -> Runner {
-        Runner {
-            actions: false,
-            output_file: None,
-            summary_file: None,
-        }
+        Runner { actions: false, output_file: None, summary_file: None }
     }
 
     pub fn info(&self, line: &str) {
@@ -57,11 +49,7 @@ impl Runner {
 
     fn annotate(&self, level: &str, title: &str, message: &str) {
         if self.actions {
-            println!(
-                "::{level} title={}::{}",
-                escape_property(title),
-                escape_data(message)
-            );
+            println!("::{level} title={}::{}", escape_property(title), escape_data(message));
         } else {
             eprintln!("{level}: {title}: {message}");
         }
@@ -106,10 +94,7 @@ impl Runner {
         let Some(path) = &self.output_file else {
             return Ok(());
         };
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         f.write_all(format_output(name, value).as_bytes())
     }
 
@@ -118,9 +103,7 @@ impl Runner {
         let Some(path) = &self.summary_file else {
             return Ok(());
         };
-        let existing = std::fs::metadata(path)
-            .map(|m| m.len() as usize)
-            .unwrap_or(0);
+        let existing = std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(0);
         let room = SUMMARY_LIMIT.saturating_sub(existing);
         let text = if markdown.len() > room {
             let note = "\n\n_The summary was cut to fit GitHub's 1 MiB limit; the step log has every instance._\n";
@@ -132,10 +115,7 @@ impl Runner {
         } else {
             markdown.to_string()
         };
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         f.write_all(text.as_bytes())
     }
 }
@@ -150,9 +130,7 @@ pub fn format_output(name: &str, value: &str) -> String {
 }
 
 pub fn escape_data(s: &str) -> String {
-    s.replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A")
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
 }
 
 pub fn escape_property(s: &str) -> String {
@@ -185,22 +163,13 @@ mod tests {
     fn outputs_round_trip_through_the_runners_format() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
-        let runner = Runner {
-            actions: true,
-            output_file: Some(path.clone()),
-            summary_file: None,
-        };
+        let runner = Runner { actions: true, output_file: Some(path.clone()), summary_file: None };
         runner.set_output("image", "r/app@sha256:1").unwrap();
-        runner
-            .set_output("instances", "[\n  {\"id\": \"i-1\"}\n]")
-            .unwrap();
+        runner.set_output("instances", "[\n  {\"id\": \"i-1\"}\n]").unwrap();
         runner.set_output("tricky", "EOF\nghadelimiter_\n").unwrap();
         let parsed = parse_outputs(&std::fs::read_to_string(path).unwrap());
         assert_eq!(parsed[0], ("image".into(), "r/app@sha256:1".into()));
-        assert_eq!(
-            parsed[1],
-            ("instances".into(), "[\n  {\"id\": \"i-1\"}\n]".into())
-        );
+        assert_eq!(parsed[1], ("instances".into(), "[\n  {\"id\": \"i-1\"}\n]".into()));
         assert_eq!(parsed[2], ("tricky".into(), "EOF\nghadelimiter_\n".into()));
     }
 
@@ -214,11 +183,7 @@ mod tests {
     fn the_summary_is_cut_to_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("summary");
-        let runner = Runner {
-            actions: true,
-            output_file: None,
-            summary_file: Some(path.clone()),
-        };
+        let runner = Runner { actions: true, output_file: None, summary_file: Some(path.clone()) };
         runner.summary(&"é".repeat(SUMMARY_LIMIT)).unwrap();
         let text = std::fs::read_to_string(path).unwrap();
         assert!(text.len() <= SUMMARY_LIMIT);

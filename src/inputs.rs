@@ -30,22 +30,10 @@ pub struct InputSpec {
 }
 
 const fn input(name: &'static str, description: &'static str) -> InputSpec {
-    InputSpec {
-        name,
-        description,
-        default: None,
-        multiline: false,
-        in_config: true,
-    }
+    InputSpec { name, description, default: None, multiline: false, in_config: true }
 }
 const fn lines(name: &'static str, description: &'static str) -> InputSpec {
-    InputSpec {
-        name,
-        description,
-        default: None,
-        multiline: true,
-        in_config: true,
-    }
+    InputSpec { name, description, default: None, multiline: true, in_config: true }
 }
 const fn with_default(mut spec: InputSpec, default: &'static str) -> InputSpec {
     spec.default = Some(default);
@@ -66,6 +54,7 @@ pub const INPUTS: &[InputSpec] = &[
     input("ecr-repository", "ECR repository name (required), e.g. my-service."),
     input("registry", "Registry host to push to and pull from. Default: the ECR registry of the account and region."),
     input("image-tag", "Image tag to build and deploy. Default: the commit SHA."),
+    input("image-digest", "Deploy this image digest (sha256:...) of the repository instead of a tag; nothing is built."),
     with_default(input("build", "true: build and push the image unless the tag is already in the registry; false: deploy an existing tag."), "true"),
     with_default(input("context", "Docker build context."), "."),
     input("dockerfile", "Dockerfile path. Default: Dockerfile in the context."),
@@ -84,6 +73,9 @@ pub const INPUTS: &[InputSpec] = &[
     with_default(input("batch-size", "With target-groups: instances per batch after the canary, a number or a percentage."), "25%"),
     with_default(input("canary", "With target-groups: true to deploy to one instance first, as its own batch."), "true"),
     with_default(input("timeout", "Seconds the on-instance script may run on each instance."), "600"),
+    input("release-parameter", "SSM parameter holding the environment's release record (history = its versions). Default: /ec2-deploy/<environment>/<ecr-repository>."),
+    not_in_config(with_default(input("rollback", "true: redeploy the release before the live one, from the release record, without building."), "false")),
+    input("environment-url", "URL of the deployed service, shown on the GitHub deployment."),
     not_in_config(with_default(input("dry-run", "true: print the plan and change nothing."), "false")),
     not_in_config(input("github-token", "Token for GitHub Deployments. Default: the workflow's token.")),
 ];
@@ -103,11 +95,7 @@ impl RawInputs {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
         let values = INPUTS
             .iter()
-            .filter_map(|s| {
-                lookup(s.name)
-                    .filter(|v| !v.trim().is_empty())
-                    .map(|v| (s.name, v))
-            })
+            .filter_map(|s| lookup(s.name).filter(|v| !v.trim().is_empty()).map(|v| (s.name, v)))
             .collect();
         RawInputs { values }
     }
@@ -197,9 +185,7 @@ impl Limit {
         if let Some(p) = t.strip_suffix('%') {
             match p.trim().parse::<u8>() {
                 Ok(p) if p <= 100 && (p as u32) >= min => Ok(Limit::Percent(p)),
-                _ => Err(format!(
-                    "expected {expected} between {min}% and 100%, got {text:?}"
-                )),
+                _ => Err(format!("expected {expected} between {min}% and 100%, got {text:?}")),
             }
         } else {
             match t.parse::<u32>() {
@@ -230,9 +216,7 @@ impl TagFilter {
         };
         let key = key.trim();
         if key.is_empty() {
-            return Err(format!(
-                "the tag key is empty in {line:?}: expected Key=Value[,Value...]"
-            ));
+            return Err(format!("the tag key is empty in {line:?}: expected Key=Value[,Value...]"));
         }
         if key.len() > 128 {
             return Err(format!("tag key {key:?} is longer than 128 characters"));
@@ -242,30 +226,19 @@ impl TagFilter {
         }
         let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
         if values.iter().any(|v| v.is_empty()) {
-            return Err(format!(
-                "a value of tag {key:?} is empty in {line:?}: expected Key=Value[,Value...]"
-            ));
+            return Err(format!("a value of tag {key:?} is empty in {line:?}: expected Key=Value[,Value...]"));
         }
         if values.len() > 5 {
-            return Err(format!(
-                "tag {key:?} has {} values; SSM accepts at most 5 per key",
-                values.len()
-            ));
+            return Err(format!("tag {key:?} has {} values; SSM accepts at most 5 per key", values.len()));
         }
         if let Some(v) = values.iter().find(|v| v.len() > 256) {
-            return Err(format!(
-                "tag value {:?}… is longer than 256 characters",
-                &v[..32]
-            ));
+            return Err(format!("tag value {:?}… is longer than 256 characters", &v[..32]));
         }
-        Ok(TagFilter {
-            key: key.to_string(),
-            values,
-        })
+        Ok(TagFilter { key: key.to_string(), values })
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PortMapping {
     pub host: u16,
     pub container: u16,
@@ -281,22 +254,16 @@ impl PortMapping {
     pub fn parse(text: &str) -> Result<PortMapping, String> {
         let port = |p: &str| match p.trim().parse::<u32>() {
             Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
-            _ => Err(format!(
-                "expected host:container with ports from 1 to 65535, got {text:?}"
-            )),
+            _ => Err(format!("expected host:container with ports from 1 to 65535, got {text:?}")),
         };
-        let (h, c) = text
-            .split_once(':')
-            .ok_or_else(|| format!("expected host:container such as 80:3000, got {text:?}"))?;
-        Ok(PortMapping {
-            host: port(h)?,
-            container: port(c)?,
-        })
+        let (h, c) =
+            text.split_once(':').ok_or_else(|| format!("expected host:container such as 80:3000, got {text:?}"))?;
+        Ok(PortMapping { host: port(h)?, container: port(c)? })
     }
 }
 
 /// `NAME=value` for the container's environment or a build argument.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct EnvVar {
     pub name: String,
     pub value: String,
@@ -304,19 +271,15 @@ pub struct EnvVar {
 
 impl EnvVar {
     pub fn parse(line: &str) -> Result<EnvVar, String> {
-        let (name, value) = line
-            .split_once('=')
-            .ok_or_else(|| format!("expected KEY=VALUE, got {:?}", redact_after_eq(line)))?;
+        let (name, value) =
+            line.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {:?}", redact_after_eq(line)))?;
         let name = name.trim();
         if !is_env_name(name) {
             return Err(format!(
                 "{name:?} is not a valid variable name: use letters, digits and underscores, not starting with a digit"
             ));
         }
-        Ok(EnvVar {
-            name: name.to_string(),
-            value: value.to_string(),
-        })
+        Ok(EnvVar { name: name.to_string(), value: value.to_string() })
     }
 }
 
@@ -353,7 +316,7 @@ pub struct BuildSpec {
 }
 
 /// What runs on each instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ContainerSpec {
     pub name: String,
     pub ports: Vec<PortMapping>,
@@ -371,6 +334,7 @@ pub struct DeployRequest {
     pub repository: String,
     pub registry: Option<String>,
     pub image_tag: String,
+    pub image_digest: Option<String>,
     pub build: bool,
     pub build_spec: BuildSpec,
     pub targets: Vec<TagFilter>,
@@ -381,6 +345,11 @@ pub struct DeployRequest {
     pub batch_size: Limit,
     pub canary: bool,
     pub timeout: u32,
+    pub release_parameter: String,
+    pub rollback: bool,
+    pub environment_url: Option<String>,
+    /// The commit being deployed (GITHUB_SHA), recorded with the release.
+    pub commit: Option<String>,
     pub dry_run: bool,
     pub github_token: Option<Secret>,
     /// The config file that was read, if any.
@@ -419,18 +388,12 @@ struct Resolver<'a> {
 impl Resolver<'_> {
     fn get(&self, name: &'static str) -> Option<Val> {
         if let Some(v) = self.raw.get(name) {
-            return Some(Val {
-                text: v.to_string(),
-                origin: Origin::Input(name),
-            });
+            return Some(Val { text: v.to_string(), origin: Origin::Input(name) });
         }
         let from_block = |block: Option<&BTreeMap<String, ConfigValue>>, prefix: String| {
             block.and_then(|b| b.get(name)).map(|v| Val {
                 text: v.as_input_text(),
-                origin: Origin::Config {
-                    file: self.file.clone(),
-                    path: format!("{prefix}.{name}"),
-                },
+                origin: Origin::Config { file: self.file.clone(), path: format!("{prefix}.{name}") },
             })
         };
         if let Some(env) = &self.env_name {
@@ -441,17 +404,11 @@ impl Resolver<'_> {
         if let Some(v) = from_block(self.defaults_block, "defaults".to_string()) {
             return Some(v);
         }
-        spec(name).and_then(|s| s.default).map(|d| Val {
-            text: d.to_string(),
-            origin: Origin::Default(name),
-        })
+        spec(name).and_then(|s| s.default).map(|d| Val { text: d.to_string(), origin: Origin::Default(name) })
     }
 
     fn error(&mut self, origin: &Origin, message: impl Into<String>) {
-        self.errors.push(InputError {
-            what: origin.to_string(),
-            message: message.into(),
-        });
+        self.errors.push(InputError { what: origin.to_string(), message: message.into() });
     }
 
     /// A single-line value: no control characters.
@@ -459,10 +416,7 @@ impl Resolver<'_> {
         let v = self.get(name)?;
         let text = v.text.trim().to_string();
         if let Some(c) = text.chars().find(|c| c.is_control()) {
-            self.error(
-                &v.origin,
-                format!("contains the control character {c:?}; expected a single line of text"),
-            );
+            self.error(&v.origin, format!("contains the control character {c:?}; expected a single line of text"));
             return None;
         }
         Some((text, v.origin))
@@ -480,10 +434,7 @@ impl Resolver<'_> {
                 continue;
             }
             if let Some(c) = line.chars().find(|c| c.is_control()) {
-                self.error(
-                    &v.origin,
-                    format!("a line contains the control character {c:?}"),
-                );
+                self.error(&v.origin, format!("a line contains the control character {c:?}"));
                 continue;
             }
             out.push(line.to_string());
@@ -491,11 +442,7 @@ impl Resolver<'_> {
         (out, Some(v.origin))
     }
 
-    fn parse<T>(
-        &mut self,
-        name: &'static str,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Option<T> {
+    fn parse<T>(&mut self, name: &'static str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
         let (text, origin) = self.single(name)?;
         match parse(&text) {
             Ok(v) => Some(v),
@@ -506,11 +453,7 @@ impl Resolver<'_> {
         }
     }
 
-    fn parse_lines<T>(
-        &mut self,
-        name: &'static str,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Vec<T> {
+    fn parse_lines<T>(&mut self, name: &'static str, parse: impl Fn(&str) -> Result<T, String>) -> Vec<T> {
         let (lines, origin) = self.lines(name);
         let mut out = vec![];
         for line in lines {
@@ -534,9 +477,7 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
 fn parse_seconds(min: u32, max: u32) -> impl Fn(&str) -> Result<u32, String> {
     move |text| match text.trim().parse::<i64>() {
         Ok(n) if n >= min as i64 && n <= max as i64 => Ok(n as u32),
-        _ => Err(format!(
-            "expected a whole number of seconds from {min} to {max}, got {text:?}"
-        )),
+        _ => Err(format!("expected a whole number of seconds from {min} to {max}, got {text:?}")),
     }
 }
 
@@ -545,9 +486,7 @@ fn parse_seconds(min: u32, max: u32) -> impl Fn(&str) -> Result<u32, String> {
 pub fn parse_repository(text: &str) -> Result<String, String> {
     let ok_component = |c: &str| {
         !c.is_empty()
-            && c.chars().all(|ch| {
-                ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '.' | '_' | '-')
-            })
+            && c.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '.' | '_' | '-'))
             && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
             && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
     };
@@ -564,16 +503,12 @@ pub fn parse_repository(text: &str) -> Result<String, String> {
 pub fn parse_tag(text: &str) -> Result<String, String> {
     let ok = !text.is_empty()
         && text.len() <= 128
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
         && !text.starts_with(['.', '-']);
     if ok {
         Ok(text.to_string())
     } else {
-        Err(format!(
-            "expected a Docker tag (up to 128 letters, digits, _ . -, not starting with . or -), got {text:?}"
-        ))
+        Err(format!("expected a Docker tag (up to 128 letters, digits, _ . -, not starting with . or -), got {text:?}"))
     }
 }
 
@@ -581,9 +516,7 @@ pub fn parse_container_name(text: &str) -> Result<String, String> {
     let ok = text.len() >= 2
         && text.len() <= 128
         && text.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
         && !text.ends_with("-previous");
     if ok {
         Ok(text.to_string())
@@ -599,9 +532,7 @@ fn parse_registry(text: &str) -> Result<String, String> {
     let ok = !host.is_empty()
         && !host.contains("://")
         && !host.contains('/')
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
     if ok {
         Ok(host.to_string())
     } else {
@@ -612,17 +543,11 @@ fn parse_registry(text: &str) -> Result<String, String> {
 fn parse_region(text: &str) -> Result<String, String> {
     let ok = text.len() <= 32
         && text.split('-').count() >= 3
-        && text.split('-').all(|p| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        });
+        && text.split('-').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
     if ok {
         Ok(text.to_string())
     } else {
-        Err(format!(
-            "expected an AWS region such as eu-west-1, got {text:?}"
-        ))
+        Err(format!("expected an AWS region such as eu-west-1, got {text:?}"))
     }
 }
 
@@ -634,10 +559,31 @@ fn parse_health_path(text: &str) -> Result<String, String> {
     }
 }
 
+fn parse_digest(text: &str) -> Result<String, String> {
+    let hex = text.strip_prefix("sha256:").unwrap_or("");
+    if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+        Ok(text.to_string())
+    } else {
+        Err(format!("expected an image digest such as sha256:<64 hex digits>, got {text:?}"))
+    }
+}
+
+/// SSM parameter names: letters, digits, `_ . - /`; a path starts with `/`; at most 1011 characters.
+fn parse_parameter_name(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 1011
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/'))
+        && !text.to_ascii_lowercase().trim_start_matches('/').starts_with("aws")
+        && !text.to_ascii_lowercase().trim_start_matches('/').starts_with("ssm");
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!("expected an SSM parameter name such as /ec2-deploy/production/shop (letters, digits, _ . - /; not starting with aws or ssm), got {text:?}"))
+    }
+}
+
 fn parse_target_group(text: &str) -> Result<String, String> {
-    let ok = text.starts_with("arn:")
-        && text.contains(":targetgroup/")
-        && !text.chars().any(char::is_whitespace);
+    let ok = text.starts_with("arn:") && text.contains(":targetgroup/") && !text.chars().any(char::is_whitespace);
     if ok {
         Ok(text.to_string())
     } else {
@@ -658,15 +604,11 @@ fn parse_secret_id(text: &str) -> Result<String, String> {
 fn parse_environment(text: &str) -> Result<String, String> {
     if !text.is_empty()
         && text.len() <= 64
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
         Ok(text.to_string())
     } else {
-        Err(format!(
-            "expected an environment name of letters, digits, - _ . (at most 64), got {text:?}"
-        ))
+        Err(format!("expected an environment name of letters, digits, - _ . (at most 64), got {text:?}"))
     }
 }
 
@@ -678,10 +620,7 @@ pub fn resolve(
     read_file: impl Fn(&Path) -> std::io::Result<String>,
 ) -> Result<DeployRequest, Vec<InputError>> {
     let mut errors = vec![];
-    let fail = |what: &str, message: String| InputError {
-        what: what.to_string(),
-        message,
-    };
+    let fail = |what: &str, message: String| InputError { what: what.to_string(), message };
 
     let environment = match raw.get("environment").map(str::trim) {
         Some(e) => match parse_environment(e) {
@@ -756,16 +695,12 @@ pub fn resolve(
 
     let region = match r.parse("aws-region", parse_region) {
         Some(v) => Some(v),
-        None => ctx
-            .var("AWS_REGION")
-            .or_else(|| ctx.var("AWS_DEFAULT_REGION")),
+        None => ctx.var("AWS_REGION").or_else(|| ctx.var("AWS_DEFAULT_REGION")),
     };
     let repository = r.parse("ecr-repository", parse_repository);
     if r.get("ecr-repository").is_none() {
-        r.errors.push(fail(
-            "input `ecr-repository`",
-            "is required: the ECR repository to push to and deploy from".into(),
-        ));
+        r.errors
+            .push(fail("input `ecr-repository`", "is required: the ECR repository to push to and deploy from".into()));
     }
     let registry = r.parse("registry", parse_registry);
     let image_tag = match r.get("image-tag") {
@@ -775,24 +710,19 @@ pub fn resolve(
             None => {
                 r.errors.push(fail(
                     "input `image-tag`",
-                    "is required outside GitHub Actions (there is no GITHUB_SHA to default to)"
-                        .into(),
+                    "is required outside GitHub Actions (there is no GITHUB_SHA to default to)".into(),
                 ));
                 None
             }
         },
     };
+    let image_digest = r.parse("image-digest", parse_digest);
     let build = r.parse("build", parse_bool).unwrap_or(true);
-    let context = r
-        .single("context")
-        .map(|(c, _)| PathBuf::from(c))
-        .unwrap_or_else(|| PathBuf::from("."));
+    let context = r.single("context").map(|(c, _)| PathBuf::from(c)).unwrap_or_else(|| PathBuf::from("."));
     let dockerfile = r.single("dockerfile").map(|(d, _)| PathBuf::from(d));
     let build_args = r.parse_lines("build-args", EnvVar::parse);
     let target = r.parse("target", |t| {
-        if t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        {
+        if t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
             Ok(t.to_string())
         } else {
             Err(format!("expected a build stage name, got {t:?}"))
@@ -813,18 +743,12 @@ pub fn resolve(
             if !seen.insert(t.key.clone()) {
                 r.error(
                     &origin,
-                    format!(
-                        "tag key {:?} appears twice; put its values on one line: {}=a,b",
-                        t.key, t.key
-                    ),
+                    format!("tag key {:?} appears twice; put its values on one line: {}=a,b", t.key, t.key),
                 );
             }
         }
         if seen.len() > 5 {
-            r.error(
-                &origin,
-                format!("{} tag keys given; SSM accepts at most 5", seen.len()),
-            );
+            r.error(&origin, format!("{} tag keys given; SSM accepts at most 5", seen.len()));
         }
     }
 
@@ -855,55 +779,59 @@ pub fn resolve(
     let health_check_path = r.parse("health-check-path", parse_health_path);
     if let (Some(_), true) = (&health_check_path, ports.is_empty()) {
         if let Some(v) = r.get("health-check-path") {
+            r.error(&v.origin, "needs `ports`: the path is checked on the first published host port");
+        }
+    }
+    let health_check_timeout = r.parse("health-check-timeout", parse_seconds(1, 3600)).unwrap_or(60);
+    let max_concurrency = r.parse("max-concurrency", |t| Limit::parse(t, 1)).unwrap_or(Limit::Percent(50));
+    let max_errors = r.parse("max-errors", |t| Limit::parse(t, 0)).unwrap_or(Limit::Count(0));
+    let target_groups = r.parse_lines("target-groups", parse_target_group);
+    let batch_size = r.parse("batch-size", |t| Limit::parse(t, 1)).unwrap_or(Limit::Percent(25));
+    let canary = r.parse("canary", parse_bool).unwrap_or(true);
+    let timeout = r.parse("timeout", parse_seconds(30, 172_800)).unwrap_or(600);
+    if health_check_timeout >= timeout {
+        if let Some(v) = r.get("health-check-timeout") {
             r.error(
                 &v.origin,
-                "needs `ports`: the path is checked on the first published host port",
+                format!(
+                    "{health_check_timeout}s does not fit in `timeout` ({timeout}s), which bounds the whole script"
+                ),
             );
         }
     }
-    let health_check_timeout = r
-        .parse("health-check-timeout", parse_seconds(1, 3600))
-        .unwrap_or(60);
-    let max_concurrency = r
-        .parse("max-concurrency", |t| Limit::parse(t, 1))
-        .unwrap_or(Limit::Percent(50));
-    let max_errors = r
-        .parse("max-errors", |t| Limit::parse(t, 0))
-        .unwrap_or(Limit::Count(0));
-    let target_groups = r.parse_lines("target-groups", parse_target_group);
-    let batch_size = r
-        .parse("batch-size", |t| Limit::parse(t, 1))
-        .unwrap_or(Limit::Percent(25));
-    let canary = r.parse("canary", parse_bool).unwrap_or(true);
-    let timeout = r
-        .parse("timeout", parse_seconds(30, 172_800))
-        .unwrap_or(600);
-    if health_check_timeout >= timeout {
-        if let Some(v) = r.get("health-check-timeout") {
-            r.error(&v.origin, format!("{health_check_timeout}s does not fit in `timeout` ({timeout}s), which bounds the whole script"));
-        }
+    let release_parameter = r.parse("release-parameter", parse_parameter_name);
+    let rollback = r.parse("rollback", parse_bool).unwrap_or(false);
+    if rollback && image_digest.is_some() {
+        r.errors.push(fail(
+            "input `rollback`",
+            "cannot go with `image-digest`: a rollback deploys the previous recorded release".into(),
+        ));
     }
+    let environment_url = r.parse("environment-url", |u| {
+        if (u.starts_with("https://") || u.starts_with("http://")) && !u.chars().any(char::is_whitespace) {
+            Ok(u.to_string())
+        } else {
+            Err(format!("expected an http(s) URL, got {u:?}"))
+        }
+    });
     let dry_run = r.parse("dry-run", parse_bool).unwrap_or(false);
-    let github_token = raw
-        .get("github-token")
-        .map(|t| Secret(t.trim().to_string()));
+    let github_token = raw.get("github-token").map(|t| Secret(t.trim().to_string()));
 
     if !r.errors.is_empty() {
         return Err(r.errors);
     }
+    let release_parameter = release_parameter.unwrap_or_else(|| {
+        crate::release::default_parameter(environment.as_deref(), repository.as_deref().unwrap_or(""))
+    });
     Ok(DeployRequest {
         environment,
         region,
         repository: repository.expect("checked above"),
         registry,
         image_tag: image_tag.expect("checked above"),
+        image_digest,
         build,
-        build_spec: BuildSpec {
-            context,
-            dockerfile,
-            args: build_args,
-            target,
-        },
+        build_spec: BuildSpec { context, dockerfile, args: build_args, target },
         targets,
         container: ContainerSpec {
             name: container_name.expect("checked above"),
@@ -919,6 +847,10 @@ pub fn resolve(
         batch_size,
         canary,
         timeout,
+        release_parameter,
+        rollback,
+        environment_url,
+        commit: ctx.var("GITHUB_SHA"),
         dry_run,
         github_token,
         config_file,
@@ -931,10 +863,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn resolve_with(
@@ -949,21 +878,11 @@ mod tests {
         let raw = RawInputs::from_action_env(|k| action_env.get(k).cloned());
         let ctx_env = env(context);
         let lookup = move |k: &str| ctx_env.get(k).cloned();
-        let ctx = RunContext {
-            env: &lookup,
-            workdir: PathBuf::from("/ws"),
-        };
-        let files: HashMap<PathBuf, String> = files
-            .iter()
-            .map(|(p, t)| (Path::new("/ws").join(p), t.to_string()))
-            .collect();
-        resolve(&raw, &ctx, |p| {
-            files
-                .get(p)
-                .cloned()
-                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
-        })
-        .map_err(|errs| errs.iter().map(ToString::to_string).collect())
+        let ctx = RunContext { env: &lookup, workdir: PathBuf::from("/ws") };
+        let files: HashMap<PathBuf, String> =
+            files.iter().map(|(p, t)| (Path::new("/ws").join(p), t.to_string())).collect();
+        resolve(&raw, &ctx, |p| files.get(p).cloned().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)))
+            .map_err(|errs| errs.iter().map(ToString::to_string).collect())
     }
 
     const MINIMAL: &[(&str, &str)] = &[("ecr-repository", "web"), ("targets", "Role=web")];
@@ -972,20 +891,13 @@ mod tests {
     fn hyphenated_inputs_arrive_as_the_runner_names_them() {
         assert_eq!(action_env_name("aws-region"), "INPUT_AWS-REGION");
         assert_eq!(action_env_name("ecr-repository"), "INPUT_ECR-REPOSITORY");
-        let raw = RawInputs::from_action_env(|k| {
-            (k == "INPUT_AWS-REGION").then(|| "eu-west-1".to_string())
-        });
+        let raw = RawInputs::from_action_env(|k| (k == "INPUT_AWS-REGION").then(|| "eu-west-1".to_string()));
         assert_eq!(raw.get("aws-region"), Some("eu-west-1"));
     }
 
     #[test]
     fn defaults_fill_what_is_not_given() {
-        let req = resolve_with(
-            MINIMAL,
-            &[("GITHUB_SHA", "abc123"), ("AWS_REGION", "eu-west-1")],
-            &[],
-        )
-        .unwrap();
+        let req = resolve_with(MINIMAL, &[("GITHUB_SHA", "abc123"), ("AWS_REGION", "eu-west-1")], &[]).unwrap();
         assert_eq!(req.image_tag, "abc123");
         assert_eq!(req.region.as_deref(), Some("eu-west-1"));
         assert_eq!(req.container.name, "web");
@@ -1000,15 +912,7 @@ mod tests {
 
     #[test]
     fn region_falls_back_to_aws_default_region() {
-        let req = resolve_with(
-            MINIMAL,
-            &[
-                ("GITHUB_SHA", "a"),
-                ("AWS_DEFAULT_REGION", "ap-northeast-2"),
-            ],
-            &[],
-        )
-        .unwrap();
+        let req = resolve_with(MINIMAL, &[("GITHUB_SHA", "a"), ("AWS_DEFAULT_REGION", "ap-northeast-2")], &[]).unwrap();
         assert_eq!(req.region.as_deref(), Some("ap-northeast-2"));
     }
 
@@ -1018,10 +922,7 @@ mod tests {
             &[
                 ("ecr-repository", "team/web"),
                 ("image-tag", "v1"),
-                (
-                    "targets",
-                    "Role=web\n  Env = prod , staging \n# a comment\n\n",
-                ),
+                ("targets", "Role=web\n  Env = prod , staging \n# a comment\n\n"),
                 ("ports", "80:3000\n8443:8443"),
                 ("env", "RUST_LOG=info\nGREETING=hello = world"),
                 ("build-args", "VERSION=1.2"),
@@ -1033,47 +934,17 @@ mod tests {
         assert_eq!(
             req.targets,
             vec![
-                TagFilter {
-                    key: "Role".into(),
-                    values: vec!["web".into()]
-                },
-                TagFilter {
-                    key: "Env".into(),
-                    values: vec!["prod".into(), "staging".into()]
-                },
+                TagFilter { key: "Role".into(), values: vec!["web".into()] },
+                TagFilter { key: "Env".into(), values: vec!["prod".into(), "staging".into()] },
             ]
         );
         assert_eq!(
             req.container.ports,
-            vec![
-                PortMapping {
-                    host: 80,
-                    container: 3000
-                },
-                PortMapping {
-                    host: 8443,
-                    container: 8443
-                }
-            ]
+            vec![PortMapping { host: 80, container: 3000 }, PortMapping { host: 8443, container: 8443 }]
         );
-        assert_eq!(
-            req.container.env[1],
-            EnvVar {
-                name: "GREETING".into(),
-                value: "hello = world".into()
-            }
-        );
-        assert_eq!(
-            req.container.name, "web",
-            "the last path component of the repository"
-        );
-        assert_eq!(
-            req.build_spec.args,
-            vec![EnvVar {
-                name: "VERSION".into(),
-                value: "1.2".into()
-            }]
-        );
+        assert_eq!(req.container.env[1], EnvVar { name: "GREETING".into(), value: "hello = world".into() });
+        assert_eq!(req.container.name, "web", "the last path component of the repository");
+        assert_eq!(req.build_spec.args, vec![EnvVar { name: "VERSION".into(), value: "1.2".into() }]);
     }
 
     const CONFIG: &str = "
@@ -1095,78 +966,37 @@ environments:
     #[test]
     fn config_environment_overrides_defaults_and_inputs_override_both() {
         let files = [(DEFAULT_CONFIG, CONFIG)];
-        let req = resolve_with(
-            &[("environment", "production"), ("image-tag", "v1")],
-            &[],
-            &files,
-        )
-        .unwrap();
+        let req = resolve_with(&[("environment", "production"), ("image-tag", "v1")], &[], &files).unwrap();
         assert_eq!(req.repository, "shop");
         assert_eq!(req.targets.len(), 2);
         assert_eq!(req.container.secret_id.as_deref(), Some("prod/shop"));
         assert_eq!(req.max_concurrency, Limit::Count(1));
-        assert_eq!(
-            req.container.env,
-            vec![EnvVar {
-                name: "LOG".into(),
-                value: "warn".into()
-            }]
-        );
+        assert_eq!(req.container.env, vec![EnvVar { name: "LOG".into(), value: "warn".into() }]);
         assert_eq!(req.config_file, Some(PathBuf::from(DEFAULT_CONFIG)));
 
         let req = resolve_with(
-            &[
-                ("environment", "production"),
-                ("image-tag", "v1"),
-                ("max-concurrency", "25%"),
-            ],
+            &[("environment", "production"), ("image-tag", "v1"), ("max-concurrency", "25%")],
             &[],
             &files,
         )
         .unwrap();
         assert_eq!(req.max_concurrency, Limit::Percent(25));
-        let req = resolve_with(
-            &[("environment", "development"), ("image-tag", "v1")],
-            &[],
-            &files,
-        )
-        .unwrap();
+        let req = resolve_with(&[("environment", "development"), ("image-tag", "v1")], &[], &files).unwrap();
         assert_eq!(req.targets.len(), 1);
         assert_eq!(req.container.secret_id, None);
     }
 
     #[test]
     fn an_explicit_config_file_must_exist_but_the_default_may_not() {
-        let errs = resolve_with(
-            &[("config", "deploy/ec2.yml"), ("image-tag", "v1")],
-            &[],
-            &[],
-        )
-        .unwrap_err();
-        assert!(
-            errs[0].starts_with("input `config`: cannot read deploy/ec2.yml"),
-            "{errs:?}"
-        );
-        assert!(resolve_with(
-            &[
-                ("image-tag", "v1"),
-                ("ecr-repository", "a1"),
-                ("targets", "A=b")
-            ],
-            &[],
-            &[]
-        )
-        .is_ok());
+        let errs = resolve_with(&[("config", "deploy/ec2.yml"), ("image-tag", "v1")], &[], &[]).unwrap_err();
+        assert!(errs[0].starts_with("input `config`: cannot read deploy/ec2.yml"), "{errs:?}");
+        assert!(resolve_with(&[("image-tag", "v1"), ("ecr-repository", "a1"), ("targets", "A=b")], &[], &[]).is_ok());
     }
 
     #[test]
     fn unknown_environment_lists_the_known_ones() {
-        let errs = resolve_with(
-            &[("environment", "prod"), ("image-tag", "v1")],
-            &[],
-            &[(DEFAULT_CONFIG, CONFIG)],
-        )
-        .unwrap_err();
+        let errs = resolve_with(&[("environment", "prod"), ("image-tag", "v1")], &[], &[(DEFAULT_CONFIG, CONFIG)])
+            .unwrap_err();
         assert_eq!(
             errs[0],
             "input `environment`: \"prod\" is not an environment of .github/ec2-deploy.yml (it has: development, production); \
@@ -1176,13 +1006,10 @@ environments:
 
     #[test]
     fn errors_name_the_config_path_a_bad_value_came_from() {
-        let cfg = "environments:\n  production:\n    ecr-repository: shop\n    targets: [Role=web]\n    max-errors: lots\n";
-        let errs = resolve_with(
-            &[("environment", "production"), ("image-tag", "v1")],
-            &[],
-            &[(DEFAULT_CONFIG, cfg)],
-        )
-        .unwrap_err();
+        let cfg =
+            "environments:\n  production:\n    ecr-repository: shop\n    targets: [Role=web]\n    max-errors: lots\n";
+        let errs = resolve_with(&[("environment", "production"), ("image-tag", "v1")], &[], &[(DEFAULT_CONFIG, cfg)])
+            .unwrap_err();
         assert_eq!(
             errs,
             vec!["`environments.production.max-errors` in .github/ec2-deploy.yml: expected a number (0 or more) or a percentage such as \"10%\", got \"lots\""]
@@ -1191,8 +1018,7 @@ environments:
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let errs =
-            resolve_with(&[("max-concurrency", "abc"), ("ports", "80")], &[], &[]).unwrap_err();
+        let errs = resolve_with(&[("max-concurrency", "abc"), ("ports", "80")], &[], &[]).unwrap_err();
         assert_eq!(
             errs,
             vec![
@@ -1215,13 +1041,8 @@ environments:
             TagFilter::parse("Key=").unwrap_err(),
             "a value of tag \"Key\" is empty in \"Key=\": expected Key=Value[,Value...]"
         );
-        assert_eq!(
-            TagFilter::parse("Role").unwrap_err(),
-            "expected Key=Value[,Value...], got \"Role\""
-        );
-        assert!(TagFilter::parse("K=a,b,c,d,e,f")
-            .unwrap_err()
-            .contains("at most 5"));
+        assert_eq!(TagFilter::parse("Role").unwrap_err(), "expected Key=Value[,Value...], got \"Role\"");
+        assert!(TagFilter::parse("K=a,b,c,d,e,f").unwrap_err().contains("at most 5"));
     }
 
     #[test]
@@ -1238,28 +1059,21 @@ environments:
     #[test]
     fn health_check_path_needs_a_port() {
         let errs = resolve_with(
-            &[
-                ("ecr-repository", "web"),
-                ("targets", "A=b"),
-                ("image-tag", "v"),
-                ("health-check-path", "/health"),
-            ],
+            &[("ecr-repository", "web"), ("targets", "A=b"), ("image-tag", "v"), ("health-check-path", "/health")],
             &[],
             &[],
         )
         .unwrap_err();
-        assert_eq!(errs, vec!["input `health-check-path`: needs `ports`: the path is checked on the first published host port"]);
+        assert_eq!(
+            errs,
+            vec!["input `health-check-path`: needs `ports`: the path is checked on the first published host port"]
+        );
     }
 
     #[test]
     fn github_token_never_shows_in_debug_output() {
         let req = resolve_with(
-            &[
-                ("ecr-repository", "web"),
-                ("targets", "A=b"),
-                ("image-tag", "v"),
-                ("github-token", "ghs_sekrit"),
-            ],
+            &[("ecr-repository", "web"), ("targets", "A=b"), ("image-tag", "v"), ("github-token", "ghs_sekrit")],
             &[],
             &[],
         )

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::fleet::{ManagedInstance, Ping};
 use crate::inputs::{ContainerSpec, DeployRequest, Limit, TagFilter};
+use crate::release::Recorded;
 
 /// What the read-only calls found.
 #[derive(Debug, Clone)]
@@ -26,6 +27,12 @@ pub struct Facts {
     pub secret_arn: Option<Option<String>>,
     /// Target groups given that do not exist.
     pub missing_target_groups: Vec<String>,
+    /// The release the environment runs now, from the release record.
+    pub live: Option<Recorded>,
+    /// With `rollback`: the recorded release to go back to (None: there is none).
+    pub rollback_to: Option<Recorded>,
+    /// The run-order guard's verdict: why this commit must not replace the live one.
+    pub older_than_live: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -53,6 +60,9 @@ pub struct Plan {
     pub secret_arn: Option<String>,
     pub max_concurrency: Limit,
     pub max_errors: Limit,
+    pub release_parameter: String,
+    pub live: Option<Recorded>,
+    pub rollback_to: Option<Recorded>,
     pub target_groups: Vec<String>,
     /// With target groups: the instance ids of each batch, in order.
     pub batches: Vec<Vec<String>>,
@@ -70,75 +80,67 @@ pub enum PlanError {
     NoInstances { targets: String },
     #[error("input `targets`: {count} matching instance(s) have no SSM agent connection ({list}); they would never receive the deploy. Bring their agents back or change the tags")]
     Offline { count: usize, list: String },
-    #[error("input `secret-id`: secret {id:?} does not exist in {region}; create it in Secrets Manager or fix the name")]
-    SecretMissing { id: String, region: String },
     #[error(
-        "input `target-groups`: target group {arn} does not exist; check the ARN and the region"
+        "input `secret-id`: secret {id:?} does not exist in {region}; create it in Secrets Manager or fix the name"
     )]
+    SecretMissing { id: String, region: String },
+    #[error("input `target-groups`: target group {arn} does not exist; check the ARN and the region")]
     TargetGroupMissing { arn: String },
+    #[error("input `image-digest`: {digest} is not in repository {repository:?}; give a digest the repository has (aws ecr describe-images)")]
+    DigestMissing { digest: String, repository: String },
+    #[error("input `rollback`: {parameter} records no earlier release with a different image to go back to")]
+    NothingToRollBack { parameter: String },
+    #[error("this push deploys an older commit than the live release ({0}); redeploy it explicitly (workflow_dispatch with `image-tag`) if that is what you want")]
+    OlderThanLive(String),
 }
 
 /// Decides what will happen, or why it cannot.
 pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
     let mut errors = vec![];
     if !facts.repository_exists {
-        errors.push(PlanError::RepositoryMissing {
-            repository: req.repository.clone(),
-            region: facts.region.clone(),
-        });
+        errors.push(PlanError::RepositoryMissing { repository: req.repository.clone(), region: facts.region.clone() });
+    }
+    if req.rollback && facts.rollback_to.is_none() {
+        errors.push(PlanError::NothingToRollBack { parameter: req.release_parameter.clone() });
+    }
+    if let Some(why) = &facts.older_than_live {
+        errors.push(PlanError::OlderThanLive(why.clone()));
     }
     let source = match (&facts.existing_digest, req.build) {
-        (Some(digest), _) => ImageSource::Existing {
-            digest: digest.clone(),
-        },
-        (None, true) => ImageSource::Build {
-            cache_from: facts
-                .cache_from
-                .as_ref()
-                .map(|tag| format!("{}/{}:{}", facts.registry, req.repository, tag)),
-        },
-        (None, false) => {
+        (None, _) if req.image_digest.is_some() => {
             if facts.repository_exists {
-                errors.push(PlanError::TagMissing {
-                    tag: req.image_tag.clone(),
+                errors.push(PlanError::DigestMissing {
+                    digest: req.image_digest.clone().unwrap_or_default(),
                     repository: req.repository.clone(),
                 });
             }
             ImageSource::Build { cache_from: None }
         }
+        (Some(digest), _) => ImageSource::Existing { digest: digest.clone() },
+        (None, true) => ImageSource::Build {
+            cache_from: facts.cache_from.as_ref().map(|tag| format!("{}/{}:{}", facts.registry, req.repository, tag)),
+        },
+        (None, false) => {
+            if facts.repository_exists {
+                errors.push(PlanError::TagMissing { tag: req.image_tag.clone(), repository: req.repository.clone() });
+            }
+            ImageSource::Build { cache_from: None }
+        }
     };
-    let targets_text = req
-        .targets
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(" and ");
+    let targets_text = req.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ");
     if facts.instances.is_empty() {
-        errors.push(PlanError::NoInstances {
-            targets: targets_text,
-        });
+        errors.push(PlanError::NoInstances { targets: targets_text });
     }
-    let offline: Vec<&ManagedInstance> = facts
-        .instances
-        .iter()
-        .filter(|i| i.ping != Ping::Online)
-        .collect();
+    let offline: Vec<&ManagedInstance> = facts.instances.iter().filter(|i| i.ping != Ping::Online).collect();
     if !offline.is_empty() {
         errors.push(PlanError::Offline {
             count: offline.len(),
-            list: offline
-                .iter()
-                .map(|i| format!("{} {}", i.id, i.ping))
-                .collect::<Vec<_>>()
-                .join(", "),
+            list: offline.iter().map(|i| format!("{} {}", i.id, i.ping)).collect::<Vec<_>>().join(", "),
         });
     }
     let secret_arn = match (&req.container.secret_id, facts.secret_arn) {
         (Some(id), Some(None)) | (Some(id), None) => {
-            errors.push(PlanError::SecretMissing {
-                id: id.clone(),
-                region: facts.region.clone(),
-            });
+            errors.push(PlanError::SecretMissing { id: id.clone(), region: facts.region.clone() });
             None
         }
         (_, Some(arn)) => arn,
@@ -170,6 +172,9 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         secret_arn,
         max_concurrency: req.max_concurrency,
         max_errors: req.max_errors,
+        release_parameter: req.release_parameter.clone(),
+        live: facts.live,
+        rollback_to: facts.rollback_to,
         target_groups: req.target_groups.clone(),
         batches,
         timeout: req.timeout,
@@ -190,45 +195,44 @@ impl fmt::Display for Plan {
                     .map(|c| format!(" (layer cache from {c})"))
                     .unwrap_or_else(|| " (no earlier image to take a layer cache from)".into())
             )?,
-            ImageSource::Existing { digest } => writeln!(
+            ImageSource::Existing { digest } => {
+                writeln!(f, "  image      already in the registry as {digest}: nothing to build")?
+            }
+        }
+        if let Some(to) = &self.rollback_to {
+            writeln!(
                 f,
-                "  image      already in the registry as {digest}: nothing to build"
+                "  rollback   to version {} of the release record: {} (deployed {})",
+                to.version, to.release.tag, to.release.deployed_at
+            )?;
+        }
+        match &self.live {
+            Some(live) => writeln!(
+                f,
+                "  release    live: version {} of {} ({}, deployed {})",
+                live.version, self.release_parameter, live.release.tag, live.release.deployed_at
             )?,
+            None => writeln!(f, "  release    first release recorded in {}", self.release_parameter)?,
         }
         let c = &self.container;
         let ports = if c.ports.is_empty() {
             "none".to_string()
         } else {
-            c.ports
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            c.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         };
         writeln!(f, "  container  {} (ports {ports})", c.name)?;
         let env_names: Vec<&str> = c.env.iter().map(|e| e.name.as_str()).collect();
-        writeln!(
-            f,
-            "  env        {}",
-            if env_names.is_empty() {
-                "none".to_string()
-            } else {
-                env_names.join(", ")
-            }
-        )?;
+        writeln!(f, "  env        {}", if env_names.is_empty() { "none".to_string() } else { env_names.join(", ") })?;
         match (&c.secret_id, &self.secret_arn) {
-            (Some(id), Some(arn)) => writeln!(
-                f,
-                "  secret     {id} (found: {arn}); its keys become env vars, read on each instance"
-            )?,
+            (Some(id), Some(arn)) => {
+                writeln!(f, "  secret     {id} (found: {arn}); its keys become env vars, read on each instance")?
+            }
             _ => writeln!(f, "  secret     none")?,
         }
         match &c.health_check_path {
-            Some(path) => writeln!(
-                f,
-                "  health     GET {path} on port {} within {}s",
-                c.ports[0].host, c.health_check_timeout
-            )?,
+            Some(path) => {
+                writeln!(f, "  health     GET {path} on port {} within {}s", c.ports[0].host, c.health_check_timeout)?
+            }
             None => writeln!(
                 f,
                 "  health     the image's HEALTHCHECK if it has one, else running; within {}s",
@@ -242,11 +246,8 @@ impl fmt::Display for Plan {
                 self.max_concurrency, self.max_errors, self.timeout
             )?;
         } else {
-            let groups: Vec<&str> = self
-                .target_groups
-                .iter()
-                .map(|g| g.split_once("targetgroup/").map(|(_, n)| n).unwrap_or(g))
-                .collect();
+            let groups: Vec<&str> =
+                self.target_groups.iter().map(|g| g.split_once("targetgroup/").map(|(_, n)| n).unwrap_or(g)).collect();
             writeln!(
                 f,
                 "  rollout    {} batches through target groups {}: drain, swap, healthy; timeout {}s per instance",
@@ -255,25 +256,12 @@ impl fmt::Display for Plan {
                 self.timeout
             )?;
             for (n, batch) in self.batches.iter().enumerate() {
-                let canary = if n == 0 && batch.len() == 1 && self.batches.len() > 1 {
-                    " (canary)"
-                } else {
-                    ""
-                };
+                let canary = if n == 0 && batch.len() == 1 && self.batches.len() > 1 { " (canary)" } else { "" };
                 writeln!(f, "    batch {}{canary}: {}", n + 1, batch.join(", "))?;
             }
         }
-        let targets = self
-            .targets
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" and ");
-        writeln!(
-            f,
-            "  instances  {} with tags {targets}:",
-            self.instances.len()
-        )?;
+        let targets = self.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ");
+        writeln!(f, "  instances  {} with tags {targets}:", self.instances.len())?;
         for i in &self.instances {
             writeln!(
                 f,
@@ -304,32 +292,15 @@ mod tests {
             registry: None,
             image_tag: "v2".into(),
             build: true,
-            build_spec: BuildSpec {
-                context: ".".into(),
-                dockerfile: None,
-                args: vec![],
-                target: None,
-            },
+            build_spec: BuildSpec { context: ".".into(), dockerfile: None, args: vec![], target: None },
             targets: vec![
-                TagFilter {
-                    key: "Role".into(),
-                    values: vec!["web".into()],
-                },
-                TagFilter {
-                    key: "Env".into(),
-                    values: vec!["prod".into()],
-                },
+                TagFilter { key: "Role".into(), values: vec!["web".into()] },
+                TagFilter { key: "Env".into(), values: vec!["prod".into()] },
             ],
             container: ContainerSpec {
                 name: "shop".into(),
-                ports: vec![PortMapping {
-                    host: 80,
-                    container: 3000,
-                }],
-                env: vec![EnvVar {
-                    name: "RUST_LOG".into(),
-                    value: "info".into(),
-                }],
+                ports: vec![PortMapping { host: 80, container: 3000 }],
+                env: vec![EnvVar { name: "RUST_LOG".into(), value: "info".into() }],
                 secret_id: Some("prod/shop".into()),
                 health_check_path: Some("/health".into()),
                 health_check_timeout: 60,
@@ -340,6 +311,11 @@ mod tests {
             batch_size: Limit::Percent(25),
             canary: true,
             timeout: 600,
+            release_parameter: "/ec2-deploy/production/shop".into(),
+            rollback: false,
+            environment_url: None,
+            commit: None,
+            image_digest: None,
             dry_run: true,
             github_token: None,
             config_file: None,
@@ -347,12 +323,7 @@ mod tests {
     }
 
     fn instance(id: &str, name: &str, ip: &str, ping: Ping) -> ManagedInstance {
-        ManagedInstance {
-            id: id.into(),
-            name: Some(name.into()),
-            ping,
-            ip: Some(ip.into()),
-        }
+        ManagedInstance { id: id.into(), name: Some(name.into()), ping, ip: Some(ip.into()) }
     }
 
     fn facts() -> Facts {
@@ -366,10 +337,11 @@ mod tests {
                 instance("i-0123456789abcdef0", "web-1", "10.0.1.11", Ping::Online),
                 instance("i-0123456789abcdef1", "web-2", "10.0.2.12", Ping::Online),
             ],
-            secret_arn: Some(Some(
-                "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/shop-AbCdEf".into(),
-            )),
+            secret_arn: Some(Some("arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/shop-AbCdEf".into())),
             missing_target_groups: vec![],
+            live: None,
+            rollback_to: None,
+            older_than_live: None,
         }
     }
 
@@ -388,12 +360,7 @@ mod tests {
         req.dry_run = false;
         f.secret_arn = None;
         let plan = make(&req, f).unwrap();
-        assert_eq!(
-            plan.source,
-            ImageSource::Existing {
-                digest: "sha256:feedface".into()
-            }
-        );
+        assert_eq!(plan.source, ImageSource::Existing { digest: "sha256:feedface".into() });
         insta::assert_snapshot!(plan.to_string());
     }
 
@@ -412,30 +379,17 @@ mod tests {
         let mut f = facts();
         f.instances[1].ping = Ping::ConnectionLost;
         let errs = make(&request(), f).unwrap_err();
-        assert_eq!(
-            errs,
-            vec![PlanError::Offline {
-                count: 1,
-                list: "i-0123456789abcdef1 ConnectionLost".into()
-            }]
-        );
+        assert_eq!(errs, vec![PlanError::Offline { count: 1, list: "i-0123456789abcdef1 ConnectionLost".into() }]);
     }
 
     #[test]
     fn plan_text_for_batches_behind_a_load_balancer() {
         let mut req = request();
-        req.target_groups = vec![
-            "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef"
-                .into(),
-        ];
+        req.target_groups =
+            vec!["arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef".into()];
         req.batch_size = Limit::Count(1);
         let mut f = facts();
-        f.instances.push(instance(
-            "i-0123456789abcdef2",
-            "web-3",
-            "10.0.3.13",
-            Ping::Online,
-        ));
+        f.instances.push(instance("i-0123456789abcdef2", "web-3", "10.0.3.13", Ping::Online));
         let plan = make(&req, f).unwrap();
         assert_eq!(plan.batches.len(), 3);
         insta::assert_snapshot!(plan.to_string());
@@ -446,12 +400,6 @@ mod tests {
         let mut req = request();
         req.build = false;
         let errs = make(&req, facts()).unwrap_err();
-        assert_eq!(
-            errs,
-            vec![PlanError::TagMissing {
-                tag: "v2".into(),
-                repository: "shop".into()
-            }]
-        );
+        assert_eq!(errs, vec![PlanError::TagMissing { tag: "v2".into(), repository: "shop".into() }]);
     }
 }

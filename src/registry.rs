@@ -25,13 +25,7 @@ impl Ecr {
     }
 
     pub async fn repository_exists(&self, name: &str) -> Result<bool, AwsError> {
-        match self
-            .client
-            .describe_repositories()
-            .repository_names(name)
-            .send()
-            .await
-        {
+        match self.client.describe_repositories().repository_names(name).send().await {
             Ok(_) => Ok(true),
             Err(e) => {
                 let e = AwsError::new(format!("looking up ECR repository {name}"), e);
@@ -54,18 +48,33 @@ impl Ecr {
             .send()
             .await;
         match result {
-            Ok(out) => Ok(out
-                .image_details()
-                .first()
-                .and_then(|d| d.image_digest())
-                .map(str::to_string)),
+            Ok(out) => Ok(out.image_details().first().and_then(|d| d.image_digest()).map(str::to_string)),
             Err(e) => {
-                let e = AwsError::new(
-                    format!("looking up tag {tag} in ECR repository {repository}"),
-                    e,
-                );
+                let e = AwsError::new(format!("looking up tag {tag} in ECR repository {repository}"), e);
                 if e.is("ImageNotFoundException") {
                     Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Whether the repository has an image with this digest.
+    pub async fn has_digest(&self, repository: &str, digest: &str) -> Result<bool, AwsError> {
+        let result = self
+            .client
+            .describe_images()
+            .repository_name(repository)
+            .image_ids(ImageIdentifier::builder().image_digest(digest).build())
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(!out.image_details().is_empty()),
+            Err(e) => {
+                let e = AwsError::new(format!("looking up {digest} in ECR repository {repository}"), e);
+                if e.is("ImageNotFoundException") {
+                    Ok(false)
                 } else {
                     Err(e)
                 }
@@ -79,11 +88,7 @@ impl Ecr {
             .client
             .describe_images()
             .repository_name(repository)
-            .filter(
-                aws_sdk_ecr::types::DescribeImagesFilter::builder()
-                    .tag_status(TagStatus::Tagged)
-                    .build(),
-            )
+            .filter(aws_sdk_ecr::types::DescribeImagesFilter::builder().tag_status(TagStatus::Tagged).build())
             .into_paginator()
             .send();
         let mut best: Option<(aws_sdk_ecr::primitives::DateTime, String)> = None;
@@ -92,12 +97,9 @@ impl Ecr {
             let Some(page) = pages.next().await else {
                 break;
             };
-            let page =
-                page.map_err(|e| AwsError::new(format!("listing images of {repository}"), e))?;
+            let page = page.map_err(|e| AwsError::new(format!("listing images of {repository}"), e))?;
             for image in page.image_details() {
-                if let (Some(pushed), Some(tag)) =
-                    (image.image_pushed_at(), image.image_tags().first())
-                {
+                if let (Some(pushed), Some(tag)) = (image.image_pushed_at(), image.image_tags().first()) {
                     if best.as_ref().is_none_or(|(t, _)| pushed > t) {
                         best = Some((*pushed, tag.clone()));
                     }
@@ -109,12 +111,7 @@ impl Ecr {
 
     pub async fn auth(&self) -> Result<RegistryAuth, AwsError> {
         let context = "getting an ECR authorization token";
-        let out = self
-            .client
-            .get_authorization_token()
-            .send()
-            .await
-            .map_err(|e| AwsError::new(context, e))?;
+        let out = self.client.get_authorization_token().send().await.map_err(|e| AwsError::new(context, e))?;
         let data = out.authorization_data().first().ok_or_else(|| AwsError {
             context: context.into(),
             code: None,
@@ -131,19 +128,10 @@ impl Ecr {
             .decode(data.authorization_token().unwrap_or_default())
             .map_err(|_| bad("a token that is not base64"))?;
         let decoded = String::from_utf8(decoded).map_err(|_| bad("a token that is not text"))?;
-        let (username, password) = decoded
-            .split_once(':')
-            .ok_or_else(|| bad("a token without user:password"))?;
+        let (username, password) = decoded.split_once(':').ok_or_else(|| bad("a token without user:password"))?;
         let endpoint = data.proxy_endpoint().unwrap_or_default();
-        let host = endpoint
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        Ok(RegistryAuth {
-            host,
-            username: username.to_string(),
-            password: Secret(password.to_string()),
-        })
+        let host =
+            endpoint.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/').to_string();
+        Ok(RegistryAuth { host, username: username.to_string(), password: Secret(password.to_string()) })
     }
 }

@@ -46,6 +46,8 @@ pub struct DeployReport {
     pub rollback: Option<RollbackReport>,
     /// Failed instances the run may have and still succeed (max-errors, without target groups).
     pub tolerated: usize,
+    /// The version of the release record this deploy wrote (after a success).
+    pub release_version: Option<i64>,
     pub seconds: f64,
 }
 
@@ -63,44 +65,29 @@ impl DeployReport {
 
     /// The rollback's result for one instance, if it was rolled back.
     pub fn rolled_back(&self, id: &str) -> Option<&InstanceReport> {
-        self.rollback
-            .as_ref()?
-            .instances
-            .iter()
-            .find(|r| r.id == id)
+        self.rollback.as_ref()?.instances.iter().find(|r| r.id == id)
     }
 }
 
 /// `ec2-deploy-result outcome=… previous=… current=…` from the script's stdout.
 fn parse_result(stdout: &str) -> Option<(String, String, String)> {
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("ec2-deploy-result "))?;
+    let line = stdout.lines().rev().find(|l| l.starts_with("ec2-deploy-result "))?;
     let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
-            .map(str::to_string)
+        line.split_whitespace().find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('='))).map(str::to_string)
     };
     Some((field("outcome")?, field("previous")?, field("current")?))
 }
 
 /// The script's own explanation of a failure (its last `ec2-deploy: error:` line).
 fn parse_error(stderr: &str) -> Option<String> {
-    stderr
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("ec2-deploy: error: "))
-        .map(str::to_string)
+    stderr.lines().rev().find_map(|l| l.strip_prefix("ec2-deploy: error: ")).map(str::to_string)
 }
 
 /// Why an invocation failed, when the script itself could not say.
 fn ssm_reason(inv: &Invocation) -> String {
     match inv.details.as_str() {
         "Delivery Timed Out" => "the SSM agent never picked the command up (agent offline?)".into(),
-        "Undeliverable" => {
-            "SSM could not deliver the command (instance stopped or terminated?)".into()
-        }
+        "Undeliverable" => "SSM could not deliver the command (instance stopped or terminated?)".into(),
         "Execution Timed Out" => "the script ran longer than `timeout`".into(),
         "Terminated" => "not started: too many other instances failed (max-errors)".into(),
         "Cancelled" => "the command was cancelled".into(),
@@ -116,19 +103,11 @@ pub fn instance_reports(
     invocations: &[Invocation],
     outputs: &[(String, InvocationOutput)],
 ) -> Vec<InstanceReport> {
-    let name_of = |id: &str| {
-        planned
-            .iter()
-            .find(|p| p.id == id)
-            .and_then(|p| p.name.clone())
-    };
+    let name_of = |id: &str| planned.iter().find(|p| p.id == id).and_then(|p| p.name.clone());
     let mut rows: Vec<InstanceReport> = invocations
         .iter()
         .map(|inv| {
-            let full = outputs
-                .iter()
-                .find(|(id, _)| *id == inv.instance_id)
-                .map(|(_, o)| o);
+            let full = outputs.iter().find(|(id, _)| *id == inv.instance_id).map(|(_, o)| o);
             let stdout = full.map(|o| o.stdout.as_str()).unwrap_or(&inv.output);
             let result = parse_result(stdout);
             let ok = inv.status == "Success";
@@ -137,9 +116,7 @@ pub fn instance_reports(
                 (None, None)
             } else if script_ran {
                 let code = inv.response_code.unwrap_or(-1);
-                let reason = full
-                    .and_then(|o| parse_error(&o.stderr))
-                    .or_else(|| parse_error(&inv.output));
+                let reason = full.and_then(|o| parse_error(&o.stderr)).or_else(|| parse_error(&inv.output));
                 (
                     Some(step_for_exit_code(code).to_string()),
                     Some(reason.unwrap_or_else(|| format!("the script exited with {code}"))),
@@ -179,10 +156,7 @@ pub fn instance_reports(
                 previous: None,
                 current: None,
                 step: Some("delivery".into()),
-                reason: Some(
-                    "it was in the plan but SSM did not target it (tags changed or instance gone?)"
-                        .into(),
-                ),
+                reason: Some("it was in the plan but SSM did not target it (tags changed or instance gone?)".into()),
             });
         }
     }
@@ -211,9 +185,7 @@ pub fn instances_json(report: &DeployReport) -> String {
             status: &i.status,
             response_code: i.response_code,
             outcome: i.outcome.as_deref(),
-            rollback: report
-                .rolled_back(&i.id)
-                .map(|r| if r.ok() { "rolled-back" } else { "failed" }),
+            rollback: report.rolled_back(&i.id).map(|r| if r.ok() { "rolled-back" } else { "failed" }),
         })
         .collect();
     serde_json::to_string(&rows).expect("plain data serialises")
@@ -221,11 +193,9 @@ pub fn instances_json(report: &DeployReport) -> String {
 
 fn short_image(image: &str) -> String {
     match image.rsplit_once("@sha256:") {
-        Some((repo, digest)) => format!(
-            "{}@sha256:{}",
-            repo.rsplit('/').next().unwrap_or(repo),
-            &digest[..digest.len().min(12)]
-        ),
+        Some((repo, digest)) => {
+            format!("{}@sha256:{}", repo.rsplit('/').next().unwrap_or(repo), &digest[..digest.len().min(12)])
+        }
         None => image.rsplit('/').next().unwrap_or(image).to_string(),
     }
 }
@@ -239,10 +209,7 @@ pub fn summary_markdown(report: &DeployReport) -> String {
     let env = report.environment.as_deref().unwrap_or("(no environment)");
     let failed = report.failed().count();
     let mut md = if report.success() {
-        format!(
-            "## ✅ ec2-deploy: `{}` deployed to {env}\n\n",
-            report.image_tag
-        )
+        format!("## ✅ ec2-deploy: `{}` deployed to {env}\n\n", report.image_tag)
     } else {
         format!(
             "## ❌ ec2-deploy: `{}` failed on {failed} of {} instances in {env}\n\n",
@@ -253,11 +220,7 @@ pub fn summary_markdown(report: &DeployReport) -> String {
     md.push_str(&format!(
         "Image `{}` · SSM command{} `{}` · {:.1}s\n\n",
         report.image,
-        if report.command_ids.len() > 1 {
-            "s"
-        } else {
-            ""
-        },
+        if report.command_ids.len() > 1 { "s" } else { "" },
         report.command_ids.join("`, `"),
         report.seconds
     ));
@@ -271,20 +234,12 @@ pub fn summary_markdown(report: &DeployReport) -> String {
                 }
                 BatchOutcome::NotStarted => "not started".to_string(),
             };
-            md.push_str(&format!(
-                "| {} | {} | {result} | {:.1}s |\n",
-                b.number,
-                b.ids.join(", "),
-                b.seconds
-            ));
+            md.push_str(&format!("| {} | {} | {result} | {:.1}s |\n", b.number, b.ids.join(", "), b.seconds));
         }
         md.push('\n');
     }
     if report.success() && failed > 0 {
-        md.push_str(&format!(
-            "{failed} failed instance(s) are within `max-errors` ({}).\n\n",
-            report.tolerated
-        ));
+        md.push_str(&format!("{failed} failed instance(s) are within `max-errors` ({}).\n\n", report.tolerated));
     }
     md.push_str("| Instance | Name | Status | Step | Before → after | Detail |\n|---|---|---|---|---|---|\n");
     for i in &report.instances {
@@ -293,11 +248,7 @@ pub fn summary_markdown(report: &DeployReport) -> String {
             (Some(prev), Some(cur), _) => format!("{} → {}", short_image(prev), short_image(cur)),
             _ => "-".into(),
         };
-        let status = if i.ok() {
-            "✅ Success".to_string()
-        } else {
-            format!("❌ {}", i.details)
-        };
+        let status = if i.ok() { "✅ Success".to_string() } else { format!("❌ {}", i.details) };
         md.push_str(&format!(
             "| `{}` | {} | {} | {} | {} | {} |\n",
             i.id,
@@ -310,7 +261,9 @@ pub fn summary_markdown(report: &DeployReport) -> String {
     }
     if let Some(rollback) = &report.rollback {
         if rollback.problems.is_empty() {
-            md.push_str("\n### ↩️ Rolled back\n\nEvery instance that had switched runs its previous release again.\n\n");
+            md.push_str(
+                "\n### ↩️ Rolled back\n\nEvery instance that had switched runs its previous release again.\n\n",
+            );
         } else {
             md.push_str("\n### ⚠️ Rollback incomplete\n\n");
             for p in &rollback.problems {
@@ -321,11 +274,7 @@ pub fn summary_markdown(report: &DeployReport) -> String {
         if !rollback.instances.is_empty() {
             md.push_str("| Instance | Rollback | Now runs | Detail |\n|---|---|---|---|\n");
             for r in &rollback.instances {
-                let now = if r.ok() {
-                    r.current.as_deref()
-                } else {
-                    r.previous.as_deref()
-                };
+                let now = if r.ok() { r.current.as_deref() } else { r.previous.as_deref() };
                 md.push_str(&format!(
                     "| `{}` | {} | {} | {} |\n",
                     r.id,
@@ -370,20 +319,16 @@ mod tests {
         let ok_out = "ec2-deploy: release v2\nec2-deploy-result outcome=deployed previous=r/shop@sha256:111111111111aaaa current=r/shop@sha256:222222222222bbbb\n";
         let invocations = vec![
             inv("i-1", "Success", "Success", Some(0), ok_out),
-            inv(
-                "i-2",
-                "Failed",
-                "Failed",
-                Some(15),
-                "ec2-deploy: release v2\n",
-            ),
+            inv("i-2", "Failed", "Failed", Some(15), "ec2-deploy: release v2\n"),
             inv("i-3", "TimedOut", "Delivery Timed Out", Some(-1), ""),
         ];
         let outputs = vec![(
             "i-2".to_string(),
             InvocationOutput {
                 stdout: "ec2-deploy: release v2\n".into(),
-                stderr: "  | boom\nec2-deploy: error: GET /health on port 80 answered 503; the previous container is back\n".into(),
+                stderr:
+                    "  | boom\nec2-deploy: error: GET /health on port 80 answered 503; the previous container is back\n"
+                        .into(),
             },
         )];
         DeployReport {
@@ -394,11 +339,8 @@ mod tests {
             batches: vec![],
             rollback: None,
             tolerated: 0,
-            instances: instance_reports(
-                &planned(&["i-1", "i-2", "i-3", "i-4"]),
-                &invocations,
-                &outputs,
-            ),
+            release_version: None,
+            instances: instance_reports(&planned(&["i-1", "i-2", "i-3", "i-4"]), &invocations, &outputs),
             seconds: 12.34,
         }
     }
@@ -409,18 +351,12 @@ mod tests {
         assert!(!r.success());
         let by_id = |id: &str| r.instances.iter().find(|i| i.id == id).unwrap().clone();
         assert_eq!(by_id("i-1").outcome.as_deref(), Some("deployed"));
-        assert_eq!(
-            by_id("i-2").step.as_deref(),
-            Some("health check (previous restored)")
-        );
+        assert_eq!(by_id("i-2").step.as_deref(), Some("health check"));
         assert_eq!(
             by_id("i-2").reason.as_deref(),
             Some("GET /health on port 80 answered 503; the previous container is back")
         );
-        assert_eq!(
-            by_id("i-3").reason.as_deref(),
-            Some("the SSM agent never picked the command up (agent offline?)")
-        );
+        assert_eq!(by_id("i-3").reason.as_deref(), Some("the SSM agent never picked the command up (agent offline?)"));
         assert_eq!(by_id("i-4").status, "NotTargeted");
     }
 

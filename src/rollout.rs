@@ -32,10 +32,7 @@ pub trait Swapper {
     /// The new release on `ids`: one report per instance.
     fn deploy(&self, ids: &[String]) -> impl Future<Output = Result<Vec<InstanceReport>, String>>;
     /// Each instance back to the given image (the one it ran before).
-    fn rollback(
-        &self,
-        targets: &[(String, String)],
-    ) -> impl Future<Output = Result<Vec<InstanceReport>, String>>;
+    fn rollback(&self, targets: &[(String, String)]) -> impl Future<Output = Result<Vec<InstanceReport>, String>>;
 }
 
 /// Splits the fleet into batches: a canary of one first (when asked and there is more than one
@@ -49,11 +46,7 @@ pub fn batches(ids: &[String], canary: bool, size: Limit) -> Vec<Vec<String>> {
         Limit::Percent(p) => (ids.len() * p as usize).div_ceil(100),
     }
     .max(1);
-    let (first, rest) = if canary && ids.len() > 1 {
-        ids.split_at(1)
-    } else {
-        ids.split_at(0)
-    };
+    let (first, rest) = if canary && ids.len() > 1 { ids.split_at(1) } else { ids.split_at(0) };
     let mut out: Vec<Vec<String>> = vec![];
     if !first.is_empty() {
         out.push(first.to_vec());
@@ -119,12 +112,7 @@ impl RolloutReport {
 }
 
 /// Walks the batches; on a failure rolls back and reports.
-pub async fn run<L: Lb, S: Swapper>(
-    lb: &L,
-    swapper: &S,
-    batches: Vec<Vec<String>>,
-    runner: &Runner,
-) -> RolloutReport {
+pub async fn run<L: Lb, S: Swapper>(lb: &L, swapper: &S, batches: Vec<Vec<String>>, runner: &Runner) -> RolloutReport {
     let total = batches.len();
     let mut reports: Vec<BatchReport> = vec![];
     let mut instances: Vec<InstanceReport> = vec![];
@@ -137,17 +125,9 @@ pub async fn run<L: Lb, S: Swapper>(
         runner.end_group();
         let failed = outcome != BatchOutcome::Done;
         if let BatchOutcome::Failed { phase, reason } = &outcome {
-            runner.error(
-                "ec2-deploy: batch failed",
-                &format!("batch {number}/{total} failed at {phase}: {reason}"),
-            );
+            runner.error("ec2-deploy: batch failed", &format!("batch {number}/{total} failed at {phase}: {reason}"));
         }
-        reports.push(BatchReport {
-            number,
-            ids: ids.clone(),
-            outcome,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        reports.push(BatchReport { number, ids: ids.clone(), outcome, seconds: started.elapsed().as_secs_f64() });
         if failed {
             failed_at = Some(index);
             break;
@@ -162,24 +142,10 @@ pub async fn run<L: Lb, S: Swapper>(
         });
     }
     let rollback = match failed_at {
-        Some(index) => Some(
-            roll_back(
-                lb,
-                swapper,
-                &batches[..=index],
-                &reports[index],
-                runner,
-                &instances,
-            )
-            .await,
-        ),
+        Some(index) => Some(roll_back(lb, swapper, &batches[..=index], &reports[index], runner, &instances).await),
         None => None,
     };
-    RolloutReport {
-        batches: reports,
-        instances,
-        rollback,
-    }
+    RolloutReport { batches: reports, instances, rollback }
 }
 
 async fn run_batch<L: Lb, S: Swapper>(
@@ -191,24 +157,13 @@ async fn run_batch<L: Lb, S: Swapper>(
 ) -> BatchOutcome {
     let t = Instant::now();
     if let Err(reason) = lb.take_out(ids).await {
-        return BatchOutcome::Failed {
-            phase: Phase::Drain,
-            reason,
-        };
+        return BatchOutcome::Failed { phase: Phase::Drain, reason };
     }
-    runner.info(&format!(
-        "  out of the load balancer and drained ({:.1}s)",
-        t.elapsed().as_secs_f64()
-    ));
+    runner.info(&format!("  out of the load balancer and drained ({:.1}s)", t.elapsed().as_secs_f64()));
     let t = Instant::now();
     let swapped = match swapper.deploy(ids).await {
         Ok(reports) => reports,
-        Err(reason) => {
-            return BatchOutcome::Failed {
-                phase: Phase::Swap,
-                reason,
-            }
-        }
+        Err(reason) => return BatchOutcome::Failed { phase: Phase::Swap, reason },
     };
     runner.info(&format!("  swapped ({:.1}s)", t.elapsed().as_secs_f64()));
     let failures: Vec<String> = swapped
@@ -218,22 +173,13 @@ async fn run_batch<L: Lb, S: Swapper>(
         .collect();
     instances.extend(swapped);
     if !failures.is_empty() {
-        return BatchOutcome::Failed {
-            phase: Phase::Swap,
-            reason: failures.join("; "),
-        };
+        return BatchOutcome::Failed { phase: Phase::Swap, reason: failures.join("; ") };
     }
     let t = Instant::now();
     if let Err(reason) = lb.put_back(ids).await {
-        return BatchOutcome::Failed {
-            phase: Phase::Healthy,
-            reason,
-        };
+        return BatchOutcome::Failed { phase: Phase::Healthy, reason };
     }
-    runner.info(&format!(
-        "  back in the load balancer and healthy ({:.1}s)",
-        t.elapsed().as_secs_f64()
-    ));
+    runner.info(&format!("  back in the load balancer and healthy ({:.1}s)", t.elapsed().as_secs_f64()));
     BatchOutcome::Done
 }
 
@@ -248,25 +194,21 @@ async fn roll_back<L: Lb, S: Swapper>(
     instances: &[InstanceReport],
 ) -> RollbackReport {
     runner.group("Rollback");
-    let mut report = RollbackReport {
-        instances: vec![],
-        problems: vec![],
-    };
+    let mut report = RollbackReport { instances: vec![], problems: vec![] };
     let (failed_ids, earlier) = done.split_last().expect("at least the failed batch");
     // Which instances switched to the new release, and what each ran before.
     let target = |id: &String| -> Option<(String, String)> {
         let r = instances.iter().find(|r| &r.id == id)?;
         match (r.outcome.as_deref(), r.previous.as_deref()) {
-            (Some("deployed"), Some(prev)) if prev != "none" => {
-                Some((id.clone(), prev.to_string()))
-            }
+            (Some("deployed"), Some(prev)) if prev != "none" => Some((id.clone(), prev.to_string())),
             _ => None,
         }
     };
     let no_previous = |id: &String| {
-        instances.iter().find(|r| &r.id == id).is_some_and(|r| {
-            r.outcome.as_deref() == Some("deployed") && r.previous.as_deref() == Some("none")
-        })
+        instances
+            .iter()
+            .find(|r| &r.id == id)
+            .is_some_and(|r| r.outcome.as_deref() == Some("deployed") && r.previous.as_deref() == Some("none"))
     };
 
     let step = |ids: &[String], already_out: bool| {
@@ -274,32 +216,14 @@ async fn roll_back<L: Lb, S: Swapper>(
         let first_deploys: Vec<String> = ids
             .iter()
             .filter(|id| no_previous(id))
-            .map(|id| {
-                format!("{id}: it ran nothing before this deploy, so it keeps the new release")
-            })
+            .map(|id| format!("{id}: it ran nothing before this deploy, so it keeps the new release"))
             .collect();
-        rollback_batch(
-            lb,
-            swapper,
-            ids.to_vec(),
-            already_out,
-            targets,
-            first_deploys,
-        )
+        rollback_batch(lb, swapper, ids.to_vec(), already_out, targets, first_deploys)
     };
 
-    runner.info(&format!(
-        "  batch {} (failed): back to the previous release",
-        failed.number
-    ));
+    runner.info(&format!("  batch {} (failed): back to the previous release", failed.number));
     // A batch that failed at the load balancer's health check is registered again: take it out.
-    let still_out = !matches!(
-        failed.outcome,
-        BatchOutcome::Failed {
-            phase: Phase::Healthy,
-            ..
-        }
-    );
+    let still_out = !matches!(failed.outcome, BatchOutcome::Failed { phase: Phase::Healthy, .. });
     let (r, p) = step(failed_ids, still_out).await;
     report.instances.extend(r);
     report.problems.extend(p);
@@ -328,10 +252,7 @@ async fn rollback_batch<L: Lb, S: Swapper>(
     let mut reports = vec![];
     if !already_out && !targets.is_empty() {
         if let Err(e) = lb.take_out(&ids).await {
-            problems.push(format!(
-                "taking {} out of the load balancer for the rollback: {e}",
-                ids.join(", ")
-            ));
+            problems.push(format!("taking {} out of the load balancer for the rollback: {e}", ids.join(", ")));
             return (reports, problems);
         }
     }
@@ -339,11 +260,7 @@ async fn rollback_batch<L: Lb, S: Swapper>(
         match swapper.rollback(&targets).await {
             Ok(r) => {
                 for i in r.iter().filter(|i| !i.ok()) {
-                    problems.push(format!(
-                        "{}: rollback failed: {}",
-                        i.id,
-                        i.reason.as_deref().unwrap_or(&i.details)
-                    ));
+                    problems.push(format!("{}: rollback failed: {}", i.id, i.reason.as_deref().unwrap_or(&i.details)));
                 }
                 reports = r;
             }
@@ -352,10 +269,7 @@ async fn rollback_batch<L: Lb, S: Swapper>(
     }
     if already_out || !targets.is_empty() {
         if let Err(e) = lb.put_back(&ids).await {
-            problems.push(format!(
-                "putting {} back into the load balancer: {e}",
-                ids.join(", ")
-            ));
+            problems.push(format!("putting {} back into the load balancer: {e}", ids.join(", ")));
         }
     }
     (reports, problems)
@@ -373,27 +287,15 @@ mod tests {
 
     #[test]
     fn batches_start_with_a_canary() {
-        assert_eq!(
-            batches(&ids(3), true, Limit::Count(1)),
-            vec![vec!["i-1"], vec!["i-2"], vec!["i-3"]]
-        );
-        assert_eq!(
-            batches(&ids(5), true, Limit::Count(2)),
-            vec![vec!["i-1"], vec!["i-2", "i-3"], vec!["i-4", "i-5"]]
-        );
+        assert_eq!(batches(&ids(3), true, Limit::Count(1)), vec![vec!["i-1"], vec!["i-2"], vec!["i-3"]]);
+        assert_eq!(batches(&ids(5), true, Limit::Count(2)), vec![vec!["i-1"], vec!["i-2", "i-3"], vec!["i-4", "i-5"]]);
         assert_eq!(
             batches(&ids(10), true, Limit::Percent(50)),
             vec![ids(1), ids(10)[1..6].to_vec(), ids(10)[6..].to_vec()]
         );
-        assert_eq!(
-            batches(&ids(4), false, Limit::Percent(50)),
-            vec![ids(2), ids(4)[2..].to_vec()]
-        );
+        assert_eq!(batches(&ids(4), false, Limit::Percent(50)), vec![ids(2), ids(4)[2..].to_vec()]);
         assert_eq!(batches(&ids(1), true, Limit::Count(1)), vec![ids(1)]);
-        assert_eq!(
-            batches(&ids(3), true, Limit::Percent(1)),
-            vec![vec!["i-1"], vec!["i-2"], vec!["i-3"]]
-        );
+        assert_eq!(batches(&ids(3), true, Limit::Percent(1)), vec![vec!["i-1"], vec!["i-2"], vec!["i-3"]]);
     }
 
     /// A fake fleet: which instance runs what, which instances are in the load balancer, and
@@ -461,10 +363,7 @@ mod tests {
             for id in ids {
                 self.in_lb.borrow_mut().insert(id.clone(), true);
             }
-            match ids
-                .iter()
-                .find(|id| self.unhealthy_in_lb.contains(id) && self.running.borrow()[*id] == "new")
-            {
+            match ids.iter().find(|id| self.unhealthy_in_lb.contains(id) && self.running.borrow()[*id] == "new") {
                 Some(id) => Err(format!("{id} unhealthy")),
                 None => Ok(()),
             }
@@ -473,26 +372,14 @@ mod tests {
 
     impl Swapper for World {
         async fn deploy(&self, ids: &[String]) -> Result<Vec<InstanceReport>, String> {
-            self.log
-                .borrow_mut()
-                .push(format!("deploy {}", ids.join(",")));
+            self.log.borrow_mut().push(format!("deploy {}", ids.join(",")));
             Ok(ids
                 .iter()
                 .map(|id| {
-                    assert!(
-                        !self.in_lb.borrow()[id],
-                        "{id} swapped while in the load balancer"
-                    );
+                    assert!(!self.in_lb.borrow()[id], "{id} swapped while in the load balancer");
                     if self.bad_release_on.contains(id) {
                         // The script restores the previous container itself.
-                        self.report(
-                            id,
-                            false,
-                            "",
-                            "old",
-                            "new",
-                            Some("unhealthy; the previous container is back"),
-                        )
+                        self.report(id, false, "", "old", "new", Some("unhealthy; the previous container is back"))
                     } else {
                         self.running.borrow_mut().insert(id.clone(), "new".into());
                         self.report(id, true, "deployed", "old", "new", None)
@@ -501,25 +388,14 @@ mod tests {
                 .collect())
         }
 
-        async fn rollback(
-            &self,
-            targets: &[(String, String)],
-        ) -> Result<Vec<InstanceReport>, String> {
-            self.log.borrow_mut().push(format!(
-                "rollback {}",
-                targets
-                    .iter()
-                    .map(|t| t.0.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ));
+        async fn rollback(&self, targets: &[(String, String)]) -> Result<Vec<InstanceReport>, String> {
+            self.log
+                .borrow_mut()
+                .push(format!("rollback {}", targets.iter().map(|t| t.0.as_str()).collect::<Vec<_>>().join(",")));
             Ok(targets
                 .iter()
                 .map(|(id, image)| {
-                    assert!(
-                        !self.in_lb.borrow()[id],
-                        "{id} rolled back while in the load balancer"
-                    );
+                    assert!(!self.in_lb.borrow()[id], "{id} rolled back while in the load balancer");
                     if self.rollback_fails_on.contains(id) {
                         self.report(
                             id,
@@ -540,9 +416,7 @@ mod tests {
 
     fn run_world(w: &World, size: Limit) -> RolloutReport {
         let b = batches(&ids(w.running.borrow().len()), true, size);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(run(w, w, b, &Runner::terminal()))
     }
 
@@ -553,17 +427,7 @@ mod tests {
         assert!(r.success() && r.rollback.is_none());
         assert_eq!(
             *w.log.borrow(),
-            [
-                "out i-1",
-                "deploy i-1",
-                "in i-1",
-                "out i-2",
-                "deploy i-2",
-                "in i-2",
-                "out i-3",
-                "deploy i-3",
-                "in i-3"
-            ]
+            ["out i-1", "deploy i-1", "in i-1", "out i-2", "deploy i-2", "in i-2", "out i-3", "deploy i-3", "in i-3"]
         );
         assert!(w.running.borrow().values().all(|v| v == "new"));
         assert!(w.in_lb.borrow().values().all(|v| *v));
@@ -587,23 +451,10 @@ mod tests {
         // Batch 2 restored itself and goes back in; batch 1 leaves, rolls back, comes back; batch 3 untouched.
         assert_eq!(
             *w.log.borrow(),
-            [
-                "out i-1",
-                "deploy i-1",
-                "in i-1",
-                "out i-2",
-                "deploy i-2",
-                "in i-2",
-                "out i-1",
-                "rollback i-1",
-                "in i-1"
-            ]
+            ["out i-1", "deploy i-1", "in i-1", "out i-2", "deploy i-2", "in i-2", "out i-1", "rollback i-1", "in i-1"]
         );
         assert!(w.running.borrow().values().all(|v| v == "old"));
-        assert!(
-            w.in_lb.borrow().values().all(|v| *v),
-            "every instance is back in the load balancer"
-        );
+        assert!(w.in_lb.borrow().values().all(|v| *v), "every instance is back in the load balancer");
     }
 
     #[test]
@@ -612,17 +463,10 @@ mod tests {
         let r = run_world(&w, Limit::Count(1));
         assert_eq!(
             r.batches[1].outcome,
-            BatchOutcome::Failed {
-                phase: Phase::Healthy,
-                reason: "i-2 unhealthy".into()
-            }
+            BatchOutcome::Failed { phase: Phase::Healthy, reason: "i-2 unhealthy".into() }
         );
         assert_eq!(r.rollback.as_ref().unwrap().problems, Vec::<String>::new());
-        assert!(
-            w.running.borrow().values().all(|v| v == "old"),
-            "{:?}",
-            w.running.borrow()
-        );
+        assert!(w.running.borrow().values().all(|v| v == "old"), "{:?}", w.running.borrow());
         assert!(w.in_lb.borrow().values().all(|v| *v));
     }
 
@@ -632,10 +476,7 @@ mod tests {
         let r = run_world(&w, Limit::Count(1));
         assert_eq!(
             r.batches[0].outcome,
-            BatchOutcome::Failed {
-                phase: Phase::Drain,
-                reason: "i-1 still draining".into()
-            }
+            BatchOutcome::Failed { phase: Phase::Drain, reason: "i-1 still draining".into() }
         );
         assert!(w.running.borrow().values().all(|v| v == "old"));
         assert!(w.in_lb.borrow().values().all(|v| *v));
@@ -650,19 +491,9 @@ mod tests {
         });
         let r = run_world(&w, Limit::Count(1));
         let rollback = r.rollback.unwrap();
-        assert_eq!(
-            rollback.problems,
-            vec!["i-1: rollback failed: rollback failed: old is unhealthy; new runs again"]
-        );
+        assert_eq!(rollback.problems, vec!["i-1: rollback failed: rollback failed: old is unhealthy; new runs again"]);
         let running = w.running.borrow();
-        assert_eq!(
-            (
-                running["i-1"].as_str(),
-                running["i-2"].as_str(),
-                running["i-3"].as_str()
-            ),
-            ("new", "old", "old")
-        );
+        assert_eq!((running["i-1"].as_str(), running["i-2"].as_str(), running["i-3"].as_str()), ("new", "old", "old"));
         assert!(w.in_lb.borrow().values().all(|v| *v));
     }
 }

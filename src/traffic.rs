@@ -31,18 +31,9 @@ pub enum TargetState {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WaitError {
     #[error("{instance} failed the load balancer's health checks in {group}: {reason}")]
-    Unhealthy {
-        instance: String,
-        group: String,
-        reason: String,
-    },
+    Unhealthy { instance: String, group: String, reason: String },
     #[error("{instance} was still {state} in {group} after {seconds}s")]
-    Timeout {
-        instance: String,
-        group: String,
-        state: String,
-        seconds: u64,
-    },
+    Timeout { instance: String, group: String, state: String, seconds: u64 },
     #[error(transparent)]
     Aws(#[from] AwsErrorText),
 }
@@ -60,10 +51,7 @@ impl From<AwsError> for WaitError {
 
 fn short(group: &str) -> &str {
     // arn:aws:elasticloadbalancing:region:account:targetgroup/NAME/ID → NAME/ID
-    group
-        .split_once("targetgroup/")
-        .map(|(_, n)| n)
-        .unwrap_or(group)
+    group.split_once("targetgroup/").map(|(_, n)| n).unwrap_or(group)
 }
 
 impl Traffic {
@@ -75,17 +63,9 @@ impl Traffic {
     pub async fn drain_limit(&self) -> Result<Duration, AwsError> {
         let mut longest = 0;
         for group in &self.groups {
-            let out = self
-                .client
-                .describe_target_group_attributes()
-                .target_group_arn(group)
-                .send()
-                .await
-                .map_err(|e| {
-                    AwsError::new(
-                        format!("reading the attributes of target group {}", short(group)),
-                        e,
-                    )
+            let out =
+                self.client.describe_target_group_attributes().target_group_arn(group).send().await.map_err(|e| {
+                    AwsError::new(format!("reading the attributes of target group {}", short(group)), e)
                 })?;
             for a in out.attributes() {
                 if a.key() == Some("deregistration_delay.timeout_seconds") {
@@ -127,13 +107,7 @@ impl Traffic {
     pub async fn check_groups(&self) -> Result<Vec<String>, AwsError> {
         let mut missing = vec![];
         for group in &self.groups {
-            if let Err(e) = self
-                .client
-                .describe_target_groups()
-                .target_group_arns(group)
-                .send()
-                .await
-            {
+            if let Err(e) = self.client.describe_target_groups().target_group_arns(group).send().await {
                 let e = AwsError::new(format!("looking up target group {}", short(group)), e);
                 if e.is("TargetGroupNotFound") || e.is("ValidationError") {
                     missing.push(group.clone());
@@ -146,9 +120,7 @@ impl Traffic {
     }
 
     fn targets(ids: &[String]) -> Vec<TargetDescription> {
-        ids.iter()
-            .map(|id| TargetDescription::builder().id(id).build())
-            .collect()
+        ids.iter().map(|id| TargetDescription::builder().id(id).build()).collect()
     }
 
     pub async fn deregister(&self, ids: &[String]) -> Result<(), AwsError> {
@@ -159,12 +131,7 @@ impl Traffic {
                 .set_targets(Some(Self::targets(ids)))
                 .send()
                 .await
-                .map_err(|e| {
-                    AwsError::new(
-                        format!("taking {} out of {}", ids.join(", "), short(group)),
-                        e,
-                    )
-                })?;
+                .map_err(|e| AwsError::new(format!("taking {} out of {}", ids.join(", "), short(group)), e))?;
         }
         Ok(())
     }
@@ -177,21 +144,13 @@ impl Traffic {
                 .set_targets(Some(Self::targets(ids)))
                 .send()
                 .await
-                .map_err(|e| {
-                    AwsError::new(
-                        format!("putting {} back into {}", ids.join(", "), short(group)),
-                        e,
-                    )
-                })?;
+                .map_err(|e| AwsError::new(format!("putting {} back into {}", ids.join(", "), short(group)), e))?;
         }
         Ok(())
     }
 
     /// Each (group, instance, state) for `ids`.
-    pub async fn states(
-        &self,
-        ids: &[String],
-    ) -> Result<Vec<(String, String, TargetState)>, AwsError> {
+    pub async fn states(&self, ids: &[String]) -> Result<Vec<(String, String, TargetState)>, AwsError> {
         let mut out = vec![];
         for group in &self.groups {
             let answer = self
@@ -201,33 +160,26 @@ impl Traffic {
                 .set_targets(Some(Self::targets(ids)))
                 .send()
                 .await
-                .map_err(|e| {
-                    AwsError::new(format!("reading target health in {}", short(group)), e)
-                })?;
+                .map_err(|e| AwsError::new(format!("reading target health in {}", short(group)), e))?;
             for d in answer.target_health_descriptions() {
-                let id = d
-                    .target()
-                    .and_then(|t| t.id())
-                    .unwrap_or_default()
-                    .to_string();
+                let id = d.target().and_then(|t| t.id()).unwrap_or_default().to_string();
                 let health = d.target_health();
                 let state = match health.and_then(|h| h.state()) {
                     Some(TargetHealthStateEnum::Healthy) => TargetState::Healthy,
                     Some(TargetHealthStateEnum::Initial) => TargetState::Initial,
-                    Some(TargetHealthStateEnum::Unhealthy)
-                    | Some(TargetHealthStateEnum::UnhealthyDraining) => TargetState::Unhealthy(
-                        health
-                            .and_then(|h| h.description())
-                            .or(health.and_then(|h| h.reason().map(|r| r.as_str())))
-                            .unwrap_or("failed health checks")
-                            .to_string(),
-                    ),
+                    Some(TargetHealthStateEnum::Unhealthy) | Some(TargetHealthStateEnum::UnhealthyDraining) => {
+                        TargetState::Unhealthy(
+                            health
+                                .and_then(|h| h.description())
+                                .or(health.and_then(|h| h.reason().map(|r| r.as_str())))
+                                .unwrap_or("failed health checks")
+                                .to_string(),
+                        )
+                    }
                     Some(TargetHealthStateEnum::Draining) => TargetState::Draining,
                     Some(TargetHealthStateEnum::Unused) => TargetState::Unused,
                     Some(TargetHealthStateEnum::Unavailable) => TargetState::Unavailable,
-                    other => TargetState::Other(
-                        other.map(|s| s.as_str().to_string()).unwrap_or_default(),
-                    ),
+                    other => TargetState::Other(other.map(|s| s.as_str().to_string()).unwrap_or_default()),
                 };
                 out.push((group.clone(), id, state));
             }
@@ -268,9 +220,7 @@ impl Traffic {
             for (group, id, state) in &states {
                 match done(state) {
                     Ok(true) => {}
-                    Ok(false) => {
-                        pending = pending.or(Some((group.clone(), id.clone(), state.clone())))
-                    }
+                    Ok(false) => pending = pending.or(Some((group.clone(), id.clone(), state.clone()))),
                     Err(reason) => {
                         return Err(WaitError::Unhealthy {
                             instance: id.clone(),

@@ -24,10 +24,7 @@ struct ActionOutput {
 }
 
 fn action() -> Action {
-    serde_yaml::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/action.yml")).unwrap(),
-    )
-    .unwrap()
+    serde_yaml::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/action.yml")).unwrap()).unwrap()
 }
 
 fn readme() -> String {
@@ -37,21 +34,13 @@ fn readme() -> String {
 /// The rows of the README table under `## {heading}`, as cells.
 fn readme_table(heading: &str) -> Vec<Vec<String>> {
     let text = readme();
-    let start = text
-        .find(&format!("## {heading}\n"))
-        .unwrap_or_else(|| panic!("README has no ## {heading}"));
+    let start = text.find(&format!("## {heading}\n")).unwrap_or_else(|| panic!("README has no ## {heading}"));
     text[start..]
         .lines()
         .skip_while(|l| !l.starts_with('|'))
         .take_while(|l| l.starts_with('|'))
         .skip(2)
-        .map(|l| {
-            l.trim()
-                .trim_matches('|')
-                .split('|')
-                .map(|c| c.trim().to_string())
-                .collect()
-        })
+        .map(|l| l.trim().trim_matches('|').split('|').map(|c| c.trim().to_string()).collect())
         .collect()
 }
 
@@ -65,63 +54,32 @@ fn action_yml_declares_exactly_the_inputs_the_code_reads() {
     assert_eq!(yml, code_sorted);
     for spec in INPUTS {
         let input = &action.inputs[spec.name];
-        assert_eq!(
-            input.description, spec.description,
-            "description of {}",
-            spec.name
-        );
-        let want_default = if spec.name == "github-token" {
-            Some("${{ github.token }}")
-        } else {
-            spec.default
-        };
-        assert_eq!(
-            input.default.as_deref(),
-            want_default,
-            "default of {}",
-            spec.name
-        );
+        assert_eq!(input.description, spec.description, "description of {}", spec.name);
+        let want_default = if spec.name == "github-token" { Some("${{ github.token }}") } else { spec.default };
+        assert_eq!(input.default.as_deref(), want_default, "default of {}", spec.name);
     }
     assert_eq!(action.runs["using"], "docker");
-    assert_eq!(
-        action.runs["args"][0], "action",
-        "the image must run `ec2-deploy action`"
-    );
+    assert_eq!(action.runs["args"][0], "action", "the image must run `ec2-deploy action`");
 }
 
 #[test]
 fn the_readme_tables_match_action_yml() {
     let action = action();
     let rows = readme_table("Inputs");
-    let names: Vec<String> = rows
-        .iter()
-        .map(|r| r[0].trim_matches('`').to_string())
-        .collect();
+    let names: Vec<String> = rows.iter().map(|r| r[0].trim_matches('`').to_string()).collect();
     let order: Vec<String> = INPUTS.iter().map(|s| s.name.to_string()).collect();
     assert_eq!(names, order, "README inputs table: names and order");
     for row in &rows {
         let name = row[0].trim_matches('`');
         let input = &action.inputs[name];
-        assert_eq!(
-            row[1].trim_matches('`'),
-            input.default.as_deref().unwrap_or(""),
-            "README default of {name}"
-        );
+        assert_eq!(row[1].trim_matches('`'), input.default.as_deref().unwrap_or(""), "README default of {name}");
         assert_eq!(row[2], input.description, "README description of {name}");
     }
     let rows = readme_table("Outputs");
     let names: Vec<&str> = rows.iter().map(|r| r[0].trim_matches('`')).collect();
     let mut sorted = names.clone();
     sorted.sort();
-    assert_eq!(
-        sorted,
-        action
-            .outputs
-            .keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        "README outputs table"
-    );
+    assert_eq!(sorted, action.outputs.keys().map(String::as_str).collect::<Vec<_>>(), "README outputs table");
     for row in &rows {
         assert_eq!(row[1], action.outputs[row[0].trim_matches('`')].description);
     }
@@ -129,35 +87,36 @@ fn the_readme_tables_match_action_yml() {
 
 #[test]
 fn cli_help_offers_every_input_as_a_flag() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ec2-deploy"))
-        .args(["deploy", "--help"])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ec2-deploy")).args(["deploy", "--help"]).output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
     let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
     for spec in INPUTS {
         if spec.name == "github-token" {
-            assert!(
-                !help.contains("--github-token"),
-                "a token flag would put the token in process arguments"
-            );
+            assert!(!help.contains("--github-token"), "a token flag would put the token in process arguments");
             continue;
         }
-        assert!(
-            help.contains(&format!("--{}", spec.name)),
-            "--{} missing from deploy --help",
-            spec.name
-        );
-        let first_words: String = spec
-            .description
-            .split_whitespace()
-            .take(6)
-            .collect::<Vec<_>>()
-            .join(" ");
-        assert!(
-            flat.contains(&first_words),
-            "--{}: help does not say {first_words:?}",
-            spec.name
-        );
+        assert!(help.contains(&format!("--{}", spec.name)), "--{} missing from deploy --help", spec.name);
+        let first_words: String = spec.description.split_whitespace().take(6).collect::<Vec<_>>().join(" ");
+        assert!(flat.contains(&first_words), "--{}: help does not say {first_words:?}", spec.name);
+    }
+}
+
+#[test]
+fn the_example_config_resolves_for_each_environment() {
+    use ec2_deploy_action::inputs::{resolve, RawInputs, RunContext};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    for environment in ["development", "production"] {
+        let raw = RawInputs::from_lookup(|name| match name {
+            "environment" => Some(environment.to_string()),
+            "config" => Some("ec2-deploy.yml".to_string()),
+            _ => None,
+        });
+        let env = |k: &str| (k == "GITHUB_SHA").then(|| "abc".to_string());
+        let ctx = RunContext { env: &env, workdir: dir.into() };
+        let req =
+            resolve(&raw, &ctx, |p| std::fs::read_to_string(p)).unwrap_or_else(|e| panic!("{environment}: {e:?}"));
+        assert_eq!(req.repository, "threads");
+        assert_eq!(req.targets.len(), 2, "{environment}");
+        assert_eq!(req.target_groups.len(), usize::from(environment == "production"));
     }
 }

@@ -19,7 +19,7 @@
 #   ec2-deploy-result outcome=deployed|unchanged|rolled-back previous=<image> current=<image>
 # Exit codes tell the failed step (ec2-deploy maps them for its report):
 #   2 bad parameters   10 prerequisites   11 registry login   12 pull   13 secret
-#   14 container did not start (previous restored)   15 unhealthy (previous restored)
+#   14 container did not start   15 unhealthy (the previous container, if any, is restored for both)
 #   16 unhealthy and the previous could not be restored   17 another deploy holds the lock
 #   18 rollback impossible: IMAGE is not the previous container here
 #   19 rollback failed: the release to go back to is unhealthy, the newer one runs again

@@ -2,6 +2,7 @@
 //! the demo app to simulated instances through emulated SSM, a real registry and real Docker
 //! engines. Needs `scripts/testbed up` and DEMO_CONTEXT (scripts/test does both).
 
+mod releases;
 mod rolling;
 mod support;
 
@@ -16,19 +17,11 @@ use support::{http_get, unique, wait_until, ActionRun, Bed};
 static LOAD_BALANCER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn load_balancer() -> std::sync::MutexGuard<'static, ()> {
-    LOAD_BALANCER
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    LOAD_BALANCER.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The inputs every deploy here shares: the demo app, tagged instances of one suite.
-fn inputs(
-    bed: &Bed,
-    repo: &str,
-    suite: &str,
-    tag: &str,
-    build_args: &str,
-) -> Vec<(String, String)> {
+fn inputs(bed: &Bed, repo: &str, suite: &str, tag: &str, build_args: &str) -> Vec<(String, String)> {
     [
         ("environment", "test"),
         ("ecr-repository", repo),
@@ -47,10 +40,7 @@ fn inputs(
 }
 
 fn run_with(bed: &Bed, inputs: Vec<(String, String)>) -> support::RunResult {
-    let borrowed: Vec<(&str, &str)> = inputs
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let borrowed: Vec<(&str, &str)> = inputs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     ActionRun::new(&borrowed).run(bed)
 }
 
@@ -60,22 +50,11 @@ fn set(inputs: &mut Vec<(String, String)>, name: &str, value: &str) {
 }
 
 fn version_of(ip: &str) -> Option<String> {
-    http_get(&format!("http://{ip}:3000/version"))
-        .filter(|(s, _)| *s == 200)
-        .map(|(_, b)| b.trim().to_string())
+    http_get(&format!("http://{ip}:3000/version")).filter(|(s, _)| *s == 200).map(|(_, b)| b.trim().to_string())
 }
 
 fn started_at(bed: &Bed, id: &str, container: &str) -> String {
-    let out = bed.on_instance(
-        id,
-        &[
-            "docker",
-            "inspect",
-            "--format",
-            "{{.State.StartedAt}}",
-            container,
-        ],
-    );
+    let out = bed.on_instance(id, &["docker", "inspect", "--format", "{{.State.StartedAt}}", container]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -103,21 +82,14 @@ fn deploys_v1_then_v2_to_the_tagged_instances_only() {
     // The instance with other tags was never touched.
     let ps = bed.on_instance(&worker.ids[0], &["docker", "ps", "--all", "--quiet"]);
     assert!(ps.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&ps.stdout).trim(),
-        "",
-        "the worker got a container"
-    );
+    assert_eq!(String::from_utf8_lossy(&ps.stdout).trim(), "", "the worker got a container");
     assert_eq!(version_of(&worker.ips[0]), None);
 
     // Outputs, as the runner reads them.
     let o = &r2.outputs;
     let image = &o["image"];
     let prefix = format!("{}/{repo}@sha256:", bed.get("TESTBED_REGISTRY"));
-    assert!(
-        image.starts_with(&prefix) && image.len() == prefix.len() + 64,
-        "image output {image:?}"
-    );
+    assert!(image.starts_with(&prefix) && image.len() == prefix.len() + 64, "image output {image:?}");
     let ecr_digest = bed.aws(&[
         "ecr",
         "describe-images",
@@ -130,43 +102,26 @@ fn deploys_v1_then_v2_to_the_tagged_instances_only() {
         "--output",
         "text",
     ]);
-    assert_eq!(
-        image.rsplit_once('@').unwrap().1,
-        ecr_digest.trim(),
-        "deployed by the digest ECR has for the tag"
-    );
+    assert_eq!(image.rsplit_once('@').unwrap().1, ecr_digest.trim(), "deployed by the digest ECR has for the tag");
     assert_eq!(o["image-tag"], "v2");
     assert_eq!(o["result"], "success");
     let cmd = bed.aws_json(&["ssm", "list-commands", "--command-id", &o["command-id"]]);
     assert_eq!(cmd["Commands"][0]["Status"], "Success");
     let instances: serde_json::Value = serde_json::from_str(&o["instances"]).unwrap();
-    let mut ids: Vec<&str> = instances
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap())
-        .collect();
+    let mut ids: Vec<&str> = instances.as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
     ids.sort();
     let mut want: Vec<&str> = web.ids.iter().map(String::as_str).collect();
     want.sort();
     assert_eq!(ids, want);
     for i in instances.as_array().unwrap() {
         assert_eq!(
-            (
-                i["status"].as_str(),
-                i["response_code"].as_i64(),
-                i["outcome"].as_str()
-            ),
+            (i["status"].as_str(), i["response_code"].as_i64(), i["outcome"].as_str()),
             (Some("Success"), Some(0), Some("deployed"))
         );
     }
 
     // The job summary has a row per instance, with what ran before and after.
-    assert!(
-        r2.summary.contains("✅ ec2-deploy: `v2` deployed to test"),
-        "{}",
-        r2.summary
-    );
+    assert!(r2.summary.contains("✅ ec2-deploy: `v2` deployed to test"), "{}", r2.summary);
     for id in &web.ids {
         let row = r2
             .summary
@@ -180,13 +135,7 @@ fn deploys_v1_then_v2_to_the_tagged_instances_only() {
     let _lb = load_balancer();
     let tg = bed.get("TESTBED_TARGET_GROUP_ARN");
     let targets: Vec<String> = web.ids.iter().map(|id| format!("Id={id}")).collect();
-    let mut register = vec![
-        "elbv2",
-        "register-targets",
-        "--target-group-arn",
-        tg,
-        "--targets",
-    ];
+    let mut register = vec!["elbv2", "register-targets", "--target-group-arn", tg, "--targets"];
     register.extend(targets.iter().map(String::as_str));
     bed.aws(&register);
     let lb = bed.get("TESTBED_LB_URL");
@@ -200,56 +149,21 @@ fn deploys_v1_then_v2_to_the_tagged_instances_only() {
             .count()
             >= 3
     });
-    let answers: Vec<Option<(u16, String)>> = (0..12)
-        .map(|_| http_get(&format!("{lb}/version")))
-        .collect();
-    let mut deregister = vec![
-        "elbv2",
-        "deregister-targets",
-        "--target-group-arn",
-        tg,
-        "--targets",
-    ];
+    let answers: Vec<Option<(u16, String)>> = (0..12).map(|_| http_get(&format!("{lb}/version"))).collect();
+    let mut deregister = vec!["elbv2", "deregister-targets", "--target-group-arn", tg, "--targets"];
     deregister.extend(targets.iter().map(String::as_str));
     bed.aws(&deregister);
-    assert!(
-        answers
-            .iter()
-            .all(|a| a.as_ref() == Some(&(200, "v2\n".to_string()))),
-        "{answers:?}"
-    );
+    assert!(answers.iter().all(|a| a.as_ref() == Some(&(200, "v2\n".to_string()))), "{answers:?}");
 
     // The same release again: verified, not restarted.
-    let before: Vec<String> = web
-        .ids
-        .iter()
-        .map(|id| started_at(&bed, id, &repo))
-        .collect();
+    let before: Vec<String> = web.ids.iter().map(|id| started_at(&bed, id, &repo)).collect();
     let r3 = run_with(&bed, inputs(&bed, &repo, &suite, "v2", "VERSION=v2"));
     assert_eq!(r3.code, 0, "{}", r3.log());
-    assert!(
-        r3.stdout.contains("is already in the registry"),
-        "a tag in the registry is not rebuilt:\n{}",
-        r3.stdout
-    );
-    let after: Vec<String> = web
-        .ids
-        .iter()
-        .map(|id| started_at(&bed, id, &repo))
-        .collect();
-    assert_eq!(
-        before, after,
-        "a redeploy of the running release restarted containers"
-    );
+    assert!(r3.stdout.contains("is already in the registry"), "a tag in the registry is not rebuilt:\n{}", r3.stdout);
+    let after: Vec<String> = web.ids.iter().map(|id| started_at(&bed, id, &repo)).collect();
+    assert_eq!(before, after, "a redeploy of the running release restarted containers");
     let instances: serde_json::Value = serde_json::from_str(&r3.outputs["instances"]).unwrap();
-    assert!(
-        instances
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|i| i["outcome"] == "unchanged"),
-        "{instances}"
-    );
+    assert!(instances.as_array().unwrap().iter().all(|i| i["outcome"] == "unchanged"), "{instances}");
 }
 
 #[test]
@@ -261,13 +175,7 @@ fn secret_keys_reach_the_containers_and_values_appear_nowhere_else() {
     bed.create_repository(&repo);
     let values = [unique("pw-value-x9"), unique("token-value-q7")];
     let secret = unique("app/secret");
-    bed.create_secret(
-        &secret,
-        &format!(
-            r#"{{"DB_PASSWORD": "{}", "API_TOKEN": "{}"}}"#,
-            values[0], values[1]
-        ),
-    );
+    bed.create_secret(&secret, &format!(r#"{{"DB_PASSWORD": "{}", "API_TOKEN": "{}"}}"#, values[0], values[1]));
 
     // Watch every process's arguments on the machine (instances share its process table) for the
     // whole deploy.
@@ -278,15 +186,9 @@ fn secret_keys_reach_the_containers_and_values_appear_nowhere_else() {
         std::thread::spawn(move || {
             let mut samples = 0;
             while !stop.load(Ordering::SeqCst) {
-                let ps = std::process::Command::new("ps")
-                    .args(["-eo", "args"])
-                    .output()
-                    .unwrap();
+                let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
                 let text = String::from_utf8_lossy(&ps.stdout);
-                for line in text
-                    .lines()
-                    .filter(|l| values.iter().any(|v| l.contains(v.as_str())))
-                {
+                for line in text.lines().filter(|l| values.iter().any(|v| l.contains(v.as_str()))) {
                     seen.lock().unwrap().push(line.to_string());
                 }
                 samples += 1;
@@ -302,59 +204,28 @@ fn secret_keys_reach_the_containers_and_values_appear_nowhere_else() {
     stop.store(true, Ordering::SeqCst);
     let samples = sampler.join().unwrap();
     assert_eq!(r.code, 0, "{}", r.log());
-    assert!(
-        samples > 10,
-        "the process sampler barely ran ({samples} samples)"
-    );
-    assert_eq!(
-        *seen.lock().unwrap(),
-        Vec::<String>::new(),
-        "secret values in process arguments"
-    );
+    assert!(samples > 10, "the process sampler barely ran ({samples} samples)");
+    assert_eq!(*seen.lock().unwrap(), Vec::<String>::new(), "secret values in process arguments");
 
     for (id, ip) in web.ids.iter().zip(&web.ips) {
         let (status, names) = http_get(&format!("http://{ip}:3000/env")).unwrap();
         assert_eq!(status, 200);
         for key in ["DB_PASSWORD", "API_TOKEN", "PLAIN_SETTING"] {
-            assert!(
-                names.lines().any(|l| l == key),
-                "{key} missing on {id}: {names}"
-            );
+            assert!(names.lines().any(|l| l == key), "{key} missing on {id}: {names}");
         }
         // The values are on the instance, in a file only root can read.
         let env_file = format!("/var/lib/ec2-deploy/{repo}/env");
         let stat = bed.on_instance(id, &["stat", "-c", "%a %U", &env_file]);
         assert_eq!(String::from_utf8_lossy(&stat.stdout).trim(), "600 root");
-        let content =
-            String::from_utf8_lossy(&bed.on_instance(id, &["cat", &env_file]).stdout).into_owned();
-        assert!(
-            content.contains(&format!("DB_PASSWORD={}", values[0])),
-            "the secret never reached {id}"
-        );
+        let content = String::from_utf8_lossy(&bed.on_instance(id, &["cat", &env_file]).stdout).into_owned();
+        assert!(content.contains(&format!("DB_PASSWORD={}", values[0])), "the secret never reached {id}");
     }
 
     let command_id = &r.outputs["command-id"];
-    let command = bed.aws(&[
-        "ssm",
-        "list-commands",
-        "--command-id",
-        command_id,
-        "--output",
-        "json",
-    ]);
-    let invocations = bed.aws(&[
-        "ssm",
-        "list-command-invocations",
-        "--command-id",
-        command_id,
-        "--details",
-        "--output",
-        "json",
-    ]);
-    assert!(
-        command.contains("SECRET_ID="),
-        "the command names the secret it reads"
-    );
+    let command = bed.aws(&["ssm", "list-commands", "--command-id", command_id, "--output", "json"]);
+    let invocations =
+        bed.aws(&["ssm", "list-command-invocations", "--command-id", command_id, "--details", "--output", "json"]);
+    assert!(command.contains("SECRET_ID="), "the command names the secret it reads");
     for v in &values {
         for (place, text) in [
             ("the SSM command text", &command),
@@ -364,20 +235,12 @@ fn secret_keys_reach_the_containers_and_values_appear_nowhere_else() {
             ("the job summary", &r.summary),
             ("the step outputs", &r.outputs_raw),
         ] {
-            assert!(
-                !text.contains(v.as_str()),
-                "a secret value appears in {place}"
-            );
+            assert!(!text.contains(v.as_str()), "a secret value appears in {place}");
         }
     }
     // The GitHub token is masked and never printed otherwise.
-    assert!(r
-        .stdout
-        .contains("::add-mask::ghs_not_a_real_token_0123456789"));
-    assert_eq!(
-        r.stdout.matches("ghs_not_a_real_token_0123456789").count(),
-        1
-    );
+    assert!(r.stdout.contains("::add-mask::ghs_not_a_real_token_0123456789"));
+    assert_eq!(r.stdout.matches("ghs_not_a_real_token_0123456789").count(), 1);
 }
 
 #[test]
@@ -397,42 +260,20 @@ fn a_release_that_fails_its_health_check_is_undone_and_reported() {
     let r2 = run_with(&bed, i);
     assert_eq!(r2.code, 1, "{}", r2.log());
     assert_eq!(r2.outputs["result"], "failed");
-    assert!(
-        r2.summary
-            .contains("❌ ec2-deploy: `bad` failed on 2 of 2 instances in test"),
-        "{}",
-        r2.summary
-    );
+    assert!(r2.summary.contains("❌ ec2-deploy: `bad` failed on 2 of 2 instances in test"), "{}", r2.summary);
     for (id, ip) in web.ids.iter().zip(&web.ips) {
-        let row = r2
-            .summary
-            .lines()
-            .find(|l| l.contains(id.as_str()))
-            .unwrap();
-        assert!(row.contains("health check (previous restored)"), "{row}");
+        let row = r2.summary.lines().find(|l| l.contains(id.as_str())).unwrap();
+        assert!(row.contains("| health check |"), "{row}");
+        assert!(row.contains("GET /health on port 3000 answered 503; the previous container is back"), "{row}");
         assert!(
-            row.contains("GET /health on port 3000 answered 503"),
-            "{row}"
-        );
-        assert!(
-            r2.stdout.contains(&format!(
-                "::error title=ec2-deploy%3A instance failed::{id}"
-            )),
+            r2.stdout.contains(&format!("::error title=ec2-deploy%3A instance failed::{id}")),
             "no annotation for {id}"
         );
-        assert_eq!(
-            version_of(ip).as_deref(),
-            Some("good"),
-            "{id} is not back on the previous release"
-        );
+        assert_eq!(version_of(ip).as_deref(), Some("good"), "{id} is not back on the previous release");
     }
     let instances: serde_json::Value = serde_json::from_str(&r2.outputs["instances"]).unwrap();
     assert!(
-        instances
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|i| i["status"] == "Failed" && i["response_code"] == 15),
+        instances.as_array().unwrap().iter().all(|i| i["status"] == "Failed" && i["response_code"] == 15),
         "{instances}"
     );
 
@@ -442,27 +283,16 @@ fn a_release_that_fails_its_health_check_is_undone_and_reported() {
     set(&mut i, "health-check-timeout", "4");
     let r3 = run_with(&bed, i);
     assert_eq!(r3.code, 1, "{}", r3.log());
-    let rows: Vec<&str> = web
-        .ids
-        .iter()
-        .map(|id| {
-            r3.summary
-                .lines()
-                .find(|l| l.contains(id.as_str()))
-                .unwrap()
-        })
-        .collect();
+    let rows: Vec<&str> =
+        web.ids.iter().map(|id| r3.summary.lines().find(|l| l.contains(id.as_str())).unwrap()).collect();
     assert_eq!(
-        rows.iter()
-            .filter(|r| r.contains("health check (previous restored)"))
-            .count(),
+        rows.iter().filter(|r| r.contains("| health check |") && r.contains("the previous container is back")).count(),
         1,
         "{rows:#?}"
     );
     assert_eq!(
         rows.iter()
-            .filter(|r| r.contains("Terminated")
-                && r.contains("too many other instances failed (max-errors)"))
+            .filter(|r| r.contains("Terminated") && r.contains("too many other instances failed (max-errors)"))
             .count(),
         1,
         "{rows:#?}"
@@ -485,11 +315,7 @@ fn a_first_deploy_that_never_gets_healthy_fails_with_the_reason() {
     set(&mut i, "health-check-timeout", "8");
     let r = run_with(&bed, i);
     assert_eq!(r.code, 1, "{}", r.log());
-    let row = r
-        .summary
-        .lines()
-        .find(|l| l.contains(web.ids[0].as_str()))
-        .unwrap();
+    let row = r.summary.lines().find(|l| l.contains(web.ids[0].as_str())).unwrap();
     assert!(row.contains("HEALTHCHECK says unhealthy"), "{row}");
 }
 
@@ -506,34 +332,18 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let r = run_with(&bed, i);
     assert_eq!(r.code, 0, "{}", r.log());
     assert!(
-        r.stdout.contains(&format!(
-            "Plan: deploy {}/{repo}:{tag} to test",
-            bed.get("TESTBED_REGISTRY")
-        )),
+        r.stdout.contains(&format!("Plan: deploy {}/{repo}:{tag} to test", bed.get("TESTBED_REGISTRY"))),
         "{}",
         r.stdout
     );
     for id in &web.ids {
-        assert!(
-            r.stdout.contains(id.as_str()),
-            "the plan does not list {id}"
-        );
+        assert!(r.stdout.contains(id.as_str()), "the plan does not list {id}");
     }
-    assert!(r
-        .stdout
-        .contains("Dry run: nothing was built, pushed or sent."));
+    assert!(r.stdout.contains("Dry run: nothing was built, pushed or sent."));
     assert_eq!(r.outputs["result"], "dry-run");
-    assert_eq!(
-        bed.commands_mentioning(&tag),
-        Vec::<serde_json::Value>::new(),
-        "a command was sent"
-    );
+    assert_eq!(bed.commands_mentioning(&tag), Vec::<serde_json::Value>::new(), "a command was sent");
     let images = bed.aws_json(&["ecr", "describe-images", "--repository-name", &repo]);
-    assert_eq!(
-        images["imageDetails"],
-        serde_json::json!([]),
-        "something was pushed"
-    );
+    assert_eq!(images["imageDetails"], serde_json::json!([]), "something was pushed");
     for ip in &web.ips {
         assert_eq!(version_of(ip), None);
     }
@@ -549,11 +359,7 @@ fn problems_found_by_the_plan_stop_the_run_before_anything_changes() {
 
     type Change = Box<dyn Fn(&mut Vec<(String, String)>)>;
     let cases: Vec<(&str, Change, &str)> = vec![
-        (
-            "no targets",
-            Box::new(|i| i.retain(|(k, _)| k != "targets")),
-            "input `targets`: is required",
-        ),
+        ("no targets", Box::new(|i| i.retain(|(k, _)| k != "targets")), "input `targets`: is required"),
         (
             "no matching instance",
             Box::new(|i| set(i, "targets", "Suite=nobody-has-this")),
@@ -569,16 +375,8 @@ fn problems_found_by_the_plan_stop_the_run_before_anything_changes() {
             Box::new(|i| set(i, "ecr-repository", "no-such-repo")),
             "input `ecr-repository`: repository \"no-such-repo\" does not exist",
         ),
-        (
-            "bad limit",
-            Box::new(|i| set(i, "max-concurrency", "lots")),
-            "input `max-concurrency`: expected a number",
-        ),
-        (
-            "unknown tag without build",
-            Box::new(|i| set(i, "build", "false")),
-            "is not in repository",
-        ),
+        ("bad limit", Box::new(|i| set(i, "max-concurrency", "lots")), "input `max-concurrency`: expected a number"),
+        ("unknown tag without build", Box::new(|i| set(i, "build", "false")), "is not in repository"),
     ];
     for (name, change, message) in cases {
         let tag = unique("t");
@@ -586,29 +384,13 @@ fn problems_found_by_the_plan_stop_the_run_before_anything_changes() {
         change(&mut i);
         let r = run_with(&bed, i);
         assert_eq!(r.code, 2, "{name}: {}", r.log());
-        assert!(
-            r.stdout.contains("::error title=ec2-deploy%3A "),
-            "{name}: no annotation\n{}",
-            r.stdout
-        );
-        assert!(
-            r.stdout.contains(message),
-            "{name}: expected {message:?} in\n{}",
-            r.stdout
-        );
+        assert!(r.stdout.contains("::error title=ec2-deploy%3A "), "{name}: no annotation\n{}", r.stdout);
+        assert!(r.stdout.contains(message), "{name}: expected {message:?} in\n{}", r.stdout);
         assert_eq!(r.outputs["result"], "failed", "{name}");
-        assert_eq!(
-            bed.commands_mentioning(&tag),
-            Vec::<serde_json::Value>::new(),
-            "{name}: a command was sent"
-        );
+        assert_eq!(bed.commands_mentioning(&tag), Vec::<serde_json::Value>::new(), "{name}: a command was sent");
     }
     let images = bed.aws_json(&["ecr", "describe-images", "--repository-name", &repo]);
-    assert_eq!(
-        images["imageDetails"],
-        serde_json::json!([]),
-        "something was pushed"
-    );
+    assert_eq!(images["imageDetails"], serde_json::json!([]), "something was pushed");
     for ip in &web.ips {
         assert_eq!(version_of(ip), None);
     }
@@ -632,17 +414,12 @@ fn an_instance_whose_agent_is_offline_stops_the_plan_and_is_named() {
     let r = run_with(&bed, inputs(&bed, &repo, &suite, &tag, "VERSION=v1"));
     assert_eq!(r.code, 2, "{}", r.log());
     assert!(
-        r.stdout.contains(&format!(
-            "1 matching instance(s) have no SSM agent connection ({} ConnectionLost)",
-            web.ids[1]
-        )),
+        r.stdout
+            .contains(&format!("1 matching instance(s) have no SSM agent connection ({} ConnectionLost)", web.ids[1])),
         "{}",
         r.stdout
     );
-    assert_eq!(
-        bed.commands_mentioning(&tag),
-        Vec::<serde_json::Value>::new()
-    );
+    assert_eq!(bed.commands_mentioning(&tag), Vec::<serde_json::Value>::new());
 }
 
 #[test]
@@ -653,32 +430,14 @@ fn a_container_that_cannot_start_is_reported_with_dockers_reason() {
     let repo = unique("portbusy");
     bed.create_repository(&repo);
     // Something else on the instance already listens on port 3000.
-    let squatter = bed.on_instance(
-        &web.ids[0],
-        &["busybox", "httpd", "-p", "3000", "-h", "/tmp"],
-    );
-    assert!(
-        squatter.status.success(),
-        "{}",
-        String::from_utf8_lossy(&squatter.stderr)
-    );
+    let squatter = bed.on_instance(&web.ids[0], &["busybox", "httpd", "-p", "3000", "-h", "/tmp"]);
+    assert!(squatter.status.success(), "{}", String::from_utf8_lossy(&squatter.stderr));
     let r = run_with(&bed, inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
     assert_eq!(r.code, 1, "{}", r.log());
-    let row = r
-        .summary
-        .lines()
-        .find(|l| l.contains(web.ids[0].as_str()))
-        .unwrap();
-    assert!(row.contains("start (previous restored)"), "{row}");
-    assert!(
-        row.contains("docker run failed") && row.contains("3000"),
-        "{row}"
-    );
+    let row = r.summary.lines().find(|l| l.contains(web.ids[0].as_str())).unwrap();
+    assert!(row.contains("| start |"), "{row}");
+    assert!(row.contains("docker run failed") && row.contains("3000"), "{row}");
     assert!(row.contains("(there was no previous container)"), "{row}");
     let ps = bed.on_instance(&web.ids[0], &["docker", "ps", "--all", "--quiet"]);
-    assert_eq!(
-        String::from_utf8_lossy(&ps.stdout).trim(),
-        "",
-        "the failed container was left behind"
-    );
+    assert_eq!(String::from_utf8_lossy(&ps.stdout).trim(), "", "the failed container was left behind");
 }

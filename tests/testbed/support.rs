@@ -17,8 +17,7 @@ pub struct Bed {
 
 impl Bed {
     pub fn load() -> Bed {
-        let path = std::env::var("TESTBED_ENV")
-            .unwrap_or_else(|_| "/var/tmp/ec2-deploy-testbed/env".into());
+        let path = std::env::var("TESTBED_ENV").unwrap_or_else(|_| "/var/tmp/ec2-deploy-testbed/env".into());
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!("the test bed is not up ({path}: {e}); run `scripts/testbed up` or use scripts/test")
         });
@@ -34,43 +33,25 @@ impl Bed {
     }
 
     pub fn get(&self, key: &str) -> &str {
-        self.env
-            .get(key)
-            .unwrap_or_else(|| panic!("{key} missing from the test bed env file"))
+        self.env.get(key).unwrap_or_else(|| panic!("{key} missing from the test bed env file"))
     }
 
     fn testbed(&self, args: &[&str]) -> String {
         let script = Path::new(self.get("TESTBED_ROOT")).join("scripts/testbed");
-        let out = Command::new(script)
-            .args(args)
-            .env("TESTBED_STATE", self.get("TESTBED_STATE"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/testbed {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(script).args(args).env("TESTBED_STATE", self.get("TESTBED_STATE")).output().unwrap();
+        assert!(out.status.success(), "scripts/testbed {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
     /// `aws …` against the emulated AWS; panics unless it succeeds.
     pub fn aws(&self, args: &[&str]) -> String {
         let out = self.aws_output(args);
-        assert!(
-            out.status.success(),
-            "aws {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn aws_output(&self, args: &[&str]) -> Output {
-        Command::new(self.get("TESTBED_AWS"))
-            .args(args)
-            .envs(self.aws_env())
-            .output()
-            .unwrap()
+        Command::new(self.get("TESTBED_AWS")).args(args).envs(self.aws_env()).output().unwrap()
     }
 
     pub fn aws_json(&self, args: &[&str]) -> serde_json::Value {
@@ -80,16 +61,10 @@ impl Bed {
     }
 
     fn aws_env(&self) -> Vec<(String, String)> {
-        [
-            "AWS_ENDPOINT_URL",
-            "AWS_REGION",
-            "AWS_DEFAULT_REGION",
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-        ]
-        .iter()
-        .map(|k| (k.to_string(), self.get(k).to_string()))
-        .collect()
+        ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+            .iter()
+            .map(|k| (k.to_string(), self.get(k).to_string()))
+            .collect()
     }
 
     /// Runs a command on a simulated instance, as its SSM agent would.
@@ -104,22 +79,13 @@ impl Bed {
 
     /// Instances tagged `Suite=<suite>` plus `tags`, terminated when the fleet is dropped.
     pub fn fleet_in(&self, suite: &str, n: usize, tags: &[&str]) -> Fleet<'_> {
-        let mut args = vec![
-            "add-instance".to_string(),
-            "--count".into(),
-            n.to_string(),
-            "--tag".into(),
-            format!("Suite={suite}"),
-        ];
+        let mut args =
+            vec!["add-instance".to_string(), "--count".into(), n.to_string(), "--tag".into(), format!("Suite={suite}")];
         for t in tags {
             args.extend(["--tag".to_string(), t.to_string()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let ids: Vec<String> = self
-            .testbed(&args)
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
+        let ids: Vec<String> = self.testbed(&args).split_whitespace().map(str::to_string).collect();
         assert_eq!(ids.len(), n);
         let info = self.aws_json(&[
             "ssm",
@@ -139,11 +105,7 @@ impl Bed {
                     .unwrap()
             })
             .collect();
-        Fleet {
-            bed: self,
-            ids,
-            ips,
-        }
+        Fleet { bed: self, ids, ips }
     }
 
     pub fn create_repository(&self, name: &str) {
@@ -151,14 +113,7 @@ impl Bed {
     }
 
     pub fn create_secret(&self, name: &str, json: &str) {
-        self.aws(&[
-            "secretsmanager",
-            "create-secret",
-            "--name",
-            name,
-            "--secret-string",
-            json,
-        ]);
+        self.aws(&["secretsmanager", "create-secret", "--name", name, "--secret-string", json]);
     }
 
     /// The SSM commands whose comment mentions `needle` (the engine puts the tag there).
@@ -193,10 +148,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{prefix}-{}-{n}-{:x}", std::process::id(), nanos % 0xfffff)
 }
 
@@ -204,6 +156,8 @@ pub fn unique(prefix: &str) -> String {
 /// environment, GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files, the workspace as working directory.
 pub struct ActionRun {
     pub inputs: Vec<(String, String)>,
+    /// More (or overriding) environment: GITHUB_API_URL, GITHUB_EVENT_NAME, another GITHUB_SHA.
+    pub env: Vec<(String, String)>,
     pub workspace: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -219,10 +173,7 @@ pub struct RunResult {
 
 impl RunResult {
     pub fn log(&self) -> String {
-        format!(
-            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
+        format!("exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
     }
 }
 
@@ -232,16 +183,14 @@ impl ActionRun {
         let dir = tempfile::tempdir().unwrap();
         let workspace = dir.path().join("workspace");
         std::fs::create_dir_all(&workspace).unwrap();
-        let context = std::env::var("DEMO_CONTEXT")
-            .expect("DEMO_CONTEXT: the demo app's build context (scripts/demo-context)");
+        let context =
+            std::env::var("DEMO_CONTEXT").expect("DEMO_CONTEXT: the demo app's build context (scripts/demo-context)");
         for f in ["Dockerfile", "demo-app"] {
             std::fs::copy(Path::new(&context).join(f), workspace.join(f)).unwrap();
         }
         ActionRun {
-            inputs: inputs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            inputs: inputs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: vec![],
             workspace,
             _dir: dir,
         }
@@ -255,13 +204,7 @@ impl ActionRun {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ec2-deploy"));
         cmd.arg("action").current_dir(&self.workspace).env_clear();
         cmd.env("PATH", std::env::var("PATH").unwrap());
-        for k in [
-            "AWS_ENDPOINT_URL",
-            "AWS_REGION",
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "DOCKER_HOST",
-        ] {
+        for k in ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DOCKER_HOST"] {
             cmd.env(k, bed.get(k));
         }
         cmd.env("EC2_DEPLOY_DOCKER", bed.get("TESTBED_DOCKER"))
@@ -274,6 +217,9 @@ impl ActionRun {
             .env("GITHUB_REPOSITORY", "octo/shop")
             .env("GITHUB_RUN_ID", "1")
             .env("GITHUB_SERVER_URL", "https://github.com");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         for (name, value) in &self.inputs {
             cmd.env(format!("INPUT_{}", name.to_uppercase()), value);
         }
@@ -298,9 +244,7 @@ pub fn parse_github_output(text: &str) -> BTreeMap<String, String> {
         if let Some((name, delim)) = line.split_once("<<") {
             let mut value = vec![];
             loop {
-                let l = lines
-                    .next()
-                    .unwrap_or_else(|| panic!("output {name}: delimiter {delim} never closed"));
+                let l = lines.next().unwrap_or_else(|| panic!("output {name}: delimiter {delim} never closed"));
                 if l == delim {
                     break;
                 }
@@ -319,12 +263,8 @@ pub fn parse_github_output(text: &str) -> BTreeMap<String, String> {
 /// A plain HTTP/1.1 GET: (status, body), or None when nothing answers.
 pub fn http_get(url: &str) -> Option<(u16, String)> {
     let rest = url.strip_prefix("http://").expect("http url");
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let mut stream =
-        TcpStream::connect_timeout(&host.parse().ok()?, Duration::from_secs(2)).ok()?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut stream = TcpStream::connect_timeout(&host.parse().ok()?, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream.set_nodelay(true).ok()?;
     // One write: see the demo app on Nagle and delayed ACKs.
@@ -333,20 +273,14 @@ pub fn http_get(url: &str) -> Option<(u16, String)> {
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((status, body))
 }
 
 pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -17,10 +17,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 fn port() -> u16 {
-    std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(3000)
+    std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000)
 }
 
 fn main() {
@@ -62,13 +59,8 @@ fn healthy() -> bool {
             .parse::<std::net::SocketAddr>()
             .is_ok_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok());
     }
-    if let Some(secs) = setting
-        .strip_prefix("delay:")
-        .and_then(|n| n.parse::<u64>().ok())
-    {
-        return STARTED
-            .get()
-            .is_some_and(|t| t.elapsed() >= Duration::from_secs(secs));
+    if let Some(secs) = setting.strip_prefix("delay:").and_then(|n| n.parse::<u64>().ok()) {
+        return STARTED.get().is_some_and(|t| t.elapsed() >= Duration::from_secs(secs));
     }
     true
 }
@@ -96,9 +88,7 @@ fn serve(mut stream: TcpStream) -> std::io::Result<()> {
         "/health" => ("503 Service Unavailable", "unhealthy\n".to_string()),
         "/version" => ("200 OK", format!("{}\n", version())),
         "/env" => {
-            let mut names: Vec<String> = std::env::vars_os()
-                .map(|(k, _)| k.to_string_lossy().into_owned())
-                .collect();
+            let mut names: Vec<String> = std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()).collect();
             names.sort();
             ("200 OK", names.join("\n") + "\n")
         }
@@ -116,16 +106,11 @@ fn serve(mut stream: TcpStream) -> std::io::Result<()> {
 }
 
 fn probe() -> bool {
-    let Ok(mut stream) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port()).into(), Duration::from_secs(2))
-    else {
+    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port()).into(), Duration::from_secs(2)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
+    if stream.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_err() {
         return false;
     }
     let mut answer = String::new();

@@ -1,0 +1,330 @@
+//! Releases: the record in SSM Parameter Store, rollback from its history, Auto Scaling boots from
+//! user-data, GitHub Deployments, and the run-order guard.
+//!
+//! GitHub is a local HTTP server (wiremock) that checks the method, path, auth header and body of
+//! every request octocrab sends and answers 404 to anything unexpected, which fails the test.
+
+use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use super::support::{unique, ActionRun, Bed};
+use super::{inputs, set, version_of};
+
+const TOKEN: &str = "ghs_not_a_real_token_0123456789";
+
+fn release_inputs(bed: &Bed, repo: &str, suite: &str, tag: &str, parameter: &str) -> Vec<(String, String)> {
+    let mut i = inputs(bed, repo, suite, tag, &format!("VERSION={tag}"));
+    set(&mut i, "release-parameter", parameter);
+    i
+}
+
+fn run(bed: &Bed, inputs: Vec<(String, String)>, env: &[(&str, &str)]) -> super::support::RunResult {
+    let borrowed: Vec<(&str, &str)> = inputs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut action = ActionRun::new(&borrowed);
+    action.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    action.run(bed)
+}
+
+fn history(bed: &Bed, parameter: &str) -> Vec<serde_json::Value> {
+    let h = bed.aws_json(&["ssm", "get-parameter-history", "--name", parameter]);
+    h["Parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| serde_json::from_str(p["Value"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn deploy_v1_v2_then_rollback_brings_v1_back_without_building() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 3, &["Role=web"]);
+    let repo = unique("releases");
+    bed.create_repository(&repo);
+    let parameter = format!("/ec2-deploy/test/{repo}");
+    for tag in ["v1", "v2"] {
+        let r = run(&bed, release_inputs(&bed, &repo, &suite, tag, &parameter), &[]);
+        assert_eq!(r.code, 0, "{}", r.log());
+        assert!(
+            r.stdout.contains(&format!(
+                "Recorded the release as version {} of {parameter}",
+                if tag == "v1" { 1 } else { 2 }
+            )),
+            "{}",
+            r.stdout
+        );
+    }
+    let mut i = release_inputs(&bed, &repo, &suite, "ignored-by-rollback", &parameter);
+    set(&mut i, "rollback", "true");
+    let r = run(&bed, i, &[]);
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert!(r.stdout.contains("rollback   to version 1 of the release record: v1"), "{}", r.stdout);
+    assert!(!r.stdout.contains("Build and push"), "a rollback built an image:\n{}", r.stdout);
+    for ip in &web.ips {
+        assert_eq!(version_of(ip).as_deref(), Some("v1"));
+    }
+    let h = history(&bed, &parameter);
+    assert_eq!(h.len(), 3, "{h:#?}");
+    assert_eq!(h[2]["image"], h[0]["image"], "the live record is v1's image again");
+    assert_eq!(h[2]["tag"], "v1");
+
+    // `ec2-deploy status` shows the live release and the history.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ec2-deploy"))
+        .args(["status", "--release-parameter", &parameter])
+        .envs(["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"].map(|k| (k, bed.get(k))))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("{parameter}: live release v1 (version 3)")), "{text}");
+    assert_eq!(text.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).count(), 3, "{text}");
+
+    // Nothing earlier than the live image to go back to on a fresh record: exit 2, nothing changes.
+    let mut i = release_inputs(&bed, &repo, &suite, "x", &format!("/ec2-deploy/test/{repo}-empty"));
+    set(&mut i, "rollback", "true");
+    let r = run(&bed, i, &[]);
+    assert_eq!(r.code, 2, "{}", r.log());
+    assert!(r.stdout.contains("records no earlier release"), "{}", r.stdout);
+}
+
+#[test]
+fn a_fresh_instance_running_only_the_user_data_serves_the_live_release() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let _web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let repo = unique("boot");
+    bed.create_repository(&repo);
+    let secret = unique("boot/secret");
+    bed.create_secret(&secret, r#"{"BOOT_SECRET": "only-on-the-instance"}"#);
+    let parameter = format!("/ec2-deploy/test/{repo}");
+    let mut i = release_inputs(&bed, &repo, &suite, "v7", &parameter);
+    set(&mut i, "secret-id", &secret);
+    let r = run(&bed, i, &[]);
+    assert_eq!(r.code, 0, "{}", r.log());
+
+    // A replacement instance: never deployed to, it only runs the user-data at boot.
+    let fresh = bed.fleet_in(&unique("asg"), 1, &["Role=web"]);
+    let user_data = std::path::Path::new(bed.get("TESTBED_ROOT")).join("examples/user-data.sh");
+    let out = bed.on_instance(
+        &fresh.ids[0],
+        &["env", &format!("RELEASE_PARAMETER={parameter}"), "bash", user_data.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "user-data failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(version_of(&fresh.ips[0]).as_deref(), Some("v7"));
+    let (_, names) = super::support::http_get(&format!("http://{}:3000/env", fresh.ips[0])).unwrap();
+    assert!(names.lines().any(|l| l == "BOOT_SECRET"), "{names}");
+}
+
+fn github_env(server: &MockServer) -> Vec<(String, String)> {
+    vec![("GITHUB_API_URL".into(), server.uri())]
+}
+
+/// Answers 404 to anything no other mock expects, and fails the test if it is ever called.
+async fn unexpected_requests_fail(server: &MockServer) {
+    Mock::given(|_: &Request| true)
+        .respond_with(ResponseTemplate::new(404))
+        .with_priority(u8::MAX)
+        .expect(0)
+        .named("any request the test did not expect")
+        .mount(server)
+        .await;
+}
+
+async fn expect_deployment(server: &MockServer, id: u64, description: &str) {
+    Mock::given(method("POST"))
+        .and(path("/repos/octo/shop/deployments"))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .and(header("accept", "application/vnd.github+json"))
+        .and(body_partial_json(serde_json::json!({
+            "ref": "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+            "environment": "test",
+            "description": description,
+            "auto_merge": false,
+            "required_contexts": [],
+        })))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({ "id": id })))
+        .expect(1)
+        .named("create the deployment")
+        .mount(server)
+        .await;
+}
+
+async fn expect_status(server: &MockServer, id: u64, state: &str) {
+    Mock::given(method("POST"))
+        .and(path(format!("/repos/octo/shop/deployments/{id}/statuses")))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .and(body_partial_json(serde_json::json!({
+            "state": state,
+            "log_url": "https://github.com/octo/shop/actions/runs/1",
+            "environment_url": "https://shop.example.com",
+        })))
+        .respond_with(ResponseTemplate::new(201).set_body_json(serde_json::json!({ "id": 1, "state": state })))
+        .expect(1)
+        .named(format!("deployment status {state}"))
+        .mount(server)
+        .await;
+}
+
+#[test]
+fn github_deployments_record_success_failure_and_rollback() {
+    let bed = Bed::load();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let server = rt.block_on(MockServer::start());
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 2, &["Role=web"]);
+    let repo = unique("deployments");
+    bed.create_repository(&repo);
+    let parameter = format!("/ec2-deploy/test/{repo}");
+    let with_url = |mut i: Vec<(String, String)>| {
+        set(&mut i, "environment-url", "https://shop.example.com");
+        i
+    };
+
+    let env = github_env(&server);
+
+    // A success: the deployment, in_progress, then success.
+    rt.block_on(async {
+        unexpected_requests_fail(&server).await;
+        expect_deployment(&server, 42, "ec2-deploy: deploy v1").await;
+        expect_status(&server, 42, "in_progress").await;
+        expect_status(&server, 42, "success").await;
+    });
+    let r = run(&bed, with_url(release_inputs(&bed, &repo, &suite, "v1", &parameter)), &[(&env[0].0, &env[0].1)]);
+    assert_eq!(r.code, 0, "{}", r.log());
+    rt.block_on(server.verify());
+    rt.block_on(server.reset());
+
+    // A failure: a release that never turns healthy.
+    rt.block_on(async {
+        unexpected_requests_fail(&server).await;
+        expect_deployment(&server, 43, "ec2-deploy: deploy v2").await;
+        expect_status(&server, 43, "in_progress").await;
+        expect_status(&server, 43, "failure").await;
+    });
+    let mut i = with_url(release_inputs(&bed, &repo, &suite, "v2", &parameter));
+    set(&mut i, "build-args", "VERSION=v2\nHEALTH=fail");
+    set(&mut i, "health-check-timeout", "3");
+    let r = run(&bed, i, &[(&env[0].0, &env[0].1)]);
+    assert_eq!(r.code, 1, "{}", r.log());
+    rt.block_on(server.verify());
+    rt.block_on(server.reset());
+
+    // A rollback (v3 good, then back to v1): a deployment that says so, and success.
+    let r = run(&bed, release_inputs(&bed, &repo, &suite, "v3", &parameter), &[]);
+    assert_eq!(r.code, 0, "{}", r.log());
+    rt.block_on(async {
+        unexpected_requests_fail(&server).await;
+        expect_deployment(&server, 44, "ec2-deploy: rollback to v1").await;
+        expect_status(&server, 44, "in_progress").await;
+        expect_status(&server, 44, "success").await;
+    });
+    let mut i = with_url(release_inputs(&bed, &repo, &suite, "v3", &parameter));
+    set(&mut i, "rollback", "true");
+    let r = run(&bed, i, &[(&env[0].0, &env[0].1)]);
+    assert_eq!(r.code, 0, "{}", r.log());
+    rt.block_on(server.verify());
+    for ip in &web.ips {
+        assert_eq!(version_of(ip).as_deref(), Some("v1"));
+    }
+
+    // GitHub refusing (no permission) is a notice, never a failed deploy.
+    rt.block_on(server.reset());
+    rt.block_on(async {
+        Mock::given(method("POST"))
+            .and(path("/repos/octo/shop/deployments"))
+            .respond_with(
+                ResponseTemplate::new(403)
+                    .set_body_json(serde_json::json!({ "message": "Resource not accessible by integration" })),
+            )
+            .mount(&server)
+            .await;
+    });
+    let r = run(&bed, release_inputs(&bed, &repo, &suite, "v3", &parameter), &[(&env[0].0, &env[0].1)]);
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert!(r.stdout.contains("::notice title=ec2-deploy%3A GitHub::no GitHub deployment"), "{}", r.stdout);
+}
+
+#[test]
+fn the_run_order_guard_refuses_an_older_commit_on_push_but_allows_an_explicit_redeploy() {
+    let bed = Bed::load();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let server = rt.block_on(MockServer::start());
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let repo = unique("order");
+    bed.create_repository(&repo);
+    let parameter = format!("/ec2-deploy/test/{repo}");
+    let (old, new) = ("1111111111111111111111111111111111111111", "2222222222222222222222222222222222222222");
+    let dir = tempfile::tempdir().unwrap();
+    let event = |name: &str, time: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, serde_json::json!({ "head_commit": { "timestamp": time } }).to_string()).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let new_event = event("new.json", "2026-11-25T12:00:00Z");
+    let old_event = event("old.json", "2026-11-24T09:00:00Z");
+    let api = server.uri();
+    let push = |sha: &str, event_path: &str, with_github: bool| -> Vec<(String, String)> {
+        let mut env = vec![
+            ("GITHUB_SHA".to_string(), sha.to_string()),
+            ("GITHUB_EVENT_NAME".into(), "push".into()),
+            ("GITHUB_EVENT_PATH".into(), event_path.to_string()),
+        ];
+        if with_github {
+            env.push(("GITHUB_API_URL".into(), api.clone()));
+        }
+        env
+    };
+    let run_env = |tag: &str, env: Vec<(String, String)>, no_token: bool| {
+        let mut i = release_inputs(&bed, &repo, &suite, tag, &parameter);
+        if no_token {
+            i.retain(|(k, _)| k != "github-token");
+        }
+        let borrowed: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run(&bed, i, &borrowed)
+    };
+
+    // The live release is the newer commit (no GitHub: no token).
+    let r = run_env("new", push(new, &new_event, false), true);
+    assert_eq!(r.code, 0, "{}", r.log());
+
+    // A push of the older commit, GitHub says it is behind: refused before anything moves.
+    rt.block_on(async {
+        Mock::given(method("GET"))
+            .and(path(format!("/repos/octo/shop/compare/{new}...{old}")))
+            .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({ "status": "behind" })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        unexpected_requests_fail(&server).await;
+    });
+    let r = run_env("old", push(old, &old_event, true), false);
+    assert_eq!(r.code, 2, "{}", r.log());
+    assert!(
+        r.stdout
+            .contains(&format!("this push deploys an older commit than the live release (GitHub says {old} is behind")),
+        "{}",
+        r.stdout
+    );
+    rt.block_on(server.verify());
+
+    // Without GitHub, the commits' times decide: still refused.
+    let r = run_env("old", push(old, &old_event, false), true);
+    assert_eq!(r.code, 2, "{}", r.log());
+    assert!(r.stdout.contains("was committed at 2026-11-24T09:00:00Z, before the live commit"), "{}", r.stdout);
+    assert_eq!(version_of(&web.ips[0]).as_deref(), Some("new"));
+
+    // An explicit redeploy of the older commit (workflow_dispatch) goes ahead.
+    let mut env = push(old, &old_event, false);
+    env[1].1 = "workflow_dispatch".into();
+    let r = run_env("old", env, true);
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert_eq!(version_of(&web.ips[0]).as_deref(), Some("old"));
+}
