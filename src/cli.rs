@@ -208,8 +208,10 @@ pub async fn run(
     workdir: &std::path::Path,
 ) -> Exit {
     let ctx = RunContext { env, workdir: workdir.to_path_buf() };
+    let cancel = crate::cancel::Cancel::default();
+    cancel.on_signals();
     let result = match inputs::resolve(raw, &ctx, |p| std::fs::read_to_string(p)) {
-        Ok(req) => engine::run(&req, &engine::Context { runner, env, workdir }).await,
+        Ok(req) => engine::run(&req, &engine::Context { runner, cancel: &cancel, env, workdir }).await,
         Err(errors) => Err(Error::Inputs(errors)),
     };
     match result {
@@ -220,7 +222,7 @@ pub async fn run(
         Ok(Outcome::Finished(report)) => finish(runner, &report),
         Err(e) => {
             runner.error(e.title(), &e.to_string());
-            let _ = runner.set_output("result", "failed");
+            let _ = runner.set_output("result", if matches!(e, Error::Cancelled) { "cancelled" } else { "failed" });
             let _ = runner.summary(&format!("## ❌ {}\n\n```\n{e}\n```\n", e.title()));
             e.exit()
         }
@@ -245,7 +247,17 @@ fn finish(runner: &Runner, report: &DeployReport) -> Exit {
     for (name, value) in [
         ("command-id", report.command_ids.join(" ")),
         ("instances", instances_json(report)),
-        ("result", if success { "success" } else { "failed" }.to_string()),
+        (
+            "result",
+            if report.cancelled {
+                "cancelled"
+            } else if success {
+                "success"
+            } else {
+                "failed"
+            }
+            .to_string(),
+        ),
     ] {
         if let Err(e) = runner.set_output(name, &value) {
             runner.error("ec2-deploy: runner", &format!("writing step output {name}: {e}"));

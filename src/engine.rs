@@ -44,6 +44,7 @@ pub enum Outcome {
 
 pub struct Context<'a> {
     pub runner: &'a Runner,
+    pub cancel: &'a crate::cancel::Cancel,
     pub env: &'a dyn Fn(&str) -> Option<String>,
     pub workdir: &'a Path,
 }
@@ -155,12 +156,18 @@ async fn roll_out(
             runner.group(&format!("Build and push {}", plan.image));
             let docker = Docker::new(cx.env)?;
             let build_started = Instant::now();
-            let result = async {
+            let build = async {
                 docker.login(&plan.registry, &auth.username, &auth.password).await?;
                 docker.build(&req.build_spec, cx.workdir, &plan.image, cache_from.as_deref()).await?;
                 docker.push(&plan.image).await
-            }
-            .await;
+            };
+            let result = tokio::select! {
+                r = build => r,
+                _ = cx.cancel.cancelled() => {
+                    runner.end_group();
+                    return Err(Error::Cancelled);
+                }
+            };
             runner.end_group();
             let digest = result?;
             runner.info(&format!("Built and pushed {} in {:.1}s", plan.image, build_started.elapsed().as_secs_f64()));
@@ -171,7 +178,10 @@ async fn roll_out(
     runner.set_output("image", &image).map_err(Error::output)?;
     runner.set_output("image-tag", &plan.image_tag).map_err(Error::output)?;
 
-    let deployer = Deployer { fleet, runner, plan, image: &image, command_ids: Default::default() };
+    if cx.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let deployer = Deployer { fleet, runner, plan, image: &image, cancel: cx.cancel, command_ids: Default::default() };
     let mut report = if plan.batches.is_empty() {
         deploy_by_tags(&deployer).await?
     } else {
@@ -387,6 +397,7 @@ struct Deployer<'a> {
     runner: &'a Runner,
     plan: &'a Plan,
     image: &'a str,
+    cancel: &'a crate::cancel::Cancel,
     command_ids: std::cell::RefCell<Vec<String>>,
 }
 
@@ -427,6 +438,9 @@ impl Deployer<'_> {
         };
         let mut sent = vec![];
         for (targets, meant_for) in chunks {
+            if self.cancel.is_cancelled() {
+                break;
+            }
             let dispatch = Dispatch {
                 targets,
                 script: &script,
@@ -445,7 +459,7 @@ impl Deployer<'_> {
             self.plan.instances.iter().filter_map(|i| Some((i.id.as_str(), i.name.as_deref()?))).collect();
         let mut reports = vec![];
         for (id, meant_for) in sent {
-            let invocations = follow(self.fleet, &id, &names, self.plan.timeout, self.runner).await?;
+            let invocations = follow(self.fleet, &id, &names, self.plan.timeout, self.runner, self.cancel).await?;
             let mut outputs = vec![];
             // The full output of every instance whose script ran and did not succeed. (Invocations
             // that never started have no output to show.)
@@ -509,7 +523,8 @@ async fn deploy_by_tags(d: &Deployer<'_>) -> Result<DeployReport, Error> {
     let failed = instances.iter().filter(|i| !i.ok()).count();
     let mut report = new_report(d, instances);
     report.tolerated = allowed;
-    if failed > allowed {
+    report.cancelled = d.cancel.is_cancelled();
+    if failed > allowed && !report.cancelled {
         // Too many failures: the instances that switched go back to what they ran before.
         let targets: Vec<(String, String)> = report
             .instances
@@ -564,6 +579,7 @@ fn new_report(d: &Deployer<'_>, instances: Vec<InstanceReport>) -> DeployReport 
         rollback: None,
         tolerated: 0,
         release_version: None,
+        cancelled: false,
         seconds: 0.0,
     }
 }
@@ -571,6 +587,7 @@ fn new_report(d: &Deployer<'_>, instances: Vec<InstanceReport>) -> DeployReport 
 /// The load balancer side of a batch, over ELBv2.
 struct LbAdapter<'a> {
     traffic: &'a Traffic,
+    cancel: &'a crate::cancel::Cancel,
     drain_limit: Duration,
     healthy_limit: Duration,
 }
@@ -578,12 +595,22 @@ struct LbAdapter<'a> {
 impl rollout::Lb for LbAdapter<'_> {
     async fn take_out(&self, ids: &[String]) -> Result<(), String> {
         self.traffic.deregister(ids).await.map_err(|e| e.to_string())?;
-        self.traffic.wait_drained(ids, self.drain_limit).await.map_err(|e| e.to_string())
+        tokio::select! {
+            r = self.traffic.wait_drained(ids, self.drain_limit) => r.map_err(|e| e.to_string()),
+            _ = self.cancel.cancelled() => Err("cancelled while draining".into()),
+        }
     }
 
     async fn put_back(&self, ids: &[String]) -> Result<(), String> {
         self.traffic.register(ids).await.map_err(|e| e.to_string())?;
-        self.traffic.wait_healthy(ids, self.healthy_limit).await.map_err(|e| e.to_string())
+        tokio::select! {
+            r = self.traffic.wait_healthy(ids, self.healthy_limit) => r.map_err(|e| e.to_string()),
+            _ = self.cancel.cancelled() => Err("cancelled while waiting for health".into()),
+        }
+    }
+
+    async fn readmit(&self, ids: &[String]) -> Result<(), String> {
+        self.traffic.register(ids).await.map_err(|e| e.to_string())
     }
 }
 
@@ -605,11 +632,13 @@ async fn deploy_in_batches(d: &Deployer<'_>, traffic: &Traffic) -> Result<Deploy
     // Draining may take the groups' deregistration delay; health needs a few check intervals.
     let lb = LbAdapter {
         traffic,
+        cancel: d.cancel,
         drain_limit: traffic.drain_limit().await? + Duration::from_secs(30),
         healthy_limit: traffic.healthy_limit().await? + Duration::from_secs(30),
     };
-    let rollout = rollout::run(&lb, d, d.plan.batches.clone(), d.runner).await;
+    let rollout = rollout::run(&lb, d, d.plan.batches.clone(), d.runner, d.cancel).await;
     let mut report = new_report(d, rollout.instances);
+    report.cancelled = d.cancel.is_cancelled();
     report.batches = rollout.batches;
     report.rollback = rollout.rollback;
     Ok(report)
@@ -623,6 +652,7 @@ async fn follow(
     names: &BTreeMap<&str, &str>,
     timeout: u32,
     runner: &Runner,
+    cancel: &crate::cancel::Cancel,
 ) -> Result<Vec<Invocation>, Error> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(u64::from(timeout) + u64::from(DELIVERY_TIMEOUT) + 120);
@@ -668,7 +698,34 @@ async fn follow(
                 access: false,
             }));
         }
+        if cancel.is_cancelled() {
+            // Invocations SSM has not started are cancelled; running scripts are left to finish
+            // (see crate::cancel for why).
+            let waiting: Vec<String> = invocations
+                .iter()
+                .filter(|i| matches!(i.status.as_str(), "Pending" | "Delayed"))
+                .map(|i| i.instance_id.clone())
+                .collect();
+            let result = if invocations.is_empty() {
+                fleet.cancel(command_id).await
+            } else if !waiting.is_empty() {
+                fleet.cancel_instances(command_id, &waiting).await
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                runner.warning("ec2-deploy: cancelled", &e.to_string());
+            }
+            runner.info(&format!(
+                "  cancelled: {} invocation(s) not started were cancelled, the others finish on their instances",
+                waiting.len()
+            ));
+            return Ok(invocations);
+        }
         interval = if changed { POLL_MIN } else { interval.mul_f64(1.5).min(POLL_MAX) };
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = cancel.cancelled() => {}
+        }
     }
 }

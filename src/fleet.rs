@@ -254,6 +254,18 @@ impl Fleet {
         }
     }
 
+    /// Cancels the command's invocations on these instances only.
+    pub async fn cancel_instances(&self, command_id: &str, ids: &[String]) -> Result<(), AwsError> {
+        self.client
+            .cancel_command()
+            .command_id(command_id)
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::new("cancelling invocations that had not started (ssm:CancelCommand)", e))
+    }
+
     pub async fn cancel(&self, command_id: &str) -> Result<(), AwsError> {
         self.client
             .cancel_command()

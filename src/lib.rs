@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod build;
+pub mod cancel;
 pub mod cli;
 pub mod config;
 pub mod engine;
@@ -51,6 +52,8 @@ pub enum Error {
     Script(#[from] instance::QuoteError),
     #[error("writing step outputs: {0}")]
     Output(std::io::Error),
+    #[error("cancelled before the rollout started: no instance was changed")]
+    Cancelled,
 }
 
 fn list<T: fmt::Display>(what: &str, items: &[T]) -> String {
@@ -77,7 +80,7 @@ impl Error {
             Error::Aws(e) if e.is(aws::NO_REGION) => Exit::BadInput,
             Error::Aws(e) if e.access => Exit::Access,
             Error::Aws(_) => Exit::Access,
-            Error::Build(_) | Error::Output(_) => Exit::DeployFailed,
+            Error::Build(_) | Error::Output(_) | Error::Cancelled => Exit::DeployFailed,
         }
     }
 
@@ -90,6 +93,7 @@ impl Error {
             Error::Aws(_) => "ec2-deploy: AWS",
             Error::Build(_) => "ec2-deploy: build failed",
             Error::Output(_) => "ec2-deploy: runner",
+            Error::Cancelled => "ec2-deploy: cancelled",
         }
     }
 }

@@ -48,12 +48,15 @@ pub struct DeployReport {
     pub tolerated: usize,
     /// The version of the release record this deploy wrote (after a success).
     pub release_version: Option<i64>,
+    /// The run was cancelled (SIGINT/SIGTERM): nothing new was started after that.
+    pub cancelled: bool,
     pub seconds: f64,
 }
 
 impl DeployReport {
     pub fn success(&self) -> bool {
         !self.instances.is_empty()
+            && !self.cancelled
             && self.rollback.is_none()
             && self.batches.iter().all(|b| b.outcome == BatchOutcome::Done)
             && self.failed().count() <= self.tolerated
@@ -85,6 +88,13 @@ fn parse_error(stderr: &str) -> Option<String> {
 
 /// Why an invocation failed, when the script itself could not say.
 fn ssm_reason(inv: &Invocation) -> String {
+    match inv.status.as_str() {
+        "InProgress" | "Cancelling" => {
+            return "the run was cancelled while the script ran; it finishes on the instance".into()
+        }
+        "Pending" | "Delayed" => return "the run was cancelled before the script started".into(),
+        _ => {}
+    }
     match inv.details.as_str() {
         "Delivery Timed Out" => "the SSM agent never picked the command up (agent offline?)".into(),
         "Undeliverable" => "SSM could not deliver the command (instance stopped or terminated?)".into(),
@@ -123,6 +133,7 @@ pub fn instance_reports(
                 )
             } else {
                 let step = match inv.details.as_str() {
+                    _ if !inv.is_done() => "cancelled",
                     "Execution Timed Out" => "script",
                     "Terminated" => "not started",
                     "Cancelled" => "cancelled",
@@ -208,7 +219,9 @@ fn cell(s: &str) -> String {
 pub fn summary_markdown(report: &DeployReport) -> String {
     let env = report.environment.as_deref().unwrap_or("(no environment)");
     let failed = report.failed().count();
-    let mut md = if report.success() {
+    let mut md = if report.cancelled {
+        format!("## ⏹ ec2-deploy: `{}` to {env} was cancelled\n\nNothing new was started after the cancel; scripts already running on instances finish there.\n\n", report.image_tag)
+    } else if report.success() {
         format!("## ✅ ec2-deploy: `{}` deployed to {env}\n\n", report.image_tag)
     } else {
         format!(
@@ -233,6 +246,7 @@ pub fn summary_markdown(report: &DeployReport) -> String {
                     format!("❌ failed at {phase}: {}", cell(reason))
                 }
                 BatchOutcome::NotStarted => "not started".to_string(),
+                BatchOutcome::Cancelled => "⏹ cancelled: back in the load balancer".to_string(),
             };
             md.push_str(&format!("| {} | {} | {result} | {:.1}s |\n", b.number, b.ids.join(", "), b.seconds));
         }
@@ -340,6 +354,7 @@ mod tests {
             rollback: None,
             tolerated: 0,
             release_version: None,
+            cancelled: false,
             instances: instance_reports(&planned(&["i-1", "i-2", "i-3", "i-4"]), &invocations, &outputs),
             seconds: 12.34,
         }

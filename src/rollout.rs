@@ -25,6 +25,9 @@ pub trait Lb {
     fn take_out(&self, ids: &[String]) -> impl Future<Output = Result<(), String>>;
     /// Register in every target group and wait until healthy.
     fn put_back(&self, ids: &[String]) -> impl Future<Output = Result<(), String>>;
+    /// Register in every target group without waiting (when the run is cancelled: the load
+    /// balancer's own checks gate the traffic).
+    fn readmit(&self, ids: &[String]) -> impl Future<Output = Result<(), String>>;
 }
 
 /// Changing what runs on instances.
@@ -77,8 +80,13 @@ impl std::fmt::Display for Phase {
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum BatchOutcome {
     Done,
-    Failed { phase: Phase, reason: String },
+    Failed {
+        phase: Phase,
+        reason: String,
+    },
     NotStarted,
+    /// Stopped by a cancel; the batch was registered again.
+    Cancelled,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -112,16 +120,36 @@ impl RolloutReport {
 }
 
 /// Walks the batches; on a failure rolls back and reports.
-pub async fn run<L: Lb, S: Swapper>(lb: &L, swapper: &S, batches: Vec<Vec<String>>, runner: &Runner) -> RolloutReport {
+pub async fn run<L: Lb, S: Swapper>(
+    lb: &L,
+    swapper: &S,
+    batches: Vec<Vec<String>>,
+    runner: &Runner,
+    cancel: &crate::cancel::Cancel,
+) -> RolloutReport {
     let total = batches.len();
     let mut reports: Vec<BatchReport> = vec![];
     let mut instances: Vec<InstanceReport> = vec![];
     let mut failed_at = None;
     for (index, ids) in batches.iter().enumerate() {
+        if cancel.is_cancelled() {
+            break;
+        }
         let number = index + 1;
         let started = Instant::now();
         runner.group(&format!("Batch {number}/{total}: {}", ids.join(", ")));
-        let outcome = run_batch(lb, swapper, ids, runner, &mut instances).await;
+        let mut outcome = run_batch(lb, swapper, ids, runner, &mut instances).await;
+        if outcome != BatchOutcome::Done && cancel.is_cancelled() {
+            // Cancelled mid-batch: no rollback (scripts still running finish on their own); the
+            // batch goes back into the load balancer, whose checks admit it once it is healthy.
+            if let Err(e) = lb.readmit(ids).await {
+                runner.error(
+                    "ec2-deploy: cancelled",
+                    &format!("putting {} back into the load balancer: {e}", ids.join(", ")),
+                );
+            }
+            outcome = BatchOutcome::Cancelled;
+        }
         runner.end_group();
         let failed = outcome != BatchOutcome::Done;
         if let BatchOutcome::Failed { phase, reason } = &outcome {
@@ -142,6 +170,7 @@ pub async fn run<L: Lb, S: Swapper>(lb: &L, swapper: &S, batches: Vec<Vec<String
         });
     }
     let rollback = match failed_at {
+        Some(_) if cancel.is_cancelled() => None,
         Some(index) => Some(roll_back(lb, swapper, &batches[..=index], &reports[index], runner, &instances).await),
         None => None,
     };
@@ -309,6 +338,9 @@ mod tests {
         drain_fails_on: Vec<String>,
         rollback_fails_on: Vec<String>,
         unhealthy_in_lb: Vec<String>,
+        /// Cancels the run while this instance's script is running.
+        cancel_during: Option<String>,
+        cancel: crate::cancel::Cancel,
     }
 
     impl World {
@@ -347,6 +379,14 @@ mod tests {
     }
 
     impl Lb for World {
+        async fn readmit(&self, ids: &[String]) -> Result<(), String> {
+            self.log.borrow_mut().push(format!("readmit {}", ids.join(",")));
+            for id in ids {
+                self.in_lb.borrow_mut().insert(id.clone(), true);
+            }
+            Ok(())
+        }
+
         async fn take_out(&self, ids: &[String]) -> Result<(), String> {
             self.log.borrow_mut().push(format!("out {}", ids.join(",")));
             for id in ids {
@@ -377,6 +417,13 @@ mod tests {
                 .iter()
                 .map(|id| {
                     assert!(!self.in_lb.borrow()[id], "{id} swapped while in the load balancer");
+                    if self.cancel_during.as_ref() == Some(id) {
+                        // The signal arrives while the script runs; it goes on to finish.
+                        self.cancel.cancel();
+                        let mut r = self.report(id, false, "", "old", "new", None);
+                        r.status = "InProgress".into();
+                        return r;
+                    }
                     if self.bad_release_on.contains(id) {
                         // The script restores the previous container itself.
                         self.report(id, false, "", "old", "new", Some("unhealthy; the previous container is back"))
@@ -417,7 +464,7 @@ mod tests {
     fn run_world(w: &World, size: Limit) -> RolloutReport {
         let b = batches(&ids(w.running.borrow().len()), true, size);
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(run(w, w, b, &Runner::terminal()))
+        rt.block_on(run(w, w, b, &Runner::terminal(), &w.cancel))
     }
 
     #[test]
@@ -481,6 +528,20 @@ mod tests {
         assert!(w.running.borrow().values().all(|v| v == "old"));
         assert!(w.in_lb.borrow().values().all(|v| *v));
         assert_eq!(*w.log.borrow(), ["out i-1", "in i-1"]);
+    }
+
+    #[test]
+    fn a_cancel_mid_batch_starts_nothing_new_rolls_nothing_back_and_readmits_the_batch() {
+        let w = World::new(3, |w| w.cancel_during = Some("i-2".into()));
+        let r = run_world(&w, Limit::Count(1));
+        assert!(!r.success());
+        assert!(r.rollback.is_none(), "a cancel must not start a rollback");
+        assert_eq!(
+            r.batches.iter().map(|b| b.outcome.clone()).collect::<Vec<_>>(),
+            [BatchOutcome::Done, BatchOutcome::Cancelled, BatchOutcome::NotStarted]
+        );
+        assert_eq!(*w.log.borrow(), ["out i-1", "deploy i-1", "in i-1", "out i-2", "deploy i-2", "readmit i-2"]);
+        assert!(w.in_lb.borrow().values().all(|v| *v), "every instance is registered again");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::support::{unique, Bed, Load};
+use super::support::{unique, wait_until, ActionRun, Bed, Load};
 use super::{inputs, load_balancer, run_with, set, version_of};
 
 fn lb_inputs(bed: &Bed, repo: &str, suite: &str, tag: &str, build_args: &str) -> Vec<(String, String)> {
@@ -256,4 +256,51 @@ fn without_target_groups_past_max_errors_the_switched_instances_go_back() {
     assert_eq!(version_of(&web.ips[0]).as_deref(), Some("v2"));
     assert_eq!(version_of(&web.ips[1]).as_deref(), Some("v2"));
     assert_eq!(version_of(&web.ips[2]).as_deref(), Some("v1"));
+}
+
+#[test]
+fn a_signal_mid_rollout_leaves_every_instance_on_a_release_and_in_the_load_balancer() {
+    let bed = Bed::load();
+    let _lb = load_balancer();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 3, &["Role=web"]);
+    let order = sorted(&web.ids);
+    let ip = |id: &String| web.ips[web.ids.iter().position(|x| x == id).unwrap()].clone();
+    let repo = unique("signal");
+    bed.create_repository(&repo);
+    let r1 = run_with(&bed, lb_inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r1.code, 0, "{}", r1.log());
+
+    // v2 takes 4 s to turn healthy: the signal lands while batch 2's script waits for it.
+    let mut i = lb_inputs(&bed, &repo, &suite, "v2", "VERSION=v2\nHEALTH=delay:4");
+    set(&mut i, "health-check-timeout", "20");
+    let borrowed: Vec<(&str, &str)> = i.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let action = ActionRun::new(&borrowed);
+    let running = action.spawn(&bed);
+    let v2_on = |id: &str| {
+        let out = bed.on_instance(id, &["docker", "ps", "--quiet", "--filter", "label=ec2-deploy.release=v2"]);
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    };
+    wait_until("batch 2 to be swapping", Duration::from_secs(90), || v2_on(&order[1]));
+    let signalled = Instant::now();
+    let kill = std::process::Command::new("kill").args(["-INT", &running.child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let r = running.wait();
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_millis(7500), "took {took:?} to stop: the runner would have sent SIGTERM");
+    assert_eq!(r.code, 1, "{}", r.log());
+    assert_eq!(r.outputs["result"], "cancelled");
+    assert!(r.summary.contains("was cancelled"), "{}", r.summary);
+    assert!(row(&r.summary, "| 2 |").contains("cancelled"), "{}", r.summary);
+    assert!(row(&r.summary, "| 3 |").contains("not started"), "{}", r.summary);
+
+    // The script left running on batch 2 finishes by itself; then every instance serves a
+    // release, batch 3 was never touched, and every instance is back in the load balancer.
+    wait_until("batch 2 to serve a release", Duration::from_secs(30), || version_of(&ip(&order[1])).is_some());
+    assert_eq!(version_of(&ip(&order[0])).as_deref(), Some("v2"));
+    assert!(matches!(version_of(&ip(&order[1])).as_deref(), Some("v1" | "v2")));
+    assert_eq!(version_of(&ip(&order[2])).as_deref(), Some("v1"));
+    wait_until("every instance healthy in the load balancer", Duration::from_secs(30), || {
+        health(&bed, &web.ids).iter().all(|s| s == "healthy")
+    });
 }

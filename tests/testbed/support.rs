@@ -197,6 +197,11 @@ impl ActionRun {
     }
 
     pub fn run(&self, bed: &Bed) -> RunResult {
+        self.spawn(bed).wait()
+    }
+
+    /// Starts the run without waiting for it (to signal it, say).
+    pub fn spawn(&self, bed: &Bed) -> Running {
         let output = self._dir.path().join("github_output");
         let summary = self._dir.path().join("step_summary");
         std::fs::write(&output, "").unwrap();
@@ -223,15 +228,29 @@ impl ActionRun {
         for (name, value) in &self.inputs {
             cmd.env(format!("INPUT_{}", name.to_uppercase()), value);
         }
-        let out = cmd.output().unwrap();
-        let outputs_raw = std::fs::read_to_string(&output).unwrap();
+        cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        Running { child: cmd.spawn().unwrap(), output, summary }
+    }
+}
+
+/// A run in progress.
+pub struct Running {
+    pub child: std::process::Child,
+    output: PathBuf,
+    summary: PathBuf,
+}
+
+impl Running {
+    pub fn wait(self) -> RunResult {
+        let out = self.child.wait_with_output().unwrap();
+        let outputs_raw = std::fs::read_to_string(&self.output).unwrap();
         RunResult {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             outputs: parse_github_output(&outputs_raw),
             outputs_raw,
-            summary: std::fs::read_to_string(&summary).unwrap(),
+            summary: std::fs::read_to_string(&self.summary).unwrap(),
         }
     }
 }
