@@ -1,0 +1,94 @@
+//! Properties over arbitrary input (proptest).
+//!
+//! - Injection: whatever text reaches the generated shell header (env values, container spec,
+//!   image, release, secret id, health path), bash gives it back byte for byte and runs nothing
+//!   else.
+//! - Robustness: resolving inputs and parsing the config file never panic, whatever they are
+//!   given; they answer with a value or with errors.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use ec2_deploy_action::config::ConfigFile;
+use ec2_deploy_action::inputs::{resolve, ContainerSpec, EnvVar, PortMapping, RawInputs, RunContext, INPUTS};
+use ec2_deploy_action::instance::{header, Mode, ScriptParams};
+use proptest::prelude::*;
+
+/// Any text without NUL (which the quoting function refuses, tested elsewhere), including
+/// quotes, `$()`, backticks, newlines, control characters and non-ASCII.
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[^\u{0}]{0,40}",
+        "[$`'\"\\\\;|&(){}<>*?! \n\t#~=-]{0,20}",
+        Just("$(touch /tmp/ec2-deploy-pwned)".to_string()),
+        Just("'; touch /tmp/ec2-deploy-pwned; '".to_string()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    #[test]
+    fn the_header_gives_every_value_back_and_runs_nothing_else(
+        image in text(), registry in text(), release in text(), secret in text(), path in text(),
+        values in proptest::collection::vec(text(), 0..4),
+    ) {
+        let env: Vec<EnvVar> = values.iter().enumerate().map(|(i, v)| EnvVar { name: format!("V{i}"), value: v.clone() }).collect();
+        let container = ContainerSpec {
+            name: "app".into(),
+            ports: vec![PortMapping { host: 8080, container: 80 }],
+            env,
+            secret_id: Some(secret.clone()),
+            health_check_path: Some(path.clone()),
+            health_check_timeout: 30,
+        };
+        let h = header(&ScriptParams { mode: Mode::Deploy, image: &image, registry: &registry, release: &release, container: &container }).unwrap();
+        // Print each value NUL-terminated, so any byte (newlines included) can be compared.
+        let script = format!(
+            "{h}printf '%s\\0' \"$IMAGE\" \"$REGISTRY\" \"$RELEASE\" \"$SECRET_ID\" \"$HEALTH_PATH\" \"${{ENV_VARS[@]}}\""
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash").arg("-c").arg(&script).current_dir(dir.path()).env("HOME", dir.path()).output().unwrap();
+        prop_assert!(out.status.success(), "bash failed: {}", String::from_utf8_lossy(&out.stderr));
+        prop_assert!(out.stderr.is_empty(), "bash said: {}", String::from_utf8_lossy(&out.stderr));
+        let mut expected: Vec<u8> = vec![];
+        for v in [&image, &registry, &release, &secret, &path] {
+            expected.extend(v.as_bytes());
+            expected.push(0);
+        }
+        for (i, v) in values.iter().enumerate() {
+            expected.extend(format!("V{i}={v}").as_bytes());
+            expected.push(0);
+        }
+        prop_assert_eq!(out.stdout, expected);
+        prop_assert!(!std::path::Path::new("/tmp/ec2-deploy-pwned").exists(), "a value ran as code");
+    }
+
+    #[test]
+    fn resolving_arbitrary_inputs_never_panics(values in proptest::collection::vec(proptest::option::of("[^\u{0}]{0,30}"), INPUTS.len())) {
+        let raw = RawInputs::from_lookup(|name| {
+            let i = INPUTS.iter().position(|s| s.name == name).unwrap();
+            values[i].clone()
+        });
+        let env = |_: &str| None;
+        let ctx = RunContext { env: &env, workdir: PathBuf::from("/nonexistent") };
+        let _ = resolve(&raw, &ctx, |p| std::fs::read_to_string(p));
+    }
+
+    #[test]
+    fn parsing_an_arbitrary_config_never_panics(text in "[^\u{0}]{0,200}") {
+        let _ = ConfigFile::parse(&text);
+    }
+
+    #[test]
+    fn parsing_yaml_shaped_configs_never_panics(
+        keys in proptest::collection::vec("[a-z-]{1,20}", 1..6),
+        values in proptest::collection::vec("[^\u{0}\n]{0,20}", 1..6),
+    ) {
+        let mut text = String::from("environments:\n  prod:\n");
+        for (k, v) in keys.iter().zip(&values) {
+            text.push_str(&format!("    {k}: {v}\n"));
+        }
+        let _ = ConfigFile::parse(&text);
+    }
+}
