@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.parse
 import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -429,6 +430,26 @@ class RunCommand:
         return out
 
 
+# Fault injection for what the emulator cannot produce by itself: a throttling storm. While set
+# (GET /throttle?needle=TEXT on the hook port), the follow calls (ListCommands,
+# ListCommandInvocations, GetCommandInvocation) for commands whose comment contains TEXT answer
+# ThrottlingException three times out of four, in bursts, as SSM does under load.
+THROTTLE = {"needle": None, "count": 0}
+
+
+def throttle(command_id):
+    with LOCK:
+        command = COMMANDS.get(command_id)
+        needle = THROTTLE["needle"]
+        if not needle or command is None or needle not in command.comment:
+            return
+        THROTTLE["count"] += 1
+        if THROTTLE["count"] % 4 == 0:
+            return
+        API_CALLS["Throttled"] = API_CALLS.get("Throttled", 0) + 1
+    raise ssm_error("ThrottlingException", "Rate exceeded")
+
+
 def count_call(name):
     with LOCK:
         API_CALLS[name] = API_CALLS.get(name, 0) + 1
@@ -509,6 +530,7 @@ def find_command(command_id):
 def list_commands(self):
     count_call("ListCommands")
     p = request(self)
+    throttle(p.get("CommandId"))
     with LOCK:
         if p.get("CommandId"):
             items = [find_command(p["CommandId"])]
@@ -526,6 +548,7 @@ def list_commands(self):
 def list_command_invocations(self):
     count_call("ListCommandInvocations")
     p = request(self)
+    throttle(p.get("CommandId"))
     with LOCK:
         if p.get("CommandId"):
             commands = [find_command(p["CommandId"])]
@@ -547,6 +570,7 @@ def list_command_invocations(self):
 def get_command_invocation(self):
     count_call("GetCommandInvocation")
     p = request(self)
+    throttle(p.get("CommandId"))
     with LOCK:
         command = COMMANDS.get(p.get("CommandId"))
         inv = command.invocations.get(p.get("InstanceId")) if command else None
@@ -853,10 +877,15 @@ class Hook(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_GET(self):
-        # /calls: API call counts since start (for the benchmarks); /reset-calls zeroes them.
+        # /calls: API call counts since start (for the benchmarks); /reset-calls zeroes them;
+        # /throttle?needle=TEXT starts a throttling storm (see THROTTLE), /throttle stops it.
         with LOCK:
             if self.path == "/reset-calls":
                 API_CALLS.clear()
+            if self.path.startswith("/throttle"):
+                query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                THROTTLE["needle"] = (query.get("needle") or [None])[0]
+                THROTTLE["count"] = 0
             body = json.dumps(API_CALLS).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

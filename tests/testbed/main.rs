@@ -441,3 +441,32 @@ fn a_container_that_cannot_start_is_reported_with_dockers_reason() {
     let ps = bed.on_instance(&web.ids[0], &["docker", "ps", "--all", "--quiet"]);
     assert_eq!(String::from_utf8_lossy(&ps.stdout).trim(), "", "the failed container was left behind");
 }
+
+/// Calls a path on the bed's hook (the moto extension's side door) and returns its JSON answer.
+fn hook(bed: &Bed, path: &str) -> serde_json::Value {
+    let url = format!("{}{path}", bed.get("TESTBED_HOOK_URL"));
+    let (status, body) = support::http_get(&url).unwrap_or_else(|| panic!("no answer from {url}"));
+    assert_eq!(status, 200, "{url}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn a_throttling_storm_slows_the_deploy_down_but_it_completes() {
+    // A hand-written fault (the emulator cannot produce it): while set, the bed's SSM answers
+    // ThrottlingException to three of every four follow calls for this test's command.
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 2, &["Role=web"]);
+    let repo = unique("throttled");
+    bed.create_repository(&repo);
+    let tag = unique("thr");
+    let before = hook(&bed, "/calls")["Throttled"].as_u64().unwrap_or(0);
+    hook(&bed, &format!("/throttle?needle={tag}"));
+    let r = run_with(&bed, inputs(&bed, &repo, &suite, &tag, &format!("VERSION={tag}")));
+    let after = hook(&bed, "/throttle")["Throttled"].as_u64().unwrap_or(0);
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert!(after - before >= 3, "the storm never happened ({} throttled answers)", after - before);
+    for ip in &web.ips {
+        assert_eq!(version_of(ip).as_deref(), Some(tag.as_str()));
+    }
+}
