@@ -93,3 +93,13 @@ impl AwsError {
         self.code.as_deref() == Some(code)
     }
 }
+
+/// For a look-up whose "not found" error means absent: `Ok(None)` for that error code, the value
+/// for a success, the error otherwise.
+pub fn unless_missing<T>(result: Result<T, AwsError>, not_found: &str) -> Result<Option<T>, AwsError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is(not_found) => Ok(None),
+        Err(e) => Err(e),
+    }
+}

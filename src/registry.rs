@@ -4,7 +4,7 @@
 use aws_sdk_ecr::types::{ImageIdentifier, TagStatus};
 use base64::Engine as _;
 
-use crate::aws::AwsError;
+use crate::aws::{unless_missing, AwsError};
 use crate::inputs::Secret;
 
 pub struct Ecr {
@@ -25,61 +25,36 @@ impl Ecr {
     }
 
     pub async fn repository_exists(&self, name: &str) -> Result<bool, AwsError> {
-        match self.client.describe_repositories().repository_names(name).send().await {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = AwsError::new(format!("looking up ECR repository {name}"), e);
-                if e.is("RepositoryNotFoundException") {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        let result = self.client.describe_repositories().repository_names(name).send().await;
+        let found = result.map_err(|e| AwsError::new(format!("looking up ECR repository {name}"), e));
+        Ok(unless_missing(found, "RepositoryNotFoundException")?.is_some())
     }
 
     /// The digest `tag` points at, or `None` when the tag is not in the repository.
     pub async fn digest_of(&self, repository: &str, tag: &str) -> Result<Option<String>, AwsError> {
-        let result = self
-            .client
-            .describe_images()
-            .repository_name(repository)
-            .image_ids(ImageIdentifier::builder().image_tag(tag).build())
-            .send()
-            .await;
-        match result {
-            Ok(out) => Ok(out.image_details().first().and_then(|d| d.image_digest()).map(str::to_string)),
-            Err(e) => {
-                let e = AwsError::new(format!("looking up tag {tag} in ECR repository {repository}"), e);
-                if e.is("ImageNotFoundException") {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        let image = ImageIdentifier::builder().image_tag(tag).build();
+        let found = self.describe_image(repository, image, &format!("tag {tag}")).await?;
+        Ok(found.and_then(|digests| digests.into_iter().next()))
     }
 
     /// Whether the repository has an image with this digest.
     pub async fn has_digest(&self, repository: &str, digest: &str) -> Result<bool, AwsError> {
-        let result = self
-            .client
-            .describe_images()
-            .repository_name(repository)
-            .image_ids(ImageIdentifier::builder().image_digest(digest).build())
-            .send()
-            .await;
-        match result {
-            Ok(out) => Ok(!out.image_details().is_empty()),
-            Err(e) => {
-                let e = AwsError::new(format!("looking up {digest} in ECR repository {repository}"), e);
-                if e.is("ImageNotFoundException") {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        let image = ImageIdentifier::builder().image_digest(digest).build();
+        Ok(self.describe_image(repository, image, digest).await?.is_some_and(|d| !d.is_empty()))
+    }
+
+    /// The digests DescribeImages finds for one image id, or `None` when ECR has no such image.
+    async fn describe_image(
+        &self,
+        repository: &str,
+        image: ImageIdentifier,
+        what: &str,
+    ) -> Result<Option<Vec<String>>, AwsError> {
+        let result = self.client.describe_images().repository_name(repository).image_ids(image).send().await;
+        let found = result
+            .map(|out| out.image_details().iter().filter_map(|d| d.image_digest().map(str::to_string)).collect())
+            .map_err(|e| AwsError::new(format!("looking up {what} in ECR repository {repository}"), e));
+        unless_missing(found, "ImageNotFoundException")
     }
 
     /// The most recently pushed tag of the repository: the layer cache for the next build.

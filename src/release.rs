@@ -10,7 +10,7 @@ use aws_sdk_ssm::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_ssm::types::{ParameterTier, ParameterType};
 use serde::{Deserialize, Serialize};
 
-use crate::aws::AwsError;
+use crate::aws::{unless_missing, AwsError};
 use crate::inputs::ContainerSpec;
 
 /// One release, as recorded.
@@ -85,20 +85,14 @@ impl Releases {
     }
 
     pub async fn current(&self) -> Result<Option<Recorded>, AwsError> {
-        match self.client.get_parameter().name(&self.name).send().await {
-            Ok(out) => Ok(out.parameter().and_then(|p| {
-                let release = serde_json::from_str::<Release>(p.value()?).ok()?;
-                Some(Recorded { version: p.version(), release })
-            })),
-            Err(e) => {
-                let e = AwsError::new(format!("reading the live release in SSM parameter {}", self.name), e);
-                if e.is("ParameterNotFound") {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        let result = self.client.get_parameter().name(&self.name).send().await;
+        let found =
+            result.map_err(|e| AwsError::new(format!("reading the live release in SSM parameter {}", self.name), e));
+        Ok(unless_missing(found, "ParameterNotFound")?.and_then(|out| {
+            let p = out.parameter()?;
+            let release = serde_json::from_str::<Release>(p.value()?).ok()?;
+            Some(Recorded { version: p.version(), release })
+        }))
     }
 
     /// Writes `release` as the parameter's new version; returns the version.

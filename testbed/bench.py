@@ -165,19 +165,25 @@ def wait_healthy(elb, ids, timeout=60):
     raise SystemExit("bench: targets never became healthy")
 
 
-def prebuild(repo, ws, tags):
-    """Builds and pushes the demo app as each tag (VERSION=tag), as the action would."""
+def registry_login():
+    """The runner's docker CLI environment, logged in to the registry with ECR's token."""
     ecr = client("ecr")
     token = base64.b64decode(ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]).decode().split(":", 1)[1]
-    dcfg = tempfile.mkdtemp()
-    denv = {**os.environ, "DOCKER_HOST": ENV["DOCKER_HOST"], "DOCKER_CONFIG": dcfg, "DOCKER_BUILDKIT": "1"}
+    denv = {**os.environ, "DOCKER_HOST": ENV["DOCKER_HOST"], "DOCKER_CONFIG": tempfile.mkdtemp(), "DOCKER_BUILDKIT": "1"}
+    subprocess.run([ENV["TESTBED_DOCKER"], "login", "-u", "AWS", "--password-stdin", ENV["TESTBED_REGISTRY"]],
+                   input=token, text=True, env=denv, check=True, capture_output=True)
+    return denv
+
+
+def prebuild(repo, ws, tags):
+    """Builds and pushes the demo app as each tag (VERSION=tag), as the action would."""
+    denv = registry_login()
     docker = ENV["TESTBED_DOCKER"]
-    subprocess.run([docker, "login", "-u", "AWS", "--password-stdin", ENV["TESTBED_REGISTRY"]], input=token, text=True, env=denv, check=True, capture_output=True)
     for tag in tags:
         ref = f"{ENV['TESTBED_REGISTRY']}/{repo}:{tag}"
         subprocess.run([docker, "build", "-q", "--build-arg", f"VERSION={tag}", "-t", ref, ws], env=denv, check=True, capture_output=True)
         subprocess.run([docker, "push", ref], env=denv, check=True, capture_output=True)
-    shutil.rmtree(dcfg, ignore_errors=True)
+    shutil.rmtree(denv["DOCKER_CONFIG"], ignore_errors=True)
     time.sleep(1)  # the registry's push notifications reach ECR
 
 
@@ -270,11 +276,8 @@ def push_base_image():
     tar = subprocess.run(["tar", "-C", root, "-c", "."], capture_output=True, check=True).stdout
     shutil.rmtree(root)
     ref = f"{ENV['TESTBED_REGISTRY']}/bench-base:1"
-    denv = {**os.environ, "DOCKER_HOST": ENV["DOCKER_HOST"], "DOCKER_CONFIG": tempfile.mkdtemp()}
+    denv = registry_login()
     docker = ENV["TESTBED_DOCKER"]
-    ecr = client("ecr")
-    token = base64.b64decode(ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]).decode().split(":", 1)[1]
-    subprocess.run([docker, "login", "-u", "AWS", "--password-stdin", ENV["TESTBED_REGISTRY"]], input=token, text=True, env=denv, check=True, capture_output=True)
     subprocess.run([docker, "import", "-", ref], input=tar, env=denv, check=True, capture_output=True)
     subprocess.run([docker, "push", ref], env=denv, check=True, capture_output=True)
     digests = json.loads(subprocess.run([docker, "image", "inspect", "--format", "{{json .RepoDigests}}", ref], env=denv, check=True, capture_output=True, text=True).stdout)

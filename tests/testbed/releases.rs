@@ -105,11 +105,10 @@ fn a_fresh_instance_running_only_the_user_data_serves_the_live_release() {
 
     // A replacement instance: never deployed to, it only runs the user-data at boot.
     let fresh = bed.fleet_in(&unique("asg"), 1, &["Role=web"]);
-    let user_data = std::path::Path::new(bed.get("TESTBED_ROOT")).join("examples/user-data.sh");
-    let out = bed.on_instance(
-        &fresh.ids[0],
-        &["env", &format!("RELEASE_PARAMETER={parameter}"), "bash", user_data.to_str().unwrap()],
-    );
+    let script =
+        std::fs::read_to_string(std::path::Path::new(bed.get("TESTBED_ROOT")).join("examples/user-data.sh")).unwrap();
+    let user_data = bed.put_file(&fresh.ids[0], "user-data.sh", &script);
+    let out = bed.on_instance(&fresh.ids[0], &["env", &format!("RELEASE_PARAMETER={parameter}"), "bash", &user_data]);
     assert!(
         out.status.success(),
         "user-data failed:\n{}\n{}",

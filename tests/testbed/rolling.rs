@@ -7,8 +7,21 @@
 
 use std::time::{Duration, Instant};
 
-use super::support::{unique, wait_until, ActionRun, Bed, Load};
+use super::support::{unique, wait_until, ActionRun, Bed, Fleet, Load};
 use super::{inputs, load_balancer, run_with, set, version_of};
+
+/// Three instances of a suite of their own, running v1 of a new repository through the load
+/// balancer: (fleet, its ids in batch order, repository, suite).
+fn three_on_v1<'a>(bed: &'a Bed, name: &str) -> (Fleet<'a>, Vec<String>, String, String) {
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 3, &["Role=web"]);
+    let order = sorted(&web.ids);
+    let repo = unique(name);
+    bed.create_repository(&repo);
+    let r1 = run_with(bed, lb_inputs(bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r1.code, 0, "{}", r1.log());
+    (web, order, repo, suite)
+}
 
 fn lb_inputs(bed: &Bed, repo: &str, suite: &str, tag: &str, build_args: &str) -> Vec<(String, String)> {
     let mut i = inputs(bed, repo, suite, tag, build_args);
@@ -72,12 +85,7 @@ fn row<'a>(summary: &'a str, starts: &str) -> &'a str {
 fn a_rolling_deploy_behind_the_load_balancer_drops_no_request() {
     let bed = Bed::load();
     let _lb = load_balancer();
-    let suite = unique("s");
-    let web = bed.fleet_in(&suite, 3, &["Role=web"]);
-    let repo = unique("rolling");
-    bed.create_repository(&repo);
-    let r1 = run_with(&bed, lb_inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
-    assert_eq!(r1.code, 0, "{}", r1.log());
+    let (web, _, repo, suite) = three_on_v1(&bed, "rolling");
     all_healthy(&bed, &web.ids);
 
     let load = Load::start(&format!("{}/version", bed.get("TESTBED_LB_URL")), 3);
@@ -114,13 +122,7 @@ fn a_rolling_deploy_behind_the_load_balancer_drops_no_request() {
 fn a_failed_batch_rolls_back_itself_and_the_batches_before_it_and_leaves_the_rest() {
     let bed = Bed::load();
     let _lb = load_balancer();
-    let suite = unique("s");
-    let web = bed.fleet_in(&suite, 3, &["Role=web"]);
-    let order = sorted(&web.ids);
-    let repo = unique("batchfail");
-    bed.create_repository(&repo);
-    let r1 = run_with(&bed, lb_inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
-    assert_eq!(r1.code, 0, "{}", r1.log());
+    let (web, order, repo, suite) = three_on_v1(&bed, "batchfail");
 
     // v2 needs a dependency that the instance of batch 2 cannot reach.
     cut_off(&bed, &order[1], &dependency(&bed));
@@ -153,13 +155,7 @@ fn a_failed_batch_rolls_back_itself_and_the_batches_before_it_and_leaves_the_res
 fn a_container_killed_mid_batch_and_a_failed_rollback_are_reported_not_hidden() {
     let bed = Bed::load();
     let _lb = load_balancer();
-    let suite = unique("s");
-    let web = bed.fleet_in(&suite, 3, &["Role=web"]);
-    let order = sorted(&web.ids);
-    let repo = unique("killed");
-    bed.create_repository(&repo);
-    let r1 = run_with(&bed, lb_inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
-    assert_eq!(r1.code, 0, "{}", r1.log());
+    let (web, order, repo, suite) = three_on_v1(&bed, "killed");
 
     // While v2 rolls: once batch 1's instance runs v2, its kept previous container is removed (so
     // its rollback cannot work); once batch 2's v2 container exists, it is killed and removed
@@ -262,14 +258,8 @@ fn without_target_groups_past_max_errors_the_switched_instances_go_back() {
 fn a_signal_mid_rollout_leaves_every_instance_on_a_release_and_in_the_load_balancer() {
     let bed = Bed::load();
     let _lb = load_balancer();
-    let suite = unique("s");
-    let web = bed.fleet_in(&suite, 3, &["Role=web"]);
-    let order = sorted(&web.ids);
+    let (web, order, repo, suite) = three_on_v1(&bed, "signal");
     let ip = |id: &String| web.ips[web.ids.iter().position(|x| x == id).unwrap()].clone();
-    let repo = unique("signal");
-    bed.create_repository(&repo);
-    let r1 = run_with(&bed, lb_inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
-    assert_eq!(r1.code, 0, "{}", r1.log());
 
     // v2 takes 4 s to turn healthy: the signal lands while batch 2's script waits for it.
     let mut i = lb_inputs(&bed, &repo, &suite, "v2", "VERSION=v2\nHEALTH=delay:4");

@@ -77,6 +77,14 @@ impl Bed {
             .unwrap()
     }
 
+    /// Writes a file into the instance's own /tmp (as EC2 hands user-data to an instance: a file
+    /// on it); returns its path as the instance sees it.
+    pub fn put_file(&self, id: &str, name: &str, content: &str) -> String {
+        let dir = Path::new(self.get("TESTBED_STATE")).join("instances").join(id).join("fs/tmp");
+        std::fs::write(dir.join(name), content).unwrap();
+        format!("/tmp/{name}")
+    }
+
     /// Instances tagged `Suite=<suite>` plus `tags`, terminated when the fleet is dropped.
     pub fn fleet_in(&self, suite: &str, n: usize, tags: &[&str]) -> Fleet<'_> {
         let mut args =
