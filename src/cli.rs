@@ -263,6 +263,12 @@ fn finish(runner: &Runner, report: &DeployReport) -> Exit {
             runner.error("ec2-deploy: runner", &format!("writing step output {name}: {e}"));
         }
     }
+    if !report.skipped.is_empty() {
+        runner.warning(
+            "ec2-deploy: skipped",
+            &format!("not deployed, SSM agent not connected: {}", report.skipped.join(", ")),
+        );
+    }
     let markdown = summary_markdown(report);
     if let Err(e) = runner.summary(&markdown) {
         runner.warning("ec2-deploy: runner", &format!("writing the job summary: {e}"));

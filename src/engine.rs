@@ -516,7 +516,10 @@ fn tolerated(limit: Limit, total: usize) -> usize {
 async fn deploy_by_tags(d: &Deployer<'_>) -> Result<DeployReport, Error> {
     let plan = d.plan;
     d.runner.group(&format!("Deploy to {} instances", plan.instances.len()));
-    let result = d.command(Target::Tags, Mode::Deploy, d.image, plan.max_concurrency, plan.max_errors).await;
+    // Skipped instances still carry the tags: then the command goes to the others by id.
+    let ids: Vec<String> = plan.instances.iter().map(|i| i.id.clone()).collect();
+    let target = if plan.skipped.is_empty() { Target::Tags } else { Target::Ids(&ids) };
+    let result = d.command(target, Mode::Deploy, d.image, plan.max_concurrency, plan.max_errors).await;
     d.runner.end_group();
     let instances = result?;
     let allowed = tolerated(plan.max_errors, instances.len());
@@ -580,6 +583,7 @@ fn new_report(d: &Deployer<'_>, instances: Vec<InstanceReport>) -> DeployReport 
         tolerated: 0,
         release_version: None,
         cancelled: false,
+        skipped: d.plan.skipped.iter().map(|i| i.id.clone()).collect(),
         seconds: 0.0,
     }
 }

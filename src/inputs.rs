@@ -69,6 +69,7 @@ pub const INPUTS: &[InputSpec] = &[
     with_default(input("health-check-timeout", "Seconds a new container has to become healthy before the previous one is put back."), "60"),
     with_default(input("max-concurrency", "Without target-groups: instances updated at once, a number or a percentage (SSM MaxConcurrency)."), "50%"),
     with_default(input("max-errors", "Without target-groups: failed instances tolerated, a number or a percentage (SSM MaxErrors); past it the switched instances are rolled back."), "0"),
+    with_default(input("on-offline", "Instances whose SSM agent is not connected: fail (stop before changing anything) or skip (deploy to the others and name them)."), "fail"),
     lines("target-groups", "ELBv2 target group ARNs, one per line: deploy in batches, each drained from them before its swap and healthy in them before the next batch."),
     with_default(input("batch-size", "With target-groups: instances per batch after the canary, a number or a percentage."), "25%"),
     with_default(input("canary", "With target-groups: true to deploy to one instance first, as its own batch."), "true"),
@@ -342,6 +343,8 @@ pub struct DeployRequest {
     pub max_concurrency: Limit,
     pub max_errors: Limit,
     pub target_groups: Vec<String>,
+    /// Skip instances whose agent is not connected (instead of stopping the plan).
+    pub skip_offline: bool,
     pub batch_size: Limit,
     pub canary: bool,
     pub timeout: u32,
@@ -785,6 +788,13 @@ pub fn resolve(
     let health_check_timeout = r.parse("health-check-timeout", parse_seconds(1, 3600)).unwrap_or(60);
     let max_concurrency = r.parse("max-concurrency", |t| Limit::parse(t, 1)).unwrap_or(Limit::Percent(50));
     let max_errors = r.parse("max-errors", |t| Limit::parse(t, 0)).unwrap_or(Limit::Count(0));
+    let skip_offline = r
+        .parse("on-offline", |t| match t {
+            "fail" => Ok(false),
+            "skip" => Ok(true),
+            _ => Err(format!("expected fail or skip, got {t:?}")),
+        })
+        .unwrap_or(false);
     let target_groups = r.parse_lines("target-groups", parse_target_group);
     let batch_size = r.parse("batch-size", |t| Limit::parse(t, 1)).unwrap_or(Limit::Percent(25));
     let canary = r.parse("canary", parse_bool).unwrap_or(true);
@@ -843,6 +853,7 @@ pub fn resolve(
         },
         max_concurrency,
         max_errors,
+        skip_offline,
         target_groups,
         batch_size,
         canary,

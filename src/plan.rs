@@ -56,6 +56,8 @@ pub struct Plan {
     pub source: ImageSource,
     pub targets: Vec<TagFilter>,
     pub instances: Vec<ManagedInstance>,
+    /// With `on-offline: skip`: matching instances left out because their agent is not connected.
+    pub skipped: Vec<ManagedInstance>,
     pub container: ContainerSpec,
     pub secret_arn: Option<String>,
     pub max_concurrency: Limit,
@@ -78,12 +80,14 @@ pub enum PlanError {
     TagMissing { tag: String, repository: String },
     #[error("input `targets`: no instance managed by SSM has tags {targets}; check the tags, that the instances run the SSM agent and that their role has AmazonSSMManagedInstanceCore")]
     NoInstances { targets: String },
-    #[error("input `targets`: {count} matching instance(s) have no SSM agent connection ({list}); they would never receive the deploy. Bring their agents back or change the tags")]
+    #[error("input `targets`: {count} matching instance(s) have no SSM agent connection ({list}); they would never receive the deploy. Bring their agents back, change the tags, or set `on-offline: skip`")]
     Offline { count: usize, list: String },
     #[error(
         "input `secret-id`: secret {id:?} does not exist in {region}; create it in Secrets Manager or fix the name"
     )]
     SecretMissing { id: String, region: String },
+    #[error("input `targets`: every instance with tags {targets} has lost its SSM agent connection; nothing can be deployed")]
+    AllOffline { targets: String },
     #[error("input `target-groups`: target group {arn} does not exist; check the ARN and the region")]
     TargetGroupMissing { arn: String },
     #[error("input `image-digest`: {digest} is not in repository {repository:?}; give a digest the repository has (aws ecr describe-images)")]
@@ -129,10 +133,15 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
     };
     let targets_text = req.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ");
     if facts.instances.is_empty() {
-        errors.push(PlanError::NoInstances { targets: targets_text });
+        errors.push(PlanError::NoInstances { targets: targets_text.clone() });
     }
     let offline: Vec<&ManagedInstance> = facts.instances.iter().filter(|i| i.ping != Ping::Online).collect();
-    if !offline.is_empty() {
+    let skipped: Vec<ManagedInstance> =
+        if req.skip_offline { offline.iter().map(|i| (*i).clone()).collect() } else { vec![] };
+    if req.skip_offline && !facts.instances.is_empty() && offline.len() == facts.instances.len() {
+        errors.push(PlanError::AllOffline { targets: targets_text });
+    }
+    if !offline.is_empty() && !req.skip_offline {
         errors.push(PlanError::Offline {
             count: offline.len(),
             list: offline.iter().map(|i| format!("{} {}", i.id, i.ping)).collect::<Vec<_>>().join(", "),
@@ -152,10 +161,12 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
     if !errors.is_empty() {
         return Err(errors);
     }
+    let instances: Vec<ManagedInstance> =
+        facts.instances.into_iter().filter(|i| !skipped.iter().any(|s| s.id == i.id)).collect();
     let batches = if req.target_groups.is_empty() {
         vec![]
     } else {
-        let ids: Vec<String> = facts.instances.iter().map(|i| i.id.clone()).collect();
+        let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
         crate::rollout::batches(&ids, req.canary, req.batch_size)
     };
     Ok(Plan {
@@ -167,7 +178,8 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         image_tag: req.image_tag.clone(),
         source,
         targets: req.targets.clone(),
-        instances: facts.instances,
+        instances,
+        skipped,
         container: req.container.clone(),
         secret_arn,
         max_concurrency: req.max_concurrency,
@@ -272,6 +284,12 @@ impl fmt::Display for Plan {
                 i.ping
             )?;
         }
+        if !self.skipped.is_empty() {
+            writeln!(f, "  skipped    {} with no SSM agent connection (on-offline: skip):", self.skipped.len())?;
+            for i in &self.skipped {
+                writeln!(f, "    {}  {:<16} {}", i.id, i.name.as_deref().unwrap_or("-"), i.ping)?;
+            }
+        }
         if self.dry_run {
             writeln!(f, "Dry run: nothing was built, pushed or sent.")?;
         }
@@ -308,6 +326,7 @@ mod tests {
             max_concurrency: Limit::Percent(50),
             max_errors: Limit::Count(0),
             target_groups: vec![],
+            skip_offline: false,
             batch_size: Limit::Percent(25),
             canary: true,
             timeout: 600,
@@ -393,6 +412,24 @@ mod tests {
         let plan = make(&req, f).unwrap();
         assert_eq!(plan.batches.len(), 3);
         insta::assert_snapshot!(plan.to_string());
+    }
+
+    #[test]
+    fn with_on_offline_skip_offline_instances_are_left_out_and_named() {
+        let mut req = request();
+        req.skip_offline = true;
+        let mut f = facts();
+        f.instances[1].ping = Ping::ConnectionLost;
+        let plan = make(&req, f.clone()).unwrap();
+        assert_eq!(plan.instances.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["i-0123456789abcdef0"]);
+        assert_eq!(plan.skipped.len(), 1);
+        assert!(
+            plan.to_string()
+                .contains("  skipped    1 with no SSM agent connection (on-offline: skip):\n    i-0123456789abcdef1"),
+            "{plan}"
+        );
+        f.instances[0].ping = Ping::ConnectionLost;
+        assert!(matches!(make(&req, f).unwrap_err()[..], [PlanError::AllOffline { .. }]));
     }
 
     #[test]

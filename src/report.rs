@@ -50,6 +50,8 @@ pub struct DeployReport {
     pub release_version: Option<i64>,
     /// The run was cancelled (SIGINT/SIGTERM): nothing new was started after that.
     pub cancelled: bool,
+    /// Instances left out because their SSM agent was not connected (on-offline: skip).
+    pub skipped: Vec<String>,
     pub seconds: f64,
 }
 
@@ -252,6 +254,12 @@ pub fn summary_markdown(report: &DeployReport) -> String {
         }
         md.push('\n');
     }
+    if !report.skipped.is_empty() {
+        md.push_str(&format!(
+            "Skipped, SSM agent not connected (`on-offline: skip`): `{}`.\n\n",
+            report.skipped.join("`, `")
+        ));
+    }
     if report.success() && failed > 0 {
         md.push_str(&format!("{failed} failed instance(s) are within `max-errors` ({}).\n\n", report.tolerated));
     }
@@ -355,6 +363,7 @@ mod tests {
             tolerated: 0,
             release_version: None,
             cancelled: false,
+            skipped: vec![],
             instances: instance_reports(&planned(&["i-1", "i-2", "i-3", "i-4"]), &invocations, &outputs),
             seconds: 12.34,
         }

@@ -470,3 +470,41 @@ fn a_throttling_storm_slows_the_deploy_down_but_it_completes() {
         assert_eq!(version_of(ip).as_deref(), Some(tag.as_str()));
     }
 }
+
+#[test]
+fn with_on_offline_skip_the_online_instances_get_the_release_and_the_offline_one_is_named() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 3, &["Role=web"]);
+    let repo = unique("skip");
+    bed.create_repository(&repo);
+    let script = std::path::Path::new(bed.get("TESTBED_ROOT")).join("scripts/testbed");
+    let offline = &web.ids[2];
+    let st = std::process::Command::new(&script)
+        .args(["offline", offline])
+        .env("TESTBED_STATE", bed.get("TESTBED_STATE"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut i = inputs(&bed, &repo, &suite, "v1", "VERSION=v1");
+    set(&mut i, "on-offline", "skip");
+    let r = run_with(&bed, i);
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert!(
+        r.stdout.contains(&format!(
+            "::warning title=ec2-deploy%3A skipped::not deployed, SSM agent not connected: {offline}"
+        )),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.summary.contains(&format!("Skipped, SSM agent not connected (`on-offline: skip`): `{offline}`")),
+        "{}",
+        r.summary
+    );
+    assert_eq!(version_of(&web.ips[0]).as_deref(), Some("v1"));
+    assert_eq!(version_of(&web.ips[1]).as_deref(), Some("v1"));
+    assert_eq!(version_of(&web.ips[2]), None, "the offline instance got the release");
+    let instances: serde_json::Value = serde_json::from_str(&r.outputs["instances"]).unwrap();
+    assert_eq!(instances.as_array().unwrap().len(), 2, "{instances}");
+}
