@@ -90,6 +90,7 @@ struct Block {
     canary: Option<ConfigValue>,
     timeout: Option<ConfigValue>,
     release_parameter: Option<ConfigValue>,
+    lock_timeout: Option<ConfigValue>,
     environment_url: Option<ConfigValue>,
 }
 
@@ -121,6 +122,7 @@ impl Block {
             ("canary", self.canary),
             ("timeout", self.timeout),
             ("release-parameter", self.release_parameter),
+            ("lock-timeout", self.lock_timeout),
             ("environment-url", self.environment_url),
         ];
         fields.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect()

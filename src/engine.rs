@@ -21,6 +21,7 @@ use crate::github::Runner;
 use crate::github_api::{GitHub, State};
 use crate::inputs::{DeployRequest, Limit};
 use crate::instance::{self, Mode, ScriptParams};
+use crate::lock::{self, Lock, LockError};
 use crate::plan::{self, Facts, ImageSource, Plan};
 use crate::registry::Ecr;
 use crate::release::{self, Recorded, Release, Releases};
@@ -85,21 +86,72 @@ pub async fn run(req: &DeployRequest, cx: &Context<'_>) -> Result<Outcome, Error
         return Ok(Outcome::DryRun(Box::new(plan)));
     }
 
+    // One deploy at a time per environment: the first change is taking the lock.
+    let by = run_url(cx.env)
+        .unwrap_or_else(|| format!("ec2-deploy on {}", (cx.env)("HOSTNAME").unwrap_or_else(|| "a terminal".into())));
+    let lock = Lock::acquire(
+        clients.ssm.clone(),
+        lock::name(&req.release_parameter),
+        by,
+        Duration::from_secs(u64::from(req.lock_timeout)),
+        |h| {
+            runner.info(&format!(
+                "Waiting for the deploy lock: held by {} (input `lock-timeout`: {}s)",
+                h.by, req.lock_timeout
+            ))
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        LockError::Aws(e) => Error::Aws(e),
+        held => Error::Locked(held.to_string()),
+    })?;
+    let renewing = async {
+        loop {
+            tokio::time::sleep(lock::RENEW).await;
+            if let Err(e) = lock.renew().await {
+                runner.warning("ec2-deploy: lock", &e.to_string());
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = deploy(req, &plan, cx, &ecr, &fleet, &traffic, &releases, github.as_ref()) => r,
+        _ = renewing => unreachable!("renewing never ends"),
+    };
+    if let Err(e) = lock.release().await {
+        runner.warning("ec2-deploy: lock", &format!("{e}; it expires by itself within {}s", lock::LEASE.as_secs()));
+    }
+    result
+}
+
+/// Everything after the plan, under the lock.
+#[allow(clippy::too_many_arguments)]
+async fn deploy(
+    req: &DeployRequest,
+    plan: &Plan,
+    cx: &Context<'_>,
+    ecr: &Ecr,
+    fleet: &Fleet,
+    traffic: &Traffic,
+    releases: &Releases,
+    github: Option<&GitHub>,
+) -> Result<Outcome, Error> {
+    let runner = cx.runner;
     let started = Instant::now();
-    let deployment = announce(github.as_ref(), &plan, req, cx, runner).await;
-    let result = roll_out(req, &plan, cx, &ecr, &fleet, &traffic).await;
+    let deployment = announce(github, plan, req, cx, runner).await;
+    let result = roll_out(req, plan, cx, ecr, fleet, traffic).await;
     let report = match result {
         Ok(mut report) => {
             report.seconds = started.elapsed().as_secs_f64();
             if report.success() {
-                match record(&releases, &plan, req, &report, cx).await {
+                match record(releases, plan, req, &report, cx).await {
                     Ok(version) => {
                         runner.info(&format!("Recorded the release as version {version} of {}", releases.name));
                         report.release_version = Some(version);
                     }
                     Err(e) => {
                         conclude(
-                            github.as_ref(),
+                            github,
                             deployment,
                             State::Error,
                             "deployed, but the release record could not be written",
@@ -119,7 +171,7 @@ pub async fn run(req: &DeployRequest, cx: &Context<'_>) -> Result<Outcome, Error
             report
         }
         Err(e) => {
-            conclude(github.as_ref(), deployment, State::Error, &e.to_string(), req, cx, runner).await;
+            conclude(github, deployment, State::Error, &e.to_string(), req, cx, runner).await;
             return Err(e);
         }
     };
@@ -131,7 +183,7 @@ pub async fn run(req: &DeployRequest, cx: &Context<'_>) -> Result<Outcome, Error
             format!("{} failed on {} of {} instances", plan.image_tag, report.failed().count(), report.instances.len()),
         )
     };
-    conclude(github.as_ref(), deployment, state, &text, req, cx, runner).await;
+    conclude(github, deployment, state, &text, req, cx, runner).await;
     Ok(Outcome::Finished(Box::new(report)))
 }
 

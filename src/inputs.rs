@@ -76,6 +76,7 @@ pub const INPUTS: &[InputSpec] = &[
     with_default(input("timeout", "Seconds the on-instance script may run on each instance."), "600"),
     input("release-parameter", "SSM parameter holding the environment's release record (history = its versions). Default: /ec2-deploy/<environment>/<ecr-repository>."),
     not_in_config(with_default(input("rollback", "true: redeploy the release before the live one, from the release record, without building."), "false")),
+    with_default(input("lock-timeout", "Seconds to wait while another deploy of the same environment holds its lock, before failing."), "600"),
     input("environment-url", "URL of the deployed service, shown on the GitHub deployment."),
     not_in_config(with_default(input("dry-run", "true: print the plan and change nothing."), "false")),
     not_in_config(input("github-token", "Token for GitHub Deployments. Default: the workflow's token.")),
@@ -350,6 +351,7 @@ pub struct DeployRequest {
     pub timeout: u32,
     pub release_parameter: String,
     pub rollback: bool,
+    pub lock_timeout: u32,
     pub environment_url: Option<String>,
     /// The commit being deployed (GITHUB_SHA), recorded with the release.
     pub commit: Option<String>,
@@ -811,6 +813,7 @@ pub fn resolve(
     }
     let release_parameter = r.parse("release-parameter", parse_parameter_name);
     let rollback = r.parse("rollback", parse_bool).unwrap_or(false);
+    let lock_timeout = r.parse("lock-timeout", parse_seconds(0, 3600)).unwrap_or(600);
     if rollback && image_digest.is_some() {
         r.errors.push(fail(
             "input `rollback`",
@@ -859,6 +862,7 @@ pub fn resolve(
         canary,
         timeout,
         release_parameter,
+        lock_timeout,
         rollback,
         environment_url,
         commit: ctx.var("GITHUB_SHA"),

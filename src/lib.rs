@@ -16,6 +16,7 @@ pub mod github;
 pub mod github_api;
 pub mod inputs;
 pub mod instance;
+pub mod lock;
 pub mod plan;
 pub mod registry;
 pub mod release;
@@ -54,6 +55,8 @@ pub enum Error {
     Output(std::io::Error),
     #[error("cancelled before the rollout started: no instance was changed")]
     Cancelled,
+    #[error("{0}")]
+    Locked(String),
 }
 
 fn list<T: fmt::Display>(what: &str, items: &[T]) -> String {
@@ -80,7 +83,7 @@ impl Error {
             Error::Aws(e) if e.is(aws::NO_REGION) => Exit::BadInput,
             Error::Aws(e) if e.access => Exit::Access,
             Error::Aws(_) => Exit::Access,
-            Error::Build(_) | Error::Output(_) | Error::Cancelled => Exit::DeployFailed,
+            Error::Build(_) | Error::Output(_) | Error::Cancelled | Error::Locked(_) => Exit::DeployFailed,
         }
     }
 
@@ -94,6 +97,7 @@ impl Error {
             Error::Build(_) => "ec2-deploy: build failed",
             Error::Output(_) => "ec2-deploy: runner",
             Error::Cancelled => "ec2-deploy: cancelled",
+            Error::Locked(_) => "ec2-deploy: lock held",
         }
     }
 }

@@ -332,6 +332,7 @@ mod tests {
             timeout: 600,
             release_parameter: "/ec2-deploy/production/shop".into(),
             rollback: false,
+            lock_timeout: 600,
             environment_url: None,
             commit: None,
             image_digest: None,

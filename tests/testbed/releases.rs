@@ -194,9 +194,20 @@ fn github_deployments_record_success_failure_and_rollback() {
         expect_status(&server, 42, "in_progress").await;
         expect_status(&server, 42, "success").await;
     });
-    let r = run(&bed, with_url(release_inputs(&bed, &repo, &suite, "v1", &parameter)), &[(&env[0].0, &env[0].1)]);
+    // This deploy reads a secret: its value must not appear in any request sent to GitHub.
+    let secret_value = unique("gh-secret-value");
+    let secret = unique("gh/secret");
+    bed.create_secret(&secret, &format!(r#"{{"TOKEN": "{secret_value}"}}"#));
+    let mut i = with_url(release_inputs(&bed, &repo, &suite, "v1", &parameter));
+    set(&mut i, "secret-id", &secret);
+    let r = run(&bed, i, &[(&env[0].0, &env[0].1)]);
     assert_eq!(r.code, 0, "{}", r.log());
     rt.block_on(server.verify());
+    let sent = rt.block_on(server.received_requests()).expect("wiremock records requests");
+    assert_eq!(sent.len(), 3);
+    for request in &sent {
+        assert!(!String::from_utf8_lossy(&request.body).contains(&secret_value), "a secret value was sent to GitHub");
+    }
     rt.block_on(server.reset());
 
     // A failure: a release that never turns healthy.
@@ -326,4 +337,55 @@ fn the_run_order_guard_refuses_an_older_commit_on_push_but_allows_an_explicit_re
     let r = run_env("old", env, true);
     assert_eq!(r.code, 0, "{}", r.log());
     assert_eq!(version_of(&web.ips[0]).as_deref(), Some("old"));
+}
+
+#[test]
+fn deploys_of_one_environment_wait_for_each_other_and_a_stale_lock_expires() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let repo = unique("locked");
+    bed.create_repository(&repo);
+    let parameter = format!("/ec2-deploy/test/{repo}");
+    let lock = format!("{parameter}-lock");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let hold = |expires: u64| {
+        let value = serde_json::json!({ "id": "other-run", "by": "https://github.com/octo/shop/actions/runs/99", "expires": expires }).to_string();
+        bed.aws(&["ssm", "put-parameter", "--name", &lock, "--type", "String", "--overwrite", "--value", &value]);
+    };
+
+    // Another live run holds it: the deploy waits lock-timeout, then fails, having changed nothing.
+    hold(now + 600);
+    let tag = unique("t");
+    let mut i = release_inputs(&bed, &repo, &suite, &tag, &parameter);
+    set(&mut i, "lock-timeout", "3");
+    let r = run(&bed, i, &[]);
+    assert_eq!(r.code, 1, "{}", r.log());
+    assert!(r.stdout.contains("holds the lock") && r.stdout.contains("actions/runs/99"), "{}", r.stdout);
+    assert!(bed.commands_mentioning(&tag).is_empty(), "a command was sent while the lock was held");
+    assert_eq!(version_of(&web.ips[0]), None);
+
+    // Its run stopped renewing and the lease passed: taken over, deployed, released.
+    hold(now - 10);
+    let r = run(&bed, release_inputs(&bed, &repo, &suite, "v1", &parameter), &[]);
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert_eq!(version_of(&web.ips[0]).as_deref(), Some("v1"));
+    assert!(!bed.aws_output(&["ssm", "get-parameter", "--name", &lock]).status.success(), "the lock was not released");
+
+    // Two deploys at once: the second waits for the first, then deploys.
+    let mut slow = release_inputs(&bed, &repo, &suite, "v2", &parameter);
+    set(&mut slow, "build-args", "VERSION=v2\nHEALTH=delay:3");
+    set(&mut slow, "health-check-timeout", "20");
+    let borrowed: Vec<(&str, &str)> = slow.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let first = ActionRun::new(&borrowed);
+    let running = first.spawn(&bed);
+    super::support::wait_until("the first deploy to take the lock", std::time::Duration::from_secs(60), || {
+        bed.aws_output(&["ssm", "get-parameter", "--name", &lock]).status.success()
+    });
+    let second = run(&bed, release_inputs(&bed, &repo, &suite, "v3", &parameter), &[]);
+    let first = running.wait();
+    assert_eq!(first.code, 0, "{}", first.log());
+    assert_eq!(second.code, 0, "{}", second.log());
+    assert!(second.stdout.contains("Waiting for the deploy lock: held by"), "{}", second.stdout);
+    assert_eq!(version_of(&web.ips[0]).as_deref(), Some("v3"));
 }
