@@ -94,6 +94,7 @@ pub async fn run(req: &DeployRequest, cx: &Context<'_>) -> Result<Outcome, Error
         lock::name(&req.release_parameter),
         by,
         Duration::from_secs(u64::from(req.lock_timeout)),
+        cx.cancel,
         |h| {
             runner.info(&format!(
                 "Waiting for the deploy lock: held by {} (input `lock-timeout`: {}s)",
@@ -104,6 +105,7 @@ pub async fn run(req: &DeployRequest, cx: &Context<'_>) -> Result<Outcome, Error
     .await
     .map_err(|e| match e {
         LockError::Aws(e) => Error::Aws(e),
+        LockError::Cancelled => Error::Cancelled,
         held => Error::Locked(held.to_string()),
     })?;
     let renewing = async {

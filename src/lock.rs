@@ -29,6 +29,9 @@ pub struct Holder {
 pub enum LockError {
     #[error("another deploy of this environment holds the lock {name} ({by}); waited {waited}s (input `lock-timeout`). Let it finish, or cancel it")]
     Held { name: String, by: String, waited: u64 },
+    /// The run was cancelled while it waited; it holds nothing.
+    #[error("cancelled while waiting for the deploy lock")]
+    Cancelled,
     #[error(transparent)]
     Aws(#[from] AwsError),
 }
@@ -49,12 +52,15 @@ pub struct Lock {
 }
 
 impl Lock {
-    /// Takes the lock, waiting up to `timeout` while another live run holds it.
+    /// Takes the lock, waiting up to `timeout` while another live run holds it. A cancel ends
+    /// the wait between attempts, never in the middle of one: a lock created by a request whose
+    /// answer was dropped would be left behind for a whole lease.
     pub async fn acquire(
         client: aws_sdk_ssm::Client,
         name: String,
         by: String,
         timeout: Duration,
+        cancel: &crate::cancel::Cancel,
         on_wait: impl Fn(&Holder),
     ) -> Result<Lock, LockError> {
         let started = std::time::Instant::now();
@@ -90,12 +96,13 @@ impl Lock {
                         on_wait(&h);
                         told = true;
                     }
-                    tokio::time::sleep(
-                        Duration::from_secs(2)
-                            .min(timeout.saturating_sub(started.elapsed()))
-                            .max(Duration::from_millis(200)),
-                    )
-                    .await;
+                    let pause = Duration::from_secs(2)
+                        .min(timeout.saturating_sub(started.elapsed()))
+                        .max(Duration::from_millis(200));
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = cancel.cancelled() => return Err(LockError::Cancelled),
+                    }
                 }
             }
         }

@@ -389,3 +389,61 @@ fn deploys_of_one_environment_wait_for_each_other_and_a_stale_lock_expires() {
     assert!(second.stdout.contains("Waiting for the deploy lock: held by"), "{}", second.stdout);
     assert_eq!(version_of(&web.ips[0]).as_deref(), Some("v3"));
 }
+
+#[test]
+fn a_deploy_cancelled_while_it_waits_for_the_lock_stops_at_once_and_takes_nothing() {
+    use std::io::BufRead;
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let repo = unique("waiting");
+    bed.create_repository(&repo);
+    let parameter = format!("/ec2-deploy/test/{repo}");
+    let lock = format!("{parameter}-lock");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let held = serde_json::json!({ "id": "other-run", "by": "https://github.com/octo/shop/actions/runs/98", "expires": now + 600 })
+        .to_string();
+    bed.aws(&["ssm", "put-parameter", "--name", &lock, "--type", "String", "--overwrite", "--value", &held]);
+
+    let tag = unique("t");
+    let mut i = release_inputs(&bed, &repo, &suite, &tag, &parameter);
+    set(&mut i, "lock-timeout", "300");
+    let borrowed: Vec<(&str, &str)> = i.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let action = ActionRun::new(&borrowed);
+    let mut running = action.spawn(&bed);
+    // Read stdout as it comes, to signal once the run says it is waiting.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = std::io::BufReader::new(running.child.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    while !seen.contains("Waiting for the deploy lock") {
+        let line =
+            lines.recv_timeout(std::time::Duration::from_secs(60)).unwrap_or_else(|_| panic!("no wait in:\n{seen}"));
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let signalled = std::time::Instant::now();
+    let kill = std::process::Command::new("kill").args(["-TERM", &running.child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let r = running.wait();
+    let took = signalled.elapsed();
+    reader.join().unwrap();
+    seen.extend(lines.try_iter().map(|l| l + "\n"));
+
+    // It stopped well before the runner's SIGKILL (10 s after the first signal), said so, and
+    // left the other run's lock, the registry and the fleet as they were.
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?} to stop after SIGTERM");
+    assert_eq!(r.code, 1, "{seen}{}", r.stderr);
+    assert_eq!(r.outputs["result"], "cancelled", "{seen}");
+    assert!(r.stderr.contains("ec2-deploy: cancelled"), "{}", r.stderr);
+    let lock_now = bed.aws_json(&["ssm", "get-parameter", "--name", &lock]);
+    assert_eq!(lock_now["Parameter"]["Value"].as_str(), Some(held.as_str()), "the other run's lock changed");
+    assert!(bed.commands_mentioning(&tag).is_empty(), "a command was sent");
+    let images = bed.aws_json(&["ecr", "list-images", "--repository-name", &repo]);
+    assert_eq!(images["imageIds"].as_array().map(Vec::len), Some(0), "an image was pushed: {images}");
+    assert_eq!(version_of(&web.ips[0]), None);
+}
