@@ -120,3 +120,28 @@ fn the_example_config_resolves_for_each_environment() {
         assert_eq!(req.target_groups.len(), usize::from(environment == "production"));
     }
 }
+
+/// Reproducible image: each base the Dockerfile builds from is pinned by digest, and the Rust one
+/// is at least the crate's `rust-version` (the oldest toolchain the locked dependencies accept).
+#[test]
+fn the_dockerfile_pins_its_bases_by_digest_and_builds_with_a_new_enough_rust() {
+    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let bases: BTreeMap<&str, &str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("ARG "))
+        .filter_map(|l| l.split_once('='))
+        .filter(|(name, _)| name.ends_with("_IMAGE"))
+        .collect();
+    assert_eq!(bases.keys().copied().collect::<Vec<_>>(), ["RUNTIME_IMAGE", "RUST_IMAGE"]);
+    for (name, reference) in &bases {
+        let (_, digest) =
+            reference.split_once("@sha256:").unwrap_or_else(|| panic!("{name}={reference}: not pinned by digest"));
+        assert!(digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()), "{name}: digest {digest:?}");
+        assert!(dockerfile.contains(&format!("FROM ${{{name}}}")), "{name} is declared but not built from");
+    }
+    let rust_tag = bases["RUST_IMAGE"].split_once("rust:").unwrap().1;
+    let image_rust: Vec<u32> = rust_tag.split('-').next().unwrap().split('.').map(|p| p.parse().unwrap()).collect();
+    let msrv = include_str!("../Cargo.toml").lines().find_map(|l| l.strip_prefix("rust-version = ")).unwrap();
+    let msrv: Vec<u32> = msrv.trim_matches('"').split('.').map(|p| p.parse().unwrap()).collect();
+    assert!(image_rust >= msrv, "the image builds with Rust {image_rust:?}, older than rust-version {msrv:?}");
+}
