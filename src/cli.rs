@@ -9,10 +9,17 @@ use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use crate::engine::{self, Outcome};
+use crate::apply::Context;
+use crate::deploy::{self, Outcome};
 use crate::github::Runner;
-use crate::inputs::{self, RawInputs, RunContext, INPUTS};
-use crate::report::{instances_json, summary_markdown, DeployReport};
+use crate::inputs::{self, Disk, RawInputs, RunContext, INPUTS};
+use crate::live::Live;
+use crate::lock::Lease;
+use crate::model::ParameterName;
+use crate::plan::RunInfo;
+use crate::release::{Entry, Releases};
+use crate::report::summary::{instances_json, summary_markdown};
+use crate::report::DeployReport;
 use crate::{Error, Exit};
 
 pub fn command() -> Command {
@@ -105,7 +112,14 @@ pub fn main() -> ExitCode {
         }
         Some(("user-data", m)) => {
             let parameter = m.get_one::<String>("release-parameter").expect("required");
-            return match crate::instance::user_data(parameter) {
+            let parameter = match ParameterName::parse(parameter) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("ec2-deploy: --release-parameter: {e}");
+                    return ExitCode::from(Exit::BadInput as u8);
+                }
+            };
+            return match crate::instance::user_data(&parameter) {
                 Ok(script) => {
                     print!("{script}");
                     ExitCode::SUCCESS
@@ -152,30 +166,52 @@ pub fn main() -> ExitCode {
 async fn status(m: &ArgMatches) -> Exit {
     let get = |name: &str| m.get_one::<String>(name).cloned();
     let parameter = match (get("release-parameter"), get("ecr-repository")) {
-        (Some(p), _) => p,
-        (None, Some(repo)) => crate::release::default_parameter(get("environment").as_deref(), &repo),
-        (None, None) => {
-            eprintln!("ec2-deploy status: give --release-parameter, or --ecr-repository (and --environment)");
+        (Some(p), _) => ParameterName::parse(&p),
+        (None, Some(repo)) => crate::model::Repository::parse(&repo).and_then(|repo| {
+            let env = get("environment").map(|e| crate::model::EnvironmentName::parse(&e)).transpose()?;
+            ParameterName::parse(&inputs::default_release_parameter(env.as_ref(), &repo))
+        }),
+        (None, None) => Err("give --release-parameter, or --ecr-repository (and --environment)".into()),
+    };
+    let parameter = match parameter {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ec2-deploy status: {e}");
             return Exit::BadInput;
         }
     };
-    let clients = match crate::aws::Clients::load(get("aws-region").as_deref()).await {
+    let region = match get("aws-region").map(|r| crate::model::Region::parse(&r)).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ec2-deploy status: --aws-region: {e}");
+            return Exit::BadInput;
+        }
+    };
+    let clients = match crate::aws::Clients::load(region.as_ref()).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ec2-deploy status: {e}");
             return Exit::BadInput;
         }
     };
-    let history = match crate::release::Releases::new(clients.ssm, parameter.clone()).history().await {
+    let world = Live::new(clients, None, None);
+    let history = match Releases::new(parameter.clone()).history(&world).await {
         Ok(h) => h,
         Err(e) => {
             eprintln!("ec2-deploy status: {e}");
             return Exit::Access;
         }
     };
-    let Some(live) = history.last() else {
-        println!("{parameter}: no release recorded yet");
-        return Exit::Success;
+    let live = match history.live() {
+        Ok(Some(live)) => live,
+        Ok(None) => {
+            println!("{parameter}: no release recorded yet");
+            return Exit::Success;
+        }
+        Err(e) => {
+            eprintln!("ec2-deploy status: {e}");
+            return Exit::DeployFailed;
+        }
     };
     println!(
         "{parameter}: live release {} (version {}), deployed {}",
@@ -186,16 +222,19 @@ async fn status(m: &ArgMatches) -> Exit {
         println!("  run     {url}");
     }
     println!("\n  version  tag                   deployed              commit    image");
-    for r in history.iter().rev() {
-        let digest = r.release.image.rsplit_once("@sha256:").map(|(_, d)| &d[..12.min(d.len())]).unwrap_or("-");
-        println!(
-            "  {:>7}  {:<20}  {:<20}  {:<8}  sha256:{digest}{}",
-            r.version,
-            r.release.tag,
-            r.release.deployed_at,
-            r.release.commit.as_deref().map(|c| &c[..8.min(c.len())]).unwrap_or("-"),
-            if std::ptr::eq(r, live) { "  (live)" } else { "" }
-        );
+    for entry in history.entries.iter().rev() {
+        match entry {
+            Entry::Release(r) => println!(
+                "  {:>7}  {:<20}  {:<20}  {:<8}  {}{}",
+                r.version,
+                r.release.tag,
+                r.release.deployed_at,
+                r.release.commit.as_deref().map(|c| &c[..8.min(c.len())]).unwrap_or("-"),
+                r.release.image.digest.short(),
+                if r.version == live.version { "  (live)" } else { "" }
+            ),
+            Entry::Unreadable { version, reason } => println!("  {version:>7}  unreadable: {reason}"),
+        }
     }
     Exit::Success
 }
@@ -210,8 +249,21 @@ pub async fn run(
     let ctx = RunContext { env, workdir: workdir.to_path_buf() };
     let cancel = crate::cancel::Cancel::default();
     cancel.on_signals();
-    let result = match inputs::resolve(raw, &ctx, |p| std::fs::read_to_string(p)) {
-        Ok(req) => engine::run(&req, &engine::Context { runner, cancel: &cancel, env, workdir }).await,
+    let result = match inputs::resolve(raw, &ctx, &Disk) {
+        Ok(req) => {
+            if let Some(token) = &req.github_token {
+                runner.mask(&token.0);
+            }
+            match Live::connect(req.region.as_ref(), req.github_token.as_ref().map(|t| t.0.as_str()), env, runner).await
+            {
+                Ok(world) => {
+                    let info = RunInfo::from_env(env, req.commit.clone());
+                    let cx = Context { runner, cancel: &cancel, workdir };
+                    deploy::run(&req, &world, &info, &cx, Lease::default()).await
+                }
+                Err(e) => Err(Error::NoRegion(e)),
+            }
+        }
         Err(errors) => Err(Error::Inputs(errors)),
     };
     match result {
@@ -237,7 +289,7 @@ fn finish(runner: &Runner, report: &DeployReport) -> Exit {
             "{}{}: {} at step {}: {}",
             i.id,
             i.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default(),
-            i.details,
+            i.detail,
             i.step.as_deref().unwrap_or("-"),
             i.reason.as_deref().unwrap_or("")
         );
@@ -266,7 +318,10 @@ fn finish(runner: &Runner, report: &DeployReport) -> Exit {
     if !report.skipped.is_empty() {
         runner.warning(
             "ec2-deploy: skipped",
-            &format!("not deployed, SSM agent not connected: {}", report.skipped.join(", ")),
+            &format!(
+                "not deployed, SSM agent not connected: {}",
+                report.skipped.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", ")
+            ),
         );
     }
     let markdown = summary_markdown(report);

@@ -1,29 +1,47 @@
 //! ec2-deploy: ship a container image to an EC2 fleet through SSM Run Command — no SSH, no
 //! stored IP addresses, no downtime.
 //!
-//! `ec2-deploy action` is the GitHub Action's entrypoint; `ec2-deploy plan | deploy` run the same
-//! engine from a terminal. See DESIGN.md for the shape: inputs → plan (read-only) → build & push
-//! → Run Command → report.
+//! `ec2-deploy action` is the GitHub Action's entrypoint; `ec2-deploy plan | deploy | rollback`
+//! run the same deploy from a terminal.
+//!
+//! ## How a deploy flows, and where each part lives
+//!
+//! ```text
+//! inputs/   the action's inputs, CLI flags and the YAML config → a typed DeployRequest
+//! plan/     read-only facts (release history, registry, instances by tag, secret, target
+//!           groups) → the Plan: everything that will happen, printed; a dry run stops here
+//! deploy    the deploy lock (lock.rs) around applying the plan
+//! apply/    build.rs (image) → by_tags.rs or batches.rs (roll out; command.rs sends and
+//!           follows Run Commands, traffic.rs drains and re-admits) → record.rs (release record)
+//! report/   what happened, per instance and batch; summary.rs renders the job summary
+//! ```
+//!
+//! Around that core: [`model`] holds the validated domain values, [`release`] the versioned
+//! release record, [`instance`] the script that runs on each instance (built, never sent, here).
+//! The deploy talks to the world only through [`ports`]; the adapters at the edge implement
+//! them: [`aws`] (SSM, ECR, ELBv2, Secrets Manager), [`docker`] (the build), [`github::api`]
+//! (Deployments), gathered in [`live`]. [`github::runner`] prints to the Actions runner. The
+//! unit tests run the same deploy against `fake`, an in-memory world with the services'
+//! semantics.
 
+pub mod apply;
 pub mod aws;
-pub mod build;
 pub mod cancel;
 pub mod cli;
-pub mod config;
-pub mod engine;
-pub mod fleet;
+pub mod deploy;
+pub mod docker;
+#[cfg(test)]
+pub mod fake;
 pub mod github;
-pub mod github_api;
 pub mod inputs;
 pub mod instance;
+pub mod live;
 pub mod lock;
+pub mod model;
 pub mod plan;
-pub mod registry;
+pub mod ports;
 pub mod release;
 pub mod report;
-pub mod rollout;
-pub mod secrets;
-pub mod traffic;
 
 use std::fmt;
 
@@ -46,9 +64,11 @@ pub enum Error {
     #[error("{}", list("reason not to deploy", .0))]
     Plan(Vec<plan::PlanError>),
     #[error(transparent)]
-    Aws(#[from] aws::AwsError),
+    NoRegion(#[from] aws::NoRegion),
+    #[error(transparent)]
+    Service(#[from] ports::ServiceError),
     #[error("image {0}")]
-    Build(#[from] build::BuildError),
+    Build(#[from] ports::BuildError),
     #[error("input {0}")]
     Script(#[from] instance::QuoteError),
     #[error("writing step outputs: {0}")]
@@ -73,16 +93,10 @@ fn list<T: fmt::Display>(what: &str, items: &[T]) -> String {
 }
 
 impl Error {
-    pub fn output(e: std::io::Error) -> Error {
-        Error::Output(e)
-    }
-
     pub fn exit(&self) -> Exit {
         match self {
-            Error::Inputs(_) | Error::Plan(_) | Error::Script(_) => Exit::BadInput,
-            Error::Aws(e) if e.is(aws::NO_REGION) => Exit::BadInput,
-            Error::Aws(e) if e.access => Exit::Access,
-            Error::Aws(_) => Exit::Access,
+            Error::Inputs(_) | Error::Plan(_) | Error::Script(_) | Error::NoRegion(_) => Exit::BadInput,
+            Error::Service(_) => Exit::Access,
             Error::Build(_) | Error::Output(_) | Error::Cancelled | Error::Locked(_) => Exit::DeployFailed,
         }
     }
@@ -90,10 +104,10 @@ impl Error {
     /// A short title for the annotation.
     pub fn title(&self) -> &'static str {
         match self {
-            Error::Inputs(_) | Error::Script(_) => "ec2-deploy: bad input",
+            Error::Inputs(_) | Error::Script(_) | Error::NoRegion(_) => "ec2-deploy: bad input",
             Error::Plan(_) => "ec2-deploy: cannot deploy",
-            Error::Aws(e) if e.access => "ec2-deploy: AWS access",
-            Error::Aws(_) => "ec2-deploy: AWS",
+            Error::Service(e) if e.kind == ports::ErrorKind::Access => "ec2-deploy: AWS access",
+            Error::Service(_) => "ec2-deploy: AWS",
             Error::Build(_) => "ec2-deploy: build failed",
             Error::Output(_) => "ec2-deploy: runner",
             Error::Cancelled => "ec2-deploy: cancelled",

@@ -1,19 +1,37 @@
-//! One deploy at a time per environment: a lock held in AWS, beside the release record.
+//! One deploy at a time per environment: a lock in SSM Parameter Store, beside the release record.
 //!
-//! The lock is the SSM parameter `<release-parameter>-lock`, created with `Overwrite=false` (only
-//! one run can create it). Its value names the holder and a lease that the holder renews every
-//! [`RENEW`] while it runs; a run that was killed stops renewing, and its lock is taken over once
+//! The lock is the parameter `<release-parameter>-lock`, created with `Overwrite=false` (only one
+//! run can create it). Its value names the holder and a lease that the holder renews every
+//! `renew` while it runs; a run that was killed stops renewing, and its lock is taken over once
 //! the lease has passed. A second run waits up to `lock-timeout`, then fails naming the holder.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use aws_sdk_ssm::types::ParameterType;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::{unless_missing, AwsError};
+use crate::cancel::Cancel;
+use crate::model::ParameterName;
+use crate::ports::{epoch_seconds, Clock, ErrorKind, ParameterStore, ServiceError};
 
-pub const LEASE: Duration = Duration::from_secs(120);
-pub const RENEW: Duration = Duration::from_secs(30);
+/// How long a lease lasts and how often it is renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub lease: Duration,
+    pub renew: Duration,
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Lease { lease: Duration::from_secs(120), renew: Duration::from_secs(30) }
+    }
+}
+
+/// A run asking for the lock: `id` is unique per run, `by` says who it is (the run's URL).
+#[derive(Debug, Clone)]
+pub struct Claimant {
+    pub id: String,
+    pub by: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
@@ -28,79 +46,69 @@ pub struct Holder {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("another deploy of this environment holds the lock {name} ({by}); waited {waited}s (input `lock-timeout`). Let it finish, or cancel it")]
-    Held { name: String, by: String, waited: u64 },
+    Held { name: ParameterName, by: String, waited: u64 },
     /// The run was cancelled while it waited; it holds nothing.
     #[error("cancelled while waiting for the deploy lock")]
     Cancelled,
     #[error(transparent)]
-    Aws(#[from] AwsError),
+    Service(#[from] ServiceError),
 }
 
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+/// The lock beside a release record: `<release-parameter>-lock`.
+pub fn name(release_parameter: &ParameterName) -> Result<ParameterName, String> {
+    release_parameter.with_suffix("-lock")
 }
 
-pub fn name(release_parameter: &str) -> String {
-    format!("{release_parameter}-lock")
-}
-
-/// A held lock; renewing it is the caller's loop, releasing it is [`Lock::release`].
-pub struct Lock {
-    client: aws_sdk_ssm::Client,
-    pub name: String,
+/// A held lock; renewing it is [`DeployLock::keep_alive`], releasing it [`DeployLock::release`].
+pub struct DeployLock<'w, W> {
+    world: &'w W,
+    pub name: ParameterName,
     holder: Holder,
+    lease: Lease,
 }
 
-impl Lock {
-    /// Takes the lock, waiting up to `timeout` while another live run holds it. A cancel ends
-    /// the wait between attempts, never in the middle of one: a lock created by a request whose
-    /// answer was dropped would be left behind for a whole lease.
+impl<'w, W: ParameterStore + Clock> DeployLock<'w, W> {
+    /// Takes the lock for `run`, waiting up to `timeout` while another live run holds it. A cancel ends
+    /// the wait between attempts, never in the middle of one.
     pub async fn acquire(
-        client: aws_sdk_ssm::Client,
-        name: String,
-        by: String,
+        world: &'w W,
+        name: ParameterName,
+        run: Claimant,
+        lease: Lease,
         timeout: Duration,
-        cancel: &crate::cancel::Cancel,
+        cancel: &Cancel,
         on_wait: impl Fn(&Holder),
-    ) -> Result<Lock, LockError> {
-        let started = std::time::Instant::now();
-        let holder = Holder { id: uuid::Uuid::new_v4().to_string(), by, expires: 0 };
+    ) -> Result<DeployLock<'w, W>, LockError> {
+        let started = world.now();
+        let holder = Holder { id: run.id, by: run.by, expires: 0 };
         let mut told = false;
         loop {
-            let mine = Holder { expires: now() + LEASE.as_secs(), ..holder.clone() };
-            let created = client
-                .put_parameter()
-                .name(&name)
-                .value(serde_json::to_string(&mine).expect("serialises"))
-                .r#type(ParameterType::String)
-                .overwrite(false)
-                .description("ec2-deploy: the deploy that holds this environment (lease renewed while it runs)")
-                .send()
+            let mine = Holder { expires: epoch_seconds(world.now() + lease.lease), ..holder.clone() };
+            let created = world
+                .put_parameter(&name, &serde_json::to_string(&mine).expect("serialises"), false)
                 .await
-                .map_err(|e| AwsError::new(format!("taking the deploy lock {name}"), e));
+                .map_err(|e| e.context(format!("taking the deploy lock {name}")));
             match created {
-                Ok(_) => return Ok(Lock { client, name, holder: mine }),
-                Err(e) if e.is("ParameterAlreadyExists") => {}
+                Ok(_) => return Ok(DeployLock { world, name, holder: mine, lease }),
+                Err(e) if e.kind == ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e.into()),
             }
-            let current = read(&client, &name).await?;
-            match current {
+            match read(world, &name).await? {
                 // Stale (its run stopped renewing) or unreadable: take it over.
-                Some(h) if h.expires < now() => delete(&client, &name).await?,
-                None => delete(&client, &name).await?,
+                Some(h) if h.expires < epoch_seconds(world.now()) => delete(world, &name).await?,
+                None => delete(world, &name).await?,
                 Some(h) => {
-                    if started.elapsed() >= timeout {
-                        return Err(LockError::Held { name, by: h.by, waited: started.elapsed().as_secs() });
+                    let waited = world.now().duration_since(started).unwrap_or_default();
+                    if waited >= timeout {
+                        return Err(LockError::Held { name, by: h.by, waited: waited.as_secs() });
                     }
                     if !told {
                         on_wait(&h);
                         told = true;
                     }
-                    let pause = Duration::from_secs(2)
-                        .min(timeout.saturating_sub(started.elapsed()))
-                        .max(Duration::from_millis(200));
+                    let pause = Duration::from_secs(2).min(timeout - waited).max(Duration::from_millis(200));
                     tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
+                        _ = world.sleep(pause) => {}
                         _ = cancel.cancelled() => return Err(LockError::Cancelled),
                     }
                 }
@@ -108,47 +116,40 @@ impl Lock {
         }
     }
 
-    /// Extends the lease (called every [`RENEW`] while the run lives).
-    pub async fn renew(&self) -> Result<(), AwsError> {
-        let renewed = Holder { expires: now() + LEASE.as_secs(), ..self.holder.clone() };
-        self.client
-            .put_parameter()
-            .name(&self.name)
-            .value(serde_json::to_string(&renewed).expect("serialises"))
-            .r#type(ParameterType::String)
-            .overwrite(true)
-            .send()
+    /// Extends the lease.
+    pub async fn renew(&self) -> Result<(), ServiceError> {
+        let renewed = Holder { expires: epoch_seconds(self.world.now() + self.lease.lease), ..self.holder.clone() };
+        self.world
+            .put_parameter(&self.name, &serde_json::to_string(&renewed).expect("serialises"), true)
             .await
             .map(|_| ())
-            .map_err(|e| AwsError::new(format!("renewing the deploy lock {}", self.name), e))
+            .map_err(|e| e.context(format!("renewing the deploy lock {}", self.name)))
+    }
+
+    /// Renews the lease every `renew` while the run lives; a failure is reported and retried.
+    pub async fn keep_alive(&self, on_problem: impl Fn(&str)) {
+        loop {
+            self.world.sleep(self.lease.renew).await;
+            if let Err(e) = self.renew().await {
+                on_problem(&e.to_string());
+            }
+        }
     }
 
     /// Releases the lock if this run still holds it.
-    pub async fn release(self) -> Result<(), AwsError> {
-        match read(&self.client, &self.name).await? {
-            Some(h) if h.id == self.holder.id => delete(&self.client, &self.name).await,
+    pub async fn release(self) -> Result<(), ServiceError> {
+        match read(self.world, &self.name).await? {
+            Some(h) if h.id == self.holder.id => delete(self.world, &self.name).await,
             _ => Ok(()),
         }
     }
 }
 
-async fn read(client: &aws_sdk_ssm::Client, name: &str) -> Result<Option<Holder>, AwsError> {
-    let result = client
-        .get_parameter()
-        .name(name)
-        .send()
-        .await
-        .map_err(|e| AwsError::new(format!("reading the deploy lock {name}"), e));
-    Ok(unless_missing(result, "ParameterNotFound")?
-        .and_then(|out| out.parameter().and_then(|p| p.value()).and_then(|v| serde_json::from_str(v).ok())))
+async fn read(store: &impl ParameterStore, name: &ParameterName) -> Result<Option<Holder>, ServiceError> {
+    let found = store.get_parameter(name).await.map_err(|e| e.context(format!("reading the deploy lock {name}")))?;
+    Ok(found.and_then(|p| serde_json::from_str(&p.value).ok()))
 }
 
-async fn delete(client: &aws_sdk_ssm::Client, name: &str) -> Result<(), AwsError> {
-    let result = client
-        .delete_parameter()
-        .name(name)
-        .send()
-        .await
-        .map_err(|e| AwsError::new(format!("removing the deploy lock {name}"), e));
-    unless_missing(result, "ParameterNotFound").map(|_| ())
+async fn delete(store: &impl ParameterStore, name: &ParameterName) -> Result<(), ServiceError> {
+    store.delete_parameter(name).await.map_err(|e| e.context(format!("removing the deploy lock {name}")))
 }

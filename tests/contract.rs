@@ -103,19 +103,20 @@ fn cli_help_offers_every_input_as_a_flag() {
 
 #[test]
 fn the_example_config_resolves_for_each_environment() {
-    use ec2_deploy_action::inputs::{resolve, RawInputs, RunContext};
+    use ec2_deploy_action::inputs::{resolve, Disk, RawInputs, RunContext};
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
     for environment in ["development", "production"] {
         let raw = RawInputs::from_lookup(|name| match name {
             "environment" => Some(environment.to_string()),
             "config" => Some("ec2-deploy.yml".to_string()),
+            // The examples folder has no app to build: this is about the config.
+            "build" => Some("false".to_string()),
             _ => None,
         });
         let env = |k: &str| (k == "GITHUB_SHA").then(|| "abc".to_string());
         let ctx = RunContext { env: &env, workdir: dir.into() };
-        let req =
-            resolve(&raw, &ctx, |p| std::fs::read_to_string(p)).unwrap_or_else(|e| panic!("{environment}: {e:?}"));
-        assert_eq!(req.repository, "threads");
+        let req = resolve(&raw, &ctx, &Disk).unwrap_or_else(|e| panic!("{environment}: {e:?}"));
+        assert_eq!(req.repository.as_str(), "threads");
         assert_eq!(req.targets.len(), 2, "{environment}");
         assert_eq!(req.target_groups.len(), usize::from(environment == "production"));
     }

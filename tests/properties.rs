@@ -9,9 +9,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use ec2_deploy_action::config::ConfigFile;
-use ec2_deploy_action::inputs::{resolve, ContainerSpec, EnvVar, PortMapping, RawInputs, RunContext, INPUTS};
+use ec2_deploy_action::inputs::config::ConfigFile;
+use ec2_deploy_action::inputs::{resolve, Disk, RawInputs, RunContext, INPUTS};
 use ec2_deploy_action::instance::{header, Mode, ScriptParams};
+use ec2_deploy_action::model::{
+    ContainerName, ContainerSpec, Digest, EnvVar, HealthPath, ImageRef, ImageTag, PortMapping, RegistryHost,
+    Repository, SecretId,
+};
 use proptest::prelude::*;
 
 /// Any text without NUL (which the quoting function refuses, tested elsewhere), including
@@ -30,19 +34,32 @@ proptest! {
 
     #[test]
     fn the_header_gives_every_value_back_and_runs_nothing_else(
-        image in text(), registry in text(), release in text(), secret in text(), path in text(),
+        registry in "[a-z0-9.-]{1,20}(:[0-9]{1,5})?", repository in "[a-z0-9]{2,10}(/[a-z0-9]{1,10})?",
+        digest in "[0-9a-f]{64}", release in "[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}",
+        secret in text().prop_filter("a secret id", |s| SecretId::parse(s).is_ok()),
+        path in text().prop_filter("an HTTP path", |s| HealthPath::parse(&format!("/{s}")).is_ok()),
         values in proptest::collection::vec(text(), 0..4),
     ) {
+        // Values that are validated before they reach the header take every form their type
+        // allows; the free-text ones (env values, secret id, path) take anything but NUL.
+        let image = ImageRef {
+            registry: RegistryHost::parse(&registry).unwrap(),
+            repository: Repository::parse(&repository).unwrap(),
+            digest: Digest::parse(&format!("sha256:{digest}")).unwrap(),
+        };
+        let release = ImageTag::parse(&release).unwrap();
+        let path = format!("/{path}");
         let env: Vec<EnvVar> = values.iter().enumerate().map(|(i, v)| EnvVar { name: format!("V{i}"), value: v.clone() }).collect();
         let container = ContainerSpec {
-            name: "app".into(),
+            name: ContainerName::parse("app").unwrap(),
             ports: vec![PortMapping { host: 8080, container: 80 }],
             env,
-            secret_id: Some(secret.clone()),
-            health_check_path: Some(path.clone()),
+            secret_id: Some(SecretId::parse(&secret).unwrap()),
+            health_check_path: Some(HealthPath::parse(&path).unwrap()),
             health_check_timeout: 30,
         };
-        let h = header(&ScriptParams { mode: Mode::Deploy, image: &image, registry: &registry, release: &release, container: &container }).unwrap();
+        let h = header(&ScriptParams { mode: Mode::Deploy { image: &image }, registry: &image.registry, release: &release, container: &container }).unwrap();
+        let (image, registry, release) = (image.to_string(), image.registry.to_string(), release.to_string());
         // Print each value NUL-terminated, so any byte (newlines included) can be compared.
         let script = format!(
             "{h}printf '%s\\0' \"$IMAGE\" \"$REGISTRY\" \"$RELEASE\" \"$SECRET_ID\" \"$HEALTH_PATH\" \"${{ENV_VARS[@]}}\""
@@ -72,7 +89,7 @@ proptest! {
         });
         let env = |_: &str| None;
         let ctx = RunContext { env: &env, workdir: PathBuf::from("/nonexistent") };
-        let _ = resolve(&raw, &ctx, |p| std::fs::read_to_string(p));
+        let _ = resolve(&raw, &ctx, &Disk);
     }
 
     #[test]

@@ -1,0 +1,195 @@
+//! Rolling through a fleet behind a load balancer, batch by batch, without dropping requests.
+//!
+//! For each batch: take it out of every target group and wait until it is drained → swap the
+//! container (one Run Command to the batch) → put it back and wait until it is healthy → next
+//! batch. The first batch is a canary of one instance. When a batch fails, that batch and every
+//! batch before it go back to what they ran before (each out of the load balancer while it
+//! changes), the batches after it are left alone, and the run fails with a report naming
+//! instance, phase and reason.
+
+use std::time::SystemTime;
+
+use super::command::Targets;
+use super::traffic::Traffic;
+use super::Rollout;
+use crate::model::{InstanceId, Limit};
+use crate::ports::World;
+use crate::report::{BatchOutcome, BatchReport, InstanceReport, Phase, RollbackReport};
+
+/// What the batches did.
+pub struct BatchesReport {
+    pub batches: Vec<BatchReport>,
+    /// The latest report of every instance that the deploy touched.
+    pub instances: Vec<InstanceReport>,
+    pub rollback: Option<RollbackReport>,
+}
+
+/// Walks the batches; on a failure rolls back and reports.
+pub async fn run<W: World>(r: &Rollout<'_, W>, traffic: &Traffic<'_, W>, batches: &[Vec<InstanceId>]) -> BatchesReport {
+    let (runner, cancel) = (r.commands.cx.runner, r.commands.cx.cancel);
+    let total = batches.len();
+    let mut reports: Vec<BatchReport> = vec![];
+    let mut instances: Vec<InstanceReport> = vec![];
+    let mut failed_at = None;
+    for (index, ids) in batches.iter().enumerate() {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let number = index + 1;
+        let started = r.world().now();
+        runner.group(&format!("Batch {number}/{total}: {}", names(ids)));
+        let mut outcome = run_batch(r, traffic, ids, &mut instances).await;
+        if outcome != BatchOutcome::Done && cancel.is_cancelled() {
+            // Cancelled mid-batch: no rollback (scripts still running finish on their own); the
+            // batch goes back into the load balancer, whose checks admit it once it is healthy.
+            if let Err(e) = traffic.readmit(ids).await {
+                runner.error(
+                    "ec2-deploy: cancelled",
+                    &format!("putting {} back into the load balancer: {e}", names(ids)),
+                );
+            }
+            outcome = BatchOutcome::Cancelled;
+        }
+        runner.end_group();
+        let failed = outcome != BatchOutcome::Done;
+        if let BatchOutcome::Failed { phase, reason } = &outcome {
+            runner.error("ec2-deploy: batch failed", &format!("batch {number}/{total} failed at {phase}: {reason}"));
+        }
+        reports.push(BatchReport {
+            number,
+            ids: ids.clone(),
+            outcome,
+            seconds: seconds_since(r.world().now(), started),
+        });
+        if failed {
+            failed_at = Some(index);
+            break;
+        }
+    }
+    for (index, ids) in batches.iter().enumerate().skip(reports.len()) {
+        reports.push(BatchReport {
+            number: index + 1,
+            ids: ids.clone(),
+            outcome: BatchOutcome::NotStarted,
+            seconds: 0.0,
+        });
+    }
+    let rollback = match failed_at {
+        Some(_) if cancel.is_cancelled() => None,
+        Some(index) => Some(roll_back(r, traffic, &batches[..=index], &reports[index], &instances).await),
+        None => None,
+    };
+    BatchesReport { batches: reports, instances, rollback }
+}
+
+fn names(ids: &[InstanceId]) -> String {
+    ids.iter().map(InstanceId::as_str).collect::<Vec<_>>().join(", ")
+}
+
+fn seconds_since(now: SystemTime, since: SystemTime) -> f64 {
+    now.duration_since(since).unwrap_or_default().as_secs_f64()
+}
+
+async fn run_batch<W: World>(
+    r: &Rollout<'_, W>,
+    traffic: &Traffic<'_, W>,
+    ids: &[InstanceId],
+    instances: &mut Vec<InstanceReport>,
+) -> BatchOutcome {
+    let runner = r.commands.cx.runner;
+    let t = r.world().now();
+    if let Err(reason) = traffic.take_out(ids).await {
+        return BatchOutcome::Failed { phase: Phase::Drain, reason: reason.to_string() };
+    }
+    runner.info(&format!("  out of the load balancer and drained ({:.1}s)", seconds_since(r.world().now(), t)));
+    let t = r.world().now();
+    // The batch is out of the load balancer: all of it at once, stopping at the first failure.
+    let n = ids.len() as u32;
+    let swapped = match r.commands.run(Targets::Ids(ids), &r.script, "deploy", Limit::Count(n), Limit::Count(0)).await {
+        Ok(reports) => reports,
+        Err(e) => return BatchOutcome::Failed { phase: Phase::Swap, reason: e.to_string() },
+    };
+    runner.info(&format!("  swapped ({:.1}s)", seconds_since(r.world().now(), t)));
+    let failures: Vec<String> = swapped
+        .iter()
+        .filter(|r| !r.ok())
+        .map(|r| format!("{}: {}", r.id, r.reason.as_deref().unwrap_or(r.detail.as_str())))
+        .collect();
+    instances.extend(swapped);
+    if !failures.is_empty() {
+        return BatchOutcome::Failed { phase: Phase::Swap, reason: failures.join("; ") };
+    }
+    let t = r.world().now();
+    if let Err(reason) = traffic.put_back(ids).await {
+        return BatchOutcome::Failed { phase: Phase::Healthy, reason: reason.to_string() };
+    }
+    runner.info(&format!("  back in the load balancer and healthy ({:.1}s)", seconds_since(r.world().now(), t)));
+    BatchOutcome::Done
+}
+
+/// The failed batch first (it is out of the load balancer: restore capacity), then the earlier
+/// batches, latest first, each out of the load balancer while it changes.
+async fn roll_back<W: World>(
+    r: &Rollout<'_, W>,
+    traffic: &Traffic<'_, W>,
+    done: &[Vec<InstanceId>],
+    failed: &BatchReport,
+    instances: &[InstanceReport],
+) -> RollbackReport {
+    let runner = r.commands.cx.runner;
+    runner.group("Rollback");
+    let mut report = RollbackReport::default();
+    let (failed_ids, earlier) = done.split_last().expect("at least the failed batch");
+    runner.info(&format!("  batch {} (failed): back to the previous release", failed.number));
+    // A batch that failed at the load balancer's health check is registered again: take it out.
+    let still_out = !matches!(failed.outcome, BatchOutcome::Failed { phase: Phase::Healthy, .. });
+    rollback_batch(r, traffic, failed_ids, still_out, instances, &mut report).await;
+    for (n, ids) in earlier.iter().enumerate().rev() {
+        runner.info(&format!("  batch {}: back to the previous release", n + 1));
+        rollback_batch(r, traffic, ids, false, instances, &mut report).await;
+    }
+    for p in &report.problems {
+        runner.error("ec2-deploy: rollback", p);
+    }
+    runner.end_group();
+    report
+}
+
+/// One batch back to its previous release, out of the load balancer while it changes.
+async fn rollback_batch<W: World>(
+    r: &Rollout<'_, W>,
+    traffic: &Traffic<'_, W>,
+    ids: &[InstanceId],
+    already_out: bool,
+    instances: &[InstanceReport],
+    report: &mut RollbackReport,
+) {
+    let (targets, first_deploys) = super::rollback_targets(ids, instances);
+    report.problems.extend(first_deploys);
+    if !already_out && !targets.is_empty() {
+        if let Err(e) = traffic.take_out(ids).await {
+            report.problems.push(format!("taking {} out of the load balancer for the rollback: {e}", names(ids)));
+            return;
+        }
+    }
+    if !targets.is_empty() {
+        match r.roll_back(&targets).await {
+            Ok(reports) => {
+                for i in reports.iter().filter(|i| !i.ok()) {
+                    report.problems.push(format!(
+                        "{}: rollback failed: {}",
+                        i.id,
+                        i.reason.as_deref().unwrap_or(i.detail.as_str())
+                    ));
+                }
+                report.instances.extend(reports);
+            }
+            Err(e) => report.problems.push(format!("rolling back {}: {e}", names(ids))),
+        }
+    }
+    if already_out || !targets.is_empty() {
+        if let Err(e) = traffic.put_back(ids).await {
+            report.problems.push(format!("putting {} back into the load balancer: {e}", names(ids)));
+        }
+    }
+}

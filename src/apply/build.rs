@@ -1,0 +1,42 @@
+//! The image to deploy: the one the registry has, or one built and pushed now.
+
+use super::Context;
+use crate::model::Digest;
+use crate::plan::{ImageSource, Plan};
+use crate::ports::{BuildRequest, World};
+use crate::Error;
+
+/// The digest to deploy: the existing image's, or the one the push stored.
+pub async fn obtain<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<Digest, Error> {
+    let runner = cx.runner;
+    match &plan.source {
+        ImageSource::Existing { digest } => {
+            runner.info(&format!("{} is already in the registry ({digest}): not rebuilding", plan.image));
+            Ok(digest.clone())
+        }
+        ImageSource::Build { spec, cache_from } => {
+            runner.group(&format!("Build and push {}", plan.image));
+            let started = world.now();
+            let request = BuildRequest {
+                spec,
+                workdir: cx.workdir,
+                image: &plan.image,
+                cache_from: cache_from.as_deref(),
+                registry: &plan.registry,
+                auth: &plan.auth,
+            };
+            let result = tokio::select! {
+                r = world.build_and_push(&request) => r,
+                _ = cx.cancel.cancelled() => {
+                    runner.end_group();
+                    return Err(Error::Cancelled);
+                }
+            };
+            runner.end_group();
+            let digest = result?;
+            let took = world.now().duration_since(started).unwrap_or_default().as_secs_f64();
+            runner.info(&format!("Built and pushed {} in {took:.1}s", plan.image));
+            Ok(digest)
+        }
+    }
+}

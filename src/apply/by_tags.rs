@@ -1,0 +1,68 @@
+//! Rolling out by tags (no load balancer): one Run Command to the tags, SSM's MaxConcurrency and
+//! MaxErrors doing the rolling, which is what scales to thousands of instances. When more
+//! instances fail than `max-errors` allows, the ones that switched go back to what they ran
+//! before; within it the run succeeds with a warning.
+
+use super::command::Targets;
+use super::Rollout;
+use crate::model::{InstanceId, Limit};
+use crate::ports::World;
+use crate::report::{InstanceReport, RollbackReport};
+use crate::Error;
+
+pub struct ByTagsReport {
+    pub instances: Vec<InstanceReport>,
+    pub tolerated: usize,
+    pub rollback: Option<RollbackReport>,
+}
+
+pub async fn run<W: World>(
+    r: &Rollout<'_, W>,
+    max_concurrency: Limit,
+    max_errors: Limit,
+    by_ids: bool,
+) -> Result<ByTagsReport, Error> {
+    let runner = r.commands.cx.runner;
+    runner.group(&format!("Deploy to {} instances", r.commands.instances.len()));
+    // Skipped instances still carry the tags: then the command goes to the others by id.
+    let ids: Vec<InstanceId> = r.commands.instances.iter().map(|i| i.id.clone()).collect();
+    let targets = if by_ids { Targets::Ids(&ids) } else { Targets::Tags };
+    let result = r.commands.run(targets, &r.script, "deploy", max_concurrency, max_errors).await;
+    runner.end_group();
+    let instances = result?;
+    let allowed = max_errors.of(instances.len(), false);
+    let failed = instances.iter().filter(|i| !i.ok()).count();
+    let mut rollback = None;
+    if failed > allowed && !r.commands.cx.cancel.is_cancelled() {
+        // Too many failures: the instances that switched go back to what they ran before.
+        let switched: Vec<InstanceId> = instances.iter().filter(|i| i.switched()).map(|i| i.id.clone()).collect();
+        let (targets, first_deploys) = super::rollback_targets(&switched, &instances);
+        if !targets.is_empty() || !first_deploys.is_empty() {
+            runner.group(&format!("Rollback: {failed} failed, max-errors allows {allowed}"));
+            let mut report = RollbackReport { instances: vec![], problems: first_deploys };
+            if !targets.is_empty() {
+                match r.roll_back(&targets).await {
+                    Ok(reports) => {
+                        for i in reports.iter().filter(|i| !i.ok()) {
+                            report.problems.push(format!(
+                                "{}: rollback failed: {}",
+                                i.id,
+                                i.reason.as_deref().unwrap_or(i.detail.as_str())
+                            ));
+                        }
+                        report.instances = reports;
+                    }
+                    Err(e) => report.problems.push(format!("rolling back: {e}")),
+                }
+            }
+            for p in &report.problems {
+                runner.error("ec2-deploy: rollback", p);
+            }
+            runner.end_group();
+            rollback = Some(report);
+        }
+    } else if failed > 0 {
+        runner.warning("ec2-deploy", &format!("{failed} instance(s) failed, within max-errors ({allowed})"));
+    }
+    Ok(ByTagsReport { instances, tolerated: allowed, rollback })
+}

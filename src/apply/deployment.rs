@@ -1,0 +1,62 @@
+//! The run's GitHub deployment: created and set in progress before anything changes, concluded
+//! at the end. GitHub is a reporting channel: every failure here is a notice, never a failed
+//! deploy.
+
+use crate::github::Runner;
+use crate::plan::Plan;
+use crate::ports::{DeploymentState, GitHub, World};
+
+/// Creates the GitHub deployment and sets it in progress; a notice instead when it cannot.
+pub async fn announce<W: World>(world: &W, plan: &Plan, runner: &Runner) -> Option<u64> {
+    let a = &plan.announce;
+    let github = world.github();
+    let (Some(gh), Some(env), Some(sha)) = (github, a.environment.as_ref(), a.sha.as_deref()) else {
+        if github.is_none() {
+            runner
+                .notice("ec2-deploy: GitHub", "no github-token or GITHUB_REPOSITORY: no GitHub deployment is recorded");
+        } else if a.environment.is_none() {
+            runner.notice("ec2-deploy: GitHub", "no `environment`: no GitHub deployment is recorded");
+        }
+        return None;
+    };
+    let id = match gh.create_deployment(sha, env, &format!("ec2-deploy: {}", a.what), a.payload.clone()).await {
+        Ok(id) => id,
+        Err(e) => {
+            runner.notice(
+                "ec2-deploy: GitHub",
+                &format!("no GitHub deployment: {e} (does the token have deployments: write?)"),
+            );
+            return None;
+        }
+    };
+    if let Err(e) = gh
+        .set_deployment_status(
+            id,
+            DeploymentState::InProgress,
+            &a.what,
+            a.log_url.as_deref(),
+            a.environment_url.as_deref(),
+        )
+        .await
+    {
+        runner.notice("ec2-deploy: GitHub", &e.to_string());
+    }
+    Some(id)
+}
+
+/// Sets the deployment's final status.
+pub async fn conclude<W: World>(
+    world: &W,
+    plan: &Plan,
+    deployment: Option<u64>,
+    state: DeploymentState,
+    text: &str,
+    runner: &Runner,
+) {
+    let (Some(gh), Some(id)) = (world.github(), deployment) else { return };
+    let a = &plan.announce;
+    if let Err(e) = gh.set_deployment_status(id, state, text, a.log_url.as_deref(), a.environment_url.as_deref()).await
+    {
+        runner.notice("ec2-deploy: GitHub", &e.to_string());
+    }
+}

@@ -1,0 +1,221 @@
+//! Apply: walk the plan, and nothing but the plan.
+//!
+//! 1. [`deployment`]: the GitHub deployment is created and set in progress;
+//! 2. [`build`]: the image is the one the registry has, or is built and pushed now;
+//! 3. the script header is rendered, once, for the release (by digest) and its settings;
+//! 4. the instances are rolled through: [`by_tags`] (one Run Command, SSM does the rolling) or
+//!    [`batches`] (drained from the load balancer, swapped, healthy again, batch by batch);
+//!    [`command`] sends and follows each Run Command, [`traffic`] moves instances in and out of
+//!    the target groups;
+//! 5. [`record`]: after a success, the release is written as the record's new version;
+//! 6. the GitHub deployment is concluded.
+//!
+//! The deploy lock is held around all of it (see `crate::deploy`).
+
+pub mod batches;
+pub mod build;
+pub mod by_tags;
+pub mod command;
+pub mod deployment;
+pub mod record;
+pub mod traffic;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+
+use command::{Commands, Targets};
+use traffic::Traffic;
+
+use crate::cancel::Cancel;
+use crate::github::Runner;
+use crate::instance::{self, Mode, ScriptParams};
+use crate::model::{InstanceId, Limit, Running};
+use crate::plan::{Plan, Rollout as Strategy};
+use crate::ports::{DeploymentState, World};
+use crate::release::{rfc3339, Release};
+use crate::report::{DeployReport, InstanceReport};
+use crate::Error;
+
+/// What a run hands to apply besides the plan: where to report, how to learn of a cancel, and
+/// what relative paths are relative to.
+pub struct Context<'a> {
+    pub runner: &'a Runner,
+    pub cancel: &'a Cancel,
+    pub workdir: &'a Path,
+}
+
+/// The release being rolled out, and the commands that roll it.
+pub struct Rollout<'a, W> {
+    pub commands: Commands<'a, W>,
+    /// The deploy script: the release's header, then the script body.
+    pub script: String,
+    pub plan: &'a Plan,
+}
+
+impl<W: World> Rollout<'_, W> {
+    fn world(&self) -> &W {
+        self.commands.world
+    }
+
+    /// Sends each instance back to what it ran before (one command per previous release).
+    pub async fn roll_back(&self, targets: &[(InstanceId, Running)]) -> Result<Vec<InstanceReport>, Error> {
+        let mut by_release: HashMap<&Running, Vec<InstanceId>> = HashMap::new();
+        for (id, running) in targets {
+            by_release.entry(running).or_default().push(id.clone());
+        }
+        let mut reports = vec![];
+        for (to, ids) in by_release {
+            let script = instance::render(&ScriptParams {
+                mode: Mode::Rollback { to },
+                registry: &self.plan.registry,
+                release: &self.plan.image_tag,
+                container: &self.plan.container,
+            })?;
+            let n = ids.len() as u32;
+            reports.extend(
+                self.commands
+                    .run(Targets::Ids(&ids), &script, "rollback", Limit::Count(n), Limit::Percent(100))
+                    .await?,
+            );
+        }
+        Ok(reports)
+    }
+}
+
+/// Of `ids`, the instances that switched to the new release with what each ran before; and, as
+/// problems to report, the ones that ran nothing before (they keep the new release).
+pub fn rollback_targets(ids: &[InstanceId], instances: &[InstanceReport]) -> (Vec<(InstanceId, Running)>, Vec<String>) {
+    let mut targets = vec![];
+    let mut first_deploys = vec![];
+    for id in ids {
+        let Some(r) = instances.iter().find(|r| &r.id == id) else { continue };
+        if !r.switched() {
+            continue;
+        }
+        match &r.previous {
+            Some(prev) if !prev.is_none() => targets.push((id.clone(), prev.clone())),
+            _ => first_deploys.push(format!("{id}: it ran nothing before this deploy, so it keeps the new release")),
+        }
+    }
+    (targets, first_deploys)
+}
+
+/// Applies the plan: the deploy's report, or why it could not run to the end.
+pub async fn apply<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<DeployReport, Error> {
+    let runner = cx.runner;
+    let started = world.now();
+    let deployment = deployment::announce(world, plan, runner).await;
+    let (mut report, release) = match roll_out(plan, world, cx).await {
+        Ok(r) => r,
+        Err(e) => {
+            deployment::conclude(world, plan, deployment, DeploymentState::Error, &e.to_string(), runner).await;
+            return Err(e);
+        }
+    };
+    report.seconds = world.now().duration_since(started).unwrap_or_default().as_secs_f64();
+    if report.success() {
+        match record::write(world, plan, &release).await {
+            Ok(version) => {
+                runner.info(&format!("Recorded the release as version {version} of {}", plan.record.parameter));
+                report.release_version = Some(version);
+            }
+            Err(e) => {
+                let text = "deployed, but the release record could not be written";
+                deployment::conclude(world, plan, deployment, DeploymentState::Error, text, runner).await;
+                return Err(Error::Service(e.context(format!(
+                    "the deploy succeeded on every instance, but recording the release in {} failed; Auto Scaling boots and rollbacks will not know this release until a deploy records it",
+                    plan.record.parameter
+                ))));
+            }
+        }
+    }
+    let (state, text) = if report.success() {
+        (DeploymentState::Success, format!("{} deployed to {} instances", plan.image_tag, report.instances.len()))
+    } else {
+        (
+            DeploymentState::Failure,
+            format!("{} failed on {} of {} instances", plan.image_tag, report.failed().count(), report.instances.len()),
+        )
+    };
+    deployment::conclude(world, plan, deployment, state, &text, runner).await;
+    Ok(report)
+}
+
+/// Build (unless the image is there), render the release, roll it out.
+async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<(DeployReport, Release), Error> {
+    let runner = cx.runner;
+    runner.mask(&plan.auth.password.0);
+    let digest = build::obtain(plan, world, cx).await?;
+    let image = plan.image_ref(digest);
+    runner.set_output("image", &image.to_string()).map_err(Error::Output)?;
+    runner.set_output("image-tag", plan.image_tag.as_str()).map_err(Error::Output)?;
+    // The one rendering of this release's header: sent to the instances and recorded.
+    let header = instance::header(&ScriptParams {
+        mode: Mode::Deploy { image: &image },
+        registry: &plan.registry,
+        release: &plan.image_tag,
+        container: &plan.container,
+    })?;
+    let release = Release {
+        image: image.clone(),
+        tag: plan.image_tag.clone(),
+        commit: plan.record.commit.clone(),
+        commit_time: plan.record.commit_time.clone(),
+        deployed_at: rfc3339(world.now()),
+        run_url: plan.record.run_url.clone(),
+        container: plan.container.clone(),
+        header: header.clone(),
+        rolled_back_from: None,
+    };
+    if cx.cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    let env = plan.environment.as_ref().map(|e| e.as_str()).unwrap_or("");
+    let rollout = Rollout {
+        commands: Commands {
+            world,
+            cx,
+            instances: &plan.instances,
+            tags: &plan.targets,
+            timeout: plan.timeout,
+            comment: format!("ec2-deploy {env} {}", plan.image_tag),
+            sent: RefCell::new(vec![]),
+        },
+        script: format!("{header}{}", instance::SCRIPT),
+        plan,
+    };
+    let mut report = DeployReport {
+        environment: plan.environment.as_ref().map(ToString::to_string),
+        image,
+        image_tag: plan.image_tag.to_string(),
+        command_ids: vec![],
+        instances: vec![],
+        batches: vec![],
+        rollback: None,
+        tolerated: 0,
+        release_version: None,
+        cancelled: false,
+        stopped: None,
+        skipped: plan.skipped.iter().map(|i| i.id.clone()).collect(),
+        seconds: 0.0,
+    };
+    match &plan.rollout {
+        Strategy::ByTags { max_concurrency, max_errors, by_ids } => {
+            let r = by_tags::run(&rollout, *max_concurrency, *max_errors, *by_ids).await?;
+            report.instances = r.instances;
+            report.tolerated = r.tolerated;
+            report.rollback = r.rollback;
+        }
+        Strategy::Batches { target_groups, batches, timings } => {
+            let traffic = Traffic::new(world, target_groups, *timings, cx.cancel);
+            let r = batches::run(&rollout, &traffic, batches).await;
+            report.instances = r.instances;
+            report.batches = r.batches;
+            report.rollback = r.rollback;
+        }
+    }
+    report.cancelled = cx.cancel.is_cancelled();
+    report.command_ids = rollout.commands.sent.take().iter().map(ToString::to_string).collect();
+    Ok((report, release))
+}

@@ -1,0 +1,359 @@
+//! Whole deploys against the fake world (`crate::fake`): inputs as a request, then plan, lock,
+//! build, roll out and record, with the order of events and the end state of every instance,
+//! target group and parameter checked. Time is tokio's paused clock: waits cost nothing.
+
+use std::time::Duration;
+
+use super::*;
+use crate::cancel::Cancel;
+use crate::fake::{id, World, REGISTRY};
+use crate::github::Runner;
+use crate::model::{
+    ContainerName, ContainerSpec, EnvironmentName, HealthPath, ImageTag, Limit, ParameterName, PortMapping, Region,
+    Repository, TagFilter, TargetGroupArn,
+};
+use crate::ports::BuildSpec;
+use crate::release::{schema, Releases};
+
+pub const GROUP: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+pub const RECORD: &str = "/ec2-deploy/production/shop";
+
+pub fn request(tag: &str) -> DeployRequest {
+    DeployRequest {
+        environment: EnvironmentName::parse("production").ok(),
+        region: Region::parse("eu-west-1").ok(),
+        repository: Repository::parse("shop").unwrap(),
+        registry: None,
+        image_tag: ImageTag::parse(tag).unwrap(),
+        image_digest: None,
+        build: true,
+        build_spec: BuildSpec { context: ".".into(), dockerfile: None, args: vec![], target: None },
+        targets: vec![TagFilter { key: "Role".into(), values: vec!["web".into()] }],
+        container: ContainerSpec {
+            name: ContainerName::parse("shop").unwrap(),
+            ports: vec![PortMapping { host: 80, container: 3000 }],
+            env: vec![],
+            secret_id: None,
+            health_check_path: HealthPath::parse("/health").ok(),
+            health_check_timeout: 30,
+        },
+        max_concurrency: Limit::Percent(50),
+        max_errors: Limit::Count(0),
+        target_groups: vec![],
+        skip_offline: false,
+        batch_size: Limit::Count(1),
+        canary: true,
+        timeout: 600,
+        release_parameter: ParameterName::parse(RECORD).unwrap(),
+        rollback: false,
+        lock_timeout: 600,
+        environment_url: None,
+        commit: Some("c0ffee".into()),
+        dry_run: false,
+        github_token: None,
+        config_file: None,
+    }
+}
+
+pub fn in_batches(mut req: DeployRequest) -> DeployRequest {
+    req.target_groups = vec![TargetGroupArn::parse(GROUP).unwrap()];
+    req
+}
+
+/// A world of `n` web instances, the repository, and the target group with all of them in it.
+pub fn world(n: u32) -> World {
+    let w = World::with_instances(n);
+    w.add_repository("shop");
+    w.add_target_group(&TargetGroupArn::parse(GROUP).unwrap(), &(1..=n).collect::<Vec<_>>());
+    w
+}
+
+pub fn image(tag: &str) -> String {
+    format!("{REGISTRY}/shop@{}", crate::fake::digest_of(&format!("shop:{tag}")))
+}
+
+/// One run of `req` in `w`: its result and the log a user would read.
+pub async fn deploy(w: &World, req: &DeployRequest) -> (Result<Outcome, Error>, Vec<String>) {
+    deploy_with(w, req, &Cancel::default()).await
+}
+
+pub async fn deploy_with(w: &World, req: &DeployRequest, cancel: &Cancel) -> (Result<Outcome, Error>, Vec<String>) {
+    let runner = Runner::capture();
+    let cx = Context { runner: &runner, cancel, workdir: std::path::Path::new(".") };
+    let info = RunInfo { commit: req.commit.clone(), by: "test run".into(), ..RunInfo::default() };
+    let result = run(req, w, &info, &cx, Lease::default()).await;
+    (result, runner.captured())
+}
+
+pub fn report(result: Result<Outcome, Error>, log: &[String]) -> DeployReport {
+    match result {
+        Ok(Outcome::Finished(r)) => *r,
+        Ok(Outcome::DryRun(_)) => panic!("a dry run"),
+        Err(e) => panic!("{e}\n{}", log.join("\n")),
+    }
+}
+
+pub fn running(w: &World, n: u32) -> Option<String> {
+    w.instance(n).running.map(|c| c.image)
+}
+
+pub fn records(w: &World) -> Vec<crate::release::Release> {
+    w.parameter(RECORD).iter().map(|p| schema::decode(&p.value).unwrap()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deploy_by_tags_builds_rolls_out_and_records_the_release_it_sent() {
+    let w = world(3);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert_eq!(
+        w.log(),
+        [
+            "put /ec2-deploy/production/shop-lock v1",
+            "build shop:v1",
+            "send deploy 1,2,3",
+            "put /ec2-deploy/production/shop v1",
+            "delete /ec2-deploy/production/shop-lock"
+        ]
+    );
+    for n in 1..=3 {
+        assert_eq!(running(&w, n), Some(image("v1")));
+    }
+    // The record holds the release by digest with the very header the instances ran.
+    let recorded = records(&w);
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].image.to_string(), image("v1"));
+    assert_eq!(r.release_version, Some(1));
+    let sent = crate::fake::header_values(&recorded[0].header);
+    assert_eq!(sent["IMAGE"], image("v1"));
+    assert_eq!(sent["MODE"], "deploy");
+    // The lock was taken, and released at the end.
+    let lock = w.parameter("/ec2-deploy/production/shop-lock");
+    assert!(lock.is_empty() || !lock.last().unwrap().value.contains("\"held\""), "{lock:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn redeploying_what_runs_restarts_nothing_and_builds_nothing() {
+    let w = world(2);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success());
+    let (result, log) = deploy(&w, &request("v1")).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert_eq!(w.log().iter().filter(|e| e.starts_with("build")).count(), 1, "{:#?}", w.log());
+    assert!(r.instances.iter().all(|i| i.outcome == Some(crate::report::Outcome::Unchanged)));
+    assert!(log.iter().any(|l| l.contains("is already in the registry")), "{log:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_plans_and_changes_nothing() {
+    let w = world(2);
+    let mut req = request("v1");
+    req.dry_run = true;
+    let (result, log) = deploy(&w, &req).await;
+    assert!(matches!(result, Ok(Outcome::DryRun(_))), "{log:#?}");
+    assert!(w.log().is_empty(), "{:#?}", w.log());
+    assert!(log.iter().any(|l| l.contains("Dry run: nothing was built, pushed or sent.")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn batches_drain_swap_and_readmit_one_after_another() {
+    let w = world(3);
+    let (result, log) = deploy(&w, &in_batches(request("v1"))).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert_eq!(
+        fleet_events(&w.log()),
+        [
+            "build shop:v1",
+            "out 1",
+            "send deploy 1",
+            "in 1",
+            "out 2",
+            "send deploy 2",
+            "in 2",
+            "out 3",
+            "send deploy 3",
+            "in 3"
+        ]
+    );
+    assert!((1..=3).all(|n| w.in_load_balancer(n) && running(&w, n) == Some(image("v1"))));
+    assert_eq!(records(&w).len(), 1);
+}
+
+/// Three instances on v1, then `faults`, then a deploy of v2 in batches of one.
+async fn v1_then_v2_in_batches(faults: impl FnOnce(&World)) -> (World, DeployReport, Vec<String>) {
+    let w = world(3);
+    let (result, log) = deploy(&w, &in_batches(request("v1"))).await;
+    assert!(report(result, &log).success());
+    faults(&w);
+    let (result, log) = deploy(&w, &in_batches(request("v2"))).await;
+    let r = report(result, &log);
+    (w, r, log)
+}
+
+/// What happened to images, instances and target groups (not to parameters).
+pub fn fleet_events(log: &[String]) -> Vec<String> {
+    log.iter().filter(|e| !e.starts_with("put ") && !e.starts_with("delete ")).cloned().collect()
+}
+
+fn after_v1(w: &World) -> Vec<String> {
+    let log = w.log();
+    let start = log.iter().position(|e| e == "build shop:v2").unwrap_or(0);
+    fleet_events(&log[start..])
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_batch_rolls_back_itself_and_the_batches_before_and_leaves_the_rest() {
+    let (w, r, log) = v1_then_v2_in_batches(|w| {
+        w.set_faults(2, |f| {
+            f.unhealthy_images.insert(image("v2"));
+        })
+    })
+    .await;
+    assert!(!r.success());
+    assert!(
+        matches!(&r.batches[1].outcome, crate::report::BatchOutcome::Failed { phase: crate::report::Phase::Swap, reason } if reason.contains("GET /health answered 503")),
+        "{:?}",
+        r.batches[1]
+    );
+    assert_eq!(r.batches[2].outcome, crate::report::BatchOutcome::NotStarted);
+    let rollback = r.rollback.as_ref().unwrap();
+    assert_eq!(rollback.problems, Vec::<String>::new(), "{log:#?}");
+    // Batch 2 restored itself and goes back in; batch 1 leaves, rolls back, comes back; batch 3
+    // is never touched.
+    assert_eq!(
+        after_v1(&w),
+        [
+            "build shop:v2",
+            "out 1",
+            "send deploy 1",
+            "in 1",
+            "out 2",
+            "send deploy 2",
+            "in 2",
+            "out 1",
+            "send rollback 1",
+            "in 1"
+        ]
+    );
+    assert!((1..=3).all(|n| running(&w, n) == Some(image("v1")) && w.in_load_balancer(n)));
+    assert_eq!(records(&w).len(), 1, "a failed deploy records nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_unhealthy_at_the_load_balancer_is_rolled_back_too() {
+    let (w, r, log) = v1_then_v2_in_batches(|w| {
+        w.set_faults(2, |f| {
+            f.unhealthy_in_lb.insert(image("v2"));
+        })
+    })
+    .await;
+    assert!(
+        matches!(
+            &r.batches[1].outcome,
+            crate::report::BatchOutcome::Failed { phase: crate::report::Phase::Healthy, .. }
+        ),
+        "{log:#?}"
+    );
+    assert_eq!(r.rollback.as_ref().unwrap().problems, Vec::<String>::new(), "{log:#?}");
+    assert!((1..=3).all(|n| running(&w, n) == Some(image("v1")) && w.in_load_balancer(n)), "{:#?}", w.log());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_that_never_ends_changes_nothing_and_puts_the_batch_back() {
+    let (w, r, log) = v1_then_v2_in_batches(|w| w.set_faults(1, |f| f.drain_stuck = true)).await;
+    assert!(
+        matches!(&r.batches[0].outcome, crate::report::BatchOutcome::Failed { phase: crate::report::Phase::Drain, reason } if reason.contains("still draining")),
+        "{log:#?}"
+    );
+    assert_eq!(after_v1(&w), ["build shop:v2", "out 1", "in 1"]);
+    assert!((1..=3).all(|n| running(&w, n) == Some(image("v1")) && w.in_load_balancer(n)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_rollback_is_reported_and_never_leaves_an_instance_without_a_release() {
+    let (w, r, log) = v1_then_v2_in_batches(|w| {
+        w.set_faults(3, |f| {
+            f.unhealthy_images.insert(image("v2"));
+        });
+        w.set_faults(1, |f| f.rollback_fails = true);
+    })
+    .await;
+    let rollback = r.rollback.as_ref().unwrap();
+    assert_eq!(rollback.problems.len(), 1, "{log:#?}");
+    assert!(
+        rollback.problems[0].starts_with(&format!("{}: rollback failed: rollback failed", id(1))),
+        "{:?}",
+        rollback.problems
+    );
+    assert_eq!(
+        (running(&w, 1), running(&w, 2), running(&w, 3)),
+        (Some(image("v2")), Some(image("v1")), Some(image("v1")))
+    );
+    assert!((1..=3).all(|n| w.in_load_balancer(n)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_tags_past_max_errors_the_switched_instances_go_back() {
+    let w = world(3);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success());
+    w.set_faults(3, |f| {
+        f.unhealthy_images.insert(image("v2"));
+    });
+    let mut req = request("v2");
+    req.max_concurrency = Limit::Percent(100);
+    let (result, log) = deploy(&w, &req).await;
+    let r = report(result, &log);
+    assert!(!r.success());
+    let rollback = r.rollback.as_ref().expect("a rollback");
+    assert!(rollback.problems.is_empty(), "{log:#?}");
+    assert!((1..=3).all(|n| running(&w, n) == Some(image("v1"))), "{:#?}", w.log());
+
+    // Within max-errors: the run succeeds with a warning and the failed one keeps v1.
+    req.max_errors = Limit::Count(1);
+    let (result, log) = deploy(&w, &req).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("1 instance(s) failed, within max-errors (1)")), "{log:#?}");
+    assert_eq!((running(&w, 1), running(&w, 3)), (Some(image("v2")), Some(image("v1"))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_mid_batch_starts_nothing_new_rolls_nothing_back_and_readmits_the_batch() {
+    let w = world(3);
+    let (result, log) = deploy(&w, &in_batches(request("v1"))).await;
+    assert!(report(result, &log).success());
+    let cancel = Cancel::default();
+    w.set_faults(2, |f| f.script_seconds = Some(60));
+    let req = in_batches(request("v2"));
+    let (result, log) = tokio::join!(deploy_with(&w, &req, &cancel), async {
+        // Batch 2's script is running (batch 1 took about 20 s of drain, swap and health).
+        while !w.instance(2).busy {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cancel.cancel();
+    })
+    .0;
+    let r = report(result, &log);
+    assert!(r.cancelled && !r.success());
+    assert!(r.rollback.is_none(), "a cancel must not start a rollback");
+    use crate::report::BatchOutcome::*;
+    assert_eq!(r.batches.iter().map(|b| b.outcome.clone()).collect::<Vec<_>>(), [Done, Cancelled, NotStarted]);
+    assert_eq!(after_v1(&w), ["build shop:v2", "out 1", "send deploy 1", "in 1", "out 2", "send deploy 2", "in 2"]);
+    assert!((1..=3).all(|n| w.in_load_balancer(n)), "every instance is registered again");
+    assert_eq!(records(&w).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_record_is_read_back_through_the_same_validation() {
+    let w = world(1);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success());
+    let history = Releases::new(ParameterName::parse(RECORD).unwrap()).history(&w).await.unwrap();
+    let live = history.live().unwrap().unwrap();
+    assert_eq!(live.version, 1);
+    assert_eq!(live.release.container, request("v1").container);
+}

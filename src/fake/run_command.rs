@@ -1,0 +1,321 @@
+//! Run Command in the fake world: invocations that start and end as time and the limits allow,
+//! and a script that changes an instance the way `deploy.sh` would.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::*;
+
+impl World {
+    // ---- Run Command simulation ------------------------------------------------------------
+
+    /// Starts and finishes invocations as time allows.
+    pub(super) fn step_commands(&self) {
+        let now = self.now();
+        let mut commands = lock(&self.commands);
+        let mut instances = lock(&self.instances);
+        for command in commands.iter_mut() {
+            let total = command.invocations.len();
+            let concurrency = command.request.max_concurrency.of(total, true).max(1);
+            let max_errors = command.request.max_errors.of(total, false);
+            let execution = Duration::from_secs(u64::from(command.request.execution_timeout));
+            let delivery = Duration::from_secs(u64::from(command.request.delivery_timeout));
+            // Finish what is due.
+            for inv in command.invocations.iter_mut() {
+                if inv.status == InvocationStatus::InProgress {
+                    let started = inv.started.expect("started");
+                    if inv.ends.is_some_and(|e| e <= now) {
+                        let inst = instances.get_mut(&inv.instance).expect("an instance");
+                        run_script(inst, &command.request.script, inv);
+                        inst.busy = false;
+                    } else if now >= started + execution {
+                        inv.status = InvocationStatus::TimedOut;
+                        inv.detail = StatusDetail::ExecutionTimedOut;
+                        inv.code = Some(-1);
+                        instances.get_mut(&inv.instance).expect("an instance").busy = false;
+                    }
+                }
+            }
+            let errors = command
+                .invocations
+                .iter()
+                .filter(|i| matches!(i.detail, StatusDetail::Failed | StatusDetail::ExecutionTimedOut))
+                .count();
+            // Past MaxErrors, what has not started never will.
+            if errors > max_errors {
+                for inv in command.invocations.iter_mut().filter(|i| i.status.not_started()) {
+                    inv.status = InvocationStatus::Cancelled;
+                    inv.detail = StatusDetail::Terminated;
+                }
+            }
+            // Start what concurrency allows, in order; offline agents wait for delivery.
+            for i in 0..total {
+                let in_progress =
+                    command.invocations.iter().filter(|i| i.status == InvocationStatus::InProgress).count();
+                let inv = &mut command.invocations[i];
+                if !inv.status.not_started() {
+                    continue;
+                }
+                let inst = instances.get_mut(&inv.instance).expect("an instance");
+                if inst.ping != Ping::Online || inst.faults.never_reports {
+                    if now >= command.sent + delivery {
+                        inv.status = InvocationStatus::TimedOut;
+                        inv.detail = StatusDetail::DeliveryTimedOut;
+                    } else {
+                        inv.status = InvocationStatus::Delayed;
+                        inv.detail = StatusDetail::Delayed;
+                    }
+                    continue;
+                }
+                if in_progress >= concurrency {
+                    continue;
+                }
+                inv.status = InvocationStatus::InProgress;
+                inv.detail = StatusDetail::InProgress;
+                inv.started = Some(now);
+                inv.ends = Some(now + Duration::from_secs(inst.faults.script_seconds.unwrap_or(3)));
+                inst.busy = true;
+            }
+            let running = command.invocations.iter().filter(|i| i.status == InvocationStatus::InProgress).count();
+            let mut peak = lock(&self.peak_in_progress);
+            *peak = (*peak).max(running);
+        }
+    }
+}
+
+/// What `deploy.sh` computes as `ec2-deploy.config`: the image, ports and environment.
+pub fn config_id(image: &str, ports: &[String], env: &[String]) -> String {
+    let text = format!("{image}\n{}\n{}", ports.join("\n"), env.join("\n"));
+    digest_of(&text).as_str()[7..23].to_string()
+}
+
+/// The header's assignments, unquoted (`NAME=value` lines before the script body).
+pub fn header_values(script: &str) -> BTreeMap<String, String> {
+    script
+        .lines()
+        .take_while(|l| !l.starts_with("# ---- ec2-deploy on-instance script"))
+        .filter_map(|l| {
+            let (name, value) = l.split_once('=')?;
+            if !name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') || value.starts_with('(')
+            {
+                return None;
+            }
+            let value = shlex::split(value).and_then(|v| v.into_iter().next()).unwrap_or_default();
+            Some((name.to_string(), value))
+        })
+        .collect()
+}
+
+fn array(values: &BTreeMap<String, String>, name: &str) -> Vec<String> {
+    (0..).map_while(|i| values.get(&format!("{name}_{i}")).cloned()).collect()
+}
+
+/// The script, as `deploy.sh` would run it on this instance.
+fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
+    let v = header_values(script);
+    let image = v.get("IMAGE").cloned().unwrap_or_default();
+    let env = array(&v, "ENV_VARS");
+    let ports = array(&v, "PORTS");
+    let config = config_id(&image, &ports, &env);
+    let before = inst.running.clone();
+    let describe = |c: &Option<Container>| match c {
+        Some(c) => (c.image.clone(), c.config.clone()),
+        None => ("none".to_string(), String::new()),
+    };
+    let (prev_image, prev_config) = describe(&before);
+    let finish = |inv: &mut FakeInvocation, code: i32, outcome: Option<(&str, &Option<Container>)>, error: &str| {
+        inv.code = Some(code);
+        if code == 0 {
+            let (outcome, now) = outcome.expect("an outcome");
+            let (cur_image, cur_config) = describe(now);
+            inv.status = InvocationStatus::Success;
+            inv.detail = StatusDetail::Success;
+            inv.stdout = format!(
+                "ec2-deploy-result outcome={outcome} previous={prev_image} current={cur_image} previous_config={prev_config} current_config={cur_config}\n"
+            );
+        } else {
+            inv.status = InvocationStatus::Failed;
+            inv.detail = StatusDetail::Failed;
+            inv.stderr = format!("ec2-deploy: error: {error}\n");
+        }
+    };
+    match v.get("MODE").map(String::as_str) {
+        Some("rollback") => {
+            let expect = v.get("ROLLBACK_CONFIG").cloned().unwrap_or_default();
+            let matches_expected =
+                |c: &Container| if expect.is_empty() { c.image == image } else { c.config == expect };
+            if inst.running.as_ref().is_some_and(matches_expected) {
+                let now = inst.running.clone();
+                return finish(inv, 0, Some(("unchanged", &now)), "");
+            }
+            if !inst.previous.as_ref().is_some_and(matches_expected) {
+                return finish(
+                    inv,
+                    18,
+                    None,
+                    &format!("cannot roll back to {image}: the previous container here runs something else"),
+                );
+            }
+            if inst.faults.rollback_fails {
+                return finish(
+                    inv,
+                    19,
+                    None,
+                    "rollback failed: the previous release is unhealthy; the newer one runs again",
+                );
+            }
+            std::mem::swap(&mut inst.running, &mut inst.previous);
+            let now = inst.running.clone();
+            finish(inv, 0, Some(("rolled-back", &now)), "")
+        }
+        _ => {
+            if inst.running.as_ref().is_some_and(|c| c.config == config) {
+                let now = inst.running.clone();
+                return finish(inv, 0, Some(("unchanged", &now)), "");
+            }
+            if inst.faults.unhealthy_images.contains(&image) {
+                return finish(inv, 15, None, "GET /health answered 503; the previous container is back");
+            }
+            inst.previous = inst.running.take();
+            inst.running = Some(Container { image, config, env });
+            let now = inst.running.clone();
+            finish(inv, 0, Some(("deployed", &now)), "")
+        }
+    }
+}
+
+impl RunCommand for World {
+    async fn find_instances(&self, tags: &[TagFilter]) -> Result<Vec<ManagedInstance>> {
+        Ok(lock(&self.instances)
+            .iter()
+            .filter(|(_, i)| tags.iter().all(|t| i.tags.get(&t.key).is_some_and(|v| t.values.contains(v))))
+            .map(|(id, i)| ManagedInstance {
+                id: id.clone(),
+                name: Some(i.name.clone()),
+                ping: i.ping.clone(),
+                ip: None,
+            })
+            .collect())
+    }
+
+    async fn send_command(&self, request: &CommandRequest) -> Result<CommandId> {
+        let targets: Vec<InstanceId> = match &request.targets {
+            CommandTargets::Ids(ids) => ids.clone(),
+            CommandTargets::Tags(tags) => self.find_instances(tags).await?.into_iter().map(|i| i.id).collect(),
+        };
+        let mut commands = lock(&self.commands);
+        let id = CommandId(format!("cmd-{}", commands.len() + 1));
+        let mode = header_values(&request.script).get("MODE").cloned().unwrap_or_default();
+        self.note(format!(
+            "send {mode} {}",
+            targets
+                .iter()
+                .map(|i| i.as_str().trim_start_matches("i-").trim_start_matches('0'))
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+        commands.push(FakeCommand {
+            id: id.clone(),
+            request: request.clone(),
+            sent: self.now(),
+            invocations: targets
+                .into_iter()
+                .map(|instance| FakeInvocation {
+                    instance,
+                    status: InvocationStatus::Pending,
+                    detail: StatusDetail::Pending,
+                    code: None,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    started: None,
+                    ends: None,
+                })
+                .collect(),
+            cancelled: false,
+        });
+        drop(commands);
+        self.step_commands();
+        Ok(id)
+    }
+
+    async fn command_progress(&self, id: &CommandId) -> Result<(CommandState, Vec<Invocation>)> {
+        {
+            let mut f = lock(&self.faults);
+            if f.throttle_progress > 0 {
+                f.throttle_progress -= 1;
+                return Err(ServiceError::new("ssm:ListCommandInvocations", ErrorKind::Throttled, "Rate exceeded"));
+            }
+            if f.unavailable_progress > 0 {
+                f.unavailable_progress -= 1;
+                return Err(ServiceError::new(
+                    "ssm:ListCommandInvocations",
+                    ErrorKind::Unavailable,
+                    "connection reset",
+                ));
+            }
+        }
+        self.step_commands();
+        let commands = lock(&self.commands);
+        let c = commands.iter().find(|c| &c.id == id).ok_or_else(|| not_found(format!("command {id}")))?;
+        let invocations: Vec<Invocation> = c
+            .invocations
+            .iter()
+            .map(|i| Invocation {
+                instance_id: i.instance.clone(),
+                status: i.status.clone(),
+                detail: i.detail.clone(),
+                response_code: i.code,
+                output: format!("{}{}", i.stdout, i.stderr),
+            })
+            .collect();
+        let done = invocations.iter().all(Invocation::is_done);
+        let errors = c
+            .invocations
+            .iter()
+            .filter(|i| !matches!(i.status, InvocationStatus::Success) && i.status.is_terminal())
+            .count();
+        let status = if !done {
+            InvocationStatus::InProgress
+        } else if c.cancelled {
+            InvocationStatus::Cancelled
+        } else if errors > 0 {
+            InvocationStatus::Failed
+        } else {
+            InvocationStatus::Success
+        };
+        let state = CommandState {
+            status,
+            target_count: invocations.len() as i32,
+            completed_count: invocations.iter().filter(|i| i.is_done()).count() as i32,
+            error_count: errors as i32,
+        };
+        Ok((state, invocations))
+    }
+
+    async fn invocation_output(&self, id: &CommandId, instance: &InstanceId) -> Result<InvocationOutput> {
+        let commands = lock(&self.commands);
+        let c = commands.iter().find(|c| &c.id == id).ok_or_else(|| not_found(format!("command {id}")))?;
+        let i =
+            c.invocations.iter().find(|i| &i.instance == instance).ok_or_else(|| not_found(format!("{instance}")))?;
+        Ok(InvocationOutput { stdout: i.stdout.clone(), stderr: i.stderr.clone() })
+    }
+
+    async fn cancel_command(&self, id: &CommandId, instances: Option<&[InstanceId]>) -> Result<()> {
+        let mut commands = lock(&self.commands);
+        let c = commands.iter_mut().find(|c| &c.id == id).ok_or_else(|| not_found(format!("command {id}")))?;
+        let mut cancelled = vec![];
+        for inv in c.invocations.iter_mut() {
+            if instances.is_none_or(|ids| ids.contains(&inv.instance)) && inv.status.not_started() {
+                inv.status = InvocationStatus::Cancelled;
+                inv.detail = StatusDetail::Cancelled;
+                cancelled.push(inv.instance.as_str().trim_start_matches("i-").trim_start_matches('0').to_string());
+            }
+        }
+        if instances.is_none() {
+            c.cancelled = true;
+        }
+        drop(commands);
+        self.note(format!("cancel {}", cancelled.join(",")));
+        Ok(())
+    }
+}

@@ -1,0 +1,219 @@
+//! Inputs: the action's inputs, the CLI's flags and the YAML config become one typed
+//! [`DeployRequest`].
+//!
+//! Raw values are strings looked up through a function (the runner's `INPUT_*` environment, or
+//! the CLI's flags), so tests never touch the process environment. [`resolve`] overlays them
+//! (explicit input > the config file's environment block > its `defaults` block > built-in
+//! default) and parses each into the [model](crate::model)'s types. Validation collects every
+//! problem at once and each message names the input (or config path) and what is expected,
+//! because a deploy that fails one typo at a time is a slow deploy. Nothing here talks to AWS:
+//! local files the deploy needs (config, build context, Dockerfile) are checked here too, so bad
+//! input never reaches a service.
+//!
+//! [`INPUTS`] is the one table that drives the CLI's flags, the config file's keys, `action.yml`
+//! and the README (a contract test keeps them in step).
+
+pub mod config;
+mod resolve;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use resolve::{default_release_parameter, resolve};
+
+use crate::model::{
+    ContainerSpec, Digest, EnvironmentName, ImageTag, Limit, ParameterName, Region, RegistryHost, Repository, Secret,
+    TagFilter, TargetGroupArn,
+};
+use crate::ports::BuildSpec;
+
+/// One input of the action (and flag of the CLI). `action.yml` must describe the same set; a
+/// test checks that they agree.
+#[derive(Debug, Clone, Copy)]
+pub struct InputSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub default: Option<&'static str>,
+    /// One item per line (`targets`, `ports`, …); the CLI takes the flag repeatedly.
+    pub multiline: bool,
+    /// May be set in the YAML config file.
+    pub in_config: bool,
+}
+
+const fn input(name: &'static str, description: &'static str) -> InputSpec {
+    InputSpec { name, description, default: None, multiline: false, in_config: true }
+}
+const fn lines(name: &'static str, description: &'static str) -> InputSpec {
+    InputSpec { name, description, default: None, multiline: true, in_config: true }
+}
+const fn with_default(mut spec: InputSpec, default: &'static str) -> InputSpec {
+    spec.default = Some(default);
+    spec
+}
+const fn not_in_config(mut spec: InputSpec) -> InputSpec {
+    spec.in_config = false;
+    spec
+}
+
+pub const DEFAULT_CONFIG: &str = ".github/ec2-deploy.yml";
+
+/// Every input, in the order the README and `action.yml` list them.
+pub const INPUTS: &[InputSpec] = &[
+    not_in_config(input("environment", "Deployment environment (e.g. production); selects a block of the config file and names the GitHub deployment.")),
+    not_in_config(input("config", "YAML config with per-environment values for any input below. Default: .github/ec2-deploy.yml when it exists.")),
+    input("aws-region", "AWS region. Default: AWS_REGION or AWS_DEFAULT_REGION."),
+    input("ecr-repository", "ECR repository name (required), e.g. my-service."),
+    input("registry", "Registry host to push to and pull from. Default: the ECR registry of the account and region."),
+    input("image-tag", "Image tag to build and deploy. Default: the commit SHA."),
+    input("image-digest", "Deploy this image digest (sha256:...) of the repository instead of a tag; nothing is built."),
+    with_default(input("build", "true: build and push the image unless the tag is already in the registry; false: deploy an existing tag."), "true"),
+    with_default(input("context", "Docker build context."), "."),
+    input("dockerfile", "Dockerfile path. Default: Dockerfile in the context."),
+    lines("build-args", "Build arguments, one KEY=VALUE per line (not for secrets)."),
+    input("target", "Build stage to build (docker build --target)."),
+    lines("targets", "Instances to deploy to, by tag: one Key=Value[,Value...] per line; lines are ANDed, values ORed (required)."),
+    input("container-name", "Name of the container on each instance. Default: the repository name."),
+    lines("ports", "Published ports, one host:container per line."),
+    lines("env", "Plain environment variables for the container, one KEY=VALUE per line (not for secrets)."),
+    input("secret-id", "Secrets Manager secret holding a JSON object; each key becomes an environment variable, fetched on the instance."),
+    input("health-check-path", "HTTP path checked on the instance (on the first published port) before a new container counts as healthy. Default: the image's HEALTHCHECK, else running."),
+    with_default(input("health-check-timeout", "Seconds a new container has to become healthy before the previous one is put back."), "60"),
+    with_default(input("max-concurrency", "Without target-groups: instances updated at once, a number or a percentage (SSM MaxConcurrency)."), "50%"),
+    with_default(input("max-errors", "Without target-groups: failed instances tolerated, a number or a percentage (SSM MaxErrors); past it the switched instances are rolled back."), "0"),
+    with_default(input("on-offline", "Instances whose SSM agent is not connected: fail (stop before changing anything) or skip (deploy to the others and name them)."), "fail"),
+    lines("target-groups", "ELBv2 target group ARNs, one per line: deploy in batches, each drained from them before its swap and healthy in them before the next batch."),
+    with_default(input("batch-size", "With target-groups: instances per batch after the canary, a number or a percentage."), "25%"),
+    with_default(input("canary", "With target-groups: true to deploy to one instance first, as its own batch."), "true"),
+    with_default(input("timeout", "Seconds the on-instance script may run on each instance."), "600"),
+    input("release-parameter", "SSM parameter holding the environment's release record (history = its versions). Default: /ec2-deploy/<environment>/<ecr-repository>."),
+    not_in_config(with_default(input("rollback", "true: redeploy the release before the live one, from the release record, without building."), "false")),
+    with_default(input("lock-timeout", "Seconds to wait while another deploy of the same environment holds its lock, before failing."), "600"),
+    input("environment-url", "URL of the deployed service, shown on the GitHub deployment."),
+    not_in_config(with_default(input("dry-run", "true: print the plan and change nothing."), "false")),
+    not_in_config(input("github-token", "Token for GitHub Deployments. Default: the workflow's token.")),
+];
+
+pub fn spec(name: &str) -> Option<&'static InputSpec> {
+    INPUTS.iter().find(|s| s.name == name)
+}
+
+/// Input values as given (empty means not given), before any validation.
+#[derive(Debug, Clone, Default)]
+pub struct RawInputs {
+    values: BTreeMap<&'static str, String>,
+}
+
+impl RawInputs {
+    /// Reads each input through `lookup(name)`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let values = INPUTS
+            .iter()
+            .filter_map(|s| lookup(s.name).filter(|v| !v.trim().is_empty()).map(|v| (s.name, v)))
+            .collect();
+        RawInputs { values }
+    }
+
+    /// The runner passes input `aws-region` as `INPUT_AWS-REGION`: upper-cased, hyphens kept,
+    /// spaces turned into underscores.
+    pub fn from_action_env(env: impl Fn(&str) -> Option<String>) -> Self {
+        Self::from_lookup(|name| env(&action_env_name(name)))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    pub fn set(&mut self, name: &'static str, value: impl Into<String>) {
+        self.values.insert(name, value.into());
+    }
+}
+
+pub fn action_env_name(input: &str) -> String {
+    format!("INPUT_{}", input.replace(' ', "_").to_uppercase())
+}
+
+/// One problem with one input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    pub what: String,
+    pub message: String,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.message)
+    }
+}
+
+/// Everything a deploy needs, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeployRequest {
+    pub environment: Option<EnvironmentName>,
+    pub region: Option<Region>,
+    pub repository: Repository,
+    pub registry: Option<RegistryHost>,
+    pub image_tag: ImageTag,
+    pub image_digest: Option<Digest>,
+    pub build: bool,
+    pub build_spec: BuildSpec,
+    pub targets: Vec<TagFilter>,
+    pub container: ContainerSpec,
+    pub max_concurrency: Limit,
+    pub max_errors: Limit,
+    pub target_groups: Vec<TargetGroupArn>,
+    /// Skip instances whose agent is not connected (instead of stopping the plan).
+    pub skip_offline: bool,
+    pub batch_size: Limit,
+    pub canary: bool,
+    /// Seconds the on-instance script may run on each instance.
+    pub timeout: u32,
+    pub release_parameter: ParameterName,
+    pub rollback: bool,
+    pub lock_timeout: u32,
+    pub environment_url: Option<String>,
+    /// The commit being deployed (GITHUB_SHA), recorded with the release.
+    pub commit: Option<String>,
+    pub dry_run: bool,
+    pub github_token: Option<Secret>,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+/// What the run's environment says beyond the inputs (`GITHUB_SHA`, `AWS_REGION`, …), read
+/// through a lookup like the inputs.
+pub struct RunContext<'a> {
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Directory relative paths (config, context) are taken from.
+    pub workdir: PathBuf,
+}
+
+impl RunContext<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        (self.env)(name).filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// The local files resolving looks at: the config file, the build context and the Dockerfile.
+pub trait Files {
+    fn read(&self, path: &Path) -> std::io::Result<String>;
+    fn is_dir(&self, path: &Path) -> bool;
+    fn is_file(&self, path: &Path) -> bool;
+}
+
+/// The real file system.
+pub struct Disk;
+
+impl Files for Disk {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+
+    fn is_file(&self, path: &Path) -> bool {
+        path.is_file()
+    }
+}

@@ -1,0 +1,236 @@
+//! Resolving inputs: overlay order, defaults, wording of every error.
+
+use super::*;
+use crate::inputs::action_env_name;
+use std::collections::HashMap;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// A workspace at /ws with a Dockerfile, plus `files`.
+struct MapFiles(HashMap<PathBuf, String>);
+
+impl Files for MapFiles {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        self.0.get(path).cloned().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        self.0.keys().any(|f| f.starts_with(path) && f != path)
+    }
+    fn is_file(&self, path: &Path) -> bool {
+        self.0.contains_key(path)
+    }
+}
+
+fn resolve_with(
+    inputs: &[(&str, &str)],
+    context: &[(&str, &str)],
+    files: &[(&str, &str)],
+) -> Result<DeployRequest, Vec<String>> {
+    let action_env = env(&inputs
+        .iter()
+        .map(|(k, v)| (Box::leak(action_env_name(k).into_boxed_str()) as &str, *v))
+        .collect::<Vec<_>>());
+    let raw = RawInputs::from_action_env(|k| action_env.get(k).cloned());
+    let ctx_env = env(context);
+    let lookup = move |k: &str| ctx_env.get(k).cloned();
+    let ctx = RunContext { env: &lookup, workdir: PathBuf::from("/ws") };
+    let mut files: HashMap<PathBuf, String> =
+        files.iter().map(|(p, t)| (Path::new("/ws").join(p), t.to_string())).collect();
+    files.insert(PathBuf::from("/ws/Dockerfile"), "FROM scratch".into());
+    resolve(&raw, &ctx, &MapFiles(files)).map_err(|errs| errs.iter().map(ToString::to_string).collect())
+}
+
+const MINIMAL: &[(&str, &str)] = &[("ecr-repository", "web"), ("targets", "Role=web")];
+
+#[test]
+fn hyphenated_inputs_arrive_as_the_runner_names_them() {
+    assert_eq!(action_env_name("aws-region"), "INPUT_AWS-REGION");
+    assert_eq!(action_env_name("ecr-repository"), "INPUT_ECR-REPOSITORY");
+    let raw = RawInputs::from_action_env(|k| (k == "INPUT_AWS-REGION").then(|| "eu-west-1".to_string()));
+    assert_eq!(raw.get("aws-region"), Some("eu-west-1"));
+}
+
+#[test]
+fn defaults_fill_what_is_not_given() {
+    let req = resolve_with(MINIMAL, &[("GITHUB_SHA", "abc123"), ("AWS_REGION", "eu-west-1")], &[]).unwrap();
+    assert_eq!(req.image_tag.as_str(), "abc123");
+    assert_eq!(req.region.as_ref().map(Region::as_str), Some("eu-west-1"));
+    assert_eq!(req.container.name.as_str(), "web");
+    assert_eq!(req.max_concurrency, Limit::Percent(50));
+    assert_eq!(req.max_errors, Limit::Count(0));
+    assert_eq!(req.timeout, 600);
+    assert_eq!(req.container.health_check_timeout, 60);
+    assert!(req.build && !req.dry_run);
+    assert_eq!(req.build_spec.context, PathBuf::from("."));
+    assert_eq!(req.config_file, None);
+}
+
+#[test]
+fn region_falls_back_to_aws_default_region() {
+    let req = resolve_with(MINIMAL, &[("GITHUB_SHA", "a"), ("AWS_DEFAULT_REGION", "ap-northeast-2")], &[]).unwrap();
+    assert_eq!(req.region.as_ref().map(Region::as_str), Some("ap-northeast-2"));
+}
+
+#[test]
+fn multiline_inputs_are_split_trimmed_and_comments_skipped() {
+    let req = resolve_with(
+        &[
+            ("ecr-repository", "team/web"),
+            ("image-tag", "v1"),
+            ("targets", "Role=web\n  Env = prod , staging \n# a comment\n\n"),
+            ("ports", "80:3000\n8443:8443"),
+            ("env", "RUST_LOG=info\nGREETING=hello = world"),
+            ("build-args", "VERSION=1.2"),
+        ],
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        req.targets,
+        vec![
+            TagFilter { key: "Role".into(), values: vec!["web".into()] },
+            TagFilter { key: "Env".into(), values: vec!["prod".into(), "staging".into()] },
+        ]
+    );
+    assert_eq!(
+        req.container.ports,
+        vec![PortMapping { host: 80, container: 3000 }, PortMapping { host: 8443, container: 8443 }]
+    );
+    assert_eq!(req.container.env[1], EnvVar { name: "GREETING".into(), value: "hello = world".into() });
+    assert_eq!(req.container.name.as_str(), "web", "the last path component of the repository");
+    assert_eq!(req.build_spec.args, vec![EnvVar { name: "VERSION".into(), value: "1.2".into() }]);
+}
+
+const CONFIG: &str = "
+defaults:
+  ecr-repository: shop
+  targets:
+    - Role=web
+  max-concurrency: 1
+environments:
+  production:
+    targets: [Role=web, Env=prod]
+    secret-id: prod/shop
+    env:
+      LOG: warn
+  development:
+    targets: Role=web
+";
+
+#[test]
+fn config_environment_overrides_defaults_and_inputs_override_both() {
+    let files = [(DEFAULT_CONFIG, CONFIG)];
+    let req = resolve_with(&[("environment", "production"), ("image-tag", "v1")], &[], &files).unwrap();
+    assert_eq!(req.repository.as_str(), "shop");
+    assert_eq!(req.targets.len(), 2);
+    assert_eq!(req.container.secret_id.as_ref().map(SecretId::as_str), Some("prod/shop"));
+    assert_eq!(req.max_concurrency, Limit::Count(1));
+    assert_eq!(req.container.env, vec![EnvVar { name: "LOG".into(), value: "warn".into() }]);
+    assert_eq!(req.config_file, Some(PathBuf::from(DEFAULT_CONFIG)));
+
+    let req =
+        resolve_with(&[("environment", "production"), ("image-tag", "v1"), ("max-concurrency", "25%")], &[], &files)
+            .unwrap();
+    assert_eq!(req.max_concurrency, Limit::Percent(25));
+    let req = resolve_with(&[("environment", "development"), ("image-tag", "v1")], &[], &files).unwrap();
+    assert_eq!(req.targets.len(), 1);
+    assert_eq!(req.container.secret_id, None);
+}
+
+#[test]
+fn an_explicit_config_file_must_exist_but_the_default_may_not() {
+    let errs = resolve_with(&[("config", "deploy/ec2.yml"), ("image-tag", "v1")], &[], &[]).unwrap_err();
+    assert!(errs[0].starts_with("input `config`: cannot read deploy/ec2.yml"), "{errs:?}");
+    assert!(resolve_with(&[("image-tag", "v1"), ("ecr-repository", "a1"), ("targets", "A=b")], &[], &[]).is_ok());
+}
+
+#[test]
+fn unknown_environment_lists_the_known_ones() {
+    let errs =
+        resolve_with(&[("environment", "prod"), ("image-tag", "v1")], &[], &[(DEFAULT_CONFIG, CONFIG)]).unwrap_err();
+    assert_eq!(
+        errs[0],
+        "input `environment`: \"prod\" is not an environment of .github/ec2-deploy.yml (it has: development, production); \
+         add an `environments.prod` block or pick one of those"
+    );
+}
+
+#[test]
+fn errors_name_the_config_path_a_bad_value_came_from() {
+    let cfg = "environments:\n  production:\n    ecr-repository: shop\n    targets: [Role=web]\n    max-errors: lots\n";
+    let errs =
+        resolve_with(&[("environment", "production"), ("image-tag", "v1")], &[], &[(DEFAULT_CONFIG, cfg)]).unwrap_err();
+    assert_eq!(
+        errs,
+        vec!["`environments.production.max-errors` in .github/ec2-deploy.yml: expected a number (0 or more) or a percentage such as \"10%\", got \"lots\""]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let errs = resolve_with(&[("max-concurrency", "abc"), ("ports", "80")], &[], &[]).unwrap_err();
+    assert_eq!(
+        errs,
+        vec![
+            "input `ecr-repository`: is required: the ECR repository to push to and deploy from",
+            "input `image-tag`: is required outside GitHub Actions (there is no GITHUB_SHA to default to)",
+            "input `targets`: is required: one Key=Value[,Value...] per line naming the instances' tags, e.g. Role=web",
+            "input `ports`: expected host:container such as 80:3000, got \"80\"",
+            "input `max-concurrency`: expected a number (1 or more) or a percentage such as \"25%\", got \"abc\"",
+        ]
+    );
+}
+
+#[test]
+fn health_check_path_needs_a_port() {
+    let errs = resolve_with(
+        &[("ecr-repository", "web"), ("targets", "A=b"), ("image-tag", "v"), ("health-check-path", "/health")],
+        &[],
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        errs,
+        vec!["input `health-check-path`: needs `ports`: the path is checked on the first published host port"]
+    );
+}
+
+#[test]
+fn github_token_never_shows_in_debug_output() {
+    let req = resolve_with(
+        &[("ecr-repository", "web"), ("targets", "A=b"), ("image-tag", "v"), ("github-token", "ghs_sekrit")],
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert!(!format!("{req:?}").contains("ghs_sekrit"));
+}
+
+#[test]
+fn a_missing_build_context_or_dockerfile_is_an_input_error() {
+    let errs = resolve_with(
+        &[("ecr-repository", "web"), ("targets", "A=b"), ("image-tag", "v"), ("context", "app")],
+        &[],
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("input `context`: the build context app is not a directory"), "{errs:?}");
+    let errs = resolve_with(
+        &[("ecr-repository", "web"), ("targets", "A=b"), ("image-tag", "v"), ("dockerfile", "deploy/Dockerfile")],
+        &[],
+        &[],
+    )
+    .unwrap_err();
+    assert!(errs[0].starts_with("input `dockerfile`: deploy/Dockerfile is not a file in the workspace"), "{errs:?}");
+    // Nothing is built: nothing is needed on disk.
+    let ok = resolve_with(
+        &[("ecr-repository", "web"), ("targets", "A=b"), ("image-tag", "v"), ("context", "app"), ("build", "false")],
+        &[],
+        &[],
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+}

@@ -1,0 +1,77 @@
+//! The real world a deploy talks to: AWS through the SDK ([`crate::aws`]), the docker CLI
+//! ([`crate::docker`]) and GitHub's REST API ([`crate::github::api`]). Each adapter implements its
+//! [port](crate::ports) for [`Live`]; the deploy logic sees only the ports.
+
+use std::time::{Duration, SystemTime};
+
+use crate::aws::Clients;
+use crate::docker::Docker;
+use crate::github::api::GitHubApi;
+use crate::model::Region;
+use crate::ports::{BuildError, Clock, World};
+
+pub struct Live {
+    pub aws: Clients,
+    /// What `EC2_DEPLOY_DOCKER` names (default `docker` on PATH).
+    docker_program: Option<String>,
+    docker: std::sync::OnceLock<Docker>,
+    pub github: Option<GitHubApi>,
+}
+
+impl Live {
+    pub fn new(aws: Clients, docker_program: Option<String>, github: Option<GitHubApi>) -> Live {
+        Live { aws, docker_program, docker: Default::default(), github }
+    }
+
+    /// The world of one run: AWS clients for the request's region, GitHub when there is a token
+    /// and a repository (else a notice says why there is no deployment), and the docker CLI that
+    /// `EC2_DEPLOY_DOCKER` names.
+    pub async fn connect(
+        region: Option<&Region>,
+        github_token: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+        runner: &crate::github::Runner,
+    ) -> Result<Live, crate::aws::NoRegion> {
+        let aws = Clients::load(region).await?;
+        let github = match GitHubApi::from_env(env, github_token) {
+            Ok(g) => g,
+            Err(e) => {
+                runner.notice("ec2-deploy: GitHub", &format!("no GitHub deployment: {e}"));
+                None
+            }
+        };
+        Ok(Live::new(aws, env("EC2_DEPLOY_DOCKER").filter(|p| !p.is_empty()), github))
+    }
+
+    /// The docker CLI with a private DOCKER_CONFIG, made on first use (a deploy that builds
+    /// nothing never needs one).
+    pub(crate) fn docker(&self) -> Result<&Docker, BuildError> {
+        if let Some(d) = self.docker.get() {
+            return Ok(d);
+        }
+        let d = Docker::new(|_| self.docker_program.clone())?;
+        Ok(self.docker.get_or_init(|| d))
+    }
+}
+
+impl Clock for Live {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await
+    }
+}
+
+impl World for Live {
+    type GitHub = GitHubApi;
+
+    fn github(&self) -> Option<&GitHubApi> {
+        self.github.as_ref()
+    }
+
+    fn region(&self) -> &Region {
+        &self.aws.region
+    }
+}

@@ -1,0 +1,92 @@
+//! What runs on each instance: the container's name, ports, environment, secret and health check.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{excerpt, text_newtype, ContainerName, SecretId};
+
+/// `host:container`: a port the container publishes on the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host: u16,
+    pub container: u16,
+}
+
+impl fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.container)
+    }
+}
+
+impl PortMapping {
+    pub fn parse(text: &str) -> Result<PortMapping, String> {
+        let port = |p: &str| match p.trim().parse::<u32>() {
+            Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+            _ => Err(format!("expected host:container with ports from 1 to 65535, got {text:?}")),
+        };
+        let (h, c) =
+            text.split_once(':').ok_or_else(|| format!("expected host:container such as 80:3000, got {text:?}"))?;
+        Ok(PortMapping { host: port(h)?, container: port(c)? })
+    }
+}
+
+/// `NAME=value` for the container's environment or a build argument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+impl EnvVar {
+    pub fn parse(line: &str) -> Result<EnvVar, String> {
+        // The value may be sensitive in spite of the advice: never echo it back.
+        let (name, value) =
+            line.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {:?}", excerpt(line, 40)))?;
+        let name = name.trim();
+        if !is_env_name(name) {
+            return Err(format!(
+                "{:?} is not a valid variable name: use letters, digits and underscores, not starting with a digit",
+                excerpt(name, 64)
+            ));
+        }
+        Ok(EnvVar { name: name.to_string(), value: value.to_string() })
+    }
+}
+
+pub fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+text_newtype!(
+    /// An HTTP path to check (`/health`): starts with `/`, no whitespace, at most 1024 bytes.
+    HealthPath,
+    |text| {
+        if text.starts_with('/') && text.len() <= 1024 && !text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Ok(())
+        } else {
+            Err(format!("expected an HTTP path starting with / and without spaces, such as /health, got {text:?}"))
+        }
+    }
+);
+
+/// What runs on each instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerSpec {
+    pub name: ContainerName,
+    pub ports: Vec<PortMapping>,
+    pub env: Vec<EnvVar>,
+    pub secret_id: Option<SecretId>,
+    pub health_check_path: Option<HealthPath>,
+    /// Seconds a new container has to become healthy.
+    pub health_check_timeout: u32,
+}
+
+impl ContainerSpec {
+    /// The host port the health check is made on: the first published one, when a path is set.
+    pub fn health_port(&self) -> Option<u16> {
+        self.health_check_path.as_ref().and(self.ports.first()).map(|p| p.host)
+    }
+}

@@ -1,0 +1,327 @@
+//! The plan: request + what was found → exactly what will happen, before anything changes.
+//!
+//! [`facts::gather`] asks the world with read-only calls (under the deploy lock, so what it reads
+//! cannot change under the run); [`make`] decides, purely; the plan is printed ([`text`]) and is
+//! all a dry run does. Every reason not to go ahead is reported at once, each with the input to
+//! fix. Apply (`crate::apply`) reads nothing but the plan: the image and how it is obtained, the
+//! instances and how they are rolled through, the record to write and the deployment to report.
+
+pub mod facts;
+pub mod guard;
+mod text;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use facts::{gather, Facts, RunInfo};
+
+use crate::inputs::DeployRequest;
+use crate::model::{
+    ContainerSpec, Digest, EnvironmentName, ImageRef, ImageTag, InstanceId, Limit, ManagedInstance, ParameterName,
+    Ping, Region, RegistryHost, Repository, TagFilter, TargetGroupArn,
+};
+use crate::ports::{BuildSpec, GroupTimings, RegistryAuth};
+use crate::release::Recorded;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum ImageSource {
+    /// Build and push; the layer cache comes from this image.
+    Build { spec: BuildSpec, cache_from: Option<String> },
+    /// The image is already in the registry: deploy that digest, build nothing.
+    Existing { digest: Digest },
+}
+
+/// How the instances are rolled through.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "strategy", rename_all = "kebab-case")]
+pub enum Rollout {
+    /// One command (to the tags, or to the instance ids when some were skipped); SSM's
+    /// MaxConcurrency and MaxErrors do the rolling.
+    ByTags { max_concurrency: Limit, max_errors: Limit, by_ids: bool },
+    /// Batch by batch through the load balancer: drain, swap, healthy.
+    Batches {
+        target_groups: Vec<TargetGroupArn>,
+        batches: Vec<Vec<InstanceId>>,
+        #[serde(skip)]
+        timings: GroupTimings,
+    },
+}
+
+/// What the run writes to the release record when it succeeds.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordPlan {
+    pub parameter: ParameterName,
+    /// The release the environment runs now.
+    pub live: Option<Recorded>,
+    /// With `rollback`: the recorded release it goes back to.
+    pub rollback_to: Option<Recorded>,
+    /// The commit recorded with the release (for a rollback, the restored release's own).
+    pub commit: Option<String>,
+    pub commit_time: Option<String>,
+    pub run_url: Option<String>,
+}
+
+/// The GitHub deployment the run reports to.
+#[derive(Debug, Clone, Serialize)]
+pub struct Announce {
+    pub sha: Option<String>,
+    pub environment: Option<EnvironmentName>,
+    /// `deploy v2` / `rollback to v1`
+    pub what: String,
+    pub payload: serde_json::Value,
+    pub environment_url: Option<String>,
+    pub log_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub environment: Option<EnvironmentName>,
+    pub region: Region,
+    pub registry: RegistryHost,
+    pub repository: Repository,
+    pub image_tag: ImageTag,
+    /// `registry/repository:tag`
+    pub image: String,
+    pub source: ImageSource,
+    pub targets: Vec<TagFilter>,
+    pub instances: Vec<ManagedInstance>,
+    /// With `on-offline: skip`: matching instances left out because their agent is not connected.
+    pub skipped: Vec<ManagedInstance>,
+    pub container: ContainerSpec,
+    pub secret_arn: Option<String>,
+    pub rollout: Rollout,
+    /// Seconds the script may run on one instance.
+    pub timeout: u32,
+    pub record: RecordPlan,
+    /// The deploy lock, held while the plan is applied (None: a dry run takes none).
+    pub lock: Option<ParameterName>,
+    pub announce: Announce,
+    pub dry_run: bool,
+    /// Credentials to push with (fetched once, for the plan's look-ups and the build).
+    #[serde(skip)]
+    pub auth: RegistryAuth,
+}
+
+impl Plan {
+    /// The image by digest, once the digest is known (from the registry, or from the push).
+    pub fn image_ref(&self, digest: Digest) -> ImageRef {
+        ImageRef { registry: self.registry.clone(), repository: self.repository.clone(), digest }
+    }
+
+    pub fn is_rollback(&self) -> bool {
+        self.record.rollback_to.is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("input `ecr-repository`: repository {repository:?} does not exist in {region}; create it (aws ecr create-repository --repository-name {repository}) or fix the name/region")]
+    RepositoryMissing { repository: String, region: String },
+    #[error("input `image-tag`: tag {tag:?} is not in repository {repository:?}, and `build` is false; push it first, set `build: true`, or pick an existing tag")]
+    TagMissing { tag: String, repository: String },
+    #[error("input `targets`: no instance managed by SSM has tags {targets}; check the tags, that the instances run the SSM agent and that their role has AmazonSSMManagedInstanceCore")]
+    NoInstances { targets: String },
+    #[error("input `targets`: {count} matching instance(s) have no SSM agent connection ({list}); they would never receive the deploy. Bring their agents back, change the tags, or set `on-offline: skip`")]
+    Offline { count: usize, list: String },
+    #[error(
+        "input `secret-id`: secret {id:?} does not exist in {region}; create it in Secrets Manager or fix the name"
+    )]
+    SecretMissing { id: String, region: String },
+    #[error("input `targets`: every instance with tags {targets} has lost its SSM agent connection; nothing can be deployed")]
+    AllOffline { targets: String },
+    #[error("input `target-groups`: target group {arn} does not exist; check the ARN and the region")]
+    TargetGroupMissing { arn: String },
+    #[error("input `image-digest`: {digest} is not in repository {repository:?}; give a digest the repository has (aws ecr describe-images)")]
+    DigestMissing { digest: String, repository: String },
+    #[error("input `rollback`: {parameter} records no earlier release that runs something else to go back to (releases rolled back from are skipped)")]
+    NothingToRollBack { parameter: String },
+    #[error("input `rollback`: the release to go back to, version {version} ({image}), is no longer in its repository; redeploy another image with `image-digest`")]
+    RollbackImageGone { version: i64, image: String },
+    #[error(
+        "input `release-parameter`: {0}; fix or remove that version, or upgrade ec2-deploy if a newer one wrote it"
+    )]
+    Unreadable(String),
+    #[error("this push deploys an older commit than the live release ({0}); redeploy it explicitly (workflow_dispatch with `image-tag`) if that is what you want")]
+    OlderThanLive(String),
+}
+
+/// Decides what will happen, or why it cannot.
+pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
+    let mut errors = vec![];
+    if let Some(e) = &facts.unreadable {
+        errors.push(PlanError::Unreadable(e.to_string()));
+    }
+    if req.rollback && facts.rollback_to.is_none() && facts.unreadable.is_none() {
+        errors.push(PlanError::NothingToRollBack { parameter: req.release_parameter.to_string() });
+    }
+    if let Some(why) = &facts.older_than_live {
+        errors.push(PlanError::OlderThanLive(why.clone()));
+    }
+    // A rollback deploys the recorded release: its image, tag and settings.
+    let (registry, repository, image_tag, container) = match &facts.rollback_to {
+        Some(to) => (
+            to.release.image.registry.clone(),
+            to.release.image.repository.clone(),
+            to.release.tag.clone(),
+            to.release.container.clone(),
+        ),
+        None => (
+            req.registry.clone().unwrap_or_else(|| facts.auth.host.clone()),
+            req.repository.clone(),
+            req.image_tag.clone(),
+            req.container.clone(),
+        ),
+    };
+    if !facts.repository_exists {
+        errors.push(PlanError::RepositoryMissing {
+            repository: repository.to_string(),
+            region: facts.region.to_string(),
+        });
+    }
+    let wanted_digest = match &facts.rollback_to {
+        Some(to) => Some(to.release.image.digest.clone()),
+        None => req.image_digest.clone(),
+    };
+    let source = match (&facts.existing_digest, &wanted_digest) {
+        (Some(digest), _) => ImageSource::Existing { digest: digest.clone() },
+        (None, Some(digest)) => {
+            if facts.repository_exists {
+                errors.push(match &facts.rollback_to {
+                    Some(to) => {
+                        PlanError::RollbackImageGone { version: to.version, image: to.release.image.to_string() }
+                    }
+                    None => PlanError::DigestMissing { digest: digest.to_string(), repository: repository.to_string() },
+                });
+            }
+            ImageSource::Build { spec: req.build_spec.clone(), cache_from: None }
+        }
+        (None, None) if req.build => ImageSource::Build {
+            spec: req.build_spec.clone(),
+            cache_from: facts.cache_from.as_ref().map(|tag| format!("{registry}/{repository}:{tag}")),
+        },
+        (None, None) => {
+            if facts.repository_exists {
+                errors.push(PlanError::TagMissing { tag: image_tag.to_string(), repository: repository.to_string() });
+            }
+            ImageSource::Build { spec: req.build_spec.clone(), cache_from: None }
+        }
+    };
+    let targets_text = req.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ");
+    if facts.instances.is_empty() {
+        errors.push(PlanError::NoInstances { targets: targets_text.clone() });
+    }
+    let offline: Vec<&ManagedInstance> = facts.instances.iter().filter(|i| i.ping != Ping::Online).collect();
+    let skipped: Vec<ManagedInstance> =
+        if req.skip_offline { offline.iter().map(|i| (*i).clone()).collect() } else { vec![] };
+    if req.skip_offline && !facts.instances.is_empty() && offline.len() == facts.instances.len() {
+        errors.push(PlanError::AllOffline { targets: targets_text });
+    }
+    if !offline.is_empty() && !req.skip_offline {
+        errors.push(PlanError::Offline {
+            count: offline.len(),
+            list: offline.iter().map(|i| format!("{} {}", i.id, i.ping)).collect::<Vec<_>>().join(", "),
+        });
+    }
+    let secret_arn = match (&container.secret_id, facts.secret_arn) {
+        (Some(id), Some(None)) | (Some(id), None) => {
+            errors.push(PlanError::SecretMissing { id: id.to_string(), region: facts.region.to_string() });
+            None
+        }
+        (_, Some(arn)) => arn,
+        (None, None) => None,
+    };
+    for arn in &facts.missing_target_groups {
+        errors.push(PlanError::TargetGroupMissing { arn: arn.to_string() });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let instances: Vec<ManagedInstance> =
+        facts.instances.into_iter().filter(|i| !skipped.iter().any(|s| s.id == i.id)).collect();
+    let rollout = if req.target_groups.is_empty() {
+        Rollout::ByTags {
+            max_concurrency: req.max_concurrency,
+            max_errors: req.max_errors,
+            by_ids: !skipped.is_empty(),
+        }
+    } else {
+        let ids: Vec<InstanceId> = instances.iter().map(|i| i.id.clone()).collect();
+        Rollout::Batches {
+            target_groups: req.target_groups.clone(),
+            batches: batches(&ids, req.canary, req.batch_size),
+            timings: facts.group_timings.unwrap_or(GroupTimings {
+                deregistration_delay: Duration::from_secs(300),
+                time_to_healthy: Duration::from_secs(155),
+            }),
+        }
+    };
+    let rollback_to = facts.rollback_to;
+    let (what, commit, commit_time) = match &rollback_to {
+        Some(to) => {
+            (format!("rollback to {}", to.release.tag), to.release.commit.clone(), to.release.commit_time.clone())
+        }
+        None => (format!("deploy {image_tag}"), facts.run.commit.clone(), facts.run.commit_time.clone()),
+    };
+    let announce = Announce {
+        sha: facts.run.commit.clone(),
+        environment: req.environment.clone(),
+        payload: serde_json::json!({
+            "image_tag": image_tag,
+            "image_digest": wanted_digest,
+            "repository": repository,
+            "rollback": rollback_to.is_some(),
+        }),
+        what,
+        environment_url: req.environment_url.clone(),
+        log_url: facts.run.run_url.clone(),
+    };
+    Ok(Plan {
+        environment: req.environment.clone(),
+        region: facts.region,
+        image: format!("{registry}/{repository}:{image_tag}"),
+        registry,
+        repository,
+        image_tag,
+        source,
+        targets: req.targets.clone(),
+        instances,
+        skipped,
+        container,
+        secret_arn,
+        rollout,
+        timeout: req.timeout,
+        record: RecordPlan {
+            parameter: req.release_parameter.clone(),
+            live: facts.live,
+            rollback_to,
+            commit,
+            commit_time,
+            run_url: facts.run.run_url.clone(),
+        },
+        lock: facts.lock,
+        announce,
+        dry_run: req.dry_run,
+        auth: facts.auth,
+    })
+}
+
+/// Splits the fleet into batches: a canary of one first (when asked and there is more than one
+/// instance), then batches of `size`.
+pub fn batches(ids: &[InstanceId], canary: bool, size: Limit) -> Vec<Vec<InstanceId>> {
+    if ids.is_empty() {
+        return vec![];
+    }
+    let per_batch = size.of(ids.len(), true).max(1);
+    let (first, rest) = if canary && ids.len() > 1 { ids.split_at(1) } else { ids.split_at(0) };
+    let mut out: Vec<Vec<InstanceId>> = vec![];
+    if !first.is_empty() {
+        out.push(first.to_vec());
+    }
+    out.extend(rest.chunks(per_batch).map(<[InstanceId]>::to_vec));
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

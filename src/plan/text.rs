@@ -1,0 +1,118 @@
+//! The plan as the user reads it, in the log before anything moves (and as all a dry run prints).
+
+use std::fmt;
+
+use super::{ImageSource, Plan, Rollout};
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let env = self.environment.as_ref().map(|e| e.as_str()).unwrap_or("(no environment)");
+        writeln!(f, "Plan: deploy {} to {env} in {}", self.image, self.region)?;
+        match &self.source {
+            ImageSource::Build { cache_from, .. } => writeln!(
+                f,
+                "  image      build and push{}",
+                cache_from
+                    .as_ref()
+                    .map(|c| format!(" (layer cache from {c})"))
+                    .unwrap_or_else(|| " (no earlier image to take a layer cache from)".into())
+            )?,
+            ImageSource::Existing { digest } => {
+                writeln!(f, "  image      already in the registry as {digest}: nothing to build")?
+            }
+        }
+        let record = &self.record;
+        if let Some(to) = &record.rollback_to {
+            writeln!(
+                f,
+                "  rollback   to version {} of the release record: {} (deployed {}); version {} is marked as rolled back from",
+                to.version,
+                to.release.tag,
+                to.release.deployed_at,
+                record.live.as_ref().map(|l| l.version).unwrap_or(0)
+            )?;
+        }
+        match &record.live {
+            Some(live) => writeln!(
+                f,
+                "  release    live: version {} of {} ({}, deployed {})",
+                live.version, record.parameter, live.release.tag, live.release.deployed_at
+            )?,
+            None => writeln!(f, "  release    first release recorded in {}", record.parameter)?,
+        }
+        match &self.lock {
+            Some(lock) => writeln!(f, "  lock       {lock}: one deploy of this environment at a time")?,
+            None => writeln!(f, "  lock       none taken (dry run)")?,
+        }
+        let c = &self.container;
+        let ports = if c.ports.is_empty() {
+            "none".to_string()
+        } else {
+            c.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        };
+        writeln!(f, "  container  {} (ports {ports})", c.name)?;
+        let env_names: Vec<&str> = c.env.iter().map(|e| e.name.as_str()).collect();
+        writeln!(f, "  env        {}", if env_names.is_empty() { "none".to_string() } else { env_names.join(", ") })?;
+        match (&c.secret_id, &self.secret_arn) {
+            (Some(id), Some(arn)) => {
+                writeln!(f, "  secret     {id} (found: {arn}); its keys become env vars, read on each instance")?
+            }
+            _ => writeln!(f, "  secret     none")?,
+        }
+        match (&c.health_check_path, c.health_port()) {
+            (Some(path), Some(port)) => {
+                writeln!(f, "  health     GET {path} on port {port} within {}s", c.health_check_timeout)?
+            }
+            _ => writeln!(
+                f,
+                "  health     the image's HEALTHCHECK if it has one, else running; within {}s",
+                c.health_check_timeout
+            )?,
+        }
+        match &self.rollout {
+            Rollout::ByTags { max_concurrency, max_errors, by_ids } => writeln!(
+                f,
+                "  rollout    one SSM Run Command to the {}, max-concurrency {max_concurrency}, max-errors {max_errors}, timeout {}s per instance",
+                if *by_ids { "instances below (by id: some were skipped)" } else { "tags" },
+                self.timeout
+            )?,
+            Rollout::Batches { target_groups, batches, .. } => {
+                let groups: Vec<&str> = target_groups.iter().map(|g| g.short()).collect();
+                writeln!(
+                    f,
+                    "  rollout    {} batches through target groups {}: drain, swap, healthy; timeout {}s per instance",
+                    batches.len(),
+                    groups.join(", "),
+                    self.timeout
+                )?;
+                for (n, batch) in batches.iter().enumerate() {
+                    let canary = if n == 0 && batch.len() == 1 && batches.len() > 1 { " (canary)" } else { "" };
+                    let ids: Vec<&str> = batch.iter().map(|i| i.as_str()).collect();
+                    writeln!(f, "    batch {}{canary}: {}", n + 1, ids.join(", "))?;
+                }
+            }
+        }
+        let targets = self.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ");
+        writeln!(f, "  instances  {} with tags {targets}:", self.instances.len())?;
+        for i in &self.instances {
+            writeln!(
+                f,
+                "    {}  {:<16} {:<15} {}",
+                i.id,
+                i.name.as_deref().unwrap_or("-"),
+                i.ip.as_deref().unwrap_or("-"),
+                i.ping
+            )?;
+        }
+        if !self.skipped.is_empty() {
+            writeln!(f, "  skipped    {} with no SSM agent connection (on-offline: skip):", self.skipped.len())?;
+            for i in &self.skipped {
+                writeln!(f, "    {}  {:<16} {}", i.id, i.name.as_deref().unwrap_or("-"), i.ping)?;
+            }
+        }
+        if self.dry_run {
+            writeln!(f, "Dry run: nothing was built, pushed or sent.")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! The release record as stored: a JSON document per parameter version, with a schema number.
+//!
+//! The stored shape is its own set of types, not the input or model types, so that renaming an
+//! input or a field of the model cannot silently change what is written, nor make old versions
+//! unreadable. Every schema this version has written or can read is listed here; reading
+//! converts to the model ([`Release`]), validating every value as an input would be.
+//!
+//! - **1** (no `schema` field): written by ec2-deploy 0.1 until this change.
+//! - **2**: adds `schema` and `rolled_back_from` (a rollback names the version it left).
+//!
+//! A record with a schema newer than [`CURRENT`] is refused with a message naming its version
+//! and schema: it was written by a newer ec2-deploy, and reading part of it could deploy
+//! something other than what was recorded.
+
+use serde::{Deserialize, Serialize};
+
+use super::Release;
+use crate::model::{
+    ContainerName, ContainerSpec, EnvVar, HealthPath, ImageRef, ImageTag, PortMapping, RegistryHost, SecretId,
+};
+
+/// The schema this version writes.
+pub const CURRENT: u32 = 2;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredPort {
+    host: u16,
+    container: u16,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredEnv {
+    name: String,
+    value: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredContainer {
+    name: String,
+    ports: Vec<StoredPort>,
+    env: Vec<StoredEnv>,
+    secret_id: Option<String>,
+    health_check_path: Option<String>,
+    health_check_timeout: u32,
+}
+
+/// Schemas 1 and 2 (1 lacks the two last fields).
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schema: Option<u32>,
+    image: String,
+    tag: String,
+    registry: String,
+    commit: Option<String>,
+    #[serde(default)]
+    commit_time: Option<String>,
+    deployed_at: String,
+    run_url: Option<String>,
+    container: StoredContainer,
+    header: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rolled_back_from: Option<i64>,
+}
+
+/// The document for `release`, in the current schema.
+pub fn encode(release: &Release) -> String {
+    let c = &release.container;
+    let stored = Stored {
+        schema: Some(CURRENT),
+        image: release.image.to_string(),
+        tag: release.tag.to_string(),
+        registry: release.image.registry.to_string(),
+        commit: release.commit.clone(),
+        commit_time: release.commit_time.clone(),
+        deployed_at: release.deployed_at.clone(),
+        run_url: release.run_url.clone(),
+        container: StoredContainer {
+            name: c.name.to_string(),
+            ports: c.ports.iter().map(|p| StoredPort { host: p.host, container: p.container }).collect(),
+            env: c.env.iter().map(|e| StoredEnv { name: e.name.clone(), value: e.value.clone() }).collect(),
+            secret_id: c.secret_id.as_ref().map(ToString::to_string),
+            health_check_path: c.health_check_path.as_ref().map(ToString::to_string),
+            health_check_timeout: c.health_check_timeout,
+        },
+        header: release.header.clone(),
+        rolled_back_from: release.rolled_back_from,
+    };
+    serde_json::to_string(&stored).expect("plain data serialises")
+}
+
+/// Reads one stored version. The error says why, for a message that names the version.
+pub fn decode(text: &str) -> Result<Release, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let schema = match value.get("schema") {
+        None => 1,
+        Some(s) => {
+            s.as_u64().and_then(|s| u32::try_from(s).ok()).ok_or_else(|| format!("schema {s} is not a number"))?
+        }
+    };
+    if schema > CURRENT {
+        return Err(format!(
+            "it has schema {schema}, written by a newer ec2-deploy (this one reads up to schema {CURRENT}); upgrade the action"
+        ));
+    }
+    if schema == 0 {
+        return Err("schema 0 is not a release record schema".into());
+    }
+    let stored: Stored =
+        serde_json::from_value(value).map_err(|e| format!("not a schema {schema} release record: {e}"))?;
+    let field = |name: &str, e: String| format!("field `{name}`: {e}");
+    let c = stored.container;
+    let container = ContainerSpec {
+        name: ContainerName::parse(&c.name).map_err(|e| field("container.name", e))?,
+        ports: c.ports.iter().map(|p| PortMapping { host: p.host, container: p.container }).collect(),
+        env: c
+            .env
+            .into_iter()
+            .map(|e| EnvVar::parse(&format!("{}={}", e.name, e.value)).map_err(|m| field("container.env", m)))
+            .collect::<Result<_, _>>()?,
+        secret_id: c
+            .secret_id
+            .as_deref()
+            .map(SecretId::parse)
+            .transpose()
+            .map_err(|e| field("container.secret_id", e))?,
+        health_check_path: c
+            .health_check_path
+            .as_deref()
+            .map(HealthPath::parse)
+            .transpose()
+            .map_err(|e| field("container.health_check_path", e))?,
+        health_check_timeout: c.health_check_timeout,
+    };
+    let image = ImageRef::parse(&stored.image).map_err(|e| field("image", e))?;
+    let registry = RegistryHost::parse(&stored.registry).map_err(|e| field("registry", e))?;
+    if registry != image.registry {
+        return Err(format!("field `registry` ({registry}) is not the image's registry ({})", image.registry));
+    }
+    Ok(Release {
+        image,
+        tag: ImageTag::parse(&stored.tag).map_err(|e| field("tag", e))?,
+        commit: stored.commit,
+        commit_time: stored.commit_time,
+        deployed_at: stored.deployed_at,
+        run_url: stored.run_url,
+        container,
+        header: stored.header,
+        rolled_back_from: stored.rolled_back_from,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record as ec2-deploy 0.1 wrote it on the test bed (schema 1: no `schema` field).
+    const V1: &str = include_str!("fixtures/record-v1.json");
+
+    #[test]
+    fn a_record_written_by_the_previous_release_still_reads() {
+        let r = decode(V1).unwrap();
+        assert_eq!(
+            r.image.to_string(),
+            "localhost:41319/boot-16249-29-a91ea@sha256:40df3cb4dc80b4b893a144599adcc84e9a0feafbbed6839050153643544f9c49"
+        );
+        assert_eq!(r.tag.as_str(), "v7");
+        assert_eq!(r.container.name.as_str(), "boot-16249-29-a91ea");
+        assert_eq!(r.container.ports, vec![PortMapping { host: 3000, container: 3000 }]);
+        assert_eq!(r.container.secret_id.as_ref().map(SecretId::as_str), Some("boot/secret-16249-30-fef7a"));
+        assert_eq!(r.container.health_check_timeout, 10);
+        assert!(r.header.starts_with("#!/bin/bash\n") && r.header.contains("RELEASE=v7\n"));
+        assert_eq!(r.rolled_back_from, None);
+    }
+
+    #[test]
+    fn what_is_written_reads_back_the_same() {
+        let mut r = decode(V1).unwrap();
+        r.rolled_back_from = Some(4);
+        r.container.env.push(EnvVar { name: "A".into(), value: "x = y".into() });
+        let text = encode(&r);
+        assert!(text.contains("\"schema\":2"), "{text}");
+        assert_eq!(decode(&text).unwrap(), r);
+    }
+
+    #[test]
+    fn a_newer_schema_or_a_broken_value_fails_loudly() {
+        let newer = V1.replacen('{', "{\"schema\": 3,", 1);
+        assert!(decode(&newer).unwrap_err().contains("schema 3, written by a newer ec2-deploy"));
+        let bad = V1.replace("\"tag\": \"v7\"", "\"tag\": \"-bad\"");
+        assert!(decode(&bad).unwrap_err().starts_with("field `tag`: expected a Docker tag"));
+        assert!(decode("{}").unwrap_err().starts_with("not a schema 1 release record"));
+        assert!(decode("nope").unwrap_err().starts_with("not JSON"));
+    }
+}

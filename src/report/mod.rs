@@ -1,0 +1,371 @@
+//! What a deploy did, per instance and per batch, as the user reads it: the types behind the step
+//! outputs, the job summary ([`summary`]) and the annotations. Pure: built from SSM's answers and
+//! the script's own `ec2-deploy-result` / `ec2-deploy: error:` lines.
+
+pub mod summary;
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::instance::step_for_exit_code;
+use crate::model::{
+    ImageRef, InstanceId, Invocation, InvocationOutput, InvocationStatus, ManagedInstance, Running, StatusDetail,
+};
+
+/// What the script says it did on an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The new release runs.
+    Deployed,
+    /// It already ran this release: nothing restarted.
+    Unchanged,
+    /// Back on the release it ran before.
+    RolledBack,
+}
+
+impl Outcome {
+    fn parse(text: &str) -> Option<Outcome> {
+        match text {
+            "deployed" => Some(Outcome::Deployed),
+            "unchanged" => Some(Outcome::Unchanged),
+            "rolled-back" => Some(Outcome::RolledBack),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Deployed => "deployed",
+            Outcome::Unchanged => "unchanged",
+            Outcome::RolledBack => "rolled-back",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceReport {
+    pub id: InstanceId,
+    pub name: Option<String>,
+    /// SSM's invocation status; `NotTargeted` when SSM never targeted a planned instance.
+    pub status: InvocationStatus,
+    pub detail: StatusDetail,
+    pub response_code: Option<i32>,
+    pub outcome: Option<Outcome>,
+    pub previous: Option<Running>,
+    pub current: Option<Running>,
+    /// For a failure: the step and why, in words.
+    pub step: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl InstanceReport {
+    pub fn ok(&self) -> bool {
+        self.status == InvocationStatus::Success
+    }
+
+    /// The new release runs here, switched by this deploy (not already running).
+    pub fn switched(&self) -> bool {
+        self.ok() && self.outcome == Some(Outcome::Deployed)
+    }
+
+    /// A planned instance SSM never targeted.
+    pub fn not_targeted(instance: &ManagedInstance) -> InstanceReport {
+        InstanceReport {
+            id: instance.id.clone(),
+            name: instance.name.clone(),
+            status: InvocationStatus::Other("NotTargeted".into()),
+            detail: StatusDetail::Other("NotTargeted".into()),
+            response_code: None,
+            outcome: None,
+            previous: None,
+            current: None,
+            step: Some("delivery".into()),
+            reason: Some("it was in the plan but SSM did not target it (tags changed or instance gone?)".into()),
+        }
+    }
+}
+
+/// Where in a batch something failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Drain,
+    Swap,
+    Healthy,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Drain => "drain",
+            Phase::Swap => "swap",
+            Phase::Healthy => "load balancer health",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum BatchOutcome {
+    Done,
+    Failed {
+        phase: Phase,
+        reason: String,
+    },
+    NotStarted,
+    /// Stopped by a cancel; the batch was registered again.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchReport {
+    pub number: usize,
+    pub ids: Vec<InstanceId>,
+    pub outcome: BatchOutcome,
+    pub seconds: f64,
+}
+
+/// What going back to the previous release did, after a failure.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RollbackReport {
+    pub instances: Vec<InstanceReport>,
+    /// Problems that leave the fleet other than it was before the deploy.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployReport {
+    pub environment: Option<String>,
+    pub image: ImageRef,
+    pub image_tag: String,
+    /// One Run Command for a deploy by tags; one (or more) per batch behind a load balancer.
+    pub command_ids: Vec<String>,
+    /// The deploy's result on every instance.
+    pub instances: Vec<InstanceReport>,
+    /// Behind a load balancer: each batch and how it went.
+    pub batches: Vec<BatchReport>,
+    /// After a failure: what going back to the previous release did.
+    pub rollback: Option<RollbackReport>,
+    /// Failed instances the run may have and still succeed (max-errors, without target groups).
+    pub tolerated: usize,
+    /// The version of the release record this deploy wrote (after a success).
+    pub release_version: Option<i64>,
+    /// The run was cancelled (SIGINT/SIGTERM): nothing new was started after that.
+    pub cancelled: bool,
+    /// Why the run stopped before its end, when something other than a cancel stopped it (the
+    /// deploy lock was lost, the deadline passed).
+    pub stopped: Option<String>,
+    /// Instances left out because their SSM agent was not connected (on-offline: skip).
+    pub skipped: Vec<InstanceId>,
+    pub seconds: f64,
+}
+
+impl DeployReport {
+    pub fn success(&self) -> bool {
+        !self.instances.is_empty()
+            && !self.cancelled
+            && self.stopped.is_none()
+            && self.rollback.is_none()
+            && self.batches.iter().all(|b| b.outcome == BatchOutcome::Done)
+            && self.failed().count() <= self.tolerated
+    }
+
+    pub fn failed(&self) -> impl Iterator<Item = &InstanceReport> {
+        self.instances.iter().filter(|i| !i.ok())
+    }
+
+    /// The rollback's result for one instance, if it was rolled back.
+    pub fn rolled_back(&self, id: &InstanceId) -> Option<&InstanceReport> {
+        self.rollback.as_ref()?.instances.iter().find(|r| &r.id == id)
+    }
+}
+
+/// `ec2-deploy-result outcome=… previous=… current=… [previous_config=… current_config=…]`
+/// from the script's stdout.
+fn parse_result(stdout: &str) -> Option<(Outcome, Running, Running)> {
+    let line = stdout.lines().rev().find(|l| l.starts_with("ec2-deploy-result "))?;
+    let field = |name: &str| {
+        line.split_whitespace().find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('='))).map(str::to_string)
+    };
+    let running =
+        |image: &str, config: &str| Some(Running { image: field(image)?, config: field(config).unwrap_or_default() });
+    Some((
+        Outcome::parse(&field("outcome")?)?,
+        running("previous", "previous_config")?,
+        running("current", "current_config")?,
+    ))
+}
+
+/// The script's own explanation of a failure (its last `ec2-deploy: error:` line).
+fn parse_error(stderr: &str) -> Option<String> {
+    stderr.lines().rev().find_map(|l| l.strip_prefix("ec2-deploy: error: ")).map(str::to_string)
+}
+
+/// Why an invocation failed, when the script itself could not say.
+fn ssm_reason(inv: &Invocation) -> String {
+    match inv.status {
+        InvocationStatus::InProgress | InvocationStatus::Cancelling => {
+            return "the run stopped following while the script ran; it finishes on the instance".into()
+        }
+        InvocationStatus::Pending | InvocationStatus::Delayed => {
+            return "the run stopped before the script started".into()
+        }
+        _ => {}
+    }
+    match &inv.detail {
+        StatusDetail::DeliveryTimedOut => "the SSM agent never picked the command up (agent offline?)".into(),
+        StatusDetail::Undeliverable => "SSM could not deliver the command (instance stopped or terminated?)".into(),
+        StatusDetail::ExecutionTimedOut => "the script ran longer than `timeout`".into(),
+        StatusDetail::Terminated => "not started: too many other instances failed (max-errors)".into(),
+        StatusDetail::Cancelled => "the command was cancelled".into(),
+        StatusDetail::AccessDenied => "SSM was denied access to the instance".into(),
+        StatusDetail::InvalidPlatform => "the instance is not Linux".into(),
+        other => format!("SSM reports {other}"),
+    }
+}
+
+/// One row per planned instance (and per unexpected one SSM targeted as well).
+pub fn instance_reports(
+    planned: &[ManagedInstance],
+    invocations: &[Invocation],
+    outputs: &[(InstanceId, InvocationOutput)],
+) -> Vec<InstanceReport> {
+    let name_of = |id: &InstanceId| planned.iter().find(|p| &p.id == id).and_then(|p| p.name.clone());
+    let mut rows: Vec<InstanceReport> = invocations
+        .iter()
+        .map(|inv| {
+            let full = outputs.iter().find(|(id, _)| *id == inv.instance_id).map(|(_, o)| o);
+            let stdout = full.map(|o| o.stdout.as_str()).unwrap_or(&inv.output);
+            let result = parse_result(stdout);
+            let ok = inv.status == InvocationStatus::Success;
+            let script_ran = inv.response_code.is_some_and(|c| c >= 0) && inv.detail == StatusDetail::Failed;
+            let (step, reason) = if ok {
+                (None, None)
+            } else if script_ran {
+                let code = inv.response_code.unwrap_or(-1);
+                let reason = full.and_then(|o| parse_error(&o.stderr)).or_else(|| parse_error(&inv.output));
+                (
+                    Some(step_for_exit_code(code).to_string()),
+                    Some(reason.unwrap_or_else(|| format!("the script exited with {code}"))),
+                )
+            } else {
+                let step = match &inv.detail {
+                    _ if !inv.is_done() => "cancelled",
+                    StatusDetail::ExecutionTimedOut => "script",
+                    StatusDetail::Terminated => "not started",
+                    StatusDetail::Cancelled => "cancelled",
+                    _ => "delivery",
+                };
+                (Some(step.to_string()), Some(ssm_reason(inv)))
+            };
+            let (outcome, previous, current) = match result {
+                Some((o, p, c)) => (Some(o), Some(p), Some(c)),
+                None => (None, None, None),
+            };
+            InstanceReport {
+                id: inv.instance_id.clone(),
+                name: name_of(&inv.instance_id),
+                status: inv.status.clone(),
+                detail: inv.detail.clone(),
+                response_code: inv.response_code,
+                outcome,
+                previous,
+                current,
+                step,
+                reason,
+            }
+        })
+        .collect();
+    for p in planned {
+        if !rows.iter().any(|r| r.id == p.id) {
+            rows.push(InstanceReport::not_targeted(p));
+        }
+    }
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    rows
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::Ping;
+
+    pub fn id(n: u32) -> InstanceId {
+        InstanceId::parse(&format!("i-{n:017x}")).unwrap()
+    }
+
+    fn inv(n: u32, status: &str, detail: &str, code: Option<i32>, output: &str) -> Invocation {
+        Invocation {
+            instance_id: id(n),
+            status: InvocationStatus::from_aws(status),
+            detail: StatusDetail::from_aws(detail),
+            response_code: code,
+            output: output.into(),
+        }
+    }
+
+    fn planned(n: u32) -> Vec<ManagedInstance> {
+        (1..=n)
+            .map(|i| ManagedInstance { id: id(i), name: Some(format!("web-{i}")), ping: Ping::Online, ip: None })
+            .collect()
+    }
+
+    pub fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    pub fn report() -> DeployReport {
+        let ok_out = format!(
+            "ec2-deploy: release v2\nec2-deploy-result outcome=deployed previous=r/shop@{} current=r/shop@{} previous_config=aa current_config=bb\n",
+            digest('1'),
+            digest('2')
+        );
+        let invocations = vec![
+            inv(1, "Success", "Success", Some(0), &ok_out),
+            inv(2, "Failed", "Failed", Some(15), "ec2-deploy: release v2\n"),
+            inv(3, "TimedOut", "Delivery Timed Out", Some(-1), ""),
+        ];
+        let outputs = vec![(
+            id(2),
+            InvocationOutput {
+                stdout: "ec2-deploy: release v2\n".into(),
+                stderr:
+                    "  | boom\nec2-deploy: error: GET /health on port 80 answered 503; the previous container is back\n"
+                        .into(),
+            },
+        )];
+        DeployReport {
+            environment: Some("production".into()),
+            image: ImageRef::parse(&format!("r/shop@{}", digest('2'))).unwrap(),
+            image_tag: "v2".into(),
+            command_ids: vec!["c0ffee".into()],
+            batches: vec![],
+            rollback: None,
+            tolerated: 0,
+            release_version: None,
+            cancelled: false,
+            stopped: None,
+            skipped: vec![],
+            instances: instance_reports(&planned(4), &invocations, &outputs),
+            seconds: 12.34,
+        }
+    }
+
+    #[test]
+    fn rows_explain_each_failure_in_words() {
+        let r = report();
+        assert!(!r.success());
+        let row = |n: u32| r.instances.iter().find(|i| i.id == id(n)).unwrap().clone();
+        assert_eq!(row(1).outcome, Some(Outcome::Deployed));
+        assert_eq!(row(1).previous.unwrap().config, "aa");
+        assert_eq!(row(2).step.as_deref(), Some("health check"));
+        assert_eq!(
+            row(2).reason.as_deref(),
+            Some("GET /health on port 80 answered 503; the previous container is back")
+        );
+        assert_eq!(row(3).reason.as_deref(), Some("the SSM agent never picked the command up (agent offline?)"));
+        assert_eq!(row(4).status.as_str(), "NotTargeted");
+    }
+}

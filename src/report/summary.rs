@@ -1,0 +1,152 @@
+//! The job summary and the `instances` output, from a [`DeployReport`].
+
+use serde::Serialize;
+
+use super::{BatchOutcome, DeployReport, Outcome};
+
+/// The `instances` output: a JSON array of id, name, status, response code, outcome.
+pub fn instances_json(report: &DeployReport) -> String {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        id: &'a str,
+        name: Option<&'a str>,
+        status: &'a str,
+        response_code: Option<i32>,
+        outcome: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rollback: Option<&'a str>,
+    }
+    let rows: Vec<Row> = report
+        .instances
+        .iter()
+        .map(|i| Row {
+            id: i.id.as_str(),
+            name: i.name.as_deref(),
+            status: i.status.as_str(),
+            response_code: i.response_code,
+            outcome: i.outcome.map(Outcome::as_str),
+            rollback: report.rolled_back(&i.id).map(|r| if r.ok() { "rolled-back" } else { "failed" }),
+        })
+        .collect();
+    serde_json::to_string(&rows).expect("plain data serialises")
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The job summary: a headline and a table with a row per instance.
+pub fn summary_markdown(report: &DeployReport) -> String {
+    let env = report.environment.as_deref().unwrap_or("(no environment)");
+    let failed = report.failed().count();
+    let mut md = if let Some(why) = &report.stopped {
+        format!("## ❌ ec2-deploy: `{}` to {env} stopped before its end\n\n{}\n\n", report.image_tag, cell(why))
+    } else if report.cancelled {
+        format!("## ⏹ ec2-deploy: `{}` to {env} was cancelled\n\nNothing new was started after the cancel; scripts already running on instances finish there.\n\n", report.image_tag)
+    } else if report.success() {
+        format!("## ✅ ec2-deploy: `{}` deployed to {env}\n\n", report.image_tag)
+    } else {
+        format!(
+            "## ❌ ec2-deploy: `{}` failed on {failed} of {} instances in {env}\n\n",
+            report.image_tag,
+            report.instances.len()
+        )
+    };
+    md.push_str(&format!(
+        "Image `{}` · SSM command{} `{}` · {:.1}s\n\n",
+        report.image,
+        if report.command_ids.len() > 1 { "s" } else { "" },
+        report.command_ids.join("`, `"),
+        report.seconds
+    ));
+    if !report.batches.is_empty() {
+        md.push_str("| Batch | Instances | Result | Time |\n|---|---|---|---|\n");
+        for b in &report.batches {
+            let result = match &b.outcome {
+                BatchOutcome::Done => "✅ drained, swapped, healthy".to_string(),
+                BatchOutcome::Failed { phase, reason } => {
+                    format!("❌ failed at {phase}: {}", cell(reason))
+                }
+                BatchOutcome::NotStarted => "not started".to_string(),
+                BatchOutcome::Cancelled => "⏹ cancelled: back in the load balancer".to_string(),
+            };
+            let ids: Vec<&str> = b.ids.iter().map(|i| i.as_str()).collect();
+            md.push_str(&format!("| {} | {} | {result} | {:.1}s |\n", b.number, ids.join(", "), b.seconds));
+        }
+        md.push('\n');
+    }
+    if !report.skipped.is_empty() {
+        md.push_str(&format!(
+            "Skipped, SSM agent not connected (`on-offline: skip`): `{}`.\n\n",
+            report.skipped.iter().map(|i| i.as_str()).collect::<Vec<_>>().join("`, `")
+        ));
+    }
+    if report.success() && failed > 0 {
+        md.push_str(&format!("{failed} failed instance(s) are within `max-errors` ({}).\n\n", report.tolerated));
+    }
+    md.push_str("| Instance | Name | Status | Step | Before → after | Detail |\n|---|---|---|---|---|---|\n");
+    for i in &report.instances {
+        let change = match (&i.previous, &i.current, i.outcome) {
+            (_, Some(cur), Some(Outcome::Unchanged)) => format!("{} (unchanged)", cur.short()),
+            (Some(prev), Some(cur), _) => format!("{} → {}", prev.short(), cur.short()),
+            _ => "-".into(),
+        };
+        let status = if i.ok() { "✅ Success".to_string() } else { format!("❌ {}", i.detail) };
+        md.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} |\n",
+            i.id,
+            cell(i.name.as_deref().unwrap_or("-")),
+            status,
+            cell(i.step.as_deref().unwrap_or("-")),
+            cell(&change),
+            cell(i.reason.as_deref().unwrap_or("")),
+        ));
+    }
+    if let Some(rollback) = &report.rollback {
+        if rollback.problems.is_empty() {
+            md.push_str(
+                "\n### ↩️ Rolled back\n\nEvery instance that had switched runs its previous release again.\n\n",
+            );
+        } else {
+            md.push_str("\n### ⚠️ Rollback incomplete\n\n");
+            for p in &rollback.problems {
+                md.push_str(&format!("- {}\n", cell(p)));
+            }
+            md.push('\n');
+        }
+        if !rollback.instances.is_empty() {
+            md.push_str("| Instance | Rollback | Now runs | Detail |\n|---|---|---|---|\n");
+            for r in &rollback.instances {
+                let now = if r.ok() { r.current.as_ref() } else { r.previous.as_ref() };
+                md.push_str(&format!(
+                    "| `{}` | {} | {} | {} |\n",
+                    r.id,
+                    if r.ok() { "✅" } else { "❌" },
+                    now.map(|n| n.short()).unwrap_or_else(|| "-".into()),
+                    cell(r.reason.as_deref().unwrap_or(""))
+                ));
+            }
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::report;
+
+    #[test]
+    fn summary_snapshot() {
+        insta::assert_snapshot!(summary_markdown(&report()));
+    }
+
+    #[test]
+    fn instances_output_is_json() {
+        let v: serde_json::Value = serde_json::from_str(&instances_json(&report())).unwrap();
+        assert_eq!(v[1]["id"], "i-00000000000000002");
+        assert_eq!(v[1]["status"], "Failed");
+        assert_eq!(v[1]["response_code"], 15);
+        assert_eq!(v[0]["outcome"], "deployed");
+    }
+}
