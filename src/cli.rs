@@ -9,7 +9,6 @@ use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use crate::apply::Context;
 use crate::deploy::{self, Outcome};
 use crate::github::Runner;
 use crate::inputs::{self, Disk, RawInputs, RunContext, INPUTS};
@@ -258,7 +257,7 @@ pub async fn run(
             {
                 Ok(world) => {
                     let info = RunInfo::from_env(env, req.commit.clone());
-                    let cx = Context { runner, cancel: &cancel, workdir };
+                    let cx = deploy::Context { runner, cancel: &cancel, workdir };
                     deploy::run(&req, &world, &info, &cx, Lease::default()).await
                 }
                 Err(e) => Err(Error::NoRegion(e)),

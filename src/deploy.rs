@@ -1,13 +1,23 @@
 //! One deploy from start to end: the plan (read-only; all a dry run does), the deploy lock, the
 //! plan applied under it, the lock released.
 
-use crate::apply::{self, Context};
+use crate::apply;
+use crate::cancel::Cancel;
+use crate::github::Runner;
 use crate::inputs::DeployRequest;
 use crate::lock::{self, Claimant, DeployLock, Lease, LockError};
 use crate::plan::{self, Plan, RunInfo};
 use crate::ports::World;
 use crate::report::DeployReport;
 use crate::Error;
+
+/// What a run hands to the deploy: where to report, how to learn of a cancel, and what relative
+/// paths are relative to.
+pub struct Context<'a> {
+    pub runner: &'a Runner,
+    pub cancel: &'a Cancel,
+    pub workdir: &'a std::path::Path,
+}
 
 pub enum Outcome {
     DryRun(Box<Plan>),
@@ -62,8 +72,9 @@ pub async fn run<W: World>(
         LockError::Cancelled => Error::Cancelled,
         held => Error::Locked(held.to_string()),
     })?;
+    let cx = apply::Context { runner, cancel: cx.cancel, workdir: cx.workdir, lock: &lock };
     let result = tokio::select! {
-        r = apply::apply(&plan, world, cx) => r,
+        r = apply::apply(&plan, world, &cx) => r,
         _ = lock.keep_alive(|problem| runner.warning("ec2-deploy: lock", problem)) => unreachable!("renewing never ends"),
     };
     if let Err(e) = lock.release().await {
@@ -74,3 +85,6 @@ pub async fn run<W: World>(
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod safety;

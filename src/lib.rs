@@ -77,6 +77,8 @@ pub enum Error {
     Cancelled,
     #[error("{0}")]
     Locked(String),
+    #[error(transparent)]
+    LockLost(#[from] lock::LockLost),
 }
 
 fn list<T: fmt::Display>(what: &str, items: &[T]) -> String {
@@ -97,7 +99,9 @@ impl Error {
         match self {
             Error::Inputs(_) | Error::Plan(_) | Error::Script(_) | Error::NoRegion(_) => Exit::BadInput,
             Error::Service(_) => Exit::Access,
-            Error::Build(_) | Error::Output(_) | Error::Cancelled | Error::Locked(_) => Exit::DeployFailed,
+            Error::Build(_) | Error::Output(_) | Error::Cancelled | Error::Locked(_) | Error::LockLost(_) => {
+                Exit::DeployFailed
+            }
         }
     }
 
@@ -112,6 +116,7 @@ impl Error {
             Error::Output(_) => "ec2-deploy: runner",
             Error::Cancelled => "ec2-deploy: cancelled",
             Error::Locked(_) => "ec2-deploy: lock held",
+            Error::LockLost(_) => "ec2-deploy: lock lost",
         }
     }
 }

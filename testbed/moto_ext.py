@@ -676,6 +676,26 @@ for _fn in (send_command, list_commands, list_command_invocations, get_command_i
     setattr(SimpleSystemManagerResponse, _fn.__name__, wrap(_fn))
 
 
+# ---- SSM Parameter Store: one call at a time ----
+# moto numbers a new version from the last one without a lock, so two PutParameter calls served
+# at once by the threaded server could get the same number. Parameter Store never gives two puts
+# one version (the deploy lock relies on it), so the bed serialises parameter calls.
+PARAMETERS = threading.Lock()
+
+
+def serialised(fn):
+    def method(self):
+        with PARAMETERS:
+            return fn(self)
+    method.__name__ = fn.__name__
+    return method
+
+
+for _name in ("put_parameter", "get_parameter", "get_parameters", "get_parameter_history", "delete_parameter",
+              "get_parameters_by_path"):
+    setattr(SimpleSystemManagerResponse, _name, serialised(getattr(SimpleSystemManagerResponse, _name)))
+
+
 # ---- ELBv2: haproxy follows the target groups the bed manages ----
 
 def haproxy(command):

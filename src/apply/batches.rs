@@ -26,27 +26,25 @@ pub struct BatchesReport {
 
 /// Walks the batches; on a failure rolls back and reports.
 pub async fn run<W: World>(r: &Rollout<'_, W>, traffic: &Traffic<'_, W>, batches: &[Vec<InstanceId>]) -> BatchesReport {
-    let (runner, cancel) = (r.commands.cx.runner, r.commands.cx.cancel);
+    let (runner, cx) = (r.commands.cx.runner, r.commands.cx);
     let total = batches.len();
     let mut reports: Vec<BatchReport> = vec![];
     let mut instances: Vec<InstanceReport> = vec![];
     let mut failed_at = None;
     for (index, ids) in batches.iter().enumerate() {
-        if cancel.is_cancelled() {
+        if cx.stop().is_some() {
             break;
         }
         let number = index + 1;
         let started = r.world().now();
         runner.group(&format!("Batch {number}/{total}: {}", names(ids)));
         let mut outcome = run_batch(r, traffic, ids, &mut instances).await;
-        if outcome != BatchOutcome::Done && cancel.is_cancelled() {
-            // Cancelled mid-batch: no rollback (scripts still running finish on their own); the
+        if outcome != BatchOutcome::Done && cx.stop().is_some() {
+            // Stopped mid-batch: no rollback (scripts still running finish on their own); the
             // batch goes back into the load balancer, whose checks admit it once it is healthy.
             if let Err(e) = traffic.readmit(ids).await {
-                runner.error(
-                    "ec2-deploy: cancelled",
-                    &format!("putting {} back into the load balancer: {e}", names(ids)),
-                );
+                runner
+                    .error("ec2-deploy: stopped", &format!("putting {} back into the load balancer: {e}", names(ids)));
             }
             outcome = BatchOutcome::Cancelled;
         }
@@ -75,7 +73,7 @@ pub async fn run<W: World>(r: &Rollout<'_, W>, traffic: &Traffic<'_, W>, batches
         });
     }
     let rollback = match failed_at {
-        Some(_) if cancel.is_cancelled() => None,
+        Some(_) if cx.stop().is_some() => None,
         Some(index) => Some(roll_back(r, traffic, &batches[..=index], &reports[index], &instances).await),
         None => None,
     };

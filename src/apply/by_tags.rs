@@ -33,7 +33,7 @@ pub async fn run<W: World>(
     let allowed = max_errors.of(instances.len(), false);
     let failed = instances.iter().filter(|i| !i.ok()).count();
     let mut rollback = None;
-    if failed > allowed && !r.commands.cx.cancel.is_cancelled() {
+    if failed > allowed && r.commands.cx.stop().is_none() {
         // Too many failures: the instances that switched go back to what they ran before.
         let switched: Vec<InstanceId> = instances.iter().filter(|i| i.switched()).map(|i| i.id.clone()).collect();
         let (targets, first_deploys) = super::rollback_targets(&switched, &instances);

@@ -58,7 +58,7 @@ impl<W: World> Commands<'_, W> {
         };
         let mut sent = vec![];
         for (targets, meant_for) in chunks {
-            if self.cx.cancel.is_cancelled() {
+            if self.cx.stop().is_some() {
                 break;
             }
             let request = CommandRequest {
@@ -151,9 +151,13 @@ impl<W: World> Commands<'_, W> {
                     "it did not finish within timeout + delivery time; it was cancelled",
                 )));
             }
-            if cancel.is_cancelled() {
+            if let Some(stop) = self.cx.stop() {
                 // Invocations SSM has not started are cancelled; running scripts are left to
                 // finish (see crate::cancel for why).
+                let why = match stop {
+                    super::Stop::Cancelled => "cancelled".to_string(),
+                    super::Stop::LockLost(lost) => lost.to_string(),
+                };
                 let waiting: Vec<InstanceId> =
                     invocations.iter().filter(|i| i.status.not_started()).map(|i| i.instance_id.clone()).collect();
                 let result = if invocations.is_empty() {
@@ -164,10 +168,10 @@ impl<W: World> Commands<'_, W> {
                     Ok(())
                 };
                 if let Err(e) = result {
-                    runner.warning("ec2-deploy: cancelled", &e.to_string());
+                    runner.warning("ec2-deploy: stopped", &e.to_string());
                 }
                 runner.info(&format!(
-                    "  cancelled: {} invocation(s) not started were cancelled, the others finish on their instances",
+                    "  {why}: {} invocation(s) not started were cancelled, the others finish on their instances",
                     waiting.len()
                 ));
                 return Ok(invocations);

@@ -30,19 +30,51 @@ use traffic::Traffic;
 use crate::cancel::Cancel;
 use crate::github::Runner;
 use crate::instance::{self, Mode, ScriptParams};
+use crate::lock::LockLost;
 use crate::model::{InstanceId, Limit, Running};
 use crate::plan::{Plan, Rollout as Strategy};
-use crate::ports::{DeploymentState, World};
+use crate::ports::{Clock, DeploymentState, ParameterStore, World};
 use crate::release::{rfc3339, Release};
 use crate::report::{DeployReport, InstanceReport};
 use crate::Error;
 
-/// What a run hands to apply besides the plan: where to report, how to learn of a cancel, and
-/// what relative paths are relative to.
+/// What a run hands to apply besides the plan: where to report, how to learn of a cancel or of
+/// a lost lock, and what relative paths are relative to.
 pub struct Context<'a> {
     pub runner: &'a Runner,
     pub cancel: &'a Cancel,
     pub workdir: &'a Path,
+    /// Asked before anything new starts: does this run still hold the deploy lock?
+    pub lock: &'a dyn Guard,
+}
+
+/// The deploy lock as apply sees it.
+pub trait Guard {
+    fn may_start(&self) -> Result<(), LockLost>;
+}
+
+impl<W: ParameterStore + Clock> Guard for crate::lock::DeployLock<'_, W> {
+    fn may_start(&self) -> Result<(), LockLost> {
+        self.check()
+    }
+}
+
+/// Why a run must start nothing new: it was cancelled, or another run holds its lock now.
+/// Either way what runs on instances finishes, what is out of the load balancer goes back in,
+/// and nothing is rolled back (after a lost lock the environment is another run's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    Cancelled,
+    LockLost(LockLost),
+}
+
+impl Context<'_> {
+    pub fn stop(&self) -> Option<Stop> {
+        if self.cancel.is_cancelled() {
+            return Some(Stop::Cancelled);
+        }
+        self.lock.may_start().err().map(Stop::LockLost)
+    }
 }
 
 /// The release being rolled out, and the commands that roll it.
@@ -168,8 +200,10 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         header: header.clone(),
         rolled_back_from: None,
     };
-    if cx.cancel.is_cancelled() {
-        return Err(Error::Cancelled);
+    match cx.stop() {
+        Some(Stop::Cancelled) => return Err(Error::Cancelled),
+        Some(Stop::LockLost(lost)) => return Err(Error::LockLost(lost)),
+        None => {}
     }
     let env = plan.environment.as_ref().map(|e| e.as_str()).unwrap_or("");
     let rollout = Rollout {
@@ -215,7 +249,11 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
             report.rollback = r.rollback;
         }
     }
-    report.cancelled = cx.cancel.is_cancelled();
+    match cx.stop() {
+        Some(Stop::Cancelled) => report.cancelled = true,
+        Some(Stop::LockLost(lost)) => report.stopped = Some(lost.to_string()),
+        None => {}
+    }
     report.command_ids = rollout.commands.sent.take().iter().map(ToString::to_string).collect();
     Ok((report, release))
 }

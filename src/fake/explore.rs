@@ -9,7 +9,7 @@
 //! Why not a schedule enumerator such as shuttle's DFS: three contenders making five or six calls
 //! each have about 17 million orders. But a task is deterministic: what it does next depends only
 //! on the answers it got so far. So the state after a prefix of steps is fully described by the
-//! store's contents, the clock, and each task's sequence of answers; two prefixes that reach the
+//! store's contents, the clock, and each task's steps and answers; two prefixes that reach the
 //! same state have the same futures. The search visits each reachable state once (replaying a
 //! prefix from a fresh world to reach it: futures cannot be cloned) and checks the invariant in
 //! every one, which covers every interleaving while running in seconds.
@@ -88,9 +88,15 @@ pub fn explore<S>(
         for &t in &schedule {
             poll(t, &mut tasks, &mut done, &mut answers);
         }
+        // A task's position is its number of steps; what it knows is its answers.
+        let mut steps = vec![0usize; n];
+        for &t in &schedule {
+            steps[t] += 1;
+        }
         let mut h = DefaultHasher::new();
         world.store_snapshot().hash(&mut h);
         answers.hash(&mut h);
+        steps.hash(&mut h);
         done.hash(&mut h);
         if !visited.insert(h.finish()) {
             continue;

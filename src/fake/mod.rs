@@ -74,6 +74,11 @@ pub struct InstanceFaults {
     pub unhealthy_in_lb: BTreeSet<String>,
     /// Draining never finishes.
     pub drain_stuck: bool,
+    /// A release whose environment has this entry fails its health check here.
+    pub unhealthy_env: Option<String>,
+    /// The script starts and then nothing more is heard of it: no end, and SSM never times it
+    /// out (an agent that died mid-script).
+    pub hangs: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +199,11 @@ impl Default for World {
             store_step: None,
         }
     }
+}
+
+/// `NN` for `i-000000000000000NN`, as the event log writes instances.
+fn short(n: &InstanceId) -> String {
+    n.as_str().trim_start_matches("i-").trim_start_matches('0').to_string()
 }
 
 /// `i-000000000000000NN`

@@ -24,6 +24,10 @@ impl World {
             for inv in command.invocations.iter_mut() {
                 if inv.status == InvocationStatus::InProgress {
                     let started = inv.started.expect("started");
+                    let hangs = instances[&inv.instance].faults.hangs;
+                    if hangs {
+                        continue;
+                    }
                     if inv.ends.is_some_and(|e| e <= now) {
                         let inst = instances.get_mut(&inv.instance).expect("an instance");
                         run_script(inst, &command.request.script, inv);
@@ -173,7 +177,9 @@ fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
                 let now = inst.running.clone();
                 return finish(inv, 0, Some(("unchanged", &now)), "");
             }
-            if inst.faults.unhealthy_images.contains(&image) {
+            if inst.faults.unhealthy_images.contains(&image)
+                || inst.faults.unhealthy_env.as_ref().is_some_and(|e| env.contains(e))
+            {
                 return finish(inv, 15, None, "GET /health answered 503; the previous container is back");
             }
             inst.previous = inst.running.take();
@@ -206,14 +212,7 @@ impl RunCommand for World {
         let mut commands = lock(&self.commands);
         let id = CommandId(format!("cmd-{}", commands.len() + 1));
         let mode = header_values(&request.script).get("MODE").cloned().unwrap_or_default();
-        self.note(format!(
-            "send {mode} {}",
-            targets
-                .iter()
-                .map(|i| i.as_str().trim_start_matches("i-").trim_start_matches('0'))
-                .collect::<Vec<_>>()
-                .join(",")
-        ));
+        self.note(format!("send {mode} {}", targets.iter().map(short).collect::<Vec<_>>().join(",")));
         commands.push(FakeCommand {
             id: id.clone(),
             request: request.clone(),
@@ -300,22 +299,37 @@ impl RunCommand for World {
         Ok(InvocationOutput { stdout: i.stdout.clone(), stderr: i.stderr.clone() })
     }
 
+    /// As SSM does: what has not started never will, and a running script is killed where it is
+    /// (here: between stopping the old container and starting the new one, the worst place).
     async fn cancel_command(&self, id: &CommandId, instances: Option<&[InstanceId]>) -> Result<()> {
         let mut commands = lock(&self.commands);
+        let mut all = lock(&self.instances);
         let c = commands.iter_mut().find(|c| &c.id == id).ok_or_else(|| not_found(format!("command {id}")))?;
-        let mut cancelled = vec![];
-        for inv in c.invocations.iter_mut() {
-            if instances.is_none_or(|ids| ids.contains(&inv.instance)) && inv.status.not_started() {
-                inv.status = InvocationStatus::Cancelled;
-                inv.detail = StatusDetail::Cancelled;
-                cancelled.push(inv.instance.as_str().trim_start_matches("i-").trim_start_matches('0').to_string());
+        let (mut cancelled, mut killed) = (vec![], vec![]);
+        for inv in c.invocations.iter_mut().filter(|i| instances.is_none_or(|ids| ids.contains(&i.instance))) {
+            if inv.status.not_started() {
+                cancelled.push(short(&inv.instance));
+            } else if inv.status == InvocationStatus::InProgress {
+                let inst = all.get_mut(&inv.instance).expect("an instance");
+                inst.previous = inst.running.take().or(inst.previous.take());
+                inst.busy = false;
+                inv.code = Some(-1);
+                killed.push(short(&inv.instance));
+            } else {
+                continue;
             }
+            inv.status = InvocationStatus::Cancelled;
+            inv.detail = StatusDetail::Cancelled;
         }
         if instances.is_none() {
             c.cancelled = true;
         }
+        drop(all);
         drop(commands);
         self.note(format!("cancel {}", cancelled.join(",")));
+        if !killed.is_empty() {
+            self.note(format!("killed {}", killed.join(",")));
+        }
         Ok(())
     }
 }

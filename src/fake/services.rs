@@ -2,10 +2,6 @@
 
 use super::*;
 
-fn short(n: &InstanceId) -> String {
-    n.as_str().trim_start_matches("i-").trim_start_matches('0').to_string()
-}
-
 impl LoadBalancer for World {
     async fn missing_target_groups(&self, groups: &[TargetGroupArn]) -> Result<Vec<TargetGroupArn>> {
         let known = lock(&self.groups);

@@ -293,3 +293,19 @@ def test_image_from_the_runner_runs_on_an_instance_behind_the_load_balancer(flee
         assert http_get(f"{lb}/version")[0] == 503
     finally:
         elb.deregister_targets(TargetGroupArn=tg, Targets=[{"Id": iid}])
+
+
+def test_parameter_versions_are_unique_under_concurrent_puts():
+    # The deploy lock relies on Parameter Store giving every PutParameter its own version.
+    import concurrent.futures
+    ssm = client("ssm")
+    name = f"/testbed/versions/{uuid.uuid4().hex}"
+
+    def put(i):
+        return ssm.put_parameter(Name=name, Value=f"writer {i}", Type="String", Overwrite=True)["Version"]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        versions = sorted(pool.map(put, range(64)))
+    assert versions == list(range(1, 65))
+    history = ssm.get_parameter_history(Name=name, MaxResults=50)["Parameters"]
+    assert [p["Version"] for p in history] == list(range(1, 51))

@@ -370,7 +370,11 @@ fn deploys_of_one_environment_wait_for_each_other_and_a_stale_lock_expires() {
     let r = run(&bed, release_inputs(&bed, &repo, &suite, "v1", &parameter), &[]);
     assert_eq!(r.code, 0, "{}", r.log());
     assert_eq!(version_of(&web.ips[0]).as_deref(), Some("v1"));
-    assert!(!bed.aws_output(&["ssm", "get-parameter", "--name", &lock]).status.success(), "the lock was not released");
+    let released = bed.aws_json(&["ssm", "get-parameter", "--name", &lock]);
+    assert!(
+        released["Parameter"]["Value"].as_str().unwrap().contains(r#""state":"released""#),
+        "the lock was not released: {released}"
+    );
 
     // Two deploys at once: the second waits for the first, then deploys.
     let mut slow = release_inputs(&bed, &repo, &suite, "v2", &parameter);
@@ -380,7 +384,17 @@ fn deploys_of_one_environment_wait_for_each_other_and_a_stale_lock_expires() {
     let first = ActionRun::new(&borrowed);
     let running = first.spawn(&bed);
     super::support::wait_until("the first deploy to take the lock", std::time::Duration::from_secs(60), || {
-        bed.aws_output(&["ssm", "get-parameter", "--name", &lock]).status.success()
+        let out = bed.aws_output(&[
+            "ssm",
+            "get-parameter",
+            "--name",
+            &lock,
+            "--query",
+            "Parameter.Value",
+            "--output",
+            "text",
+        ]);
+        String::from_utf8_lossy(&out.stdout).contains(r#""state":"held""#)
     });
     let second = run(&bed, release_inputs(&bed, &repo, &suite, "v3", &parameter), &[]);
     let first = running.wait();
