@@ -1,5 +1,5 @@
-//! One deploy from start to end: the plan (read-only; all a dry run does), the deploy lock, the
-//! plan applied under it, the lock released.
+//! One deploy from start to end: the deploy lock, the plan made under it (read-only; a dry run
+//! makes it without the lock and stops there), the plan applied, the lock released.
 
 use crate::apply;
 use crate::cancel::Cancel;
@@ -32,6 +32,11 @@ pub async fn run<W: World>(
     lease: Lease,
 ) -> Result<Outcome, Error> {
     let runner = cx.runner;
+    if req.dry_run {
+        // A dry run changes nothing, so it takes no lock: what it prints is what a deploy would
+        // do if nothing else ran first.
+        return plan(req, world, run, None, runner).await.map(|p| Outcome::DryRun(Box::new(p)));
+    }
     let lock_name = lock::name(&req.release_parameter).map_err(|e| {
         Error::Inputs(vec![crate::inputs::InputError {
             what: "input `release-parameter`".into(),
@@ -39,28 +44,12 @@ pub async fn run<W: World>(
         }])
     })?;
 
-    runner.group("Plan");
-    let planned = match plan::gather(world, req, run, (!req.dry_run).then_some(&lock_name)).await {
-        Ok(facts) => plan::make(req, facts).map_err(Error::Plan),
-        Err(e) => Err(Error::Service(e)),
-    };
-    let plan = match planned {
-        Ok(p) => p,
-        Err(e) => {
-            runner.end_group();
-            return Err(e);
-        }
-    };
-    runner.info(&plan.to_string());
-    runner.end_group();
-    if plan.dry_run {
-        return Ok(Outcome::DryRun(Box::new(plan)));
-    }
-
-    // One deploy at a time per environment: the first change is taking the lock.
+    // One deploy at a time per environment: the first change is taking the lock. Everything the
+    // plan reads (the live release the run-order guard compares with, the release a rollback
+    // goes back to) is read under it, so no other run can change it before this one applies.
     let timeout = std::time::Duration::from_secs(u64::from(req.lock_timeout));
     let claimant = Claimant { id: uuid::Uuid::new_v4().to_string(), by: run.by.clone() };
-    let lock = DeployLock::acquire(world, lock_name, claimant, lease, timeout, cx.cancel, |h| {
+    let lock = DeployLock::acquire(world, lock_name.clone(), claimant, lease, timeout, cx.cancel, |h| {
         runner.info(&format!(
             "Waiting for the deploy lock: held by {} (input `lock-timeout`: {}s)",
             h.by, req.lock_timeout
@@ -72,15 +61,39 @@ pub async fn run<W: World>(
         LockError::Cancelled => Error::Cancelled,
         held => Error::Locked(held.to_string()),
     })?;
-    let cx = apply::Context { runner, cancel: cx.cancel, workdir: cx.workdir, lock: &lock };
+    let applied = async {
+        let plan = plan(req, world, run, Some(&lock_name), runner).await?;
+        let cx = apply::Context { runner, cancel: cx.cancel, workdir: cx.workdir, lock: &lock };
+        apply::apply(&plan, world, &cx).await.map(|r| Outcome::Finished(Box::new(r)))
+    };
     let result = tokio::select! {
-        r = apply::apply(&plan, world, &cx) => r,
+        r = applied => r,
         _ = lock.keep_alive(|problem| runner.warning("ec2-deploy: lock", problem)) => unreachable!("renewing never ends"),
     };
     if let Err(e) = lock.release().await {
         runner.warning("ec2-deploy: lock", &format!("{e}; it expires by itself within {}s", lease.lease.as_secs()));
     }
-    result.map(|r| Outcome::Finished(Box::new(r)))
+    result
+}
+
+/// Gathers the facts and makes the plan; prints it.
+async fn plan<W: World>(
+    req: &DeployRequest,
+    world: &W,
+    run: &RunInfo,
+    lock: Option<&crate::model::ParameterName>,
+    runner: &Runner,
+) -> Result<Plan, Error> {
+    runner.group("Plan");
+    let planned = match plan::gather(world, req, run, lock).await {
+        Ok(facts) => plan::make(req, facts).map_err(Error::Plan),
+        Err(e) => Err(Error::Service(e)),
+    };
+    if let Ok(plan) = &planned {
+        runner.info(&plan.to_string());
+    }
+    runner.end_group();
+    planned
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use super::tests::{deploy_with, in_batches, records, report, request, world};
+use super::tests::{deploy_as, deploy_with, image, in_batches, records, report, request, running, world};
+use super::RunInfo;
+use crate::plan::PlanError;
+use crate::Error;
 
 use crate::cancel::Cancel;
 use crate::fake::World;
@@ -49,4 +52,47 @@ async fn a_run_whose_lock_is_taken_over_starts_no_new_batch_and_fails_saying_so(
     assert!(records(&w).is_empty(), "a run that lost its lock records nothing");
     let last = w.parameter(LOCK).last().unwrap().value.clone();
     assert!(last.contains("\"id\":\"other\""), "the other run still holds the lock: {last}");
+}
+
+/// A push of `commit`, made at `time`.
+fn push(commit: &str, time: &str) -> RunInfo {
+    RunInfo {
+        commit: Some(commit.into()),
+        commit_time: Some(time.into()),
+        event_name: Some("push".into()),
+        by: format!("the push of {commit}"),
+        ..RunInfo::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_older_push_queued_behind_a_newer_deploy_refuses_and_leaves_the_newer_live() {
+    let w = world(3);
+    for n in 1..=3 {
+        w.set_faults(n, |f| f.script_seconds = Some(30));
+    }
+    let mut newer = in_batches(request("v2"));
+    newer.commit = Some("2222".into());
+    let mut older = in_batches(request("v1"));
+    older.commit = Some("1111".into());
+    let cancel = Cancel::default();
+    // The newer commit starts rolling out; the push of an older commit arrives a moment later
+    // and waits for the lock.
+    let (newer_push, older_push) = (push("2222", "2026-11-25T12:00:00Z"), push("1111", "2026-11-24T09:00:00Z"));
+    let ((new_result, new_log), (old_result, old_log)) = tokio::join!(deploy_as(&w, &newer, &cancel, &newer_push), async {
+        until(&w, |log| log.iter().any(|e| e == "send deploy 1")).await;
+        deploy_as(&w, &older, &cancel, &older_push).await
+    });
+    assert!(report(new_result, &new_log).success());
+    match old_result {
+        Err(Error::Plan(errors)) => assert!(
+            matches!(&errors[..], [PlanError::OlderThanLive(why)] if why.contains("1111 was committed at 2026-11-24T09:00:00Z, before the live commit 2222")),
+            "{errors:?}"
+        ),
+        other => panic!("the older push was not refused: {:?}\n{}", other.as_ref().err(), old_log.join("\n")),
+    }
+    assert!((1..=3).all(|n| running(&w, n) == Some(image("v2"))));
+    let recorded = records(&w);
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].commit.as_deref(), Some("2222"));
 }

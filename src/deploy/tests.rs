@@ -78,10 +78,20 @@ pub async fn deploy(w: &World, req: &DeployRequest) -> (Result<Outcome, Error>, 
 }
 
 pub async fn deploy_with(w: &World, req: &DeployRequest, cancel: &Cancel) -> (Result<Outcome, Error>, Vec<String>) {
+    let info = RunInfo { commit: req.commit.clone(), by: "test run".into(), ..RunInfo::default() };
+    deploy_as(w, req, cancel, &info).await
+}
+
+/// A run with what GitHub says about it (event, commit time).
+pub async fn deploy_as(
+    w: &World,
+    req: &DeployRequest,
+    cancel: &Cancel,
+    info: &RunInfo,
+) -> (Result<Outcome, Error>, Vec<String>) {
     let runner = Runner::capture();
     let cx = Context { runner: &runner, cancel, workdir: std::path::Path::new(".") };
-    let info = RunInfo { commit: req.commit.clone(), by: "test run".into(), ..RunInfo::default() };
-    let result = run(req, w, &info, &cx, Lease::default()).await;
+    let result = run(req, w, info, &cx, Lease::default()).await;
     (result, runner.captured())
 }
 

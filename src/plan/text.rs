@@ -41,7 +41,7 @@ impl fmt::Display for Plan {
             None => writeln!(f, "  release    first release recorded in {}", record.parameter)?,
         }
         match &self.lock {
-            Some(lock) => writeln!(f, "  lock       {lock}: one deploy of this environment at a time")?,
+            Some(lock) => writeln!(f, "  lock       held: {lock} (this plan was made under it)")?,
             None => writeln!(f, "  lock       none taken (dry run)")?,
         }
         let c = &self.container;
