@@ -26,8 +26,9 @@ cat >>"$script" <<'EC2_DEPLOY_SCRIPT'
 # shell assignments that ec2-deploy generates and quotes:
 #   MODE IMAGE REGISTRY CONTAINER_NAME PORTS ENV_VARS SECRET_ID HEALTH_PATH HEALTH_PORT
 #   HEALTH_TIMEOUT RELEASE
-# MODE=deploy (the default) does the steps below. MODE=rollback goes back to IMAGE, which must be
-# the kept <name>-previous container (or already running): no pull, the previous container's own
+# MODE=deploy (the default) does the steps below. MODE=rollback goes back to the kept
+# <name>-previous container, which must run IMAGE with the settings ROLLBACK_CONFIG (its
+# ec2-deploy.config label), or finds that already running: no pull, the previous container's own
 # environment; if it does not become healthy the newer container is started again.
 # Needs docker, the aws CLI and curl; jq or python3 when SECRET_ID is set. It:
 #   1. logs in to the registry with the instance's own credentials and pulls IMAGE (by digest);
@@ -39,6 +40,7 @@ cat >>"$script" <<'EC2_DEPLOY_SCRIPT'
 # Deploying what already runs (same image, ports and environment) restarts nothing and only
 # verifies health. The last stdout line says what happened:
 #   ec2-deploy-result outcome=deployed|unchanged|rolled-back previous=<image> current=<image>
+#     previous_config=<id> current_config=<id>   (the ec2-deploy.config labels; - when none)
 # Exit codes tell the failed step (ec2-deploy maps them for its report):
 #   2 bad parameters   10 prerequisites   11 registry login   12 pull   13 secret
 #   14 container did not start   15 unhealthy (the previous container, if any, is restored for both)
@@ -58,6 +60,7 @@ fail() {
 }
 
 MODE=${MODE:-deploy}
+ROLLBACK_CONFIG=${ROLLBACK_CONFIG:-}
 case $MODE in deploy | rollback) ;; *) fail 2 "MODE must be deploy or rollback" ;; esac
 : "${IMAGE:?}" "${REGISTRY:?}" "${CONTAINER_NAME:?}" "${HEALTH_TIMEOUT:?}" "${RELEASE:?}"
 case $HEALTH_TIMEOUT in '' | *[!0-9]*) fail 2 "HEALTH_TIMEOUT must be a number of seconds" ;; esac
@@ -114,6 +117,8 @@ inspect() { docker inspect --format "$2" "$1" 2>/dev/null || true; }
 # What runs now, before this run changes anything.
 previous_image=$(inspect "$CONTAINER_NAME" '{{.Config.Image}}')
 [ -n "$previous_image" ] || previous_image=none
+config_of() { inspect "$1" '{{index .Config.Labels "ec2-deploy.config"}}'; }
+previous_config=$(config_of "$CONTAINER_NAME")
 health_reason=
 
 # Healthy means: running, and the HTTP path answers 2xx (when given), else the image's own
@@ -157,18 +162,28 @@ wait_healthy() {
   done
 }
 
-result() { printf 'ec2-deploy-result outcome=%s previous=%s current=%s\n' "$1" "$previous_image" "$2"; }
+# result OUTCOME IMAGE CONFIG: the line ec2-deploy reads.
+result() {
+  printf 'ec2-deploy-result outcome=%s previous=%s current=%s previous_config=%s current_config=%s\n' \
+    "$1" "$previous_image" "$2" "${previous_config:--}" "${3:--}"
+}
 
 if [ "$MODE" = rollback ]; then
-  if [ "$previous_image" = "$IMAGE" ] && [ "$(inspect "$CONTAINER_NAME" '{{.State.Running}}')" = true ]; then
-    log "$CONTAINER_NAME already runs $IMAGE: checking its health"
+  # The release to go back to: IMAGE with the settings ROLLBACK_CONFIG (a change of settings
+  # alone is a release too).
+  is_target() {
+    [ "$(inspect "$1" '{{.Config.Image}}')" = "$IMAGE" ] &&
+      { [ -z "$ROLLBACK_CONFIG" ] || [ "$(config_of "$1")" = "$ROLLBACK_CONFIG" ]; }
+  }
+  if is_target "$CONTAINER_NAME" && [ "$(inspect "$CONTAINER_NAME" '{{.State.Running}}')" = true ]; then
+    log "$CONTAINER_NAME already runs $IMAGE with those settings: checking its health"
     wait_healthy || fail 15 "$CONTAINER_NAME runs $IMAGE but is not healthy: $health_reason"
-    result unchanged "$IMAGE"
+    result unchanged "$IMAGE" "$previous_config"
     exit 0
   fi
-  kept=$(inspect "$CONTAINER_NAME-previous" '{{.Config.Image}}')
-  if [ "$kept" != "$IMAGE" ]; then
-    fail 18 "cannot roll back to $IMAGE: the previous container here runs ${kept:-nothing}"
+  if ! is_target "$CONTAINER_NAME-previous"; then
+    kept=$(inspect "$CONTAINER_NAME-previous" '{{.Config.Image}}')
+    fail 18 "cannot roll back to $IMAGE: the previous container here runs ${kept:-nothing}${kept:+ with other settings}"
   fi
   log "rolling back $CONTAINER_NAME from $previous_image to $IMAGE"
   docker rm --force "$CONTAINER_NAME-rollback" >/dev/null 2>&1 || true
@@ -182,7 +197,7 @@ if [ "$MODE" = rollback ]; then
       mv -f "$state_dir/env.previous" "$state_dir/env"
       mv -f "$state_dir/env.tmp" "$state_dir/env.previous"
     fi
-    result rolled-back "$IMAGE"
+    result rolled-back "$IMAGE" "$(config_of "$CONTAINER_NAME")"
     exit 0
   fi
   reason=$health_reason
@@ -260,7 +275,7 @@ if [ "$(inspect "$CONTAINER_NAME" '{{index .Config.Labels "ec2-deploy.config"}}'
   [ "$(inspect "$CONTAINER_NAME" '{{.State.Running}}')" = true ]; then
   log "$CONTAINER_NAME already runs this release: checking its health"
   wait_healthy || fail 15 "$CONTAINER_NAME runs this release but is not healthy: $health_reason"
-  result unchanged "$IMAGE"
+  result unchanged "$IMAGE" "$config_id"
   exit 0
 fi
 
@@ -327,6 +342,6 @@ docker image ls --no-trunc --quiet "$repo" 2>/dev/null | sort -u | while read -r
   case $keep in *" $id "*) ;; *) docker image rm "$id" >/dev/null 2>&1 || true ;; esac
 done
 
-result deployed "$IMAGE"
+result deployed "$IMAGE" "$config_id"
 EC2_DEPLOY_SCRIPT
 bash "$script"

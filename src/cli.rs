@@ -221,17 +221,34 @@ async fn status(m: &ArgMatches) -> Exit {
         println!("  run     {url}");
     }
     println!("\n  version  tag                   deployed              commit    image");
+    let left = history.rolled_back();
     for entry in history.entries.iter().rev() {
         match entry {
-            Entry::Release(r) => println!(
-                "  {:>7}  {:<20}  {:<20}  {:<8}  {}{}",
-                r.version,
-                r.release.tag,
-                r.release.deployed_at,
-                r.release.commit.as_deref().map(|c| &c[..8.min(c.len())]).unwrap_or("-"),
-                r.release.image.digest.short(),
-                if r.version == live.version { "  (live)" } else { "" }
-            ),
+            Entry::Release(r) => {
+                let mut notes = vec![];
+                if r.version == live.version {
+                    notes.push("live".to_string());
+                }
+                if let Some(from) = r.release.rolled_back_from {
+                    notes.push(format!("rollback from version {from}"));
+                }
+                if left.contains(&r.version) {
+                    notes.push("rolled back from; rollback skips it".to_string());
+                }
+                println!(
+                    "  {:>7}  {:<20}  {:<20}  {:<8}  {}{}",
+                    r.version,
+                    r.release.tag,
+                    r.release.deployed_at,
+                    r.release
+                        .commit
+                        .as_deref()
+                        .map(|c| c.chars().take(8).collect::<String>())
+                        .unwrap_or_else(|| "-".into()),
+                    r.release.image.digest.short(),
+                    if notes.is_empty() { String::new() } else { format!("  ({})", notes.join("; ")) }
+                )
+            }
             Entry::Unreadable { version, reason } => println!("  {version:>7}  unreadable: {reason}"),
         }
     }

@@ -198,7 +198,8 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         run_url: plan.record.run_url.clone(),
         container: plan.container.clone(),
         header: header.clone(),
-        rolled_back_from: None,
+        // A rollback marks the release it leaves: the next rollback will not come back to it.
+        rolled_back_from: plan.record.rollback_to.as_ref().and(plan.record.live.as_ref()).map(|live| live.version),
     };
     match cx.stop() {
         Some(Stop::Cancelled) => return Err(Error::Cancelled),

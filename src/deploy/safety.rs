@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::tests::{deploy_as, deploy_with, image, in_batches, records, report, request, running, world};
+use super::tests::{deploy, deploy_as, deploy_with, image, in_batches, records, report, request, running, world};
 use super::RunInfo;
 use crate::plan::PlanError;
 use crate::Error;
@@ -79,10 +79,11 @@ async fn an_older_push_queued_behind_a_newer_deploy_refuses_and_leaves_the_newer
     // The newer commit starts rolling out; the push of an older commit arrives a moment later
     // and waits for the lock.
     let (newer_push, older_push) = (push("2222", "2026-11-25T12:00:00Z"), push("1111", "2026-11-24T09:00:00Z"));
-    let ((new_result, new_log), (old_result, old_log)) = tokio::join!(deploy_as(&w, &newer, &cancel, &newer_push), async {
-        until(&w, |log| log.iter().any(|e| e == "send deploy 1")).await;
-        deploy_as(&w, &older, &cancel, &older_push).await
-    });
+    let ((new_result, new_log), (old_result, old_log)) =
+        tokio::join!(deploy_as(&w, &newer, &cancel, &newer_push), async {
+            until(&w, |log| log.iter().any(|e| e == "send deploy 1")).await;
+            deploy_as(&w, &older, &cancel, &older_push).await
+        });
     assert!(report(new_result, &new_log).success());
     match old_result {
         Err(Error::Plan(errors)) => assert!(
@@ -95,4 +96,60 @@ async fn an_older_push_queued_behind_a_newer_deploy_refuses_and_leaves_the_newer
     let recorded = records(&w);
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].commit.as_deref(), Some("2222"));
+}
+
+fn with_env(mut req: crate::inputs::DeployRequest, env: &str) -> crate::inputs::DeployRequest {
+    req.container.env = vec![crate::model::EnvVar::parse(env).unwrap()];
+    req
+}
+
+fn env_of(w: &World, n: u32) -> Vec<String> {
+    w.instance(n).running.map(|c| c.env).unwrap_or_default()
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollback_after_a_settings_only_change_restores_the_settings_and_does_not_ping_pong() {
+    let w = world(2);
+    for (tag, env, commit) in [("v1", "MODE=plain", "aaaa"), ("v2", "ALPHA=1", "bbbb"), ("v2", "BETA=1", "cccc")] {
+        let mut req = with_env(request(tag), env);
+        req.commit = Some(commit.into());
+        let (result, log) = deploy(&w, &req).await;
+        assert!(report(result, &log).success(), "{log:#?}");
+    }
+    assert_eq!(env_of(&w, 1), ["BETA=1"]);
+    let mut rollback = request("ignored");
+    rollback.rollback = true;
+    rollback.commit = Some("dddd".into());
+    let (result, log) = deploy(&w, &rollback).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    for n in 1..=2 {
+        assert_eq!((running(&w, n), env_of(&w, n)), (Some(image("v2")), vec!["ALPHA=1".to_string()]), "instance {n}");
+    }
+    let recorded = records(&w);
+    assert_eq!(recorded.len(), 4);
+    assert_eq!(recorded[3].commit.as_deref(), Some("bbbb"), "the restored release keeps its own commit");
+    assert_eq!(recorded[3].rolled_back_from, Some(3), "the release left is marked");
+    // Rolling back again goes further back, never to the release just left.
+    let (result, log) = deploy(&w, &rollback).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    assert_eq!((running(&w, 1), env_of(&w, 1)), (Some(image("v1")), vec!["MODE=plain".to_string()]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_settings_only_change_that_fails_past_max_errors_puts_the_old_settings_back() {
+    let w = world(3);
+    let (result, log) = deploy(&w, &with_env(request("v1"), "ALPHA=1")).await;
+    assert!(report(result, &log).success());
+    // The same image with BETA: instance 3 fails its health check with it.
+    w.set_faults(3, |f| f.unhealthy_env = Some("BETA=1".into()));
+    let mut req = with_env(request("v1"), "BETA=1");
+    req.max_concurrency = crate::model::Limit::Percent(100);
+    let (result, log) = deploy(&w, &req).await;
+    let r = report(result, &log);
+    assert!(!r.success());
+    let rollback = r.rollback.expect("a rollback");
+    assert!(rollback.problems.is_empty(), "{rollback:?}");
+    for n in 1..=3 {
+        assert_eq!(env_of(&w, n), ["ALPHA=1"], "instance {n} runs the old settings again: {log:#?}");
+    }
 }

@@ -88,6 +88,8 @@ pub fn header(p: &ScriptParams) -> Result<String, QuoteError> {
         Mode::Rollback { to } => {
             assign("MODE", "rollback")?;
             assign("IMAGE", &to.image)?;
+            // What to go back to is the container with these settings, not merely this image.
+            assign("ROLLBACK_CONFIG", &to.config)?;
         }
     }
     assign("REGISTRY", p.registry.as_str())?;

@@ -9,6 +9,7 @@
 
 pub mod schema;
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::Serialize;
@@ -34,6 +35,14 @@ pub struct Release {
     /// This release is a rollback: the version it rolled back from. That version is not a
     /// rollback target any more (no ping-pong between two releases).
     pub rolled_back_from: Option<i64>,
+}
+
+impl Release {
+    /// Both run the same thing on an instance: the same image with the same settings. A change
+    /// of settings alone (env, ports, secret) is a different release.
+    pub fn runs_the_same_as(&self, other: &Release) -> bool {
+        self.image == other.image && self.container == other.container
+    }
 }
 
 /// A recorded release and the parameter version that holds it.
@@ -97,18 +106,31 @@ impl History {
         }
     }
 
-    /// What `rollback: true` goes back to: the latest version before the live one that runs a
-    /// different image (a redeploy of the same image is not a release to go back to). An
-    /// unreadable version met on the way is an error naming it: skipping it could restore an
-    /// older release than the one the user means.
+    /// Versions some later rollback left.
+    pub fn rolled_back(&self) -> BTreeSet<i64> {
+        self.entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Release(r) => r.release.rolled_back_from,
+                Entry::Unreadable { .. } => None,
+            })
+            .collect()
+    }
+
+    /// What `rollback: true` goes back to: the latest version before the live one that runs
+    /// something else (image or settings) and that no rollback has left. An unreadable version
+    /// met on the way is an error naming it: skipping it could restore an older release than
+    /// the one the user means.
     pub fn rollback_target(&self) -> Result<Option<&Recorded>, UnreadableVersion> {
         let Some(live) = self.live()? else {
             return Ok(None);
         };
+        let left = self.rolled_back();
         for entry in self.entries.iter().rev().skip(1) {
             match entry {
                 Entry::Unreadable { version, reason } => return Err(self.unreadable(*version, reason)),
-                Entry::Release(r) if r.release.image == live.release.image => continue,
+                Entry::Release(r) if left.contains(&r.version) => continue,
+                Entry::Release(r) if r.release.runs_the_same_as(&live.release) => continue,
                 Entry::Release(r) => return Ok(Some(r)),
             }
         }
@@ -221,6 +243,29 @@ pub(crate) mod tests {
         assert_eq!(target(&h), Some(2));
         assert_eq!(target(&history(vec![(1, release('a', &[]))])), None);
         assert_eq!(target(&History::default()), None);
+    }
+
+    #[test]
+    fn a_change_of_settings_alone_is_a_release_to_go_back_to() {
+        // The same image with ALPHA, then with BETA: rolling back restores ALPHA, not the
+        // older release with another image.
+        let h = history(vec![(1, release('a', &[])), (2, release('b', &["ALPHA=1"])), (3, release('b', &["BETA=1"]))]);
+        assert_eq!(target(&h), Some(2));
+    }
+
+    #[test]
+    fn a_release_rolled_back_from_is_not_a_target_again() {
+        let mut back = release('b', &["ALPHA=1"]);
+        back.rolled_back_from = Some(3);
+        let h = history(vec![
+            (1, release('a', &[])),
+            (2, release('b', &["ALPHA=1"])),
+            (3, release('b', &["BETA=1"])),
+            (4, back),
+        ]);
+        // Not 3 (left by the rollback), not 2 (what runs now): 1.
+        assert_eq!(target(&h), Some(1));
+        assert_eq!(h.rolled_back(), BTreeSet::from([3]));
     }
 
     #[test]

@@ -88,6 +88,51 @@ fn deploy_v1_v2_then_rollback_brings_v1_back_without_building() {
     assert!(r.stdout.contains("records no earlier release"), "{}", r.stdout);
 }
 
+fn env_names(ip: &str) -> Vec<String> {
+    let (_, body) = super::support::http_get(&format!("http://{ip}:3000/env")).expect("the app answers");
+    body.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn rollback_after_a_settings_only_change_restores_the_settings_everywhere() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 2, &["Role=web"]);
+    let repo = unique("settings");
+    bed.create_repository(&repo);
+    let parameter = format!("/ec2-deploy/test/{repo}");
+    // One image, deployed with ALPHA, then with BETA.
+    for env in ["ALPHA=1", "BETA=1"] {
+        let mut i = release_inputs(&bed, &repo, &suite, "v1", &parameter);
+        set(&mut i, "env", env);
+        let r = run(&bed, i, &[]);
+        assert_eq!(r.code, 0, "{}", r.log());
+    }
+    for ip in &web.ips {
+        assert!(env_names(ip).contains(&"BETA".to_string()));
+    }
+    let mut i = release_inputs(&bed, &repo, &suite, "v1", &parameter);
+    set(&mut i, "rollback", "true");
+    let r = run(&bed, i, &[]);
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert!(r.stdout.contains("rollback   to version 1 of the release record: v1"), "{}", r.stdout);
+    for ip in &web.ips {
+        let names = env_names(ip);
+        assert!(names.contains(&"ALPHA".to_string()) && !names.contains(&"BETA".to_string()), "{ip}: {names:?}");
+    }
+    // The record marks version 2 as rolled back from, and `status` shows it.
+    let h = history(&bed, &parameter);
+    assert_eq!(h[2]["rolled_back_from"], 2, "{h:#?}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ec2-deploy"))
+        .args(["status", "--release-parameter", &parameter])
+        .envs(["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"].map(|k| (k, bed.get(k))))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.trim_start().starts_with("2 ") && l.contains("rolled back from")), "{text}");
+    assert!(text.lines().any(|l| l.trim_start().starts_with("3 ") && l.contains("rollback from version 2")), "{text}");
+}
+
 #[test]
 fn a_fresh_instance_running_only_the_user_data_serves_the_live_release() {
     let bed = Bed::load();
