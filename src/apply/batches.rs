@@ -104,9 +104,10 @@ async fn run_batch<W: World>(
     // The batch is out of the load balancer: all of it at once, stopping at the first failure.
     let n = ids.len() as u32;
     let swapped = match r.commands.run(Targets::Ids(ids), &r.script, "deploy", Limit::Count(n), Limit::Count(0)).await {
-        Ok(reports) => reports,
+        Ok(outcome) => outcome,
         Err(e) => return BatchOutcome::Failed { phase: Phase::Swap, reason: e.to_string() },
     };
+    let (swapped, stopped) = (swapped.reports, swapped.stopped);
     runner.info(&format!("  swapped ({:.1}s)", seconds_since(r.world().now(), t)));
     let failures: Vec<String> = swapped
         .iter()
@@ -114,6 +115,9 @@ async fn run_batch<W: World>(
         .map(|r| format!("{}: {}", r.id, r.reason.as_deref().unwrap_or(r.detail.as_str())))
         .collect();
     instances.extend(swapped);
+    if let Some(why) = stopped {
+        return BatchOutcome::Failed { phase: Phase::Swap, reason: why };
+    }
     if !failures.is_empty() {
         return BatchOutcome::Failed { phase: Phase::Swap, reason: failures.join("; ") };
     }

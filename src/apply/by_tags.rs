@@ -14,6 +14,8 @@ pub struct ByTagsReport {
     pub instances: Vec<InstanceReport>,
     pub tolerated: usize,
     pub rollback: Option<RollbackReport>,
+    /// Why the command ended early (its deadline), if it did.
+    pub stopped: Option<String>,
 }
 
 pub async fn run<W: World>(
@@ -29,16 +31,21 @@ pub async fn run<W: World>(
     let targets = if by_ids { Targets::Ids(&ids) } else { Targets::Tags };
     let result = r.commands.run(targets, &r.script, "deploy", max_concurrency, max_errors).await;
     runner.end_group();
-    let instances = result?;
+    let outcome = result?;
+    let (instances, stopped) = (outcome.reports, outcome.stopped);
     let allowed = max_errors.of(instances.len(), false);
     let failed = instances.iter().filter(|i| !i.ok()).count();
     let mut rollback = None;
-    if failed > allowed && r.commands.cx.stop().is_none() {
-        // Too many failures: the instances that switched go back to what they ran before.
+    if (failed > allowed || stopped.is_some()) && r.commands.cx.stop().is_none() {
+        // Too many failures, or a command that did not end in time: the instances that switched
+        // go back to what they ran before.
         let switched: Vec<InstanceId> = instances.iter().filter(|i| i.switched()).map(|i| i.id.clone()).collect();
         let (targets, first_deploys) = super::rollback_targets(&switched, &instances);
         if !targets.is_empty() || !first_deploys.is_empty() {
-            runner.group(&format!("Rollback: {failed} failed, max-errors allows {allowed}"));
+            runner.group(&match &stopped {
+                Some(why) => format!("Rollback: {why}"),
+                None => format!("Rollback: {failed} failed, max-errors allows {allowed}"),
+            });
             let mut report = RollbackReport { instances: vec![], problems: first_deploys };
             if !targets.is_empty() {
                 match r.roll_back(&targets).await {
@@ -64,5 +71,5 @@ pub async fn run<W: World>(
     } else if failed > 0 {
         runner.warning("ec2-deploy", &format!("{failed} instance(s) failed, within max-errors ({allowed})"));
     }
-    Ok(ByTagsReport { instances, tolerated: allowed, rollback })
+    Ok(ByTagsReport { instances, tolerated: allowed, rollback, stopped })
 }

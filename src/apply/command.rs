@@ -1,14 +1,31 @@
 //! Sending a Run Command and following it to its end: the one place that talks to Run Command
 //! during a deploy. Turns what SSM reports into one [`InstanceReport`] per instance, printing each
 //! instance's status as it changes and the full output of the ones that failed.
+//!
+//! Three promises are kept here:
+//! - **Limits hold fleet-wide.** SendCommand takes at most 50 instance ids, and SSM applies
+//!   MaxConcurrency and MaxErrors per command; so a command by id to more than 50 instances is
+//!   sent in chunks *one after another*, each with the fleet's concurrency (at most the chunk)
+//!   and what is left of the fleet's error budget; once the budget is spent the remaining chunks
+//!   are not sent. (Up to 50 instances move at once that way; by tags SSM does the whole fleet
+//!   in one command.)
+//! - **A deadline never interrupts a running script.** A command may take one script timeout per
+//!   wave of MaxConcurrency instances, plus delivery. Past that, only invocations that have not
+//!   started are cancelled; running ones are waited for up to their own execution timeout (SSM
+//!   ends them by then), and the caller rolls back what switched.
+//! - **Following survives errors.** A failed poll (throttling, the network, anything) is retried
+//!   with backoff while the command can still be running: the run never walks away from running
+//!   scripts, and so never releases the deploy lock under them.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use super::Context;
-use crate::model::{CommandId, InstanceId, Invocation, Limit, ManagedInstance, StatusDetail};
-use crate::ports::{CommandRequest, CommandTargets, ServiceError, World, IDS_PER_COMMAND};
+use super::{Context, Stop};
+use crate::model::{
+    CommandId, InstanceId, Invocation, InvocationStatus, Limit, ManagedInstance, StatusDetail, TagFilter,
+};
+use crate::ports::{CommandRequest, CommandTargets, World, IDS_PER_COMMAND};
 use crate::report::{instance_reports, InstanceReport};
 use crate::Error;
 
@@ -17,6 +34,8 @@ use crate::Error;
 pub const DELIVERY_TIMEOUT: u32 = 120;
 const POLL_MIN: Duration = Duration::from_secs(1);
 const POLL_MAX: Duration = Duration::from_secs(5);
+/// The longest pause between polls that keep failing.
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Where a command goes.
 pub enum Targets<'a> {
@@ -25,21 +44,27 @@ pub enum Targets<'a> {
     Ids(&'a [InstanceId]),
 }
 
+/// What a command did: a report per instance, and why it ended early, if it did.
+pub struct Outcome {
+    pub reports: Vec<InstanceReport>,
+    /// The command's deadline passed, or it could not be followed to its end.
+    pub stopped: Option<String>,
+}
+
 /// Sends this deploy's commands and remembers their ids (for the `command-id` output).
 pub struct Commands<'a, W> {
     pub world: &'a W,
     pub cx: &'a Context<'a>,
     pub instances: &'a [ManagedInstance],
-    pub tags: &'a [crate::model::TagFilter],
+    pub tags: &'a [TagFilter],
     pub timeout: u32,
-    /// What the commands' comments say (`ec2-deploy deploy production v2`).
+    /// What the commands' comments say (`ec2-deploy production v2`).
     pub comment: String,
     pub sent: RefCell<Vec<CommandId>>,
 }
 
 impl<W: World> Commands<'_, W> {
-    /// One Run Command (several when more than 50 ids), followed to the end: one report per
-    /// instance it was meant for.
+    /// One Run Command (chunks of 50 one after another when more ids), followed to the end.
     pub async fn run(
         &self,
         targets: Targets<'_>,
@@ -47,142 +72,252 @@ impl<W: World> Commands<'_, W> {
         action: &str,
         concurrency: Limit,
         errors: Limit,
-    ) -> Result<Vec<InstanceReport>, Error> {
-        let runner = self.cx.runner;
-        // Each command with the instances it was meant for (None: all the planned ones).
-        let chunks: Vec<(CommandTargets, Option<&[InstanceId]>)> = match targets {
-            Targets::Tags => vec![(CommandTargets::Tags(self.tags.to_vec()), None)],
-            Targets::Ids(ids) => {
-                ids.chunks(IDS_PER_COMMAND).map(|c| (CommandTargets::Ids(c.to_vec()), Some(c))).collect()
+    ) -> Result<Outcome, Error> {
+        let ids = match targets {
+            Targets::Tags => {
+                return self
+                    .send_and_follow(
+                        CommandTargets::Tags(self.tags.to_vec()),
+                        None,
+                        script,
+                        action,
+                        concurrency,
+                        errors,
+                    )
+                    .await
             }
+            Targets::Ids(ids) => ids,
         };
-        let mut sent = vec![];
-        for (targets, meant_for) in chunks {
-            if self.cx.stop().is_some() {
-                break;
-            }
-            let request = CommandRequest {
-                targets,
-                script: script.to_string(),
-                max_concurrency: concurrency,
-                max_errors: errors,
-                execution_timeout: self.timeout,
-                delivery_timeout: DELIVERY_TIMEOUT,
-                comment: format!("{} {action}", self.comment),
+        let (moving, allowed) = (concurrency.of(ids.len(), true).max(1), errors.of(ids.len(), false));
+        let mut outcome = Outcome { reports: vec![], stopped: None };
+        for chunk in ids.chunks(IDS_PER_COMMAND) {
+            let errors_so_far = outcome.reports.iter().filter(|r| counts_as_error(&r.detail)).count();
+            let why_not = if errors_so_far > allowed {
+                Some("not started: too many other instances failed (max-errors)".to_string())
+            } else if let Some(stop) = self.cx.stop() {
+                Some(format!("not started: the run stopped first ({})", describe(&stop)))
+            } else {
+                outcome.stopped.as_ref().map(|why| format!("not started: {why}"))
             };
-            let id = self.world.send_command(&request).await?;
-            runner.info(&format!("  SSM command {id} ({action})"));
-            self.sent.borrow_mut().push(id.clone());
-            sent.push((id, meant_for));
+            if let Some(why) = why_not {
+                outcome.reports.extend(self.planned(Some(chunk)).iter().map(|i| InstanceReport::not_started(i, &why)));
+                continue;
+            }
+            let part = self
+                .send_and_follow(
+                    CommandTargets::Ids(chunk.to_vec()),
+                    Some(chunk),
+                    script,
+                    action,
+                    Limit::Count(moving.min(chunk.len()) as u32),
+                    Limit::Count((allowed - errors_so_far) as u32),
+                )
+                .await?;
+            outcome.reports.extend(part.reports);
+            outcome.stopped = outcome.stopped.or(part.stopped);
         }
-        let mut reports = vec![];
-        for (id, meant_for) in sent {
-            let invocations = self.follow(&id).await?;
-            let mut outputs = vec![];
-            // The full output of every instance whose script ran and did not succeed.
-            for inv in invocations.iter().filter(|i| !i.status.eq(&crate::model::InvocationStatus::Success) && ran(i)) {
-                match self.world.invocation_output(&id, &inv.instance_id).await {
-                    Ok(out) => {
-                        runner.group(&format!("Output of {} ({}: {})", inv.instance_id, inv.status, inv.detail));
-                        runner.untrusted(&format!("{}\n--- stderr ---\n{}", out.stdout, out.stderr));
-                        runner.end_group();
-                        outputs.push((inv.instance_id.clone(), out));
-                    }
-                    Err(e) => {
-                        runner.warning("ec2-deploy", &format!("could not read the output of {}: {e}", inv.instance_id))
-                    }
+        Ok(outcome)
+    }
+
+    /// The planned instances a command is meant for (all of them by tags).
+    fn planned(&self, ids: Option<&[InstanceId]>) -> Vec<ManagedInstance> {
+        match ids {
+            None => self.instances.to_vec(),
+            Some(ids) => self.instances.iter().filter(|i| ids.contains(&i.id)).cloned().collect(),
+        }
+    }
+
+    async fn send_and_follow(
+        &self,
+        targets: CommandTargets,
+        meant_for: Option<&[InstanceId]>,
+        script: &str,
+        action: &str,
+        concurrency: Limit,
+        errors: Limit,
+    ) -> Result<Outcome, Error> {
+        let runner = self.cx.runner;
+        let planned = self.planned(meant_for);
+        let request = CommandRequest {
+            targets,
+            script: script.to_string(),
+            max_concurrency: concurrency,
+            max_errors: errors,
+            execution_timeout: self.timeout,
+            delivery_timeout: DELIVERY_TIMEOUT,
+            comment: format!("{} {action}", self.comment),
+        };
+        let id = self.world.send_command(&request).await?;
+        runner.info(&format!("  SSM command {id} ({action})"));
+        self.sent.borrow_mut().push(id.clone());
+        let followed = self.follow(&id, planned.len(), concurrency).await;
+        let mut outputs = vec![];
+        // The full output of every instance whose script ran and did not succeed.
+        for inv in followed.invocations.iter().filter(|i| i.status != InvocationStatus::Success && ran(i)) {
+            match self.world.invocation_output(&id, &inv.instance_id).await {
+                Ok(out) => {
+                    runner.group(&format!("Output of {} ({}: {})", inv.instance_id, inv.status, inv.detail));
+                    runner.untrusted(&format!("{}\n--- stderr ---\n{}", out.stdout, out.stderr));
+                    runner.end_group();
+                    outputs.push((inv.instance_id.clone(), out));
+                }
+                Err(e) => {
+                    runner.warning("ec2-deploy", &format!("could not read the output of {}: {e}", inv.instance_id))
                 }
             }
-            let planned: Vec<ManagedInstance> = match meant_for {
-                None => self.instances.to_vec(),
-                Some(ids) => self.instances.iter().filter(|i| ids.contains(&i.id)).cloned().collect(),
-            };
-            reports.extend(instance_reports(&planned, &invocations, &outputs));
         }
-        Ok(reports)
+        let mut reports = instance_reports(&planned, &followed.invocations, &outputs);
+        for r in reports.iter_mut().filter(|r| followed.abandoned.contains(&r.id)) {
+            r.step = Some("script".into());
+            r.reason = Some(format!(
+                "SSM still reported it running past its execution timeout ({}s); it was cancelled, and what runs there is unknown",
+                self.timeout
+            ));
+        }
+        Ok(Outcome { reports, stopped: followed.stopped })
     }
 
     /// Polls a command until it is done, printing each instance's status as it changes. Polls
     /// back off from 1 s to 5 s while nothing changes.
-    async fn follow(&self, id: &CommandId) -> Result<Vec<Invocation>, Error> {
-        let (world, runner, cancel) = (self.world, self.cx.runner, self.cx.cancel);
+    async fn follow(&self, id: &CommandId, targets: usize, concurrency: Limit) -> Followed {
+        let (world, runner) = (self.world, self.cx.runner);
         let names: BTreeMap<&InstanceId, &str> =
             self.instances.iter().filter_map(|i| Some((&i.id, i.name.as_deref()?))).collect();
         let started = world.now();
-        let deadline = started + Duration::from_secs(u64::from(self.timeout) + u64::from(DELIVERY_TIMEOUT) + 120);
-        let mut seen: BTreeMap<InstanceId, (String, String)> = BTreeMap::new();
+        // One script timeout per wave of MaxConcurrency instances, plus delivery and a margin.
+        let waves = targets.max(1).div_ceil(concurrency.of(targets.max(1), true).max(1)) as u64;
+        let timeout = Duration::from_secs(u64::from(self.timeout));
+        let deadline = started + timeout * waves as u32 + Duration::from_secs(u64::from(DELIVERY_TIMEOUT) + 60);
+        // Past the deadline, running scripts get their own execution timeout to end.
+        let last_word = deadline + timeout;
+        let mut seen: BTreeMap<InstanceId, (InvocationStatus, StatusDetail)> = BTreeMap::new();
+        let mut invocations: Vec<Invocation> = vec![];
+        let mut stopped = None;
         let mut interval = POLL_MIN;
+        let mut failures = 0u32;
         loop {
-            let (state, invocations) = world.command_progress(id).await?;
-            let mut changed = false;
-            for inv in &invocations {
-                let now = (inv.status.to_string(), inv.detail.to_string());
-                if seen.get(&inv.instance_id) != Some(&now) {
-                    changed = true;
-                    let name = names.get(&inv.instance_id).copied().unwrap_or("-");
-                    let detail = if now.1 != now.0 { format!(" ({})", inv.detail) } else { String::new() };
-                    runner.info(&format!(
-                        "  +{:>5.1}s  {}  {:<16} {}{}",
-                        elapsed(world.now(), started),
-                        inv.instance_id,
-                        name,
-                        inv.status,
-                        detail
-                    ));
-                    seen.insert(inv.instance_id.clone(), now);
+            match world.command_progress(id).await {
+                Ok((state, now)) => {
+                    if failures > 0 {
+                        runner.info(&format!("  following command {id} again after {failures} failed poll(s)"));
+                        failures = 0;
+                    }
+                    let mut changed = false;
+                    for inv in &now {
+                        let status = (inv.status.clone(), inv.detail.clone());
+                        if seen.get(&inv.instance_id) != Some(&status) {
+                            changed = true;
+                            let name = names.get(&inv.instance_id).copied().unwrap_or("-");
+                            let detail = if inv.detail.as_str() != inv.status.as_str() {
+                                format!(" ({})", inv.detail)
+                            } else {
+                                String::new()
+                            };
+                            runner.info(&format!(
+                                "  +{:>5.1}s  {}  {:<16} {}{}",
+                                elapsed(world.now(), started),
+                                inv.instance_id,
+                                name,
+                                inv.status,
+                                detail
+                            ));
+                            seen.insert(inv.instance_id.clone(), status);
+                        }
+                    }
+                    invocations = now;
+                    if state.status.is_terminal() && invocations.iter().all(Invocation::is_done) {
+                        runner.info(&format!(
+                            "  command {id} {} after {:.1}s: {} of {} instances done, {} failed",
+                            state.status,
+                            elapsed(world.now(), started),
+                            state.completed_count,
+                            state.target_count,
+                            state.error_count
+                        ));
+                        return Followed { invocations, stopped, abandoned: vec![] };
+                    }
+                    interval = if changed { POLL_MIN } else { interval.mul_f64(1.5).min(POLL_MAX) };
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        runner.warning("ec2-deploy", &format!("{e}; retrying while the command may still run"));
+                    }
+                    interval = (POLL_MIN * 2u32.saturating_pow(failures.min(5))).min(RETRY_MAX);
+                    if world.now() >= last_word {
+                        let why = format!("command {id} could not be followed to its end: {e}");
+                        return Followed { invocations, stopped: Some(why), abandoned: vec![] };
+                    }
                 }
             }
-            if state.status.is_terminal() && invocations.iter().all(Invocation::is_done) {
-                runner.info(&format!(
-                    "  command {id} {} after {:.1}s: {} of {} instances done, {} failed",
-                    state.status,
-                    elapsed(world.now(), started),
-                    state.completed_count,
-                    state.target_count,
-                    state.error_count
+            let now = world.now();
+            if now >= deadline && stopped.is_none() {
+                let took = now.duration_since(started).unwrap_or_default().as_secs();
+                stopped = Some(format!(
+                    "command {id} did not finish within {took}s ({waves} wave(s) of `timeout` plus delivery); what had not started was cancelled, running scripts were waited for"
                 ));
-                return Ok(invocations);
+                self.cancel_not_started(id, &invocations, "the deadline passed").await;
             }
-            if world.now() > deadline {
-                let _ = world.cancel_command(id, None).await;
-                return Err(Error::Service(ServiceError::new(
-                    format!("following SSM command {id}"),
-                    crate::ports::ErrorKind::Other,
-                    "it did not finish within timeout + delivery time; it was cancelled",
-                )));
+            if now >= last_word {
+                // Their execution timeout has passed: whatever SSM says, nothing useful runs.
+                let abandoned: Vec<InstanceId> =
+                    invocations.iter().filter(|i| !i.is_done()).map(|i| i.instance_id.clone()).collect();
+                if let Err(e) = world.cancel_command(id, Some(&abandoned)).await {
+                    runner.warning("ec2-deploy", &e.to_string());
+                }
+                return Followed { invocations, stopped, abandoned };
             }
             if let Some(stop) = self.cx.stop() {
                 // Invocations SSM has not started are cancelled; running scripts are left to
                 // finish (see crate::cancel for why).
-                let why = match stop {
-                    super::Stop::Cancelled => "cancelled".to_string(),
-                    super::Stop::LockLost(lost) => lost.to_string(),
-                };
-                let waiting: Vec<InstanceId> =
-                    invocations.iter().filter(|i| i.status.not_started()).map(|i| i.instance_id.clone()).collect();
-                let result = if invocations.is_empty() {
-                    world.cancel_command(id, None).await
-                } else if !waiting.is_empty() {
-                    world.cancel_command(id, Some(&waiting)).await
-                } else {
-                    Ok(())
-                };
-                if let Err(e) = result {
-                    runner.warning("ec2-deploy: stopped", &e.to_string());
-                }
-                runner.info(&format!(
-                    "  {why}: {} invocation(s) not started were cancelled, the others finish on their instances",
-                    waiting.len()
-                ));
-                return Ok(invocations);
+                self.cancel_not_started(id, &invocations, &describe(&stop)).await;
+                return Followed { invocations, stopped, abandoned: vec![] };
             }
-            interval = if changed { POLL_MIN } else { interval.mul_f64(1.5).min(POLL_MAX) };
             tokio::select! {
                 _ = world.sleep(interval) => {}
-                _ = cancel.cancelled() => {}
+                _ = self.cx.cancel.cancelled() => {}
             }
         }
     }
+
+    async fn cancel_not_started(&self, id: &CommandId, invocations: &[Invocation], why: &str) {
+        let waiting: Vec<InstanceId> =
+            invocations.iter().filter(|i| i.status.not_started()).map(|i| i.instance_id.clone()).collect();
+        let result = if invocations.is_empty() {
+            self.world.cancel_command(id, None).await
+        } else if !waiting.is_empty() {
+            self.world.cancel_command(id, Some(&waiting)).await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            self.cx.runner.warning("ec2-deploy: stopped", &e.to_string());
+        }
+        self.cx.runner.info(&format!(
+            "  {why}: {} invocation(s) not started were cancelled, the others finish on their instances",
+            waiting.len()
+        ));
+    }
+}
+
+/// What following a command found.
+struct Followed {
+    invocations: Vec<Invocation>,
+    stopped: Option<String>,
+    /// Invocations still running past their execution timeout, given up on.
+    abandoned: Vec<InstanceId>,
+}
+
+fn describe(stop: &Stop) -> String {
+    match stop {
+        Stop::Cancelled => "cancelled".to_string(),
+        Stop::LockLost(lost) => lost.to_string(),
+    }
+}
+
+/// Failed and Execution Timed Out count against MaxErrors; delivery problems do not.
+fn counts_as_error(detail: &StatusDetail) -> bool {
+    matches!(detail, StatusDetail::Failed | StatusDetail::ExecutionTimedOut)
 }
 
 /// The script ran on the instance (so it has output worth showing).

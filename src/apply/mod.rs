@@ -105,11 +105,11 @@ impl<W: World> Rollout<'_, W> {
                 container: &self.plan.container,
             })?;
             let n = ids.len() as u32;
-            reports.extend(
-                self.commands
-                    .run(Targets::Ids(&ids), &script, "rollback", Limit::Count(n), Limit::Percent(100))
-                    .await?,
-            );
+            let outcome = self
+                .commands
+                .run(Targets::Ids(&ids), &script, "rollback", Limit::Count(n), Limit::Percent(100))
+                .await?;
+            reports.extend(outcome.reports);
         }
         Ok(reports)
     }
@@ -241,6 +241,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
             report.instances = r.instances;
             report.tolerated = r.tolerated;
             report.rollback = r.rollback;
+            report.stopped = r.stopped;
         }
         Strategy::Batches { target_groups, batches, timings } => {
             let traffic = Traffic::new(world, target_groups, *timings, cx.cancel);

@@ -153,3 +153,115 @@ async fn a_settings_only_change_that_fails_past_max_errors_puts_the_old_settings
         assert_eq!(env_of(&w, n), ["ALPHA=1"], "instance {n} runs the old settings again: {log:#?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_fleet_is_followed_to_the_end_and_no_running_script_is_interrupted() {
+    // One at a time, each script taking most of its timeout: three waves of 500 s.
+    let w = world(3);
+    for n in 1..=3 {
+        w.set_faults(n, |f| f.script_seconds = Some(500));
+    }
+    let mut req = request("v1");
+    req.max_concurrency = crate::model::Limit::Count(1);
+    let (result, log) = deploy(&w, &req).await;
+    assert!(!w.log().iter().any(|e| e.starts_with("killed")), "a running script was cancelled: {:#?}", w.log());
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert!((1..=3).all(|n| running(&w, n) == Some(image("v1"))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_script_that_never_ends_is_waited_for_then_reported_and_the_others_go_back() {
+    let w = world(3);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success());
+    // Instance 2's agent dies mid-script: SSM goes on saying InProgress.
+    w.set_faults(2, |f| f.hangs = true);
+    let mut req = request("v2");
+    req.max_concurrency = crate::model::Limit::Percent(100);
+    let started = w.now();
+    let (result, log) = deploy(&w, &req).await;
+    // Only the script that never ended was cancelled, and only once its own execution timeout
+    // had passed after the deadline.
+    let kills: Vec<String> = w.log().into_iter().filter(|e| e.starts_with("killed")).collect();
+    assert_eq!(kills, ["killed 2"], "{:#?}", w.log());
+    assert!(w.now().duration_since(started).unwrap() >= Duration::from_secs(600 + 600), "gave up too early");
+    let r = report(result, &log);
+    assert!(!r.success());
+    let stopped = r.stopped.as_deref().unwrap_or_default();
+    assert!(stopped.contains("did not finish within"), "{r:#?}");
+    let row = r.instances.iter().find(|i| i.id == crate::fake::id(2)).unwrap();
+    assert!(row.reason.as_deref().unwrap_or_default().contains("running past its execution timeout"), "{row:?}");
+    // The two that switched went back to v1.
+    assert!(r.rollback.is_some(), "{log:#?}");
+    assert_eq!((running(&w, 1), running(&w, 3)), (Some(image("v1")), Some(image("v1"))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_concurrency_and_max_errors_hold_across_the_whole_fleet_not_per_50_ids() {
+    let w = World::with_instances(121);
+    w.add_repository("shop");
+    // One offline instance: the command goes by instance id, in chunks of 50.
+    w.set_ping(121, crate::model::Ping::ConnectionLost);
+    let mut req = request("v1");
+    req.skip_offline = true;
+    req.max_concurrency = crate::model::Limit::Count(10);
+    let (result, log) = deploy(&w, &req).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    assert!(w.peak_in_progress() <= 10, "{} invocations ran at once", w.peak_in_progress());
+    assert!((1..=120).all(|n| running(&w, n) == Some(image("v1"))));
+
+    // Max errors 0: the first failure stops the instances that had not started, in every chunk.
+    w.set_faults(5, |f| {
+        f.unhealthy_images.insert(image("v2"));
+    });
+    let (result, log) = deploy(
+        &w,
+        &request("v2").tap(|r| {
+            r.skip_offline = true;
+            r.max_concurrency = crate::model::Limit::Count(10);
+        }),
+    )
+    .await;
+    let r = report(result, &log);
+    let switched = r.instances.iter().filter(|i| i.switched()).count();
+    assert!(switched < 20, "{switched} instances switched after the first failure");
+    assert!(r.instances.iter().any(|i| i.reason.as_deref().is_some_and(|why| why.contains("max-errors"))), "{log:#?}");
+}
+
+trait Tap: Sized {
+    fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+}
+
+impl Tap for crate::inputs::DeployRequest {}
+
+#[tokio::test(start_paused = true)]
+async fn errors_while_following_are_retried_and_the_deploy_completes() {
+    let w = world(3);
+    *w.faults.lock().unwrap() =
+        crate::fake::CallFaults { unavailable_progress: 4, throttle_progress: 6, ..Default::default() };
+    let (result, log) = deploy(&w, &request("v1")).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("retrying")), "{log:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_that_never_reports_is_named_and_the_switched_ones_go_back() {
+    let w = world(3);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success());
+    w.set_faults(2, |f| f.never_reports = true);
+    let mut req = request("v2");
+    req.max_concurrency = crate::model::Limit::Percent(100);
+    let (result, log) = deploy(&w, &req).await;
+    let r = report(result, &log);
+    assert!(!r.success());
+    let row = r.instances.iter().find(|i| i.id == crate::fake::id(2)).unwrap();
+    assert_eq!(row.detail, crate::model::StatusDetail::DeliveryTimedOut);
+    assert!(row.reason.as_deref().unwrap_or_default().contains("never picked the command up"), "{row:?}");
+    assert!((1..=3).all(|n| running(&w, n) == Some(image("v1"))), "{:#?}", w.log());
+}

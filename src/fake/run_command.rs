@@ -80,10 +80,14 @@ impl World {
                 inv.ends = Some(now + Duration::from_secs(inst.faults.script_seconds.unwrap_or(3)));
                 inst.busy = true;
             }
-            let running = command.invocations.iter().filter(|i| i.status == InvocationStatus::InProgress).count();
-            let mut peak = lock(&self.peak_in_progress);
-            *peak = (*peak).max(running);
         }
+        // The fleet's count: every command's invocations in progress.
+        let running: usize = commands
+            .iter()
+            .map(|c| c.invocations.iter().filter(|i| i.status == InvocationStatus::InProgress).count())
+            .sum();
+        let mut peak = lock(&self.peak_in_progress);
+        *peak = (*peak).max(running);
     }
 }
 

@@ -70,6 +70,22 @@ impl InstanceReport {
         self.ok() && self.outcome == Some(Outcome::Deployed)
     }
 
+    /// A planned instance no command was sent to, and why.
+    pub fn not_started(instance: &ManagedInstance, why: &str) -> InstanceReport {
+        InstanceReport {
+            id: instance.id.clone(),
+            name: instance.name.clone(),
+            status: InvocationStatus::Cancelled,
+            detail: StatusDetail::Terminated,
+            response_code: None,
+            outcome: None,
+            previous: None,
+            current: None,
+            step: Some("not started".into()),
+            reason: Some(why.to_string()),
+        }
+    }
+
     /// A planned instance SSM never targeted.
     pub fn not_targeted(instance: &ManagedInstance) -> InstanceReport {
         InstanceReport {
