@@ -9,9 +9,9 @@
 
 use std::time::SystemTime;
 
-use super::command::Targets;
+use super::command::{Order, Targets};
 use super::traffic::Traffic;
-use super::Rollout;
+use super::{Purpose, Rollout, Stop};
 use crate::model::{InstanceId, Limit};
 use crate::ports::World;
 use crate::report::{BatchOutcome, BatchReport, InstanceReport, Phase, RollbackReport};
@@ -96,14 +96,22 @@ async fn run_batch<W: World>(
 ) -> BatchOutcome {
     let runner = r.commands.cx.runner;
     let t = r.world().now();
-    if let Err(reason) = traffic.take_out(ids).await {
+    if let Err(reason) = traffic.take_out(ids, Purpose::Deploy).await {
         return BatchOutcome::Failed { phase: Phase::Drain, reason: reason.to_string() };
     }
     runner.info(&format!("  out of the load balancer and drained ({:.1}s)", seconds_since(r.world().now(), t)));
     let t = r.world().now();
     // The batch is out of the load balancer: all of it at once, stopping at the first failure.
     let n = ids.len() as u32;
-    let swapped = match r.commands.run(Targets::Ids(ids), &r.script, "deploy", Limit::Count(n), Limit::Count(0)).await {
+    let order = Order {
+        targets: Targets::Ids(ids),
+        script: &r.script,
+        action: "deploy",
+        concurrency: Limit::Count(n),
+        errors: Limit::Count(0),
+        purpose: Purpose::Deploy,
+    };
+    let swapped = match r.commands.run(order).await {
         Ok(outcome) => outcome,
         Err(e) => return BatchOutcome::Failed { phase: Phase::Swap, reason: e.to_string() },
     };
@@ -122,7 +130,7 @@ async fn run_batch<W: World>(
         return BatchOutcome::Failed { phase: Phase::Swap, reason: failures.join("; ") };
     }
     let t = r.world().now();
-    if let Err(reason) = traffic.put_back(ids).await {
+    if let Err(reason) = traffic.put_back(ids, Purpose::Deploy).await {
         return BatchOutcome::Failed { phase: Phase::Healthy, reason: reason.to_string() };
     }
     runner.info(&format!("  back in the load balancer and healthy ({:.1}s)", seconds_since(r.world().now(), t)));
@@ -130,7 +138,9 @@ async fn run_batch<W: World>(
 }
 
 /// The failed batch first (it is out of the load balancer: restore capacity), then the earlier
-/// batches, latest first, each out of the load balancer while it changes.
+/// batches, latest first, each out of the load balancer while it changes. A cancel does not stop
+/// a rollback under way (it is how the run puts back what it changed); a lost lock does, between
+/// batches (the environment is another run's now).
 async fn roll_back<W: World>(
     r: &Rollout<'_, W>,
     traffic: &Traffic<'_, W>,
@@ -147,6 +157,11 @@ async fn roll_back<W: World>(
     let still_out = !matches!(failed.outcome, BatchOutcome::Failed { phase: Phase::Healthy, .. });
     rollback_batch(r, traffic, failed_ids, still_out, instances, &mut report).await;
     for (n, ids) in earlier.iter().enumerate().rev() {
+        if let Some(stop) = r.commands.cx.stop_for(Purpose::Restore) {
+            let Stop::LockLost(lost) = stop else { unreachable!("a cancel does not stop a rollback") };
+            report.problems.push(format!("{}: not rolled back: {lost}", names(ids)));
+            continue;
+        }
         runner.info(&format!("  batch {}: back to the previous release", n + 1));
         rollback_batch(r, traffic, ids, false, instances, &mut report).await;
     }
@@ -157,7 +172,8 @@ async fn roll_back<W: World>(
     report
 }
 
-/// One batch back to its previous release, out of the load balancer while it changes.
+/// One batch back to its previous release, out of the load balancer while it changes. Whatever
+/// happens, every instance it took out goes back in.
 async fn rollback_batch<W: World>(
     r: &Rollout<'_, W>,
     traffic: &Traffic<'_, W>,
@@ -168,9 +184,20 @@ async fn rollback_batch<W: World>(
 ) {
     let (targets, first_deploys) = super::rollback_targets(ids, instances);
     report.problems.extend(first_deploys);
+    let mut out = already_out;
     if !already_out && !targets.is_empty() {
-        if let Err(e) = traffic.take_out(ids).await {
-            report.problems.push(format!("taking {} out of the load balancer for the rollback: {e}", names(ids)));
+        out = true;
+        if let Err(e) = traffic.take_out(ids, Purpose::Restore).await {
+            // Not drained: swapping it now could drop requests. It keeps the new release and
+            // goes back in at once.
+            for (id, _) in &targets {
+                report.problems.push(format!(
+                    "{id}: keeps the new release: it could not be taken out of the load balancer for the rollback: {e}"
+                ));
+            }
+            if let Err(e) = traffic.readmit(ids).await {
+                report.problems.push(format!("{}: could not be put back into the load balancer: {e}", names(ids)));
+            }
             return;
         }
     }
@@ -189,9 +216,9 @@ async fn rollback_batch<W: World>(
             Err(e) => report.problems.push(format!("rolling back {}: {e}", names(ids))),
         }
     }
-    if already_out || !targets.is_empty() {
-        if let Err(e) = traffic.put_back(ids).await {
-            report.problems.push(format!("putting {} back into the load balancer: {e}", names(ids)));
+    if out {
+        if let Err(e) = traffic.put_back(ids, Purpose::Restore).await {
+            report.problems.push(format!("{}: back in the load balancer but not healthy there: {e}", names(ids)));
         }
     }
 }

@@ -3,8 +3,8 @@
 //! instances fail than `max-errors` allows, the ones that switched go back to what they ran
 //! before; within it the run succeeds with a warning.
 
-use super::command::Targets;
-use super::Rollout;
+use super::command::{Order, Targets};
+use super::{Purpose, Rollout};
 use crate::model::{InstanceId, Limit};
 use crate::ports::World;
 use crate::report::{InstanceReport, RollbackReport};
@@ -29,7 +29,15 @@ pub async fn run<W: World>(
     // Skipped instances still carry the tags: then the command goes to the others by id.
     let ids: Vec<InstanceId> = r.commands.instances.iter().map(|i| i.id.clone()).collect();
     let targets = if by_ids { Targets::Ids(&ids) } else { Targets::Tags };
-    let result = r.commands.run(targets, &r.script, "deploy", max_concurrency, max_errors).await;
+    let order = Order {
+        targets,
+        script: &r.script,
+        action: "deploy",
+        concurrency: max_concurrency,
+        errors: max_errors,
+        purpose: Purpose::Deploy,
+    };
+    let result = r.commands.run(order).await;
     runner.end_group();
     let outcome = result?;
     let (instances, stopped) = (outcome.reports, outcome.stopped);

@@ -21,7 +21,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use super::{Context, Stop};
+use super::{Context, Purpose, Stop};
 use crate::model::{
     CommandId, InstanceId, Invocation, InvocationStatus, Limit, ManagedInstance, StatusDetail, TagFilter,
 };
@@ -63,38 +63,34 @@ pub struct Commands<'a, W> {
     pub sent: RefCell<Vec<CommandId>>,
 }
 
+/// One command to send: where, what, how many at once, how many failures tolerated, and what for.
+pub struct Order<'a> {
+    pub targets: Targets<'a>,
+    pub script: &'a str,
+    /// `deploy` / `rollback`, for the log and the command's comment.
+    pub action: &'static str,
+    pub concurrency: Limit,
+    pub errors: Limit,
+    pub purpose: Purpose,
+}
+
 impl<W: World> Commands<'_, W> {
     /// One Run Command (chunks of 50 one after another when more ids), followed to the end.
-    pub async fn run(
-        &self,
-        targets: Targets<'_>,
-        script: &str,
-        action: &str,
-        concurrency: Limit,
-        errors: Limit,
-    ) -> Result<Outcome, Error> {
-        let ids = match targets {
+    pub async fn run(&self, order: Order<'_>) -> Result<Outcome, Error> {
+        let ids = match order.targets {
             Targets::Tags => {
-                return self
-                    .send_and_follow(
-                        CommandTargets::Tags(self.tags.to_vec()),
-                        None,
-                        script,
-                        action,
-                        concurrency,
-                        errors,
-                    )
-                    .await
+                let targets = CommandTargets::Tags(self.tags.to_vec());
+                return self.send_and_follow(targets, None, &order, (order.concurrency, order.errors)).await;
             }
             Targets::Ids(ids) => ids,
         };
-        let (moving, allowed) = (concurrency.of(ids.len(), true).max(1), errors.of(ids.len(), false));
+        let (moving, allowed) = (order.concurrency.of(ids.len(), true).max(1), order.errors.of(ids.len(), false));
         let mut outcome = Outcome { reports: vec![], stopped: None };
         for chunk in ids.chunks(IDS_PER_COMMAND) {
             let errors_so_far = outcome.reports.iter().filter(|r| counts_as_error(&r.detail)).count();
             let why_not = if errors_so_far > allowed {
                 Some("not started: too many other instances failed (max-errors)".to_string())
-            } else if let Some(stop) = self.cx.stop() {
+            } else if let Some(stop) = self.cx.stop_for(order.purpose) {
                 Some(format!("not started: the run stopped first ({})", describe(&stop)))
             } else {
                 outcome.stopped.as_ref().map(|why| format!("not started: {why}"))
@@ -103,16 +99,8 @@ impl<W: World> Commands<'_, W> {
                 outcome.reports.extend(self.planned(Some(chunk)).iter().map(|i| InstanceReport::not_started(i, &why)));
                 continue;
             }
-            let part = self
-                .send_and_follow(
-                    CommandTargets::Ids(chunk.to_vec()),
-                    Some(chunk),
-                    script,
-                    action,
-                    Limit::Count(moving.min(chunk.len()) as u32),
-                    Limit::Count((allowed - errors_so_far) as u32),
-                )
-                .await?;
+            let limits = (Limit::Count(moving.min(chunk.len()) as u32), Limit::Count((allowed - errors_so_far) as u32));
+            let part = self.send_and_follow(CommandTargets::Ids(chunk.to_vec()), Some(chunk), &order, limits).await?;
             outcome.reports.extend(part.reports);
             outcome.stopped = outcome.stopped.or(part.stopped);
         }
@@ -131,16 +119,15 @@ impl<W: World> Commands<'_, W> {
         &self,
         targets: CommandTargets,
         meant_for: Option<&[InstanceId]>,
-        script: &str,
-        action: &str,
-        concurrency: Limit,
-        errors: Limit,
+        order: &Order<'_>,
+        (concurrency, errors): (Limit, Limit),
     ) -> Result<Outcome, Error> {
         let runner = self.cx.runner;
         let planned = self.planned(meant_for);
+        let (action, purpose) = (order.action, order.purpose);
         let request = CommandRequest {
             targets,
-            script: script.to_string(),
+            script: order.script.to_string(),
             max_concurrency: concurrency,
             max_errors: errors,
             execution_timeout: self.timeout,
@@ -150,7 +137,7 @@ impl<W: World> Commands<'_, W> {
         let id = self.world.send_command(&request).await?;
         runner.info(&format!("  SSM command {id} ({action})"));
         self.sent.borrow_mut().push(id.clone());
-        let followed = self.follow(&id, planned.len(), concurrency).await;
+        let followed = self.follow(&id, planned.len(), concurrency, purpose).await;
         let mut outputs = vec![];
         // The full output of every instance whose script ran and did not succeed.
         for inv in followed.invocations.iter().filter(|i| i.status != InvocationStatus::Success && ran(i)) {
@@ -179,7 +166,7 @@ impl<W: World> Commands<'_, W> {
 
     /// Polls a command until it is done, printing each instance's status as it changes. Polls
     /// back off from 1 s to 5 s while nothing changes.
-    async fn follow(&self, id: &CommandId, targets: usize, concurrency: Limit) -> Followed {
+    async fn follow(&self, id: &CommandId, targets: usize, concurrency: Limit, purpose: Purpose) -> Followed {
         let (world, runner) = (self.world, self.cx.runner);
         let names: BTreeMap<&InstanceId, &str> =
             self.instances.iter().filter_map(|i| Some((&i.id, i.name.as_deref()?))).collect();
@@ -267,15 +254,19 @@ impl<W: World> Commands<'_, W> {
                 }
                 return Followed { invocations, stopped, abandoned };
             }
-            if let Some(stop) = self.cx.stop() {
+            if let Some(stop) = self.cx.stop_for(purpose) {
                 // Invocations SSM has not started are cancelled; running scripts are left to
                 // finish (see crate::cancel for why).
                 self.cancel_not_started(id, &invocations, &describe(&stop)).await;
                 return Followed { invocations, stopped, abandoned: vec![] };
             }
-            tokio::select! {
-                _ = world.sleep(interval) => {}
-                _ = self.cx.cancel.cancelled() => {}
+            // A cancel cuts the wait short, unless this command restores (a cancel does not stop it).
+            match purpose {
+                Purpose::Deploy => tokio::select! {
+                    _ = world.sleep(interval) => {}
+                    _ = self.cx.cancel.cancelled() => {}
+                },
+                Purpose::Restore => world.sleep(interval).await,
             }
         }
     }

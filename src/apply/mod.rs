@@ -24,7 +24,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
-use command::{Commands, Targets};
+use command::{Commands, Order, Targets};
 use traffic::Traffic;
 
 use crate::cancel::Cancel;
@@ -69,12 +69,26 @@ pub enum Stop {
 }
 
 impl Context<'_> {
+    /// Why nothing new may start, if anything.
     pub fn stop(&self) -> Option<Stop> {
-        if self.cancel.is_cancelled() {
+        self.stop_for(Purpose::Deploy)
+    }
+
+    /// The same, for work of this purpose: a rollback under way is finished through a cancel
+    /// (it is how the run puts back what it changed), but not after the lock was lost.
+    pub fn stop_for(&self, purpose: Purpose) -> Option<Stop> {
+        if self.cancel.is_cancelled() && purpose == Purpose::Deploy {
             return Some(Stop::Cancelled);
         }
         self.lock.may_start().err().map(Stop::LockLost)
     }
+}
+
+/// What a step is for: rolling the new release out, or putting back what ran before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Deploy,
+    Restore,
 }
 
 /// The release being rolled out, and the commands that roll it.
@@ -105,10 +119,15 @@ impl<W: World> Rollout<'_, W> {
                 container: &self.plan.container,
             })?;
             let n = ids.len() as u32;
-            let outcome = self
-                .commands
-                .run(Targets::Ids(&ids), &script, "rollback", Limit::Count(n), Limit::Percent(100))
-                .await?;
+            let order = Order {
+                targets: Targets::Ids(&ids),
+                script: &script,
+                action: "rollback",
+                concurrency: Limit::Count(n),
+                errors: Limit::Percent(100),
+                purpose: Purpose::Restore,
+            };
+            let outcome = self.commands.run(order).await?;
             reports.extend(outcome.reports);
         }
         Ok(reports)

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use super::Purpose;
 use crate::cancel::Cancel;
 use crate::model::{InstanceId, TargetGroupArn};
 use crate::ports::{Clock, GroupTimings, LoadBalancer, ServiceError, TargetState};
@@ -49,26 +50,39 @@ impl<'a, W: LoadBalancer + Clock> Traffic<'a, W> {
         }
     }
 
-    /// Deregister from every group and wait until drained.
-    pub async fn take_out(&self, ids: &[InstanceId]) -> Result<(), WaitError> {
+    /// Deregister from every group and wait until drained. A cancel ends the wait, unless the
+    /// purpose is to restore what ran before.
+    pub async fn take_out(&self, ids: &[InstanceId], purpose: Purpose) -> Result<(), WaitError> {
         self.world.deregister(self.groups, ids).await?;
-        tokio::select! {
-            r = self.wait(ids, self.drain_limit, |s| Ok(matches!(s, TargetState::Unused | TargetState::Unavailable))) => r,
-            _ = self.cancel.cancelled() => Err(WaitError::Cancelled("draining")),
-        }
+        let drained =
+            self.wait(ids, self.drain_limit, |s| Ok(matches!(s, TargetState::Unused | TargetState::Unavailable)));
+        self.unless_cancelled(drained, purpose, "draining").await
     }
 
     /// Register in every group and wait until healthy; fails at once on an unhealthy target.
-    pub async fn put_back(&self, ids: &[InstanceId]) -> Result<(), WaitError> {
+    pub async fn put_back(&self, ids: &[InstanceId], purpose: Purpose) -> Result<(), WaitError> {
         self.world.register(self.groups, ids).await?;
         let healthy = |s: &TargetState| match s {
             TargetState::Healthy => Ok(true),
             TargetState::Unhealthy(reason) => Err(reason.clone()),
             _ => Ok(false),
         };
+        let wait = self.wait(ids, self.healthy_limit, healthy);
+        self.unless_cancelled(wait, purpose, "waiting for health").await
+    }
+
+    async fn unless_cancelled(
+        &self,
+        wait: impl std::future::Future<Output = Result<(), WaitError>>,
+        purpose: Purpose,
+        doing: &'static str,
+    ) -> Result<(), WaitError> {
+        if purpose == Purpose::Restore {
+            return wait.await;
+        }
         tokio::select! {
-            r = self.wait(ids, self.healthy_limit, healthy) => r,
-            _ = self.cancel.cancelled() => Err(WaitError::Cancelled("waiting for health")),
+            r = wait => r,
+            _ = self.cancel.cancelled() => Err(WaitError::Cancelled(doing)),
         }
     }
 

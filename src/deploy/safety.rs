@@ -265,3 +265,63 @@ async fn an_instance_that_never_reports_is_named_and_the_switched_ones_go_back()
     assert!(row.reason.as_deref().unwrap_or_default().contains("never picked the command up"), "{row:?}");
     assert!((1..=3).all(|n| running(&w, n) == Some(image("v1"))), "{:#?}", w.log());
 }
+
+/// Three instances on v1 in the load balancer, v2 about to fail its health check on instance 2.
+async fn v1_with_v2_failing_on_2() -> World {
+    let w = world(3);
+    let (result, log) = deploy(&w, &in_batches(request("v1"))).await;
+    assert!(report(result, &log).success());
+    w.set_faults(2, |f| {
+        f.unhealthy_images.insert(image("v2"));
+    });
+    w
+}
+
+fn times(log: &[String], event: &str) -> usize {
+    log.iter().filter(|e| *e == event).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_during_the_rollback_lets_it_finish_and_every_instance_ends_in_the_load_balancer_on_v1() {
+    let w = v1_with_v2_failing_on_2().await;
+    let before = w.log().len();
+    let cancel = Cancel::default();
+    let req = in_batches(request("v2"));
+    let ((result, log), ()) = tokio::join!(deploy_with(&w, &req, &cancel), async {
+        // Batch 2 failed; the rollback takes batch 1 out again: the job is cancelled now.
+        until(&w, |log| times(&log[before..], "out 1") == 2).await;
+        cancel.cancel();
+    });
+    let r = report(result, &log);
+    assert!(r.cancelled, "{log:#?}");
+    let rollback = r.rollback.expect("the rollback ran");
+    assert!(rollback.problems.is_empty(), "{:?}", rollback.problems);
+    for n in 1..=3 {
+        assert!(w.in_load_balancer(n), "instance {n} was left out of the load balancer: {:#?}", w.log());
+        assert_eq!(running(&w, n), Some(image("v1")), "instance {n}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_that_cannot_be_drained_for_the_rollback_goes_back_in_and_is_named() {
+    let w = v1_with_v2_failing_on_2().await;
+    let before = w.log().len();
+    let req = in_batches(request("v2"));
+    let ((result, log), ()) = tokio::join!(deploy(&w, &req), async {
+        // Once batch 1 is back in on v2, its instance can no longer be drained.
+        until(&w, |log| times(&log[before..], "in 1") == 1).await;
+        w.set_faults(1, |f| f.drain_stuck = true);
+    });
+    let r = report(result, &log);
+    assert!(!r.success());
+    let rollback = r.rollback.expect("a rollback");
+    assert!(
+        rollback.problems.iter().any(|p| p.contains(crate::fake::id(1).as_str()) && p.contains("still draining")),
+        "{:?}",
+        rollback.problems
+    );
+    for n in 1..=3 {
+        assert!(w.in_load_balancer(n), "instance {n} was left out of the load balancer: {:#?}", w.log());
+    }
+    assert_eq!(running(&w, 1), Some(image("v2")), "not drained, so not rolled back: it keeps v2");
+}
