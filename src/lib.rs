@@ -55,6 +55,8 @@ pub enum Exit {
     BadInput = 2,
     /// AWS or GitHub refused or could not be reached (credentials, permissions, network).
     Access = 3,
+    /// The release runs on every instance, but the release record could not be written.
+    NotRecorded = 4,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,9 @@ pub enum Error {
     Locked(String),
     #[error(transparent)]
     LockLost(#[from] lock::LockLost),
+    /// The rollout succeeded; writing the release record did not.
+    #[error("{release} was deployed to every instance, but the release record {parameter} could not be written: {error}. Auto Scaling boots and rollbacks do not know this release until a deploy records it: fix the runner's ssm:PutParameter access and redeploy (nothing restarts)")]
+    NotRecorded { release: String, parameter: String, error: ports::ServiceError },
 }
 
 fn list<T: fmt::Display>(what: &str, items: &[T]) -> String {
@@ -102,6 +107,7 @@ impl Error {
             Error::Build(_) | Error::Output(_) | Error::Cancelled | Error::Locked(_) | Error::LockLost(_) => {
                 Exit::DeployFailed
             }
+            Error::NotRecorded { .. } => Exit::NotRecorded,
         }
     }
 
@@ -117,6 +123,7 @@ impl Error {
             Error::Cancelled => "ec2-deploy: cancelled",
             Error::Locked(_) => "ec2-deploy: lock held",
             Error::LockLost(_) => "ec2-deploy: lock lost",
+            Error::NotRecorded { .. } => "ec2-deploy: release not recorded",
         }
     }
 }

@@ -174,10 +174,11 @@ pub async fn apply<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result
             Err(e) => {
                 let text = "deployed, but the release record could not be written";
                 deployment::conclude(world, plan, deployment, DeploymentState::Error, text, runner).await;
-                return Err(Error::Service(e.context(format!(
-                    "the deploy succeeded on every instance, but recording the release in {} failed; Auto Scaling boots and rollbacks will not know this release until a deploy records it",
-                    plan.record.parameter
-                ))));
+                return Err(Error::NotRecorded {
+                    release: format!("{} ({})", plan.image_tag, release.image),
+                    parameter: plan.record.parameter.to_string(),
+                    error: e,
+                });
             }
         }
     }

@@ -325,3 +325,18 @@ async fn an_instance_that_cannot_be_drained_for_the_rollback_goes_back_in_and_is
     }
     assert_eq!(running(&w, 1), Some(image("v2")), "not drained, so not rolled back: it keeps v2");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_record_that_cannot_be_written_after_a_successful_rollout_is_its_own_exit_code() {
+    let w = world(2);
+    w.faults.lock().unwrap().failing_parameters.insert(super::tests::RECORD.to_string());
+    let (result, log) = deploy(&w, &request("v1")).await;
+    let e = result.err().unwrap_or_else(|| panic!("the run succeeded: {log:#?}"));
+    assert_eq!(e.exit(), crate::Exit::NotRecorded, "{e}");
+    let text = e.to_string();
+    assert!(text.contains("deployed to every instance") && text.contains("could not be written"), "{text}");
+    assert!((1..=2).all(|n| running(&w, n) == Some(image("v1"))));
+    // The lock was released all the same.
+    let lock = w.parameter(LOCK).last().unwrap().value.clone();
+    assert!(lock.contains("\"state\":\"released\""), "{lock}");
+}
