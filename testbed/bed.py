@@ -5,6 +5,7 @@
     bed.py status                  say whether each part is healthy (exit 1 if not)
     bed.py add-instance --name N --tag K=V ... [--no-lb]   one more simulated instance
     bed.py offline ID | online ID  take an instance's SSM agent offline / back
+    bed.py docker-stop ID | docker-start ID   stop an instance's Docker engine / start it again
     bed.py exec ID -- CMD...       run CMD on an instance as its SSM agent would
 
 Layout: a bridge (10.77.0.1, the "AWS side": moto, the registry) with one network namespace per
@@ -194,10 +195,11 @@ def make_host(netns, index):
     return ip
 
 
-def start_dockerd(name, netns, base, registry):
+def start_dockerd(name, netns, base, registry, forward=True):
     os.makedirs(base, exist_ok=True)
     port = registry.rsplit(":", 1)[1]
-    spawn(f"registry-forward-{name}", ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", f"TCP:{HOST_IP}:{port}"], netns=netns)
+    if forward:
+        spawn(f"registry-forward-{name}", ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", f"TCP:{HOST_IP}:{port}"], netns=netns)
     exec_root = os.path.join(RUN, name)
     sock = os.path.join(base, "docker.sock")
     proc = spawn(f"dockerd-{name}", [
@@ -569,6 +571,26 @@ def remove_instance(args):
         write_env(state)
 
 
+def docker_engine(args, running):
+    """Stop an instance's Docker engine (as a crashed or stopped daemon), or start it again; its
+    containers with a restart policy come back with it."""
+    with locked():
+        state = load()
+        inst = (state or {}).get("instances", {}).get(args.instance)
+        if inst is None:
+            raise SystemExit(f"testbed: no instance {args.instance}")
+        pid = recorded_pids().get(f"dockerd-{args.instance}")
+        if not running:
+            if pid:
+                stop_pid(pid, f"dockerd-{args.instance}", 20)
+            return
+        if pid and alive(pid):
+            return
+        base = path("instances", args.instance)
+        proc, sock = start_dockerd(args.instance, inst["netns"], base, state["registry"], forward=False)
+    wait_for(f"instance {args.instance} docker", lambda: docker_ping(sock), proc=proc)
+
+
 def set_offline(args, offline):
     flag = path("instances", args.instance, "offline")
     if not os.path.isdir(os.path.dirname(flag)):
@@ -599,7 +621,7 @@ def main():
     a.add_argument("--count", type=int, default=1)
     r = sub.add_parser("remove-instance")
     r.add_argument("instance", nargs="+")
-    for name in ("offline", "online"):
+    for name in ("offline", "online", "docker-stop", "docker-start"):
         sub.add_parser(name).add_argument("instance")
     e = sub.add_parser("exec")
     e.add_argument("instance")
@@ -608,7 +630,9 @@ def main():
     if os.geteuid() != 0:
         raise SystemExit("testbed: run as root (it creates network namespaces and Docker engines)")
     {"up": up, "down": down, "status": status, "add-instance": add_instance, "remove-instance": remove_instance,
-     "offline": lambda a: set_offline(a, True), "online": lambda a: set_offline(a, False), "exec": exec_}[args.cmd](args)
+     "offline": lambda a: set_offline(a, True), "online": lambda a: set_offline(a, False),
+     "docker-stop": lambda a: docker_engine(a, False), "docker-start": lambda a: docker_engine(a, True),
+     "exec": exec_}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,13 @@
 #   16 unhealthy and the previous could not be restored   17 another deploy holds the lock
 #   18 rollback impossible: IMAGE is not the previous container here
 #   19 rollback failed: the release to go back to is unhealthy, the newer one runs again
+#   20 the Docker daemon does not answer (nothing was changed)
+# From stopping the running container until the new one is healthy (or the old one is back), a
+# script that fails, is signalled, or is killed outright (SIGKILL, as the SSM agent does at the
+# execution timeout) leaves the previous container running: a trap handles the first two, a guard
+# process in a session of its own the third.
+# Written for bash 4.2 and later (Amazon Linux 2): an array that may be empty is expanded as
+# ${a[@]+"${a[@]}"} (bash before 4.4 calls an empty one unbound under set -u).
 set -Eeuo pipefail
 umask 077
 export LC_ALL=C
@@ -33,8 +40,25 @@ log() { printf 'ec2-deploy: %s\n' "$*"; }
 fail() {
   local code=$1
   shift
-  printf 'ec2-deploy: error: %s\n' "$*" >&2
+  printf 'ec2-deploy: error: %s\n' "$(mask_text "$*")" >&2
   exit "$code"
+}
+
+# Values of the secret's keys: masked in everything this script prints (a failing container's
+# last log lines may well echo its configuration).
+secret_values=()
+mask_text() {
+  local text=$1 value
+  for value in ${secret_values[@]+"${secret_values[@]}"}; do
+    [ -n "$value" ] && text=${text//"$value"/***}
+  done
+  printf '%s' "$text"
+}
+mask_lines() {
+  local line
+  while IFS= read -r line || [ -n "$line" ]; do
+    printf '%s\n' "$(mask_text "$line")"
+  done
 }
 
 MODE=${MODE:-deploy}
@@ -49,6 +73,9 @@ fi
 for tool in docker aws curl; do
   command -v "$tool" >/dev/null 2>&1 || fail 10 "$tool is not installed on this instance"
 done
+# A daemon that does not answer would read as "no container" below: stop here, changing nothing.
+docker info >/dev/null 2>&1 ||
+  fail 20 "the Docker daemon on this instance does not answer (is it running? systemctl start docker); nothing was changed"
 
 region=${AWS_SSM_REGION_NAME:-${AWS_REGION:-${AWS_DEFAULT_REGION:-}}}
 if [ -z "$region" ]; then
@@ -75,8 +102,6 @@ fi
 # Registry credentials live in a private directory for this run only.
 DOCKER_CONFIG=$(mktemp -d)
 export DOCKER_CONFIG
-cleanup() { rm -rf "$DOCKER_CONFIG" "$state_dir/env.new"; }
-trap cleanup EXIT
 
 retry() {
   local attempt=1 max=$1
@@ -90,19 +115,79 @@ retry() {
   done
 }
 
-inspect() { docker inspect --format "$2" "$1" 2>/dev/null || true; }
+# A container's field, or nothing when there is no such container.
+inspect() { docker inspect --type container --format "$2" "$1" 2>/dev/null || true; }
+config_of() { inspect "$1" '{{index .Config.Labels "ec2-deploy.config"}}'; }
+
+# ---- the swap guard ----
+# While the marker exists, the instance may be between two containers. If this script dies
+# then, the previous container is put back: by the EXIT trap when the script can still run it
+# (an error, SIGTERM, SIGINT), by the guard when it cannot (SIGKILL).
+swap_marker=$state_dir/swap-in-progress
+restore_if_interrupted() {
+  [ -f "$swap_marker" ] || return 0
+  if docker inspect --type container "$CONTAINER_NAME-previous" >/dev/null 2>&1; then
+    docker rm --force "$CONTAINER_NAME" >/dev/null 2>&1 || true
+    if [ -f "$state_dir/env.previous" ]; then
+      mv -f "$state_dir/env.previous" "$state_dir/env"
+    fi
+    docker rename "$CONTAINER_NAME-previous" "$CONTAINER_NAME" && docker start "$CONTAINER_NAME" >/dev/null
+  fi
+  rm -f "$swap_marker"
+}
+# The guard: its own session (a SIGKILL of the script's process group does not reach it), the
+# same lock (no other deploy of this container starts while it works), the same restore.
+# shellcheck disable=SC2016 # expanded by the guard's own bash, from its arguments
+guard_code='
+pid=$1 name=$2 state=$3
+while kill -0 "$pid" 2>/dev/null; do sleep 1; done
+[ -f "$state/swap-in-progress" ] || exit 0
+exec 9>"$state/lock"
+command -v flock >/dev/null 2>&1 && flock -w 300 9
+[ -f "$state/swap-in-progress" ] || exit 0
+echo "$(date -u +%FT%TZ) the deploy script $pid died mid-swap: putting $name-previous back"
+if docker inspect --type container "$name-previous" >/dev/null 2>&1; then
+  docker rm --force "$name" >/dev/null 2>&1
+  [ -f "$state/env.previous" ] && mv -f "$state/env.previous" "$state/env"
+  docker rename "$name-previous" "$name" && docker start "$name" >/dev/null
+fi
+rm -f "$state/swap-in-progress"
+'
+begin_swap() {
+  printf '%s\n' "$$" >"$swap_marker"
+  if command -v setsid >/dev/null 2>&1; then
+    setsid bash -c "$guard_code" ec2-deploy-guard "$$" "$CONTAINER_NAME" "$state_dir" \
+      >>"$state_dir/guard.log" 2>&1 </dev/null &
+  fi
+}
+end_swap() { rm -f "$swap_marker"; }
+
+on_exit() {
+  local code=$?
+  if [ "$code" -ne 0 ] && [ -f "$swap_marker" ]; then
+    log "interrupted mid-swap (exit $code): putting the previous container back"
+    restore_if_interrupted || true
+  fi
+  rm -rf "$DOCKER_CONFIG" "$state_dir/env.new"
+}
+trap on_exit EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
 
 # What runs now, before this run changes anything.
 previous_image=$(inspect "$CONTAINER_NAME" '{{.Config.Image}}')
 [ -n "$previous_image" ] || previous_image=none
-config_of() { inspect "$1" '{{index .Config.Labels "ec2-deploy.config"}}'; }
 previous_config=$(config_of "$CONTAINER_NAME")
 health_reason=
 
-# Healthy means: running, and the HTTP path answers 2xx (when given), else the image's own
-# HEALTHCHECK says healthy (when it has one), else still running after a few seconds.
+# Healthy means: running without restarting, and the HTTP path answers 2xx (when given), else
+# the image's own HEALTHCHECK says healthy (when it has one), else still running after a few
+# seconds. A container that restarts (a crash loop under its restart policy) is not healthy,
+# whatever it answers in between.
 wait_healthy() {
-  local deadline=$((SECONDS + HEALTH_TIMEOUT)) status health code running_since=$SECONDS
+  local deadline=$((SECONDS + HEALTH_TIMEOUT)) status health code running_since=$SECONDS restarts
+  restarts=$(inspect "$CONTAINER_NAME" '{{.RestartCount}}')
   while :; do
     status=$(inspect "$CONTAINER_NAME" '{{.State.Status}}')
     if [ -z "$status" ]; then
@@ -110,6 +195,9 @@ wait_healthy() {
       return 1
     elif [ "$status" != running ]; then
       health_reason="the container is $status (exit code $(inspect "$CONTAINER_NAME" '{{.State.ExitCode}}'))"
+      return 1
+    elif [ "$(inspect "$CONTAINER_NAME" '{{.RestartCount}}')" != "$restarts" ]; then
+      health_reason="the container keeps restarting (it exited with $(inspect "$CONTAINER_NAME" '{{.State.ExitCode}}'))"
       return 1
     fi
     if [ -n "$HEALTH_PATH" ]; then
@@ -138,6 +226,11 @@ wait_healthy() {
     fi
     sleep 1
   done
+}
+
+# The last lines a failing container printed, masked.
+last_logs() {
+  docker logs --tail 20 "$1" 2>&1 | mask_lines | sed 's/^/  | /' >&2 || true
 }
 
 # result OUTCOME IMAGE CONFIG: the line ec2-deploy reads.
@@ -233,23 +326,27 @@ for key, value in data.items():
 
 env_new="$state_dir/env.new"
 : >"$env_new"
-for kv in "${ENV_VARS[@]}"; do
+for kv in ${ENV_VARS[@]+"${ENV_VARS[@]}"}; do
   printf '%s\n' "$kv" >>"$env_new"
 done
 if [ -n "$SECRET_ID" ]; then
   secret_json=$(aws secretsmanager get-secret-value --region "$region" --secret-id "$SECRET_ID" \
     --query SecretString --output text) ||
     fail 13 "cannot read secret $SECRET_ID (does the instance role allow secretsmanager:GetSecretValue on it?)"
-  printf '%s' "$secret_json" | secret_to_env >>"$env_new" || fail 13 "secret $SECRET_ID cannot become environment variables (see above)"
+  secret_env=$(printf '%s' "$secret_json" | secret_to_env) || fail 13 "secret $SECRET_ID cannot become environment variables (see above)"
   unset secret_json
+  while IFS= read -r kv; do
+    [ -n "$kv" ] || continue
+    secret_values+=("${kv#*=}")
+    printf '%s\n' "$kv" >>"$env_new"
+  done <<<"$secret_env"
+  unset secret_env
 fi
 
 # What the container runs with, so an identical redeploy can be recognised.
-config_id=$( (printf '%s\n' "$IMAGE" "${PORTS[@]}" && cat "$env_new") | sha256sum | cut -d' ' -f1)
+config_id=$( (printf '%s\n' "$IMAGE" ${PORTS[@]+"${PORTS[@]}"} && cat "$env_new") | sha256sum | cut -d' ' -f1)
 
-
-
-if [ "$(inspect "$CONTAINER_NAME" '{{index .Config.Labels "ec2-deploy.config"}}')" = "$config_id" ] &&
+if [ "$(config_of "$CONTAINER_NAME")" = "$config_id" ] &&
   [ "$(inspect "$CONTAINER_NAME" '{{.State.Running}}')" = true ]; then
   log "$CONTAINER_NAME already runs this release: checking its health"
   wait_healthy || fail 15 "$CONTAINER_NAME runs this release but is not healthy: $health_reason"
@@ -261,6 +358,7 @@ fi
 docker rm --force "$CONTAINER_NAME-previous" >/dev/null 2>&1 || true
 had_previous=false
 if [ "$previous_image" != none ]; then
+  begin_swap
   log "stopping $CONTAINER_NAME ($previous_image)"
   docker stop --time 10 "$CONTAINER_NAME" >/dev/null
   docker rename "$CONTAINER_NAME" "$CONTAINER_NAME-previous"
@@ -272,7 +370,7 @@ fi
 mv -f "$env_new" "$state_dir/env"
 
 restore_previous() {
-  docker logs --tail 20 "$CONTAINER_NAME" 2>&1 | sed 's/^/  | /' >&2 || true
+  last_logs "$CONTAINER_NAME"
   docker rm --force "$CONTAINER_NAME" >/dev/null 2>&1 || true
   if [ "$had_previous" != true ]; then
     return 0
@@ -289,14 +387,18 @@ restore_previous() {
 run_args=(run --detach --name "$CONTAINER_NAME" --restart unless-stopped
   --env-file "$state_dir/env"
   --label "ec2-deploy.config=$config_id" --label "ec2-deploy.release=$RELEASE")
-for port in "${PORTS[@]}"; do
+for port in ${PORTS[@]+"${PORTS[@]}"}; do
   run_args+=(--publish "$port")
 done
 
 # After a failed start or health check: put the previous container back and say so.
 undo() {
   local code=$1 reason=$2
-  restore_previous || fail 16 "$reason, and the previous container could not be restored: $health_reason"
+  if ! restore_previous; then
+    end_swap
+    fail 16 "$reason, and the previous container could not be restored: $health_reason"
+  fi
+  end_swap
   if [ "$had_previous" = true ]; then
     fail "$code" "$reason; the previous container is back"
   fi
@@ -310,6 +412,7 @@ fi
 if ! wait_healthy; then
   undo 15 "$health_reason"
 fi
+end_swap
 log "$CONTAINER_NAME is healthy"
 
 # Older images of this repository go; the current and previous releases stay.

@@ -28,6 +28,7 @@ pub fn step_for_exit_code(code: i32) -> &'static str {
         17 => "lock",
         18 => "rollback (previous release not on the instance)",
         19 => "rollback (previous release unhealthy, newer one kept)",
+        20 => "docker (the daemon does not answer)",
         _ => "script",
     }
 }
@@ -237,6 +238,27 @@ mod tests {
             user_data(&ParameterName::parse("/ec2-deploy/production/my-service").unwrap()).unwrap(),
             "run `ec2-deploy user-data > examples/user-data.sh`"
         );
+    }
+
+    /// bash before 4.4 (Amazon Linux 2 has 4.2) fails on `"${a[@]}"` of an empty array under
+    /// `set -u`: every expansion of an array that may be empty must be `${a[@]+"${a[@]}"}`.
+    #[test]
+    fn the_script_never_expands_a_possibly_empty_array_bare() {
+        let never_empty = ["run_args"];
+        let mut bare = vec![];
+        for (n, line) in SCRIPT.lines().enumerate() {
+            let mut rest = line;
+            while let Some(at) = rest.find("\"${") {
+                let after = &rest[at + 3..];
+                let name: String = after.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let guarded = rest[..at].ends_with(&format!("${{{name}[@]+"));
+                if after[name.len()..].starts_with("[@]}\"") && !guarded && !never_empty.contains(&name.as_str()) {
+                    bare.push(format!("line {}: {}", n + 1, line.trim()));
+                }
+                rest = &after[name.len()..];
+            }
+        }
+        assert!(bare.is_empty(), "bare expansions of arrays that may be empty:\n{}", bare.join("\n"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod releases;
 mod rolling;
+mod script;
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -469,7 +469,7 @@ fn a_deploy_cancelled_while_it_waits_for_the_lock_stops_at_once_and_takes_nothin
     set(&mut i, "lock-timeout", "300");
     let borrowed: Vec<(&str, &str)> = i.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let action = ActionRun::new(&borrowed);
-    let mut running = action.spawn(&bed);
+    let mut running = action.spawn_reading_stdout(&bed);
     // Read stdout as it comes, to signal once the run says it is waiting.
     let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
     let stdout = std::io::BufReader::new(running.child.stdout.take().unwrap());

@@ -210,6 +210,16 @@ impl ActionRun {
 
     /// Starts the run without waiting for it (to signal it, say).
     pub fn spawn(&self, bed: &Bed) -> Running {
+        self.start(bed, true)
+    }
+
+    /// Starts the run and leaves its stdout to the caller (`running.child.stdout`), to read it
+    /// as it comes.
+    pub fn spawn_reading_stdout(&self, bed: &Bed) -> Running {
+        self.start(bed, false)
+    }
+
+    fn start(&self, bed: &Bed, drain_stdout: bool) -> Running {
         let output = self._dir.path().join("github_output");
         let summary = self._dir.path().join("step_summary");
         std::fs::write(&output, "").unwrap();
@@ -237,7 +247,22 @@ impl ActionRun {
             cmd.env(format!("INPUT_{}", name.to_uppercase()), value);
         }
         cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-        Running { child: cmd.spawn().unwrap(), output, summary }
+        let mut child = cmd.spawn().unwrap();
+        // Read both pipes as the run writes them (a full pipe would stall it), unless the test
+        // takes stdout to read it line by line itself.
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            pipe.map(|mut p| {
+                std::thread::spawn(move || {
+                    let mut text = Vec::new();
+                    let _ = p.read_to_end(&mut text);
+                    text
+                })
+            })
+        };
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let stdout =
+            if drain_stdout { drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>)) } else { None };
+        Running { child, output, summary, stdout, stderr }
     }
 }
 
@@ -246,16 +271,23 @@ pub struct Running {
     pub child: std::process::Child,
     output: PathBuf,
     summary: PathBuf,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
 }
 
 impl Running {
     pub fn wait(self) -> RunResult {
         let out = self.child.wait_with_output().unwrap();
+        let drained = |t: Option<std::thread::JoinHandle<Vec<u8>>>, piped: Vec<u8>| match t {
+            Some(t) => t.join().unwrap(),
+            None => piped,
+        };
+        let (stdout, stderr) = (drained(self.stdout, out.stdout), drained(self.stderr, out.stderr));
         let outputs_raw = std::fs::read_to_string(&self.output).unwrap();
         RunResult {
             code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
             outputs: parse_github_output(&outputs_raw),
             outputs_raw,
             summary: std::fs::read_to_string(&self.summary).unwrap(),

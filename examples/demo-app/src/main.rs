@@ -4,13 +4,19 @@
 //!
 //! - `GET /health` — 200, or 503 depending on `DEMO_HEALTH` (how tests make bad releases):
 //!   `ok` (default), `fail`, `tcp:HOST:PORT` (healthy while a dependency at HOST:PORT accepts
-//!   connections; a test cuts one instance off it), `delay:N` (unhealthy for N seconds after start);
+//!   connections; a test cuts one instance off it), `delay:N` (unhealthy for N seconds after start),
+//!   `crash:N` (healthy, but the process exits with 1 after N seconds: a crash loop under a restart
+//!   policy);
 //! - `GET /version` — the release it was built as (`DEMO_VERSION`, set by the image);
 //! - `GET /env` — the *names* of the environment variables it received, one per line. Never
 //!   values: tests use it to check that a secret's keys arrived without reading them.
 //!
 //! `demo-app --probe` asks the server on 127.0.0.1 for `/health` and exits 0 or 1, so the image
 //! can declare its own `HEALTHCHECK` without a shell or curl.
+//!
+//! `DEMO_LOG_ENV=NAME,…` makes it print `NAME=value` for those variables when it starts: an app
+//! that logs its configuration, secrets included, as real ones do (tests check that ec2-deploy
+//! masks such values in what it shows of a failing container).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -31,6 +37,18 @@ fn main() {
         libc::signal(libc::SIGINT, on_term as *const () as libc::sighandler_t);
     }
     STARTED.get_or_init(Instant::now);
+    for name in std::env::var("DEMO_LOG_ENV").unwrap_or_default().split(',').filter(|n| !n.is_empty()) {
+        println!("{name}={}", std::env::var(name).unwrap_or_default());
+    }
+    if let Some(secs) =
+        std::env::var("DEMO_HEALTH").ok().and_then(|h| h.strip_prefix("crash:").and_then(|n| n.parse::<u64>().ok()))
+    {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(secs));
+            eprintln!("demo-app: crashing, as DEMO_HEALTH=crash:{secs} asks");
+            std::process::exit(1);
+        });
+    }
     let listener = TcpListener::bind(("0.0.0.0", port())).unwrap_or_else(|e| {
         eprintln!("demo-app: cannot listen on port {}: {e}", port());
         std::process::exit(1)
