@@ -7,39 +7,68 @@
 //! container" and "start the new one" is how an instance ends up with no app. Each script puts
 //! the previous container back on its own if the new one fails, so every instance ends on the old
 //! or the new release.
+//!
+//! A rollback already under way goes on after the first signal: it is how the run puts back what
+//! it changed. The second signal (the runner's SIGTERM, 2.5 s before it kills the step) makes it
+//! hurry: it stops waiting for drains and health checks, puts back into the load balancer what it
+//! took out, and starts nothing more, so the kill finds every instance registered.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 
 #[derive(Clone, Default)]
 pub struct Cancel {
-    inner: Arc<(AtomicBool, Notify)>,
+    /// 0: running; 1: cancelled; 2: cancelled again, hurry.
+    inner: Arc<(AtomicU8, Notify)>,
 }
 
 impl Cancel {
+    /// The first signal: start nothing new.
     pub fn cancel(&self) {
-        self.inner.0.store(true, Ordering::SeqCst);
+        self.raise(1);
+    }
+
+    /// The second signal: the step is about to be killed.
+    pub fn hurry(&self) {
+        self.raise(2);
+    }
+
+    fn raise(&self, level: u8) {
+        self.inner.0.fetch_max(level, Ordering::SeqCst);
         self.inner.1.notify_waiters();
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.inner.0.load(Ordering::SeqCst)
+        self.inner.0.load(Ordering::SeqCst) >= 1
+    }
+
+    pub fn is_hurried(&self) -> bool {
+        self.inner.0.load(Ordering::SeqCst) >= 2
     }
 
     /// Resolves once cancelled.
     pub async fn cancelled(&self) {
+        self.reached(1).await
+    }
+
+    /// Resolves once told to hurry.
+    pub async fn hurried(&self) {
+        self.reached(2).await
+    }
+
+    async fn reached(&self, level: u8) {
         loop {
             let notified = self.inner.1.notified();
-            if self.is_cancelled() {
+            if self.inner.0.load(Ordering::SeqCst) >= level {
                 return;
             }
             notified.await;
         }
     }
 
-    /// Cancels on the first SIGINT or SIGTERM.
+    /// Cancels on the first SIGINT or SIGTERM, hurries on the next.
     pub fn on_signals(&self) {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
@@ -54,6 +83,12 @@ impl Cancel {
             }
             eprintln!("ec2-deploy: cancelled: nothing new starts; scripts already running on instances finish");
             cancel.cancel();
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("ec2-deploy: cancelled again: a rollback under way puts back what is out of the load balancer and stops");
+            cancel.hurry();
         });
     }
 }

@@ -275,7 +275,7 @@ pub async fn run(
                 Ok(world) => {
                     let info = RunInfo::from_env(env, req.commit.clone());
                     let cx = deploy::Context { runner, cancel: &cancel, workdir };
-                    deploy::run(&req, &world, &info, &cx, Lease::default()).await
+                    deploy::run(&req, &world, &info, &cx, lease(env)).await
                 }
                 Err(e) => Err(Error::NoRegion(e)),
             }
@@ -295,6 +295,11 @@ pub async fn run(
             e.exit()
         }
     }
+}
+
+/// The deploy lock's lease: `EC2_DEPLOY_LOCK_LEASE` seconds (at least 4), or the default.
+fn lease(env: &dyn Fn(&str) -> Option<String>) -> Lease {
+    env("EC2_DEPLOY_LOCK_LEASE").and_then(|s| s.trim().parse().ok()).map(Lease::of_seconds).unwrap_or_default()
 }
 
 fn finish(runner: &Runner, report: &DeployReport) -> Exit {

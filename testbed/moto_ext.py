@@ -60,6 +60,20 @@ TERMINAL = {"Success", "Failed", "TimedOut", "Cancelled"}
 LOCK = threading.RLock()
 COMMANDS: dict = {}  # command id -> RunCommand, in send order
 API_CALLS: dict = {}  # operation -> count, for the benchmarks (GET /calls on the hook port)
+# Invocations running now and the most seen at once, over every command with the same comment
+# (all the commands of one deploy): GET /in-progress?comment=TEXT on the hook port.
+IN_PROGRESS: dict = {}
+
+
+def running_count(comment):
+    return IN_PROGRESS.setdefault(comment, {"now": 0, "peak": 0})
+
+
+def started_running(comment):
+    with LOCK:
+        c = running_count(comment)
+        c["now"] += 1
+        c["peak"] = max(c["peak"], c["now"])
 
 
 def log(*args):
@@ -162,6 +176,8 @@ class Invocation:
 
     def finish(self, status, details, code=None):
         with LOCK:
+            if self.status == "InProgress":
+                running_count(self.command.comment)["now"] -= 1
             self.status, self.details = status, details
             if code is not None:
                 self.code = code
@@ -202,6 +218,7 @@ class Invocation:
             # takes the command, runs nothing, and succeeds after a short while.
             with LOCK:
                 self.status, self.details, self.start = "InProgress", "InProgress", now()
+            started_running(self.command.comment)
             time.sleep(random.uniform(0.05, 0.2))
             if self.cancel:
                 return self.finish("Cancelled", "Cancelled", -1)
@@ -225,6 +242,7 @@ class Invocation:
             if self.cancel:
                 return self.finish("Cancelled", "Cancelled")
             self.status, self.details, self.start = "InProgress", "InProgress", now()
+            started_running(self.command.comment)
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
                 self.proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                              cwd=workdir, env=full_env, start_new_session=True)
@@ -898,8 +916,19 @@ class Hook(BaseHTTPRequestHandler):
 
     def do_GET(self):
         # /calls: API call counts since start (for the benchmarks); /reset-calls zeroes them;
-        # /throttle?needle=TEXT starts a throttling storm (see THROTTLE), /throttle stops it.
+        # /throttle?needle=TEXT starts a throttling storm (see THROTTLE), /throttle stops it;
+        # /in-progress?comment=TEXT: invocations of commands with that comment running now, and
+        # the most at once.
         with LOCK:
+            if self.path.startswith("/in-progress"):
+                query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                body = json.dumps(running_count((query.get("comment") or [""])[0])).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             if self.path == "/reset-calls":
                 API_CALLS.clear()
             if self.path.startswith("/throttle"):

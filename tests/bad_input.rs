@@ -140,6 +140,39 @@ fn catalogue() -> Vec<Case> {
         case("tag starting with a dot", "image-tag", ".hidden", &["input `image-tag`", "Docker tag"]),
         case("tag with a space", "image-tag", "has space", &["input `image-tag`"]),
         case("tag too long", "image-tag", &long_tag, &["input `image-tag`", "up to 128"]),
+        // A value cut for the message must be cut on characters: these once panicked (exit 101).
+        case(
+            "a long multibyte tag value",
+            "targets",
+            &format!("Role=x{}", "é".repeat(300)),
+            &["input `targets`", "longer than 256 characters"],
+        ),
+        case(
+            "a long multibyte tag key",
+            "targets",
+            &format!("{}=x", "日".repeat(129)),
+            &["input `targets`", "longer than 128 characters"],
+        ),
+        case("a long multibyte env line", "env", &"é".repeat(300), &["input `env`", "expected KEY=VALUE"]),
+        // What a build needs on disk is checked with the inputs, before any AWS call.
+        case(
+            "a build context that is not there",
+            "context",
+            "app",
+            &["input `context`", "the build context app is not a directory"],
+        ),
+        case(
+            "a build context without a Dockerfile",
+            "context",
+            "empty",
+            &["input `dockerfile`", "the build context empty has no Dockerfile"],
+        ),
+        case(
+            "a Dockerfile that is not there",
+            "dockerfile",
+            "deploy/Dockerfile",
+            &["input `dockerfile`", "deploy/Dockerfile is not a file"],
+        ),
         case("short digest", "image-digest", "sha256:abc", &["input `image-digest`", "64 hex digits"]),
         case(
             "digest of another kind",
@@ -240,6 +273,9 @@ fn every_bad_input_exits_2_naming_the_input_before_any_aws_call() {
     let mut problems = vec![];
     for c in &cases {
         let dir = tempfile::tempdir().unwrap();
+        // A workspace with a Dockerfile, and an empty folder.
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
         if let Some(yaml) = c.config {
             std::fs::create_dir_all(dir.path().join(".github")).unwrap();
             std::fs::File::create(dir.path().join(".github/ec2-deploy.yml"))

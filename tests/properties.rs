@@ -4,7 +4,8 @@
 //!   image, release, secret id, health path), bash gives it back byte for byte and runs nothing
 //!   else.
 //! - Robustness: resolving inputs and parsing the config file never panic, whatever they are
-//!   given; they answer with a value or with errors.
+//!   given (any UTF-8, multi-byte characters at every length around each limit, in every input
+//!   and every config value); they answer with a value or with errors.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,6 +28,28 @@ fn text() -> impl Strategy<Value = String> {
         Just("$(touch /tmp/ec2-deploy-pwned)".to_string()),
         Just("'; touch /tmp/ec2-deploy-pwned; '".to_string()),
     ]
+}
+
+/// Multi-byte characters (2, 3 and 4 bytes) and ASCII, repeated to every length around the
+/// limits the inputs have (32 and 40 for excerpts in messages, 64, 128, 256, 1011, 1024, 2048),
+/// behind prefixes that shift where each character's bytes fall.
+fn near_limits() -> impl Strategy<Value = String> {
+    let lengths: Vec<usize> = [
+        0usize, 1, 2, 31, 32, 33, 39, 40, 41, 63, 64, 65, 127, 128, 129, 255, 256, 257, 1010, 1011, 1012, 1023, 1024,
+        1025, 2047, 2048, 2049,
+    ]
+    .to_vec();
+    (
+        proptest::sample::select(lengths),
+        proptest::sample::select(vec!['é', '日', '𝄞', 'a', '=', ',', '/', '%', '\n']),
+        proptest::sample::select(vec!["", "x", "Role=", "Role=x", "A=", "KEY=", "80:", "/", "arn:", "sha256:"]),
+    )
+        .prop_map(|(n, c, prefix)| format!("{prefix}{}", c.to_string().repeat(n)))
+}
+
+/// Any text but NUL, short or around a limit.
+fn any_value() -> impl Strategy<Value = String> {
+    prop_oneof!["[^\u{0}]{0,30}", near_limits()]
 }
 
 proptest! {
@@ -82,13 +105,29 @@ proptest! {
     }
 
     #[test]
-    fn resolving_arbitrary_inputs_never_panics(values in proptest::collection::vec(proptest::option::of("[^\u{0}]{0,30}"), INPUTS.len())) {
+    fn resolving_arbitrary_inputs_never_panics(values in proptest::collection::vec(proptest::option::of(any_value()), INPUTS.len())) {
         let raw = RawInputs::from_lookup(|name| {
             let i = INPUTS.iter().position(|s| s.name == name).unwrap();
             values[i].clone()
         });
         let env = |_: &str| None;
         let ctx = RunContext { env: &env, workdir: PathBuf::from("/nonexistent") };
+        let _ = resolve(&raw, &ctx, &Disk);
+    }
+
+    #[test]
+    fn resolving_an_arbitrary_config_file_never_panics(values in proptest::collection::vec(any_value(), INPUTS.len())) {
+        // Every key the config file takes, each with a value of any shape and length.
+        let mut yaml = String::from("environments:\n  prod:\n");
+        for (spec, value) in INPUTS.iter().filter(|s| s.in_config).zip(&values) {
+            yaml.push_str(&format!("    {}: {}\n", spec.name, serde_json::to_string(value).unwrap()));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".github")).unwrap();
+        std::fs::write(dir.path().join(".github/ec2-deploy.yml"), &yaml).unwrap();
+        let raw = RawInputs::from_lookup(|name| (name == "environment").then(|| "prod".to_string()));
+        let env = |_: &str| None;
+        let ctx = RunContext { env: &env, workdir: dir.path().to_path_buf() };
         let _ = resolve(&raw, &ctx, &Disk);
     }
 

@@ -158,8 +158,11 @@ async fn roll_back<W: World>(
     rollback_batch(r, traffic, failed_ids, still_out, instances, &mut report).await;
     for (n, ids) in earlier.iter().enumerate().rev() {
         if let Some(stop) = r.commands.cx.stop_for(Purpose::Restore) {
-            let Stop::LockLost(lost) = stop else { unreachable!("a cancel does not stop a rollback") };
-            report.problems.push(format!("{}: not rolled back: {lost}", names(ids)));
+            let why = match stop {
+                Stop::LockLost(lost) => lost.to_string(),
+                Stop::Cancelled => "the run was cancelled twice (the step is about to be killed)".to_string(),
+            };
+            report.problems.push(format!("{}: not rolled back (it keeps the new release): {why}", names(ids)));
             continue;
         }
         runner.info(&format!("  batch {}: back to the previous release", n + 1));
@@ -217,6 +220,7 @@ async fn rollback_batch<W: World>(
         }
     }
     if out {
+        // Registered first, then waited for: a second signal cuts only the wait.
         if let Err(e) = traffic.put_back(ids, Purpose::Restore).await {
             report.problems.push(format!("{}: back in the load balancer but not healthy there: {e}", names(ids)));
         }

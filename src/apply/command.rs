@@ -260,13 +260,16 @@ impl<W: World> Commands<'_, W> {
                 self.cancel_not_started(id, &invocations, &describe(&stop)).await;
                 return Followed { invocations, stopped, abandoned: vec![] };
             }
-            // A cancel cuts the wait short, unless this command restores (a cancel does not stop it).
+            // A cancel cuts the wait short; for a command that restores, only the second one.
             match purpose {
                 Purpose::Deploy => tokio::select! {
                     _ = world.sleep(interval) => {}
                     _ = self.cx.cancel.cancelled() => {}
                 },
-                Purpose::Restore => world.sleep(interval).await,
+                Purpose::Restore => tokio::select! {
+                    _ = world.sleep(interval) => {}
+                    _ = self.cx.cancel.hurried() => {}
+                },
             }
         }
     }

@@ -77,14 +77,19 @@ impl Context<'_> {
     /// The same, for work of this purpose: a rollback under way is finished through a cancel
     /// (it is how the run puts back what it changed), but not after the lock was lost.
     pub fn stop_for(&self, purpose: Purpose) -> Option<Stop> {
-        if self.cancel.is_cancelled() && purpose == Purpose::Deploy {
+        let cancelled = match purpose {
+            Purpose::Deploy => self.cancel.is_cancelled(),
+            Purpose::Restore => self.cancel.is_hurried(),
+        };
+        if cancelled {
             return Some(Stop::Cancelled);
         }
         self.lock.may_start().err().map(Stop::LockLost)
     }
 }
 
-/// What a step is for: rolling the new release out, or putting back what ran before.
+/// What a step is for: rolling the new release out (a cancel stops it), or putting back what ran
+/// before (only the second signal, or a lost lock, stops it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     Deploy,

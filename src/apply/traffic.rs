@@ -77,12 +77,15 @@ impl<'a, W: LoadBalancer + Clock> Traffic<'a, W> {
         purpose: Purpose,
         doing: &'static str,
     ) -> Result<(), WaitError> {
-        if purpose == Purpose::Restore {
-            return wait.await;
-        }
-        tokio::select! {
-            r = wait => r,
-            _ = self.cancel.cancelled() => Err(WaitError::Cancelled(doing)),
+        match purpose {
+            Purpose::Deploy => tokio::select! {
+                r = wait => r,
+                _ = self.cancel.cancelled() => Err(WaitError::Cancelled(doing)),
+            },
+            Purpose::Restore => tokio::select! {
+                r = wait => r,
+                _ = self.cancel.hurried() => Err(WaitError::Cancelled(doing)),
+            },
         }
     }
 

@@ -340,3 +340,30 @@ async fn a_record_that_cannot_be_written_after_a_successful_rollout_is_its_own_e
     let lock = w.parameter(LOCK).last().unwrap().value.clone();
     assert!(lock.contains("\"state\":\"released\""), "{lock}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_second_cancel_during_the_rollback_puts_every_instance_back_in_at_once() {
+    let w = v1_with_v2_failing_on_2().await;
+    let before = w.log().len();
+    let cancel = Cancel::default();
+    let req = in_batches(request("v2"));
+    let hurried_at = std::cell::Cell::new(None);
+    let ((result, log), ()) = tokio::join!(deploy_with(&w, &req, &cancel), async {
+        until(&w, |log| times(&log[before..], "out 1") == 2).await;
+        cancel.cancel();
+        // The runner's SIGTERM, 7.5 s later: the step will be killed 2.5 s after it.
+        tokio::time::sleep(Duration::from_millis(7500)).await;
+        cancel.hurry();
+        hurried_at.set(Some(w.now()));
+    });
+    let r = report(result, &log);
+    assert!(r.cancelled);
+    for n in 1..=3 {
+        assert!(w.in_load_balancer(n), "instance {n} was left out of the load balancer: {:#?}", w.log());
+    }
+    // It stopped within the runner's 2.5 s of grace after the second signal.
+    let after = w.now().duration_since(hurried_at.get().expect("hurried")).unwrap();
+    assert!(after < Duration::from_millis(2500), "took {after:?} after the second signal");
+    let problems = r.rollback.map(|r| r.problems).unwrap_or_default();
+    assert!(!problems.is_empty(), "an incomplete rollback is reported: {log:#?}");
+}

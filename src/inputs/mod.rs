@@ -87,7 +87,7 @@ pub const INPUTS: &[InputSpec] = &[
     with_default(input("canary", "With target-groups: true to deploy to one instance first, as its own batch."), "true"),
     with_default(input("timeout", "Seconds the on-instance script may run on each instance."), "600"),
     input("release-parameter", "SSM parameter holding the environment's release record (history = its versions). Default: /ec2-deploy/<environment>/<ecr-repository>."),
-    not_in_config(with_default(input("rollback", "true: redeploy the release before the live one, from the release record, without building."), "false")),
+    not_in_config(with_default(input("rollback", "true: redeploy the latest earlier release that runs something else (image or settings) and that no rollback has left, from the release record, without building."), "false")),
     with_default(input("lock-timeout", "Seconds to wait while another deploy of the same environment holds its lock, before failing."), "600"),
     input("environment-url", "URL of the deployed service, shown on the GitHub deployment."),
     not_in_config(with_default(input("dry-run", "true: print the plan and change nothing."), "false")),

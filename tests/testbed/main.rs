@@ -4,6 +4,7 @@
 
 mod releases;
 mod rolling;
+mod safety;
 mod script;
 mod support;
 

@@ -294,3 +294,47 @@ fn a_signal_mid_rollout_leaves_every_instance_on_a_release_and_in_the_load_balan
         health(&bed, &web.ids).iter().all(|s| s == "healthy")
     });
 }
+
+#[test]
+fn a_signal_during_the_rollback_of_a_failed_batch_lets_it_finish_every_instance_in_and_on_v1() {
+    let bed = Bed::load();
+    let _lb = load_balancer();
+    let (web, order, repo, suite) = three_on_v1(&bed, "sigrollback");
+    let ip = |id: &String| web.ips[web.ids.iter().position(|x| x == id).unwrap()].clone();
+    // v2 needs a dependency; instance 2 is cut off from it: batch 2 fails, batch 1 goes back.
+    let dep = dependency(&bed);
+    cut_off(&bed, &order[1], &dep);
+    let mut i = lb_inputs(&bed, &repo, &suite, "v2", &format!("VERSION=v2\nHEALTH=tcp:{dep}"));
+    set(&mut i, "health-check-timeout", "8");
+    let borrowed: Vec<(&str, &str)> = i.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let action = ActionRun::new(&borrowed);
+    let mut running = action.spawn_reading_stdout(&bed);
+    let stdout = std::io::BufReader::new(running.child.stdout.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    while !seen.contains("batch 1: back to the previous release") {
+        let line = lines.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| panic!("no rollback in:\n{seen}"));
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    // The job is cancelled while batch 1 is being rolled back.
+    let kill = std::process::Command::new("kill").args(["-INT", &running.child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let r = running.wait();
+    reader.join().unwrap();
+    seen.extend(lines.try_iter().map(|l| l + "\n"));
+    assert_eq!(r.code, 1, "{seen}{}", r.stderr);
+    assert!(r.summary.contains("Rolled back"), "{}", r.summary);
+    for id in &web.ids {
+        assert_eq!(version_of(&ip(id)).as_deref(), Some("v1"), "{id}:\n{seen}");
+    }
+    wait_until("every instance registered and healthy", Duration::from_secs(30), || {
+        health(&bed, &web.ids).iter().all(|s| s == "healthy")
+    });
+}

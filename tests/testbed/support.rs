@@ -116,6 +116,53 @@ impl Bed {
         Fleet { bed: self, ids, ips }
     }
 
+    /// `n` moto instances tagged `Suite=<suite>`, `Role=web` whose SSM agents are simulated
+    /// without a host (they take a command and succeed after a moment); terminated on drop.
+    pub fn local_agents(&self, suite: &str, n: usize) -> LocalAgents<'_> {
+        let ami = self.aws(&["ec2", "describe-images", "--query", "Images[0].ImageId", "--output", "text"]);
+        let tags = format!(
+            "ResourceType=instance,Tags=[{{Key=Suite,Value={suite}}},{{Key=Role,Value=web}},{{Key=testbed:agent,Value=local}}]"
+        );
+        let out = self.aws_json(&[
+            "ec2",
+            "run-instances",
+            "--image-id",
+            ami.trim(),
+            "--count",
+            &n.to_string(),
+            "--instance-type",
+            "t3.micro",
+            "--tag-specifications",
+            &tags,
+        ]);
+        let ids = out["Instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["InstanceId"].as_str().unwrap().to_string())
+            .collect();
+        LocalAgents { bed: self, ids }
+    }
+
+    /// A simulated agent loses its connection (as `scripts/testbed offline` does for an instance).
+    pub fn set_local_agent_offline(&self, id: &str) {
+        let dir = Path::new(self.get("TESTBED_STATE")).join("instances").join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("offline"), "").unwrap();
+    }
+
+    /// Invocations running now, and the most at once, of the commands with this comment.
+    pub fn in_progress(&self, comment: &str) -> serde_json::Value {
+        let query: String = comment
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let url = format!("{}/in-progress?comment={query}", self.get("TESTBED_HOOK_URL"));
+        let (status, body) = http_get(&url).expect("the bed's hook answers");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
     pub fn create_repository(&self, name: &str) {
         self.aws(&["ecr", "create-repository", "--repository-name", name]);
     }
@@ -148,6 +195,22 @@ impl Drop for Fleet<'_> {
         let mut args = vec!["remove-instance"];
         args.extend(self.ids.iter().map(String::as_str));
         self.bed.testbed(&args);
+    }
+}
+
+pub struct LocalAgents<'a> {
+    bed: &'a Bed,
+    pub ids: Vec<String>,
+}
+
+impl Drop for LocalAgents<'_> {
+    fn drop(&mut self) {
+        let mut args = vec!["ec2", "terminate-instances", "--instance-ids"];
+        args.extend(self.ids.iter().map(String::as_str));
+        let _ = self.bed.aws_output(&args);
+        for id in &self.ids {
+            let _ = std::fs::remove_dir_all(Path::new(self.bed.get("TESTBED_STATE")).join("instances").join(id));
+        }
     }
 }
 
