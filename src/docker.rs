@@ -18,7 +18,7 @@ use tokio::process::Command;
 
 use crate::live::Live;
 use crate::model::{Digest, Secret};
-use crate::ports::{BuildError, BuildRequest, BuildSpec, ImageBuilder};
+use crate::ports::{BuildError, BuildRequest, BuildSpec, CopyRequest, ImageBuilder};
 
 pub struct Docker {
     program: OsString,
@@ -143,7 +143,45 @@ impl Docker {
     }
 }
 
+impl Docker {
+    /// Whether the CLI answers these arguments (quietly).
+    async fn answers(&self, args: &[&str]) -> bool {
+        let mut cmd = self.command();
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        matches!(cmd.status().await, Ok(s) if s.success())
+    }
+
+    /// Copies `from` to `to`: every platform with `docker buildx imagetools create` when buildx is
+    /// there (the action's image has it), else the runner's platform by pull, tag and push.
+    pub async fn copy(&self, from: &str, to: &str) -> Result<Digest, BuildError> {
+        if self.answers(&["buildx", "version"]).await
+            && self.answers(&["buildx", "imagetools", "create", "--tag", to, from]).await
+        {
+            let mut cmd = self.command();
+            cmd.args(["buildx", "imagetools", "inspect", to, "--format", "{{json .Manifest}}"]);
+            let json = self.run("copy", cmd, None).await?;
+            let manifest: serde_json::Value = serde_json::from_str(json.trim()).unwrap_or_default();
+            if let Some(digest) = manifest["digest"].as_str().and_then(|d| Digest::parse(d).ok()) {
+                return Ok(digest);
+            }
+        }
+        let mut cmd = self.command();
+        cmd.args(["pull", "--quiet", from]);
+        self.run("copy (pull)", cmd, None).await?;
+        let mut cmd = self.command();
+        cmd.args(["tag", from, to]);
+        self.run("copy (tag)", cmd, None).await?;
+        self.push(to).await
+    }
+}
+
 impl ImageBuilder for Live {
+    async fn copy_image(&self, r: &CopyRequest<'_>) -> Result<Digest, BuildError> {
+        let docker = self.docker()?;
+        docker.login(r.registry.as_str(), &r.auth.username, &r.auth.password).await?;
+        docker.copy(r.from, r.to).await
+    }
+
     async fn build_and_push(&self, r: &BuildRequest<'_>) -> Result<Digest, BuildError> {
         let docker = self.docker()?;
         docker.login(r.registry.as_str(), &r.auth.username, &r.auth.password).await?;

@@ -255,8 +255,21 @@ pub struct BuildError {
     pub message: String,
 }
 
+/// One copy of a public image into the deploy's registry.
+#[derive(Debug, Clone)]
+pub struct CopyRequest<'a> {
+    /// Where the image is now, as `docker pull` names it.
+    pub from: &'a str,
+    /// `registry/repository:tag`
+    pub to: &'a str,
+    pub registry: &'a RegistryHost,
+    pub auth: &'a RegistryAuth,
+}
+
 /// Builds an image and pushes it (BuildKit through the docker CLI).
 pub trait ImageBuilder {
+    /// Copies an image into the deploy's registry; returns the digest stored there.
+    fn copy_image(&self, request: &CopyRequest<'_>) -> impl Future<Output = std::result::Result<Digest, BuildError>>;
     /// Returns the digest the registry stored the image under.
     fn build_and_push(
         &self,

@@ -1,14 +1,17 @@
 """Benchmarks on the test bed; writes BENCHMARKS.md. Run through scripts/bench.
 
 P1 downtime      failed requests at the load balancer during a 3-instance deploy under steady
-                 load: ec2-deploy with target groups vs the seed's procedure (on each host in
-                 turn: docker stop, docker rm, docker pull, docker run), same load, same run.
+                 load, per mode: the proxy alone, the proxy behind target groups, target groups
+                 with drain (proxy: false), and the seed's procedure (on each host in turn: docker
+                 stop, docker rm, docker pull, docker run), same load, same run.
 P2 build cache   build+push after a one-line change ÷ cold build+push, with every local image
                  and build cache wiped before each build (the cache comes only from the registry).
 P3 overhead      wall time of a Run Command as ec2-deploy follows it minus the longest time an
                  instance spent in the script.
 P4 scale         1,000 tagged instances: SSM API calls counted at moto, wall time, peak RSS.
 P5 start         `ec2-deploy --version` wall time and the binary's size.
+P7 modes         the wall time of P1's deploys per mode ÷ the physical limit (pull + start +
+                 healthy, per batch of one, summed), same run.
 P6 image         the action's image: size by layer and cold build time, from one build by
                  scripts/image (recorded with `bench.py --image $IMAGE_STATE/image.json`).
 
@@ -156,7 +159,7 @@ def fleet(n, lb):
 def base_inputs(repo, suite, tag):
     return {"environment": "bench", "ecr-repository": repo, "registry": ENV["TESTBED_REGISTRY"], "image-tag": tag,
             "build-args": f"VERSION={tag}", "targets": f"Suite={suite}\nRole=web", "ports": "3000:3000",
-            "health-check-path": "/health"}
+            "health-check-path": "/health", "proxy-image": ENV["TESTBED_PROXY_IMAGE"]}
 
 
 def wait_healthy(elb, ids, timeout=60):
@@ -191,59 +194,97 @@ def prebuild(repo, ws, tags):
     time.sleep(1)  # the registry's push notifications reach ECR
 
 
-# ---- P1 ----------------------------------------------------------------------------------
+# ---- P1 and P7 -----------------------------------------------------------------------------
+
+def physical_limit(ids, image):
+    """Seconds the work itself takes, one instance after another (three batches of one): pull a
+    release the instance has not pulled, start it on a spare port, until /health answers 200."""
+    total = 0.0
+    for iid in ids:
+        script = (f"aws ecr get-login-password --region {ENV['AWS_REGION']} | docker login -u AWS --password-stdin {ENV['TESTBED_REGISTRY']} >/dev/null; "
+                  f"t0=$(date +%s%N); docker pull -q {image} >/dev/null; docker run -d --name bench-limit -p 3999:3000 {image} >/dev/null; "
+                  "until curl -sf -o /dev/null http://127.0.0.1:3999/health; do sleep 0.01; done; "
+                  "echo $(( $(date +%s%N) - t0 )); docker rm -f bench-limit >/dev/null")
+        out = on_instance(iid, "bash", "-c", script)
+        total += int(out.strip().splitlines()[-1]) / 1e9
+    return total
+
+
+def deploy_under_load(ws, inputs, lb):
+    load = Load(lb)
+    time.sleep(0.5)
+    r, secs = action(ws, inputs)
+    time.sleep(0.5)
+    ok, failed = load.stop()
+    if r.returncode != 0:
+        raise SystemExit(f"bench: ec2-deploy failed:\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}")
+    return {"ok": ok, "failed": failed, "seconds": secs}
+
 
 def p1_downtime():
+    """Failed requests at the load balancer and wall time of a 3-instance deploy, per mode. Two
+    fleets one after the other (the seed's procedure and the proxy cannot share instances: both
+    want port 3000): the first compares the drain path without the proxy with the seed's
+    procedure, the second the proxy alone (by tags, one instance at a time) with the proxy behind
+    the target group (batches of one, no drain). Each fleet also measures its physical limit."""
     ecr, elb = client("ecr"), client("elbv2")
-    suite, ids = fleet(3, lb=True)
-    repo = f"bench-p1-{uuid.uuid4().hex[:6]}"
-    ecr.create_repository(repositoryName=repo)
-    ws = workspace_with_demo()
     tg = ENV["TESTBED_TARGET_GROUP_ARN"]
-    lb_inputs = lambda tag: {**base_inputs(repo, suite, tag), "target-groups": tg, "batch-size": "1"}
-    # Every release is built and pushed first, so both procedures only deploy.
-    tags = [f"r{n}" for n in range(2 * RUNS + 1)]
-    prebuild(repo, ws, tags)
-    r, _ = action(ws, lb_inputs(tags[0]))
-    if r.returncode != 0:
-        raise SystemExit(f"bench: first deploy failed:\n{r.stdout}\n{r.stderr}")
-    wait_healthy(elb, ids)
     lb = ENV["TESTBED_LB_URL"] + "/version"
-    ours, seed = [], []
-    n = 1
-    for run in range(RUNS):
-        # ec2-deploy, rolling through the target group
-        load = Load(lb)
-        time.sleep(0.5)
-        r, secs = action(ws, lb_inputs(tags[n]))
-        time.sleep(0.5)
-        ok, failed = load.stop()
+    results = {"drain": [], "seed": [], "proxy": [], "proxy-tg": [], "limit": []}
+    for family in ("direct", "proxy"):
+        suite, ids = fleet(3, lb=True)
+        repo = f"bench-p1-{uuid.uuid4().hex[:6]}"
+        ecr.create_repository(repositoryName=repo)
+        ws = workspace_with_demo()
+        tags = [f"r{n}" for n in range(2 * RUNS + 2)]
+        prebuild(repo, ws, tags)
+        proxy = "true" if family == "proxy" else "false"
+        tg_inputs = lambda tag: {**base_inputs(repo, suite, tag), "target-groups": tg, "batch-size": "1", "proxy": proxy,
+                                 "proxy-image": ENV["TESTBED_PROXY_IMAGE"]}
+        r, _ = action(ws, tg_inputs(tags[0]))
         if r.returncode != 0:
-            raise SystemExit(f"bench: ec2-deploy failed:\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}")
-        ours.append({"ok": ok, "failed": failed, "seconds": secs})
-        log(f"P1 run {run + 1} ec2-deploy: {ok + failed} requests, {failed} failed, {secs:.1f}s")
-        n += 1
-        # the seed's procedure: on each host in turn, stop, rm, pull, run — still in the load balancer
-        image = f"{ENV['TESTBED_REGISTRY']}/{repo}:{tags[n]}"
-        load = Load(lb)
-        time.sleep(0.5)
-        t0 = time.time()
-        for iid in ids:
-            script = (f"aws ecr get-login-password --region {ENV['AWS_REGION']} | docker login -u AWS --password-stdin {ENV['TESTBED_REGISTRY']} >/dev/null; "
-                      f"docker stop {repo} >/dev/null; docker rm {repo} >/dev/null; docker pull -q {image} >/dev/null; "
-                      f"docker run -d -p 3000:3000 --name {repo} --restart always {image} >/dev/null")
-            on_instance(iid, "bash", "-c", script)
-        secs = time.time() - t0
-        time.sleep(0.5)
-        ok, failed = load.stop()
-        seed.append({"ok": ok, "failed": failed, "seconds": secs})
-        log(f"P1 run {run + 1} seed procedure: {ok + failed} requests, {failed} failed, {secs:.1f}s")
-        n += 1
-        # back to a state ec2-deploy knows (its own container naming is the same), all healthy
+            raise SystemExit(f"bench: first deploy failed:\n{r.stdout}\n{r.stderr}")
         wait_healthy(elb, ids)
-    bed("remove-instance", *ids)
-    shutil.rmtree(ws, ignore_errors=True)
-    return ours, seed
+        n = 1
+        for run in range(RUNS):
+            if family == "direct":
+                m = deploy_under_load(ws, tg_inputs(tags[n]), lb)
+                results["drain"].append(m)
+                log(f"P1 run {run + 1} target groups, drain: {m['ok'] + m['failed']} requests, {m['failed']} failed, {m['seconds']:.1f}s")
+                n += 1
+                # the seed's procedure: on each host in turn, stop, rm, pull, run — still in the load balancer
+                image = f"{ENV['TESTBED_REGISTRY']}/{repo}:{tags[n]}"
+                load = Load(lb)
+                time.sleep(0.5)
+                t0 = time.time()
+                for iid in ids:
+                    script = (f"aws ecr get-login-password --region {ENV['AWS_REGION']} | docker login -u AWS --password-stdin {ENV['TESTBED_REGISTRY']} >/dev/null; "
+                              f"docker stop {repo} >/dev/null; docker rm {repo} >/dev/null; docker pull -q {image} >/dev/null; "
+                              f"docker run -d -p 3000:3000 --name {repo} --restart always {image} >/dev/null")
+                    on_instance(iid, "bash", "-c", script)
+                secs = time.time() - t0
+                time.sleep(0.5)
+                ok, failed = load.stop()
+                results["seed"].append({"ok": ok, "failed": failed, "seconds": secs})
+                log(f"P1 run {run + 1} seed procedure: {ok + failed} requests, {failed} failed, {secs:.1f}s")
+            else:
+                by_tags = {**tg_inputs(tags[n]), "max-concurrency": "1"}
+                del by_tags["target-groups"], by_tags["batch-size"]
+                m = deploy_under_load(ws, by_tags, lb)
+                results["proxy"].append(m)
+                log(f"P1 run {run + 1} proxy, by tags one at a time: {m['ok'] + m['failed']} requests, {m['failed']} failed, {m['seconds']:.1f}s")
+                n += 1
+                m = deploy_under_load(ws, tg_inputs(tags[n]), lb)
+                results["proxy-tg"].append(m)
+                log(f"P1 run {run + 1} proxy behind target groups: {m['ok'] + m['failed']} requests, {m['failed']} failed, {m['seconds']:.1f}s")
+            n += 1
+            wait_healthy(elb, ids)
+        limit = physical_limit(ids, f"{ENV['TESTBED_REGISTRY']}/{repo}:{tags[n]}")
+        results["limit"].append(limit)
+        log(f"P7 physical limit ({family} fleet): {limit:.2f}s")
+        bed("remove-instance", *ids)
+        shutil.rmtree(ws, ignore_errors=True)
+    return results
 
 
 # ---- P2 ----------------------------------------------------------------------------------
@@ -442,25 +483,49 @@ def write_markdown(results):
         "Method details are in `testbed/bench.py`'s docstring and below each table.",
         "",
     ]
-    if "p1" in results:
-        ours, seed = results["p1"]
+    if "p1" in results and isinstance(results["p1"], dict):
+        p1 = results["p1"]
+        cells = lambda rows: (f"{median_range([r['ok'] + r['failed'] for r in rows], '{:.0f}')} | {median_range([r['failed'] for r in rows], '{:.0f}')} | "
+                              f"{median_range([100 * r['failed'] / (r['ok'] + r['failed']) for r in rows])} | {median_range([r['seconds'] for r in rows], '{:.1f}')}")
+        modes = [
+            ("proxy", "ec2-deploy, proxy on each instance, by tags (`max-concurrency: 1`), the load balancer untouched"),
+            ("proxy-tg", "ec2-deploy, proxy + `target-groups` (canary + batches of 1, no drain)"),
+            ("drain", "ec2-deploy, `proxy: false` + `target-groups` (canary + batches of 1: drain → swap → healthy)"),
+            ("seed", "the seed's procedure (each host in turn: `docker stop`, `rm`, `pull`, `run`, still in the load balancer)"),
+        ]
         out += [
-            "## P1 — downtime during a 3-instance deploy under steady load",
+            "## P1 — downtime during a 3-instance deploy under steady load, per mode",
             "",
             "| Procedure | Requests | Failed requests | Failed % | Deploy time (s) |",
             "|---|---|---|---|---|",
-            f"| ec2-deploy, `target-groups` (canary + batches of 1: drain → swap → healthy) | {median_range([r['ok'] + r['failed'] for r in ours], '{:.0f}')} | "
-            f"{median_range([r['failed'] for r in ours], '{:.0f}')} | {median_range([100 * r['failed'] / (r['ok'] + r['failed']) for r in ours])} | {median_range([r['seconds'] for r in ours], '{:.1f}')} |",
-            f"| the seed's procedure (each host in turn: `docker stop`, `rm`, `pull`, `run`, still in the load balancer) | {median_range([r['ok'] + r['failed'] for r in seed], '{:.0f}')} | "
-            f"{median_range([r['failed'] for r in seed], '{:.0f}')} | {median_range([100 * r['failed'] / (r['ok'] + r['failed']) for r in seed])} | {median_range([r['seconds'] for r in seed], '{:.1f}')} |",
+        ] + [f"| {label} | {cells(p1[k])} |" for k, label in modes] + [
             "",
             "Load: 3 threads sending `GET /version` through haproxy (one connection per request, TCP_NODELAY) from",
             "0.5 s before until 0.5 s after each deploy. A request fails on a non-200 answer, a refused or reset",
             "connection or a 5 s timeout. haproxy checks every 500 ms (fall 2, rise 2) and does not retry failed",
-            "requests (`retries 0`), as an ALB does not. Both procedures deploy prebuilt images; they alternate",
-            "in each run. Goal for ec2-deploy: 0 failed requests. It takes longer than the seed's procedure by",
-            "design: each of the three batches waits until drained (here: no connection left, at most the group's",
-            "5 s deregistration delay) and until haproxy has seen two passing checks (~1 s) before the next one.",
+            "requests (`retries 0`), as an ALB does not. All procedures deploy prebuilt images. Two fleets of 3, one",
+            "after the other in the same run (the seed's procedure and the proxy both want the instance's port):",
+            "the first alternates the drain path and the seed's procedure, the second the proxy alone and the proxy",
+            "behind the target group. Goal for ec2-deploy: 0 failed requests in every mode.",
+            "",
+            "## P7 — wall time per mode against the physical limit",
+            "",
+            "| Mode | Deploy time (s) | Physical limit (s) | Time ÷ limit |",
+            "|---|---|---|---|",
+        ]
+        limit = statistics.median(p1["limit"])
+        for k, label in modes[:3]:
+            secs = [r["seconds"] for r in p1[k]]
+            out.append(f"| {label} | {median_range(secs, '{:.1f}')} | {limit:.1f} | {median_range([t / limit for t in secs])} |")
+        out += [
+            "",
+            "The physical limit is the work itself, one instance after another as three batches of one: on each",
+            "instance `docker pull` of a release it has not pulled, `docker run`, then `/health` polled every 10 ms",
+            f"until 200 — summed over the 3 instances (median of the fleets: {', '.join(f'{x:.2f}' for x in p1['limit'])} s).",
+            "Deploy time is the whole `ec2-deploy action` run: plan, lock, the record, Run Command delivery and",
+            "polling (the poll backs off from 1 s), and for target groups each batch's wait for haproxy to see it",
+            "healthy (two checks 500 ms apart) — and, with `proxy: false`, each batch's drain (here at most the",
+            "group's 5 s deregistration delay; AWS's default is 300 s, which the proxy modes never wait).",
             "",
         ]
     if "p2" in results:

@@ -126,6 +126,9 @@ fn catalogue() -> Vec<Case> {
         case("dry-run not a boolean", "dry-run", "perhaps", &["input `dry-run`", "expected true or false"]),
         case("canary not a boolean", "canary", "sometimes", &["input `canary`"]),
         case("rollback not a boolean", "rollback", "y3s", &["input `rollback`"]),
+        case("proxy not a boolean", "proxy", "caddy", &["input `proxy`", "expected true or false"]),
+        case("proxy image with a space", "proxy-image", "caddy 2", &["input `proxy-image`"]),
+        case("proxy image with a bad digest", "proxy-image", "caddy@sha256:abc", &["input `proxy-image`"]),
         case("batch size zero", "batch-size", "0", &["input `batch-size`"]),
         case(
             "on-offline neither fail nor skip",

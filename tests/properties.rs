@@ -80,8 +80,9 @@ proptest! {
             secret_id: Some(SecretId::parse(&secret).unwrap()),
             health_check_path: Some(HealthPath::parse(&path).unwrap()),
             health_check_timeout: 30,
+            proxy: false,
         };
-        let h = header(&ScriptParams { mode: Mode::Deploy { image: &image }, registry: &image.registry, release: &release, container: &container }).unwrap();
+        let h = header(&ScriptParams { mode: Mode::Deploy { image: &image }, registry: &image.registry, release: &release, container: &container, proxy: None }).unwrap();
         let (image, registry, release) = (image.to_string(), image.registry.to_string(), release.to_string());
         // Print each value NUL-terminated, so any byte (newlines included) can be compared.
         let script = format!(

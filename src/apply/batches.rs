@@ -99,7 +99,9 @@ async fn run_batch<W: World>(
     if let Err(reason) = traffic.take_out(ids, Purpose::Deploy).await {
         return BatchOutcome::Failed { phase: Phase::Drain, reason: reason.to_string() };
     }
-    runner.info(&format!("  out of the load balancer and drained ({:.1}s)", seconds_since(r.world().now(), t)));
+    if traffic.drain {
+        runner.info(&format!("  out of the load balancer and drained ({:.1}s)", seconds_since(r.world().now(), t)));
+    }
     let t = r.world().now();
     // The batch is out of the load balancer: all of it at once, stopping at the first failure.
     let n = ids.len() as u32;
@@ -133,7 +135,11 @@ async fn run_batch<W: World>(
     if let Err(reason) = traffic.put_back(ids, Purpose::Deploy).await {
         return BatchOutcome::Failed { phase: Phase::Healthy, reason: reason.to_string() };
     }
-    runner.info(&format!("  back in the load balancer and healthy ({:.1}s)", seconds_since(r.world().now(), t)));
+    runner.info(&format!(
+        "  {} in the load balancer ({:.1}s)",
+        if traffic.drain { "back and healthy" } else { "healthy" },
+        seconds_since(r.world().now(), t)
+    ));
     BatchOutcome::Done
 }
 

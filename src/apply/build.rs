@@ -1,10 +1,34 @@
 //! The image to deploy: the one the registry has, or one built and pushed now.
 
 use super::Context;
-use crate::model::Digest;
-use crate::plan::{ImageSource, Plan};
-use crate::ports::{BuildRequest, World};
+use crate::model::{Digest, ImageRef};
+use crate::plan::{ImageSource, Plan, ProxySource};
+use crate::ports::{BuildRequest, CopyRequest, World};
 use crate::Error;
+
+/// The per-instance proxy's image in the deploy's registry: copied there now, or already there.
+pub async fn proxy<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<Option<ImageRef>, Error> {
+    let Some(proxy) = &plan.proxy else { return Ok(None) };
+    match &proxy.source {
+        ProxySource::Existing { image } => Ok(Some(image.clone())),
+        ProxySource::Copy { from, to } => {
+            let target = format!("{}/{}:{to}", plan.registry, plan.repository);
+            cx.runner.group(&format!("Copy the proxy {from} to {target}"));
+            let request = CopyRequest { from: from.as_str(), to: &target, registry: &plan.registry, auth: &plan.auth };
+            let copied = tokio::select! {
+                r = world.copy_image(&request) => r,
+                _ = cx.cancel.cancelled() => {
+                    cx.runner.end_group();
+                    return Err(Error::Cancelled);
+                }
+            };
+            cx.runner.end_group();
+            let digest = copied?;
+            cx.runner.info(&format!("The proxy is {target} ({digest})"));
+            Ok(Some(plan.image_ref(digest)))
+        }
+    }
+}
 
 /// The digest to deploy: the existing image's, or the one the push stored.
 pub async fn obtain<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<Digest, Error> {

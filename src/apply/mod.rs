@@ -102,6 +102,8 @@ pub struct Rollout<'a, W> {
     /// The deploy script: the release's header, then the script body.
     pub script: String,
     pub plan: &'a Plan,
+    /// The proxy's image in the deploy's registry (for the rollback's header too).
+    pub proxy_image: Option<crate::model::ImageRef>,
 }
 
 impl<W: World> Rollout<'_, W> {
@@ -122,6 +124,7 @@ impl<W: World> Rollout<'_, W> {
                 registry: &self.plan.registry,
                 release: &self.plan.image_tag,
                 container: &self.plan.container,
+                proxy: self.proxy_image.as_ref(),
             })?;
             let n = ids.len() as u32;
             let order = Order {
@@ -205,6 +208,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
     runner.mask(&plan.auth.password.0);
     let digest = build::obtain(plan, world, cx).await?;
     let image = plan.image_ref(digest);
+    let proxy_image = build::proxy(plan, world, cx).await?;
     runner.set_output("image", &image.to_string()).map_err(Error::Output)?;
     runner.set_output("image-tag", plan.image_tag.as_str()).map_err(Error::Output)?;
     // The one rendering of this release's header: sent to the instances and recorded.
@@ -213,6 +217,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         registry: &plan.registry,
         release: &plan.image_tag,
         container: &plan.container,
+        proxy: proxy_image.as_ref(),
     })?;
     let release = Release {
         image: image.clone(),
@@ -225,6 +230,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         header: header.clone(),
         // A rollback marks the release it leaves: the next rollback will not come back to it.
         rolled_back_from: plan.record.rollback_to.as_ref().and(plan.record.live.as_ref()).map(|live| live.version),
+        proxy_image: proxy_image.clone(),
     };
     match cx.stop() {
         Some(Stop::Cancelled) => return Err(Error::Cancelled),
@@ -244,6 +250,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         },
         script: format!("{header}{}", instance::SCRIPT),
         plan,
+        proxy_image,
     };
     let mut report = DeployReport {
         environment: plan.environment.as_ref().map(ToString::to_string),
@@ -258,6 +265,8 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         cancelled: false,
         stopped: None,
         skipped: plan.skipped.iter().map(|i| i.id.clone()).collect(),
+        mode: plan.mode(),
+        drained: matches!(plan.rollout, Strategy::Batches { drain: true, .. }),
         seconds: 0.0,
     };
     match &plan.rollout {
@@ -268,8 +277,8 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
             report.rollback = r.rollback;
             report.stopped = r.stopped;
         }
-        Strategy::Batches { target_groups, batches, timings } => {
-            let traffic = Traffic::new(world, target_groups, *timings, cx.cancel);
+        Strategy::Batches { target_groups, batches, drain, timings } => {
+            let traffic = Traffic::new(world, target_groups, *timings, cx.cancel, *drain);
             let r = batches::run(&rollout, &traffic, batches).await;
             report.instances = r.instances;
             report.batches = r.batches;

@@ -37,22 +37,36 @@ pub struct Traffic<'a, W> {
     /// Draining may take the groups' deregistration delay; health needs a few check intervals.
     pub drain_limit: Duration,
     pub healthy_limit: Duration,
+    /// Batches leave the load balancer while they change (not with the per-instance proxy, which
+    /// keeps serving through a swap: then only the registration and the health gate after it
+    /// remain).
+    pub drain: bool,
 }
 
 impl<'a, W: LoadBalancer + Clock> Traffic<'a, W> {
-    pub fn new(world: &'a W, groups: &'a [TargetGroupArn], timings: GroupTimings, cancel: &'a Cancel) -> Self {
+    pub fn new(
+        world: &'a W,
+        groups: &'a [TargetGroupArn],
+        timings: GroupTimings,
+        cancel: &'a Cancel,
+        drain: bool,
+    ) -> Self {
         Traffic {
             world,
             groups,
             cancel,
             drain_limit: timings.deregistration_delay + Duration::from_secs(30),
             healthy_limit: timings.time_to_healthy + Duration::from_secs(30),
+            drain,
         }
     }
 
     /// Deregister from every group and wait until drained. A cancel ends the wait, unless the
     /// purpose is to restore what ran before.
     pub async fn take_out(&self, ids: &[InstanceId], purpose: Purpose) -> Result<(), WaitError> {
+        if !self.drain {
+            return Ok(());
+        }
         self.world.deregister(self.groups, ids).await?;
         let drained =
             self.wait(ids, self.drain_limit, |s| Ok(matches!(s, TargetState::Unused | TargetState::Unavailable)));
@@ -61,6 +75,8 @@ impl<'a, W: LoadBalancer + Clock> Traffic<'a, W> {
 
     /// Register in every group and wait until healthy; fails at once on an unhealthy target.
     pub async fn put_back(&self, ids: &[InstanceId], purpose: Purpose) -> Result<(), WaitError> {
+        // Also with the proxy: a new instance may not be in the groups yet (registering one that
+        // is changes nothing).
         self.world.register(self.groups, ids).await?;
         let healthy = |s: &TargetState| match s {
             TargetState::Healthy => Ok(true),

@@ -17,6 +17,8 @@ use crate::release::{schema, Releases};
 
 pub const GROUP: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
 pub const RECORD: &str = "/ec2-deploy/production/shop";
+pub const PROXY_IMAGE: &str =
+    "caddy:2.11.7-alpine@sha256:d8542f48d34a9cf4e4c11a478865229840e87e4c96ea3f439101f31a5d35f75f";
 
 pub fn request(tag: &str) -> DeployRequest {
     DeployRequest {
@@ -36,6 +38,7 @@ pub fn request(tag: &str) -> DeployRequest {
             secret_id: None,
             health_check_path: HealthPath::parse("/health").ok(),
             health_check_timeout: 30,
+            proxy: false,
         },
         max_concurrency: Limit::Percent(50),
         max_errors: Limit::Count(0),
@@ -52,7 +55,13 @@ pub fn request(tag: &str) -> DeployRequest {
         dry_run: false,
         github_token: None,
         config_file: None,
+        proxy_image: crate::model::ImageName::parse(PROXY_IMAGE).unwrap(),
     }
+}
+
+pub fn with_proxy(mut req: DeployRequest) -> DeployRequest {
+    req.container.proxy = true;
+    req
 }
 
 pub fn in_batches(mut req: DeployRequest) -> DeployRequest {
@@ -366,4 +375,53 @@ async fn a_stored_record_is_read_back_through_the_same_validation() {
     let live = history.live().unwrap().unwrap();
     assert_eq!(live.version, 1);
     assert_eq!(live.release.container, request("v1").container);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_proxy_batches_leave_the_load_balancer_alone_and_the_proxy_is_copied_once() {
+    let w = world(3);
+    let mut req = in_batches(request("v1"));
+    req.container.proxy = true;
+    let (result, log) = deploy(&w, &req).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert_eq!(
+        fleet_events(&w.log()),
+        [
+            "build shop:v1",
+            "copy caddy:2.11.7-alpine@sha256:d8542f48d34a9cf4e4c11a478865229840e87e4c96ea3f439101f31a5d35f75f to shop:ec2-deploy-proxy-d8542f48d34a",
+            "send deploy 1",
+            "in 1",
+            "send deploy 2",
+            "in 2",
+            "send deploy 3",
+            "in 3"
+        ],
+        "never out: registering what is registered changes nothing"
+    );
+    assert!((1..=3).all(|n| w.in_load_balancer(n) && running(&w, n) == Some(image("v1"))));
+    assert!(!r.drained && r.mode.contains("no request dropped"), "{}", r.mode);
+    // The record keeps the copy, by digest in the deploy's repository, for rollbacks and boots.
+    let proxy = records(&w)[0].proxy_image.clone().expect("the proxy's image is recorded");
+    assert_eq!(proxy.repository.as_str(), "shop");
+
+    // The next deploy finds the copy and makes none.
+    let (result, log) = deploy(&w, &in_batches(with_proxy(request("v2")))).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    assert_eq!(w.log().iter().filter(|e| e.starts_with("copy")).count(), 1, "{:#?}", w.log());
+    assert_eq!(records(&w)[1].proxy_image, Some(proxy));
+}
+
+/// Found on the bed: with the proxy a batch skipped registering as well as draining, so an
+/// instance that was not in the target group yet (a new one) never became healthy there.
+#[tokio::test(start_paused = true)]
+async fn with_the_proxy_an_instance_not_yet_in_the_target_group_is_registered() {
+    let w = World::with_instances(3);
+    w.add_repository("shop");
+    w.add_target_group(&TargetGroupArn::parse(GROUP).unwrap(), &[1, 2]);
+    let (result, log) = deploy(&w, &in_batches(with_proxy(request("v1")))).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert!((1..=3).all(|n| w.in_load_balancer(n)), "{:#?}", w.log());
+    assert!(!w.log().iter().any(|e| e.starts_with("out ")), "no batch was taken out: {:#?}", w.log());
 }

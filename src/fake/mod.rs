@@ -39,9 +39,9 @@ use crate::model::{
     StatusDetail, TagFilter, TargetGroupArn,
 };
 use crate::ports::{
-    BuildError, BuildRequest, Clock, CommandRequest, CommandTargets, Comparison, DeploymentState, ErrorKind, GitHub,
-    GitHubError, GroupTimings, ImageBuilder, LoadBalancer, Parameter, ParameterStore, Registry, RegistryAuth, Result,
-    RunCommand, Secrets, ServiceError, TargetState,
+    BuildError, BuildRequest, Clock, CommandRequest, CommandTargets, Comparison, CopyRequest, DeploymentState,
+    ErrorKind, GitHub, GitHubError, GroupTimings, ImageBuilder, LoadBalancer, Parameter, ParameterStore, Registry,
+    RegistryAuth, Result, RunCommand, Secrets, ServiceError, TargetState,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -106,7 +106,7 @@ impl Registry for World {
     async fn latest_tag(&self, repository: &Repository) -> Result<Option<ImageTag>> {
         Ok(lock(&self.images)
             .keys()
-            .rfind(|(r, _)| r == repository.as_str())
+            .rfind(|(r, t)| r == repository.as_str() && !crate::plan::is_proxy_tag(t))
             .and_then(|(_, t)| ImageTag::parse(t).ok()))
     }
 }
@@ -118,6 +118,13 @@ impl Secrets for World {
 }
 
 impl ImageBuilder for World {
+    async fn copy_image(&self, r: &CopyRequest<'_>) -> std::result::Result<Digest, BuildError> {
+        let (repo_part, tag) = r.to.rsplit_once(':').expect("registry/repository:tag");
+        let repository = repo_part.split_once('/').map(|(_, r)| r).unwrap_or(repo_part);
+        self.note(format!("copy {} to {repository}:{tag}", r.from));
+        Ok(self.push_image(repository, tag))
+    }
+
     async fn build_and_push(&self, r: &BuildRequest<'_>) -> std::result::Result<Digest, BuildError> {
         if lock(&self.faults).build_fails {
             return Err(BuildError { step: "build", message: "docker build exited with 1".into() });

@@ -90,6 +90,8 @@ struct Block {
     canary: Option<ConfigValue>,
     timeout: Option<ConfigValue>,
     release_parameter: Option<ConfigValue>,
+    proxy: Option<ConfigValue>,
+    proxy_image: Option<ConfigValue>,
     lock_timeout: Option<ConfigValue>,
     environment_url: Option<ConfigValue>,
 }
@@ -122,6 +124,8 @@ impl Block {
             ("canary", self.canary),
             ("timeout", self.timeout),
             ("release-parameter", self.release_parameter),
+            ("proxy", self.proxy),
+            ("proxy-image", self.proxy_image),
             ("lock-timeout", self.lock_timeout),
             ("environment-url", self.environment_url),
         ];

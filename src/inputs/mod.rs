@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 pub use resolve::{default_release_parameter, resolve};
 
 use crate::model::{
-    ContainerSpec, Digest, EnvironmentName, ImageTag, Limit, ParameterName, Region, RegistryHost, Repository, Secret,
-    TagFilter, TargetGroupArn,
+    ContainerSpec, Digest, EnvironmentName, ImageName, ImageTag, Limit, ParameterName, Region, RegistryHost,
+    Repository, Secret, TagFilter, TargetGroupArn,
 };
 use crate::ports::BuildSpec;
 
@@ -74,20 +74,22 @@ pub const INPUTS: &[InputSpec] = &[
     input("target", "Build stage to build (docker build --target)."),
     lines("targets", "Instances to deploy to, by tag: one Key=Value[,Value...] per line; lines are ANDed, values ORed (required)."),
     input("container-name", "Name of the container on each instance. Default: the repository name."),
-    lines("ports", "Published ports, one host:container per line."),
+    lines("ports", "Published ports, one host:container per line. With `proxy`, the first is held by the instance's proxy; the others are published by the container."),
     lines("env", "Plain environment variables for the container, one KEY=VALUE per line (not for secrets)."),
     input("secret-id", "Secrets Manager secret holding a JSON object; each key becomes an environment variable, fetched on the instance."),
-    input("health-check-path", "HTTP path checked on the instance (on the first published port) before a new container counts as healthy. Default: the image's HEALTHCHECK, else running."),
+    input("health-check-path", "HTTP path checked on the first of `ports` before a new container counts as healthy (with `proxy`, on the new container itself, before the proxy sends it anything). Default: the image's HEALTHCHECK, else running."),
     with_default(input("health-check-timeout", "Seconds a new container has to become healthy before the previous one is put back."), "60"),
     with_default(input("max-concurrency", "Without target-groups: instances updated at once, a number or a percentage (SSM MaxConcurrency)."), "50%"),
     with_default(input("max-errors", "Without target-groups: failed instances tolerated, a number or a percentage (SSM MaxErrors); past it the switched instances are rolled back."), "0"),
     with_default(input("on-offline", "Instances whose SSM agent is not connected: fail (stop before changing anything) or skip (deploy to the others and name them)."), "fail"),
-    lines("target-groups", "ELBv2 target group ARNs, one per line: deploy in batches, each drained from them before its swap and healthy in them before the next batch."),
+    lines("target-groups", "ELBv2 target group ARNs, one per line: deploy in batches, each healthy in them before the next batch (and drained from them before its swap, unless the proxy keeps it serving)."),
     with_default(input("batch-size", "With target-groups: instances per batch after the canary, a number or a percentage."), "25%"),
     with_default(input("canary", "With target-groups: true to deploy to one instance first, as its own batch."), "true"),
     with_default(input("timeout", "Seconds the on-instance script may run on each instance."), "600"),
     input("release-parameter", "SSM parameter holding the environment's release record (history = its versions). Default: /ec2-deploy/<environment>/<ecr-repository>."),
     not_in_config(with_default(input("rollback", "true: redeploy the latest earlier release that runs something else (image or settings) and that no rollback has left, from the release record, without building."), "false")),
+    with_default(input("proxy", "true: a proxy on each instance (Caddy) holds the first of `ports` and switches it to a new container only once that one is healthy, so no request is dropped, with or without a load balancer; false: the container publishes its ports itself (each instance is briefly dark during its swap)."), "true"),
+    input("proxy-image", "Image of the per-instance proxy; the action copies it into the deploy's ECR repository, where instances pull it. Default: caddy:2.11.7-alpine, pinned by digest."),
     with_default(input("lock-timeout", "Seconds to wait while another deploy of the same environment holds its lock, before failing."), "600"),
     input("environment-url", "URL of the deployed service, shown on the GitHub deployment."),
     not_in_config(with_default(input("dry-run", "true: print the plan and change nothing."), "false")),
@@ -178,6 +180,8 @@ pub struct DeployRequest {
     pub github_token: Option<Secret>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// The per-instance proxy's image (when `container.proxy`).
+    pub proxy_image: ImageName,
 }
 
 /// What the run's environment says beyond the inputs (`GITHUB_SHA`, `AWS_REGION`, …), read

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use super::config::{ConfigFile, ConfigValue};
 use super::{spec, DeployRequest, Files, InputError, RawInputs, RunContext, DEFAULT_CONFIG};
 use crate::model::{
-    ContainerName, ContainerSpec, Digest, EnvVar, EnvironmentName, HealthPath, ImageTag, Limit, ParameterName,
-    PortMapping, Region, RegistryHost, Repository, Secret, SecretId, TagFilter, TargetGroupArn,
+    ContainerName, ContainerSpec, Digest, EnvVar, EnvironmentName, HealthPath, ImageName, ImageTag, Limit,
+    ParameterName, PortMapping, Region, RegistryHost, Repository, Secret, SecretId, TagFilter, TargetGroupArn,
+    DEFAULT_PROXY_IMAGE,
 };
 use crate::ports::BuildSpec;
 
@@ -270,12 +271,14 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
         targets,
         container: ContainerSpec {
             name: container.name.expect("checked above"),
+            proxy: rollout.proxy && !container.ports.is_empty(),
             ports: container.ports,
             env: container.env,
             secret_id: container.secret_id,
             health_check_path: container.health_check_path,
             health_check_timeout: container.health_check_timeout,
         },
+        proxy_image: rollout.proxy_image,
         max_concurrency: rollout.max_concurrency,
         max_errors: rollout.max_errors,
         skip_offline: rollout.skip_offline,
@@ -445,6 +448,8 @@ struct RolloutInputs {
     release_parameter: Option<ParameterName>,
     rollback: bool,
     lock_timeout: u32,
+    proxy: bool,
+    proxy_image: ImageName,
 }
 
 fn rollout_inputs(r: &mut Resolver, health_check_timeout: u32) -> RolloutInputs {
@@ -482,6 +487,10 @@ fn rollout_inputs(r: &mut Resolver, health_check_timeout: u32) -> RolloutInputs 
         release_parameter: r.parse("release-parameter", ParameterName::parse),
         rollback: r.parse("rollback", parse_bool).unwrap_or(false),
         lock_timeout: r.parse("lock-timeout", parse_seconds(0, 3600)).unwrap_or(600),
+        proxy: r.parse("proxy", parse_bool).unwrap_or(true),
+        proxy_image: r
+            .parse("proxy-image", ImageName::parse)
+            .unwrap_or_else(|| ImageName::parse(DEFAULT_PROXY_IMAGE).expect("the default is an image name")),
     }
 }
 

@@ -3,33 +3,46 @@
 # Runs as root through SSM Run Command (AWS-RunShellScript) or from user-data, after a header of
 # shell assignments that ec2-deploy generates and quotes:
 #   MODE IMAGE REGISTRY CONTAINER_NAME PORTS ENV_VARS SECRET_ID HEALTH_PATH HEALTH_PORT
-#   HEALTH_TIMEOUT RELEASE
+#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT
 # MODE=deploy (the default) does the steps below. MODE=rollback goes back to the kept
 # <name>-previous container, which must run IMAGE with the settings ROLLBACK_CONFIG (its
 # ec2-deploy.config label), or finds that already running: no pull, the previous container's own
-# environment; if it does not become healthy the newer container is started again.
+# environment, the same switch as a deploy.
 # Needs docker, the aws CLI and curl; jq or python3 when SECRET_ID is set. It:
-#   1. logs in to the registry with the instance's own credentials and pulls IMAGE (by digest);
+#   1. logs in to the registry with the instance's own credentials and pulls IMAGE (by digest),
+#      and PROXY_IMAGE with it;
 #   2. writes the container's environment to a file only root can read: ENV_VARS, then the keys
 #      of the Secrets Manager secret SECRET_ID (fetched here; values never reach argv or logs);
-#   3. keeps the running container as <name>-previous, starts the new one and waits for it to
-#      be healthy; on failure puts the previous one back;
+#   3. starts the new container as <name>-next and waits for it to be healthy, then moves the
+#      traffic to it; <name> (what ran before) becomes <name>-previous, stopped and kept for a
+#      fast rollback. A new container that fails never replaces the one that serves.
 #   4. removes older images of the repository, keeping the current and previous releases.
+# With PROXY=1, a Caddy container (ec2-deploy-proxy-<name>, image PROXY_IMAGE) holds the host port
+# PROXY_PORT and sends each request to the serving container's APP_PORT on the Docker network
+# ec2-deploy: the switch is an atomic rename of the file it reads the upstream from (no reload),
+# the old container finishes its requests in flight before it stops, and the port never stops
+# answering. The first such deploy on an
+# instance whose container publishes the port itself stops that container once the new one is
+# healthy, then starts the proxy: the port does not answer for that moment (measured, reported).
+# When the new container publishes ports itself (PORTS; all of them without PROXY) and the
+# running one does too, the running one stops before the new one starts: two containers cannot
+# hold one host port.
 # Deploying what already runs (same image, ports and environment) restarts nothing and only
 # verifies health. The last stdout line says what happened:
 #   ec2-deploy-result outcome=deployed|unchanged|rolled-back previous=<image> current=<image>
-#     previous_config=<id> current_config=<id>   (the ec2-deploy.config labels; - when none)
+#     previous_config=<id> current_config=<id> [gap_ms=<n>]
+#   (the ec2-deploy.config labels, - when none; gap_ms when the port did not answer for a moment)
 # Exit codes tell the failed step (ec2-deploy maps them for its report):
 #   2 bad parameters   10 prerequisites   11 registry login   12 pull   13 secret
-#   14 container did not start   15 unhealthy (the previous container, if any, is restored for both)
-#   16 unhealthy and the previous could not be restored   17 another deploy holds the lock
+#   14 container (or proxy) did not start   15 unhealthy (what ran before serves again for both)
+#   16 unhealthy and what ran before could not be restored   17 another deploy holds the lock
 #   18 rollback impossible: IMAGE is not the previous container here
-#   19 rollback failed: the release to go back to is unhealthy, the newer one runs again
+#   19 rollback failed: the release to go back to is unhealthy, the newer one serves again
 #   20 the Docker daemon does not answer (nothing was changed)
-# From stopping the running container until the new one is healthy (or the old one is back), a
-# script that fails, is signalled, or is killed outright (SIGKILL, as the SSM agent does at the
-# execution timeout) leaves the previous container running: a trap handles the first two, a guard
-# process in a session of its own the third.
+# From creating <name>-next until the traffic moved to it, a script that fails, is signalled, or
+# is killed outright (SIGKILL, as the SSM agent does at the execution timeout) leaves what ran
+# before serving: a trap handles the first two, a guard process in a session of its own the
+# third. A run interrupted after the switch is completed by the next run.
 # Written for bash 4.2 and later (Amazon Linux 2): an array that may be empty is expanded as
 # ${a[@]+"${a[@]}"} (bash before 4.4 calls an empty one unbound under set -u).
 set -Eeuo pipefail
@@ -68,6 +81,14 @@ case $MODE in deploy | rollback) ;; *) fail 2 "MODE must be deploy or rollback" 
 case $HEALTH_TIMEOUT in '' | *[!0-9]*) fail 2 "HEALTH_TIMEOUT must be a number of seconds" ;; esac
 if [ -n "$HEALTH_PATH" ] && [ -z "$HEALTH_PORT" ]; then
   fail 2 "HEALTH_PATH needs HEALTH_PORT"
+fi
+PROXY=${PROXY:-} PROXY_IMAGE=${PROXY_IMAGE:-} PROXY_PORT=${PROXY_PORT:-} APP_PORT=${APP_PORT:-}
+if [ -n "$PROXY" ]; then
+  [ -n "$PROXY_IMAGE" ] || fail 2 "PROXY needs PROXY_IMAGE"
+  case $PROXY_PORT$APP_PORT in '' | *[!0-9]*) fail 2 "PROXY needs PROXY_PORT and APP_PORT, as numbers" ;; esac
+  if [ -z "$PROXY_PORT" ] || [ -z "$APP_PORT" ]; then
+    fail 2 "PROXY needs PROXY_PORT and APP_PORT, as numbers"
+  fi
 fi
 
 for tool in docker aws curl; do
@@ -115,58 +136,190 @@ retry() {
   done
 }
 
+
+# ---- containers ----
+next=$CONTAINER_NAME-next
+kept=$CONTAINER_NAME-previous
+proxy_name=ec2-deploy-proxy-$CONTAINER_NAME
+network=ec2-deploy
+swap_marker=$state_dir/swap-in-progress
+
 # A container's field, or nothing when there is no such container.
 inspect() { docker inspect --type container --format "$2" "$1" 2>/dev/null || true; }
+exists() { docker inspect --type container "$1" >/dev/null 2>&1; }
+running() { [ "$(inspect "$1" '{{.State.Running}}')" = true ]; }
 config_of() { inspect "$1" '{{index .Config.Labels "ec2-deploy.config"}}'; }
+# Where the proxy sends requests for a container of the proxy layout (alias:port on the
+# network); nothing for one that publishes its port itself.
+upstream_of() { inspect "$1" '{{index .Config.Labels "ec2-deploy.upstream"}}'; }
+publishes() {
+  local n
+  n=$(inspect "$1" '{{len .HostConfig.PortBindings}}')
+  [ -n "$n" ] && [ "$n" != 0 ]
+}
+now_ms() { date +%s%3N; }
+# The daemon's own reason from a failed docker command's stderr (the CLI adds a summary line
+# after it, such as "Error: failed to start containers: NAME", that says less).
+docker_reason() {
+  local reason
+  reason=$(printf '%s\n' "$1" | grep -m 1 '^Error response from daemon: ' || true)
+  reason=${reason#Error response from daemon: }
+  [ -n "$reason" ] || reason=$(printf '%s\n' "$1" | head -n 1)
+  printf '%s' "$reason"
+}
+
+# ---- the proxy ----
+# Caddy reads where to send each request from the file /ec2-deploy/upstream in its container
+# ({file.*} placeholder), so the switch is an atomic rename of that file: no config reload (a
+# reload reopens the listening socket and loses connections queued on the old one). Nothing
+# listens for commands: there is no admin API. Keep-alive connections to the app close after 2 s
+# idle, so a container with no connection from the proxy has no request in flight; a request
+# whose connection to a stopped container is refused is retried, reading the file again.
+proxy_spec="$PROXY_IMAGE port $PROXY_PORT"
+proxy_config() {
+  printf '%s\n' '{"admin":{"disabled":true},"apps":{"http":{"servers":{"ec2-deploy":{"listen":[":80"],"automatic_https":{"disable":true},"routes":[{"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{"retries":3,"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]}]}}}}}'
+}
+# Creates the proxy (not started) sending requests to DIAL.
+prepare_proxy() {
+  local files=$state_dir/proxy err
+  docker rm --force "$proxy_name" >/dev/null 2>&1 || true
+  rm -rf "$files"
+  mkdir -p "$files"
+  proxy_config >"$files/caddy.json"
+  printf '%s' "$1" >"$files/upstream"
+  chmod 755 "$files"
+  chmod 644 "$files/caddy.json" "$files/upstream"
+  if ! err=$(docker create --name "$proxy_name" --restart unless-stopped --network "$network" \
+    --publish "$PROXY_PORT:80" --env XDG_CONFIG_HOME=/config --env XDG_DATA_HOME=/data \
+    --label "ec2-deploy.proxy-for=$CONTAINER_NAME" --label "ec2-deploy.proxy=$proxy_spec" \
+    "$PROXY_IMAGE" /usr/bin/caddy run --config /ec2-deploy/caddy.json 2>&1 >/dev/null) ||
+    ! err=$(docker cp "$files" "$proxy_name:/ec2-deploy" 2>&1); then
+    proxy_error=$(docker_reason "$err")
+    return 1
+  fi
+}
+# Starts the proxy and waits (15 s at most) until its port answers.
+start_proxy() {
+  local err deadline=$((SECONDS + 15))
+  if ! err=$(docker start "$proxy_name" 2>&1 >/dev/null); then
+    proxy_error=$(docker_reason "$err")
+    return 1
+  fi
+  until curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PROXY_PORT/"; do
+    if [ "$SECONDS" -ge "$deadline" ] || ! running "$proxy_name"; then
+      proxy_error="it did not answer on port $PROXY_PORT ($(docker logs --tail 1 "$proxy_name" 2>&1 || true))"
+      return 1
+    fi
+    sleep 0.05
+  done
+}
+# Points the proxy at DIAL: an atomic rename in the running proxy's root (requests read the
+# old file or the new one, never half of one), or a copy into a stopped one.
+set_upstream() {
+  local pid root
+  pid=$(inspect "$proxy_name" '{{.State.Pid}}')
+  if [ -n "$pid" ] && [ "$pid" != 0 ]; then
+    root=/proc/$pid/root/ec2-deploy
+    printf '%s' "$1" >"$root/upstream.new" && mv -f "$root/upstream.new" "$root/upstream"
+  else
+    printf '%s' "$1" >"$state_dir/proxy/upstream" &&
+      docker cp "$state_dir/proxy/upstream" "$proxy_name:/ec2-deploy/upstream" >/dev/null
+  fi
+}
+# Sends the proxy's requests to container $1, starting (or, for another image or port,
+# replacing) the proxy when needed.
+route() {
+  local dial
+  dial=$(upstream_of "$1")
+  mkdir -p "$state_dir/proxy"
+  if exists "$proxy_name" && [ "$(inspect "$proxy_name" '{{index .Config.Labels "ec2-deploy.proxy"}}')" = "$proxy_spec" ]; then
+    set_upstream "$dial" || { proxy_error="cannot write its upstream"; return 1; }
+    running "$proxy_name" || start_proxy
+    return
+  fi
+  if ! prepare_proxy "$dial" || ! start_proxy; then
+    docker rm --force "$proxy_name" >/dev/null 2>&1 || true
+    return 1
+  fi
+}
+# Waits (30 s at most) until container $1 has no connection from the proxy left, i.e. no
+# request in flight (its own network namespace's TCP table, read from /proc).
+drain() {
+  local pid port deadline=$((SECONDS + 30))
+  pid=$(inspect "$1" '{{.State.Pid}}')
+  port=$(printf '%04X' "${2##*:}")
+  [ -n "$pid" ] && [ "$pid" != 0 ] || return 0
+  while [ "$(cat "/proc/$pid/net/tcp" "/proc/$pid/net/tcp6" 2>/dev/null |
+    awk -v p=":$port" '$4 == "01" && substr($2, length($2) - 4) == p' | wc -l)" != 0 ]; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "connections to the previous container still open after 30s: stopping it anyway"
+      return 0
+    fi
+    sleep 0.1
+  done
+}
 
 # ---- the swap guard ----
-# While the marker exists, the instance may be between two containers. If this script dies
-# then, the previous container is put back: by the EXIT trap when the script can still run it
-# (an error, SIGTERM, SIGINT), by the guard when it cannot (SIGKILL).
-swap_marker=$state_dir/swap-in-progress
-restore_if_interrupted() {
+# While the marker exists, <name>-next may be serving or starting and what ran before may be
+# stopped. If this script dies then, restore puts back what ran before: the EXIT trap when the
+# script can still run it (an error, SIGTERM, SIGINT), the guard when it cannot (SIGKILL).
+# Marker lines: the script's pid; what <name>-next is (discard: a new container,
+# previous: the kept container of a rollback); 1 when <name> was running.
+restore() {
   [ -f "$swap_marker" ] || return 0
-  if docker inspect --type container "$CONTAINER_NAME-previous" >/dev/null 2>&1; then
-    docker rm --force "$CONTAINER_NAME" >/dev/null 2>&1 || true
-    if [ -f "$state_dir/env.previous" ]; then
-      mv -f "$state_dir/env.previous" "$state_dir/env"
+  local kind was_running
+  kind=$(sed -n 2p "$swap_marker")
+  was_running=$(sed -n 3p "$swap_marker")
+  if exists "$next"; then
+    if [ "$kind" = previous ] && ! exists "$kept"; then
+      docker stop --time 10 "$next" >/dev/null 2>&1 || true
+      docker rename "$next" "$kept"
+    else
+      docker rm --force "$next" >/dev/null 2>&1 || true
     fi
-    docker rename "$CONTAINER_NAME-previous" "$CONTAINER_NAME" && docker start "$CONTAINER_NAME" >/dev/null
+  fi
+  if exists "$CONTAINER_NAME" && [ "$was_running" = 1 ]; then
+    if [ -n "$(upstream_of "$CONTAINER_NAME")" ]; then
+      running "$CONTAINER_NAME" || docker start "$CONTAINER_NAME" >/dev/null
+      route "$CONTAINER_NAME" || log "the proxy did not come back: ${proxy_error:-}"
+    else
+      # It publishes its port itself: a proxy started meanwhile would hold it.
+      docker rm --force "$proxy_name" >/dev/null 2>&1 || true
+      running "$CONTAINER_NAME" || docker start "$CONTAINER_NAME" >/dev/null
+    fi
   fi
   rm -f "$swap_marker"
 }
 # The guard: its own session (a SIGKILL of the script's process group does not reach it), the
 # same lock (no other deploy of this container starts while it works), the same restore.
-# shellcheck disable=SC2016 # expanded by the guard's own bash, from its arguments
-guard_code='
-pid=$1 name=$2 state=$3
-while kill -0 "$pid" 2>/dev/null; do sleep 1; done
-[ -f "$state/swap-in-progress" ] || exit 0
-exec 9>"$state/lock"
-command -v flock >/dev/null 2>&1 && flock -w 300 9
-[ -f "$state/swap-in-progress" ] || exit 0
-echo "$(date -u +%FT%TZ) the deploy script $pid died mid-swap: putting $name-previous back"
-if docker inspect --type container "$name-previous" >/dev/null 2>&1; then
-  docker rm --force "$name" >/dev/null 2>&1
-  [ -f "$state/env.previous" ] && mv -f "$state/env.previous" "$state/env"
-  docker rename "$name-previous" "$name" && docker start "$name" >/dev/null
-fi
-rm -f "$state/swap-in-progress"
-'
+guard_script=$state_dir/guard.sh
 begin_swap() {
-  printf '%s\n' "$$" >"$swap_marker"
-  if command -v setsid >/dev/null 2>&1; then
-    setsid bash -c "$guard_code" ec2-deploy-guard "$$" "$CONTAINER_NAME" "$state_dir" \
-      >>"$state_dir/guard.log" 2>&1 </dev/null &
-  fi
+  local was_running=0
+  running "$CONTAINER_NAME" && was_running=1
+  printf '%s\n%s\n%s\n' "$$" "$1" "$was_running" >"$swap_marker"
+  command -v setsid >/dev/null 2>&1 || return 0
+  {
+    declare -p CONTAINER_NAME PROXY_IMAGE PROXY_PORT state_dir next kept proxy_name network swap_marker proxy_spec
+    declare -f log inspect exists running upstream_of docker_reason proxy_config prepare_proxy start_proxy set_upstream route restore
+    # shellcheck disable=SC2016 # expanded by the guard
+    printf '%s\n' 'pid=$1' \
+      'while kill -0 "$pid" 2>/dev/null; do sleep 1; done' \
+      '[ "$(sed -n 1p "$swap_marker" 2>/dev/null)" = "$pid" ] || exit 0' \
+      'exec 9>"$state_dir/lock"' \
+      'command -v flock >/dev/null 2>&1 && flock -w 300 9' \
+      '[ "$(sed -n 1p "$swap_marker" 2>/dev/null)" = "$pid" ] || exit 0' \
+      'log "$(date -u +%FT%TZ) the deploy script $pid died mid-swap: putting back what ran before"' \
+      'restore'
+  } >"$guard_script"
+  setsid bash "$guard_script" "$$" >>"$state_dir/guard.log" 2>&1 </dev/null 9>&- &
 }
 end_swap() { rm -f "$swap_marker"; }
 
 on_exit() {
   local code=$?
   if [ "$code" -ne 0 ] && [ -f "$swap_marker" ]; then
-    log "interrupted mid-swap (exit $code): putting the previous container back"
-    restore_if_interrupted || true
+    log "interrupted mid-swap (exit $code): putting back what ran before"
+    restore || true
   fi
   rm -rf "$DOCKER_CONFIG" "$state_dir/env.new"
 }
@@ -175,40 +328,74 @@ trap 'exit 143' TERM
 trap 'exit 130' INT
 trap 'exit 129' HUP
 
+# Moves what runs to <name>-next for good: <name> becomes <name>-previous, stopped and kept.
+promote() {
+  if exists "$CONTAINER_NAME"; then
+    docker stop --time 10 "$CONTAINER_NAME" >/dev/null 2>&1 || true
+    docker rm --force "$kept" >/dev/null 2>&1 || true
+    docker rename "$CONTAINER_NAME" "$kept"
+  fi
+  docker rename "$next" "$CONTAINER_NAME"
+  # A container that publishes its port itself needs no proxy.
+  if [ -z "$(upstream_of "$CONTAINER_NAME")" ]; then
+    docker rm --force "$proxy_name" >/dev/null 2>&1 || true
+  fi
+}
+
+# A run that died left its work half done: finish it (the switch happened) or undo it.
+if [ -f "$swap_marker" ]; then
+  log "the last run on this instance stopped mid-swap: putting back what ran before"
+  restore
+elif exists "$next"; then
+  log "the last run on this instance stopped after the switch: completing it"
+  promote
+fi
+
 # What runs now, before this run changes anything.
 previous_image=$(inspect "$CONTAINER_NAME" '{{.Config.Image}}')
 [ -n "$previous_image" ] || previous_image=none
 previous_config=$(config_of "$CONTAINER_NAME")
 health_reason=
+proxy_error=
+gap_ms=
 
 # Healthy means: running without restarting, and the HTTP path answers 2xx (when given), else
 # the image's own HEALTHCHECK says healthy (when it has one), else still running after a few
 # seconds. A container that restarts (a crash loop under its restart policy) is not healthy,
-# whatever it answers in between.
+# whatever it answers in between. A container of the proxy layout is asked directly on the
+# network, before the proxy sends it anything.
 wait_healthy() {
-  local deadline=$((SECONDS + HEALTH_TIMEOUT)) status health code running_since=$SECONDS restarts
-  restarts=$(inspect "$CONTAINER_NAME" '{{.RestartCount}}')
+  local c=$1 deadline=$((SECONDS + HEALTH_TIMEOUT)) status health code running_since=$SECONDS restarts url upstream where
+  restarts=$(inspect "$c" '{{.RestartCount}}')
+  upstream=$(upstream_of "$c")
   while :; do
-    status=$(inspect "$CONTAINER_NAME" '{{.State.Status}}')
+    status=$(inspect "$c" '{{.State.Status}}')
     if [ -z "$status" ]; then
       health_reason="the container disappeared"
       return 1
     elif [ "$status" != running ]; then
-      health_reason="the container is $status (exit code $(inspect "$CONTAINER_NAME" '{{.State.ExitCode}}'))"
+      health_reason="the container is $status (exit code $(inspect "$c" '{{.State.ExitCode}}'))"
       return 1
-    elif [ "$(inspect "$CONTAINER_NAME" '{{.RestartCount}}')" != "$restarts" ]; then
-      health_reason="the container keeps restarting (it exited with $(inspect "$CONTAINER_NAME" '{{.State.ExitCode}}'))"
+    elif [ "$(inspect "$c" '{{.RestartCount}}')" != "$restarts" ]; then
+      health_reason="the container keeps restarting (it exited with $(inspect "$c" '{{.State.ExitCode}}'))"
       return 1
     fi
     if [ -n "$HEALTH_PATH" ]; then
-      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$HEALTH_PORT$HEALTH_PATH" || true)
+      where="port $HEALTH_PORT"
+      if [ -n "$upstream" ]; then
+        where="container port ${upstream##*:}"
+        url="http://$(inspect "$c" "{{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}"):${upstream##*:}$HEALTH_PATH"
+      else
+        url="http://127.0.0.1:$HEALTH_PORT$HEALTH_PATH"
+      fi
+      code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
       case $code in
         2??) return 0 ;;
-        000) health_reason="GET $HEALTH_PATH on port $HEALTH_PORT: no answer" ;;
-        *) health_reason="GET $HEALTH_PATH on port $HEALTH_PORT answered $code" ;;
+        000) health_reason="GET $HEALTH_PATH on $where: no answer" ;;
+        *) health_reason="GET $HEALTH_PATH on $where answered $code" ;;
       esac
     else
-      health=$(inspect "$CONTAINER_NAME" '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}')
+      health=$(inspect "$c" '{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}')
       case $health in
         healthy) return 0 ;;
         none)
@@ -235,8 +422,113 @@ last_logs() {
 
 # result OUTCOME IMAGE CONFIG: the line ec2-deploy reads.
 result() {
-  printf 'ec2-deploy-result outcome=%s previous=%s current=%s previous_config=%s current_config=%s\n' \
-    "$1" "$previous_image" "$2" "${previous_config:--}" "${3:--}"
+  printf 'ec2-deploy-result outcome=%s previous=%s current=%s previous_config=%s current_config=%s%s\n' \
+    "$1" "$previous_image" "$2" "${previous_config:--}" "${3:--}" "${gap_ms:+ gap_ms=$gap_ms}"
+}
+
+# Checks what already runs: healthy, and (proxy layout) the proxy sends requests to it.
+verify_running() {
+  wait_healthy "$CONTAINER_NAME" || fail 15 "$CONTAINER_NAME runs $1 but is not healthy: $health_reason"
+  if [ -n "$(upstream_of "$CONTAINER_NAME")" ]; then
+    route "$CONTAINER_NAME" || fail 14 "the proxy did not start: $proxy_error"
+  fi
+}
+
+# After a failed start, health check or switch: put back what ran before and say so.
+stopped_previous=false
+undo() {
+  local code=$1 reason=$2 was_running
+  was_running=$(sed -n 3p "$swap_marker" 2>/dev/null || true)
+  last_logs "$next"
+  restore
+  if [ "$was_running" != 1 ]; then
+    if exists "$CONTAINER_NAME"; then
+      fail "$code" "$reason (the previous container was not running)"
+    fi
+    fail "$code" "$reason (there was no previous container)"
+  fi
+  if ! wait_healthy "$CONTAINER_NAME"; then
+    fail 16 "$reason, and what ran before is not healthy again: $health_reason"
+  fi
+  if [ "$MODE" = rollback ]; then
+    [ "$code" = 15 ] && code=19
+    fail "$code" "rollback failed: $reason; $previous_image runs again"
+  fi
+  if [ "$stopped_previous" = true ]; then
+    fail "$code" "$reason; the previous container is back"
+  fi
+  fail "$code" "$reason; the release that was running kept serving"
+}
+
+# Moves the traffic from <name> to <name>-next (created, or kept from an earlier release).
+# Two containers cannot publish one host port: when both do, <name> stops first (a gap that the
+# plan announces). Otherwise <name> serves until <name>-next is healthy and the proxy has moved.
+switch() {
+  local err old_dial t0 deadline direct_next=
+  [ -n "$(upstream_of "$next")" ] || direct_next=1
+  if running "$CONTAINER_NAME" && { { publishes "$CONTAINER_NAME" && publishes "$next"; } ||
+    { [ -n "$direct_next" ] && running "$proxy_name"; }; }; then
+    log "stopping $CONTAINER_NAME ($previous_image) first: the new container publishes its ports itself"
+    stopped_previous=true
+    docker stop --time 10 "$CONTAINER_NAME" >/dev/null
+  fi
+  if [ -n "$direct_next" ] && running "$proxy_name"; then
+    docker stop --time 10 "$proxy_name" >/dev/null
+  fi
+  log "starting $next"
+  if ! err=$(docker start "$next" 2>&1 >/dev/null); then
+    undo 14 "docker start failed: $(docker_reason "$err")"
+  fi
+  wait_healthy "$next" || undo 15 "$health_reason"
+  log "$next is healthy"
+  [ -z "$direct_next" ] || return 0
+  if running "$CONTAINER_NAME" && [ -z "$(upstream_of "$CONTAINER_NAME")" ] && publishes "$CONTAINER_NAME"; then
+    # The one move from the old layout: the port is free only once <name> stops.
+    log "moving port $PROXY_PORT from $CONTAINER_NAME to the proxy (once; the port does not answer for a moment)"
+    prepare_proxy "$(upstream_of "$next")" || undo 14 "the proxy did not start: $proxy_error"
+    stopped_previous=true
+    t0=$(now_ms)
+    docker stop --time 10 "$CONTAINER_NAME" >/dev/null
+    start_proxy || undo 14 "the proxy did not start: $proxy_error"
+    deadline=$((SECONDS + 10))
+    until curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PROXY_PORT/"; do
+      [ "$SECONDS" -lt "$deadline" ] || break
+      sleep 0.01
+    done
+    gap_ms=$(($(now_ms) - t0))
+    log "port $PROXY_PORT answered again after ${gap_ms} ms"
+    return 0
+  fi
+  old_dial=
+  running "$CONTAINER_NAME" && old_dial=$(upstream_of "$CONTAINER_NAME")
+  route "$next" || undo 14 "the proxy did not start: $proxy_error"
+  log "the proxy sends requests to $next"
+  if [ -n "$old_dial" ]; then
+    drain "$CONTAINER_NAME" "$old_dial"
+  fi
+}
+
+# After the switch: what ran before is kept, stopped, as <name>-previous.
+finish() {
+  end_swap
+  if [ "$MODE" = rollback ]; then
+    if [ -f "$state_dir/env.previous" ]; then
+      mv -f "$state_dir/env" "$state_dir/env.tmp" 2>/dev/null || true
+      mv -f "$state_dir/env.previous" "$state_dir/env"
+      [ -f "$state_dir/env.tmp" ] && mv -f "$state_dir/env.tmp" "$state_dir/env.previous"
+    fi
+  else
+    [ -f "$state_dir/env" ] && mv -f "$state_dir/env" "$state_dir/env.previous"
+    mv -f "$state_dir/env.new" "$state_dir/env"
+  fi
+  promote
+}
+
+ensure_network() {
+  docker network inspect "$network" >/dev/null 2>&1 ||
+    docker network create "$network" >/dev/null 2>&1 ||
+    docker network inspect "$network" >/dev/null 2>&1 ||
+    fail 14 "cannot create the Docker network $network"
 }
 
 if [ "$MODE" = rollback ]; then
@@ -246,40 +538,24 @@ if [ "$MODE" = rollback ]; then
     [ "$(inspect "$1" '{{.Config.Image}}')" = "$IMAGE" ] &&
       { [ -z "$ROLLBACK_CONFIG" ] || [ "$(config_of "$1")" = "$ROLLBACK_CONFIG" ]; }
   }
-  if is_target "$CONTAINER_NAME" && [ "$(inspect "$CONTAINER_NAME" '{{.State.Running}}')" = true ]; then
+  if is_target "$CONTAINER_NAME" && running "$CONTAINER_NAME"; then
     log "$CONTAINER_NAME already runs $IMAGE with those settings: checking its health"
-    wait_healthy || fail 15 "$CONTAINER_NAME runs $IMAGE but is not healthy: $health_reason"
+    verify_running "$IMAGE"
     result unchanged "$IMAGE" "$previous_config"
     exit 0
   fi
-  if ! is_target "$CONTAINER_NAME-previous"; then
-    kept=$(inspect "$CONTAINER_NAME-previous" '{{.Config.Image}}')
-    fail 18 "cannot roll back to $IMAGE: the previous container here runs ${kept:-nothing}${kept:+ with other settings}"
+  if ! is_target "$kept"; then
+    kept_image=$(inspect "$kept" '{{.Config.Image}}')
+    fail 18 "cannot roll back to $IMAGE: the previous container here runs ${kept_image:-nothing}${kept_image:+ with other settings}"
   fi
   log "rolling back $CONTAINER_NAME from $previous_image to $IMAGE"
-  docker rm --force "$CONTAINER_NAME-rollback" >/dev/null 2>&1 || true
-  docker stop --time 10 "$CONTAINER_NAME" >/dev/null 2>&1 || true
-  docker rename "$CONTAINER_NAME" "$CONTAINER_NAME-rollback"
-  docker rename "$CONTAINER_NAME-previous" "$CONTAINER_NAME"
-  if docker start "$CONTAINER_NAME" >/dev/null && wait_healthy; then
-    docker rename "$CONTAINER_NAME-rollback" "$CONTAINER_NAME-previous"
-    if [ -f "$state_dir/env.previous" ]; then
-      mv -f "$state_dir/env" "$state_dir/env.tmp"
-      mv -f "$state_dir/env.previous" "$state_dir/env"
-      mv -f "$state_dir/env.tmp" "$state_dir/env.previous"
-    fi
-    result rolled-back "$IMAGE" "$(config_of "$CONTAINER_NAME")"
-    exit 0
-  fi
-  reason=$health_reason
-  log "$IMAGE is not healthy ($reason): starting $previous_image again"
-  docker stop --time 10 "$CONTAINER_NAME" >/dev/null 2>&1 || true
-  docker rename "$CONTAINER_NAME" "$CONTAINER_NAME-previous"
-  docker rename "$CONTAINER_NAME-rollback" "$CONTAINER_NAME"
-  if ! docker start "$CONTAINER_NAME" >/dev/null || ! wait_healthy; then
-    fail 16 "rollback failed ($reason) and $previous_image did not come back: $health_reason"
-  fi
-  fail 19 "rollback failed: $reason; $previous_image runs again"
+  [ -z "$(upstream_of "$kept")" ] || ensure_network
+  begin_swap previous
+  docker rename "$kept" "$next"
+  switch
+  finish
+  result rolled-back "$IMAGE" "$(config_of "$CONTAINER_NAME")"
+  exit 0
 fi
 
 registry_login() {
@@ -291,6 +567,9 @@ registry_login() {
 log "release $RELEASE: $IMAGE"
 retry 3 registry_login || fail 11 "cannot log in to $REGISTRY with this instance's credentials (does its role allow ecr:GetAuthorizationToken?)"
 retry 3 docker pull --quiet "$IMAGE" >/dev/null || fail 12 "cannot pull $IMAGE (does the instance role allow ECR pulls, and can the instance reach $REGISTRY?)"
+if [ -n "$PROXY" ] && ! docker image inspect "$PROXY_IMAGE" >/dev/null 2>&1; then
+  retry 3 docker pull --quiet "$PROXY_IMAGE" >/dev/null || fail 12 "cannot pull the proxy image $PROXY_IMAGE"
+fi
 
 # The secret's JSON object becomes KEY=VALUE lines. Errors name keys, never values.
 secret_to_env() {
@@ -344,79 +623,38 @@ if [ -n "$SECRET_ID" ]; then
 fi
 
 # What the container runs with, so an identical redeploy can be recognised.
-config_id=$( (printf '%s\n' "$IMAGE" ${PORTS[@]+"${PORTS[@]}"} && cat "$env_new") | sha256sum | cut -d' ' -f1)
+config_id=$( (printf '%s\n' "$IMAGE" ${PORTS[@]+"${PORTS[@]}"} && if [ -n "$PROXY" ]; then
+  printf 'proxy:%s->%s\n' "$PROXY_PORT" "$APP_PORT"
+fi && cat "$env_new") | sha256sum | cut -d' ' -f1)
 
-if [ "$(config_of "$CONTAINER_NAME")" = "$config_id" ] &&
-  [ "$(inspect "$CONTAINER_NAME" '{{.State.Running}}')" = true ]; then
+if [ "$(config_of "$CONTAINER_NAME")" = "$config_id" ] && running "$CONTAINER_NAME"; then
   log "$CONTAINER_NAME already runs this release: checking its health"
-  wait_healthy || fail 15 "$CONTAINER_NAME runs this release but is not healthy: $health_reason"
+  verify_running "this release"
   result unchanged "$IMAGE" "$config_id"
   exit 0
 fi
 
-# Swap: the running container becomes <name>-previous (stopped, kept for a fast rollback).
-docker rm --force "$CONTAINER_NAME-previous" >/dev/null 2>&1 || true
-had_previous=false
-if [ "$previous_image" != none ]; then
-  begin_swap
-  log "stopping $CONTAINER_NAME ($previous_image)"
-  docker stop --time 10 "$CONTAINER_NAME" >/dev/null
-  docker rename "$CONTAINER_NAME" "$CONTAINER_NAME-previous"
-  had_previous=true
-  if [ -f "$state_dir/env" ]; then
-    mv -f "$state_dir/env" "$state_dir/env.previous"
-  fi
-fi
-mv -f "$env_new" "$state_dir/env"
-
-restore_previous() {
-  last_logs "$CONTAINER_NAME"
-  docker rm --force "$CONTAINER_NAME" >/dev/null 2>&1 || true
-  if [ "$had_previous" != true ]; then
-    return 0
-  fi
-  log "putting the previous container back"
-  if [ -f "$state_dir/env.previous" ]; then
-    mv -f "$state_dir/env.previous" "$state_dir/env"
-  fi
-  docker rename "$CONTAINER_NAME-previous" "$CONTAINER_NAME" &&
-    docker start "$CONTAINER_NAME" >/dev/null &&
-    wait_healthy
-}
-
-run_args=(run --detach --name "$CONTAINER_NAME" --restart unless-stopped
-  --env-file "$state_dir/env"
+create_args=(create --name "$next" --restart unless-stopped --env-file "$env_new"
   --label "ec2-deploy.config=$config_id" --label "ec2-deploy.release=$RELEASE")
+if [ -n "$PROXY" ]; then
+  ensure_network
+  alias=ec2-deploy-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+  create_args+=(--network "$network" --network-alias "$alias" --label "ec2-deploy.upstream=$alias:$APP_PORT")
+fi
 for port in ${PORTS[@]+"${PORTS[@]}"}; do
-  run_args+=(--publish "$port")
+  create_args+=(--publish "$port")
 done
 
-# After a failed start or health check: put the previous container back and say so.
-undo() {
-  local code=$1 reason=$2
-  if ! restore_previous; then
-    end_swap
-    fail 16 "$reason, and the previous container could not be restored: $health_reason"
-  fi
-  end_swap
-  if [ "$had_previous" = true ]; then
-    fail "$code" "$reason; the previous container is back"
-  fi
-  fail "$code" "$reason (there was no previous container)"
-}
-
-log "starting $CONTAINER_NAME"
-if ! run_error=$(docker "${run_args[@]}" "$IMAGE" 2>&1 >/dev/null); then
-  undo 14 "docker run failed: $(printf '%s' "$run_error" | tail -n 1)"
+begin_swap discard
+if ! err=$(docker "${create_args[@]}" "$IMAGE" 2>&1 >/dev/null); then
+  undo 14 "docker create failed: $(docker_reason "$err")"
 fi
-if ! wait_healthy; then
-  undo 15 "$health_reason"
-fi
-end_swap
-log "$CONTAINER_NAME is healthy"
+switch
+finish
+log "$CONTAINER_NAME is serving $IMAGE"
 
-# Older images of this repository go; the current and previous releases stay.
-keep=" $(inspect "$CONTAINER_NAME" '{{.Image}}') $(inspect "$CONTAINER_NAME-previous" '{{.Image}}') "
+# Older images of this repository go; the current and previous releases (and the proxy's) stay.
+keep=" $(inspect "$CONTAINER_NAME" '{{.Image}}') $(inspect "$kept" '{{.Image}}') $(inspect "$proxy_name" '{{.Image}}') "
 repo=${IMAGE%@*}
 case ${repo##*/} in *:*) repo=${repo%:*} ;; esac
 docker image ls --no-trunc --quiet "$repo" 2>/dev/null | sort -u | while read -r id; do

@@ -65,6 +65,8 @@ pub struct ScriptParams<'a> {
     pub registry: &'a RegistryHost,
     pub release: &'a ImageTag,
     pub container: &'a ContainerSpec,
+    /// The per-instance proxy's image, when the container's first port goes through it.
+    pub proxy: Option<&'a ImageRef>,
 }
 
 /// The full script: shebang, generated header, static body.
@@ -100,7 +102,14 @@ pub fn header(p: &ScriptParams) -> Result<String, QuoteError> {
     assign("HEALTH_PATH", c.health_check_path.as_ref().map(|p| p.as_str()).unwrap_or(""))?;
     assign("HEALTH_PORT", &c.health_port().map(|p| p.to_string()).unwrap_or_default())?;
     assign("HEALTH_TIMEOUT", &c.health_check_timeout.to_string())?;
-    h.push_str(&array("PORTS", c.ports.iter().map(PortMapping::to_string))?);
+    // With the proxy, it holds the first port; the container publishes the others.
+    let proxied = c.proxied_port().filter(|_| p.proxy.is_some());
+    assign("PROXY", if proxied.is_some() { "1" } else { "" })?;
+    assign("PROXY_IMAGE", &p.proxy.filter(|_| proxied.is_some()).map(ToString::to_string).unwrap_or_default())?;
+    assign("PROXY_PORT", &proxied.map(|p| p.host.to_string()).unwrap_or_default())?;
+    assign("APP_PORT", &proxied.map(|p| p.container.to_string()).unwrap_or_default())?;
+    let direct = if proxied.is_some() { c.direct_ports() } else { &c.ports[..] };
+    h.push_str(&array("PORTS", direct.iter().map(PortMapping::to_string))?);
     h.push_str(&array("ENV_VARS", c.env.iter().map(|EnvVar { name, value }| format!("{name}={value}")))?);
     Ok(h)
 }
@@ -171,6 +180,7 @@ mod tests {
             secret_id: Some(SecretId::parse("prod/shop").unwrap()),
             health_check_path: Some(HealthPath::parse("/health").unwrap()),
             health_check_timeout: 45,
+            proxy: false,
         }
     }
 
@@ -179,7 +189,7 @@ mod tests {
     }
 
     fn params<'a>(c: &'a ContainerSpec, image: &'a ImageRef, release: &'a ImageTag) -> ScriptParams<'a> {
-        ScriptParams { mode: Mode::Deploy { image }, registry: &image.registry, release, container: c }
+        ScriptParams { mode: Mode::Deploy { image }, registry: &image.registry, release, container: c, proxy: None }
     }
 
     fn tag() -> ImageTag {
@@ -200,8 +210,22 @@ mod tests {
             secret_id: None,
             health_check_path: None,
             health_check_timeout: 60,
+            proxy: false,
         };
         insta::assert_snapshot!(header(&params(&c, &image(), &tag())).unwrap());
+    }
+
+    #[test]
+    fn header_with_the_proxy() {
+        let mut c = container();
+        c.proxy = true;
+        let proxy = ImageRef::parse(&format!("{}/shop@sha256:{}", image().registry, "f".repeat(64))).unwrap();
+        let (image, tag) = (image(), tag());
+        let p = ScriptParams { proxy: Some(&proxy), ..params(&c, &image, &tag) };
+        let h = header(&p).unwrap();
+        assert!(h.contains("\nPROXY=1\n") && h.contains("\nPROXY_PORT=80\nAPP_PORT=3000\n"), "{h}");
+        assert!(h.contains("\nPORTS_0=9090:9090\nPORTS=(\"$PORTS_0\")\n"), "only the other port is published: {h}");
+        insta::assert_snapshot!(h);
     }
 
     #[test]
@@ -244,7 +268,7 @@ mod tests {
     /// `set -u`: every expansion of an array that may be empty must be `${a[@]+"${a[@]}"}`.
     #[test]
     fn the_script_never_expands_a_possibly_empty_array_bare() {
-        let never_empty = ["run_args"];
+        let never_empty = ["create_args"];
         let mut bare = vec![];
         for (n, line) in SCRIPT.lines().enumerate() {
             let mut rest = line;

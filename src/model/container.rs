@@ -82,6 +82,9 @@ pub struct ContainerSpec {
     pub health_check_path: Option<HealthPath>,
     /// Seconds a new container has to become healthy.
     pub health_check_timeout: u32,
+    /// The first port goes through the instance's proxy (which holds its host port) instead of
+    /// being published by the container.
+    pub proxy: bool,
 }
 
 impl ContainerSpec {
@@ -89,4 +92,23 @@ impl ContainerSpec {
     pub fn health_port(&self) -> Option<u16> {
         self.health_check_path.as_ref().and(self.ports.first()).map(|p| p.host)
     }
+
+    /// The port the proxy holds, if any.
+    pub fn proxied_port(&self) -> Option<PortMapping> {
+        self.ports.first().copied().filter(|_| self.proxy)
+    }
+
+    /// The ports the container publishes itself.
+    pub fn direct_ports(&self) -> &[PortMapping] {
+        if self.proxy && !self.ports.is_empty() {
+            &self.ports[1..]
+        } else {
+            &self.ports
+        }
+    }
 }
+
+/// The proxy image ec2-deploy uses unless `proxy-image` says otherwise: the official Caddy image,
+/// pinned by digest (a tag can move; a digest cannot).
+pub const DEFAULT_PROXY_IMAGE: &str =
+    "caddy:2.11.7-alpine@sha256:d8542f48d34a9cf4e4c11a478865229840e87e4c96ea3f439101f31a5d35f75f";

@@ -16,12 +16,12 @@ mod names;
 mod tags;
 
 pub use command::{CommandId, CommandState, Invocation, InvocationOutput, InvocationStatus, StatusDetail};
-pub use container::{ContainerSpec, EnvVar, HealthPath, PortMapping};
+pub use container::{ContainerSpec, EnvVar, HealthPath, PortMapping, DEFAULT_PROXY_IMAGE};
 pub use instance::{InstanceId, ManagedInstance, Ping, Running};
 pub use limit::Limit;
 pub use names::{
-    ContainerName, Digest, EnvironmentName, ImageRef, ImageTag, ParameterName, Region, RegistryHost, Repository,
-    SecretId, TargetGroupArn,
+    ContainerName, Digest, EnvironmentName, ImageName, ImageRef, ImageTag, ParameterName, Region, RegistryHost,
+    Repository, SecretId, TargetGroupArn,
 };
 pub use tags::TagFilter;
 

@@ -140,6 +140,37 @@ impl From<ImageRef> for String {
 }
 
 text_newtype!(
+    /// An image to pull, as `docker pull` takes it: `[registry/]repository[:tag][@sha256:…]`.
+    ImageName,
+    |text| {
+        let (name, digest) = match text.split_once('@') {
+            Some((n, d)) => (n, Some(d)),
+            None => (text, None),
+        };
+        let ok_name = !name.is_empty()
+            && name.len() <= 512
+            && !name.starts_with(['-', '/', '.', ':'])
+            && !name.ends_with(['/', ':'])
+            && !name.contains("//")
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':'));
+        if ok_name && digest.is_none_or(|d| Digest::parse(d).is_ok()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected an image such as caddy:2.11.7-alpine or registry/name:tag@sha256:<64 hex digits>, got {text:?}"
+            ))
+        }
+    }
+);
+
+impl ImageName {
+    /// The digest it is pinned to, if any.
+    pub fn digest(&self) -> Option<Digest> {
+        self.0.split_once('@').and_then(|(_, d)| Digest::parse(d).ok())
+    }
+}
+
+text_newtype!(
     /// The container's name on each instance: 2–128 letters, digits, `_ . -`, starting with a
     /// letter or digit. `-previous` is the script's name for the kept release.
     ContainerName,
@@ -279,6 +310,16 @@ mod tests {
     fn a_stored_value_that_does_not_validate_is_refused_when_read() {
         assert!(serde_json::from_str::<Repository>("\"Not A Repo\"").is_err());
         assert!(serde_json::from_str::<Digest>("\"sha256:abc\"").is_err());
+    }
+
+    #[test]
+    fn image_names() {
+        assert!(ImageName::parse("caddy:2.11.7-alpine").is_ok());
+        assert!(ImageName::parse(&format!("public.ecr.aws/docker/library/caddy:2.11@{DIGEST}")).is_ok());
+        assert_eq!(ImageName::parse(&format!("caddy@{DIGEST}")).unwrap().digest().unwrap().as_str(), DIGEST);
+        assert!(ImageName::parse("caddy@sha256:abc").is_err());
+        assert!(ImageName::parse("-rm").is_err());
+        assert!(ImageName::parse("caddy latest").is_err());
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct Facts {
     pub existing_digest: Option<Digest>,
     /// A tag to take the layer cache from.
     pub cache_from: Option<ImageTag>,
+    /// The digest the proxy's tag has in the repository, when a pinned proxy image was copied
+    /// there before.
+    pub proxy_existing: Option<Digest>,
     pub instances: Vec<ManagedInstance>,
     /// `None`: no secret asked for; `Some(None)`: asked for and missing.
     pub secret_arn: Option<Option<String>>,
@@ -122,6 +125,12 @@ pub async fn gather<W: World>(
     );
     let (auth, exists, missing_groups) = (auth?, exists?, missing_groups?);
     let (existing_digest, cache_from) = image_facts(world, req, &repository, rollback_to.as_ref(), exists).await?;
+    // A pinned proxy image copied before is not copied again (an unpinned one may have moved).
+    let proxy_existing = if container.proxy && exists && req.proxy_image.digest().is_some() {
+        world.digest_of(&repository, &super::proxy_tag(&req.proxy_image)).await?
+    } else {
+        None
+    };
     let older_than_live = guard::older_than_live(req, live.as_ref(), world.github(), run).await;
     Ok(Facts {
         region: world.region().clone(),
@@ -129,6 +138,7 @@ pub async fn gather<W: World>(
         repository_exists: exists,
         existing_digest,
         cache_from,
+        proxy_existing,
         instances: instances?,
         secret_arn: secret?,
         missing_target_groups: missing_groups.clone(),

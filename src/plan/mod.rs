@@ -18,8 +18,8 @@ pub use facts::{gather, Facts, RunInfo};
 
 use crate::inputs::DeployRequest;
 use crate::model::{
-    ContainerSpec, Digest, EnvironmentName, ImageRef, ImageTag, InstanceId, Limit, ManagedInstance, ParameterName,
-    Ping, Region, RegistryHost, Repository, TagFilter, TargetGroupArn,
+    ContainerSpec, Digest, EnvironmentName, ImageName, ImageRef, ImageTag, InstanceId, Limit, ManagedInstance,
+    ParameterName, Ping, PortMapping, Region, RegistryHost, Repository, TagFilter, TargetGroupArn,
 };
 use crate::ports::{BuildSpec, GroupTimings, RegistryAuth};
 use crate::release::Recorded;
@@ -33,6 +33,79 @@ pub enum ImageSource {
     Existing { digest: Digest },
 }
 
+/// Where the per-instance proxy's image comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum ProxySource {
+    /// Copied from `from` to `to` in the deploy's repository before the rollout.
+    Copy { from: ImageName, to: ImageTag },
+    /// Already in the deploy's registry (a copy made earlier, or the recorded one a rollback uses).
+    Existing { image: ImageRef },
+}
+
+/// The proxy that holds the first of the ports on each instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxyPlan {
+    pub source: ProxySource,
+    /// The port it holds (the first of `ports`).
+    pub port: PortMapping,
+    /// The other ports, published by the container itself.
+    pub direct: Vec<PortMapping>,
+    /// The live release runs without the proxy: each instance moves to it on this deploy.
+    pub migration: bool,
+}
+
+impl Plan {
+    /// Which way requests reach the instances while they swap, and what that guarantees: the
+    /// job summary's "Mode" line.
+    pub fn mode(&self) -> String {
+        let lb = matches!(self.rollout, Rollout::Batches { .. });
+        let behind = if lb { " behind the target groups" } else { "" };
+        match &self.proxy {
+            Some(p) if p.migration || !p.direct.is_empty() => {
+                let mut caveats = vec![];
+                if p.migration {
+                    caveats.push("this deploy moves each instance from publishing the port itself to the proxy (a short gap, reported per instance)".to_string());
+                }
+                if !p.direct.is_empty() {
+                    let ports: Vec<String> = p.direct.iter().map(ToString::to_string).collect();
+                    caveats.push(format!("{} is published by the container and stops during its swap", ports.join(", ")));
+                }
+                format!(
+                    "proxy on each instance{behind} (port {}){}; {}",
+                    p.port.host,
+                    if lb { ", each batch drained first" } else { "" },
+                    caveats.join("; ")
+                )
+            }
+            Some(p) => format!(
+                "proxy on each instance{behind} (port {}): the port answers throughout; no request dropped{}",
+                p.port.host,
+                if lb { ", no drain needed" } else { "" }
+            ),
+            None if lb => "target groups, each batch drained first: no request dropped through the load balancer; requests straight to an instance fail while it swaps (proxy: false)".into(),
+            None if self.container.ports.is_empty() => "no published port: the container is replaced in place".into(),
+            None => "direct publishing (proxy: false): the old container stops before the new one starts, so requests to an instance fail while it swaps".into(),
+        }
+    }
+}
+
+/// The tag the proxy's image gets in the deploy's repository: `ec2-deploy-proxy-` and the pinned
+/// digest's first 12 hex digits, or the image's name made a tag.
+pub fn proxy_tag(image: &ImageName) -> ImageTag {
+    let suffix: String = match image.digest() {
+        Some(d) => d.as_str()[7..19].to_string(),
+        None => image.as_str().chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect(),
+    };
+    let tag: String = format!("ec2-deploy-proxy-{suffix}").chars().take(128).collect();
+    ImageTag::parse(&tag).expect("letters, digits, . and -, starting with a letter")
+}
+
+/// Tags that hold a proxy's image, not a release (never a layer cache, never a release to deploy).
+pub fn is_proxy_tag(tag: &str) -> bool {
+    tag.starts_with("ec2-deploy-proxy-")
+}
+
 /// How the instances are rolled through.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "strategy", rename_all = "kebab-case")]
@@ -44,6 +117,10 @@ pub enum Rollout {
     Batches {
         target_groups: Vec<TargetGroupArn>,
         batches: Vec<Vec<InstanceId>>,
+        /// Each batch leaves the load balancer while it changes. Not with the proxy: the proxy
+        /// keeps serving through the swap, so taking the batch out would only add the groups'
+        /// deregistration delay.
+        drain: bool,
         #[serde(skip)]
         timings: GroupTimings,
     },
@@ -91,6 +168,8 @@ pub struct Plan {
     pub skipped: Vec<ManagedInstance>,
     pub container: ContainerSpec,
     pub secret_arn: Option<String>,
+    /// The per-instance proxy, when the container has a port and `proxy` is on.
+    pub proxy: Option<ProxyPlan>,
     pub rollout: Rollout,
     /// Seconds the script may run on one instance.
     pub timeout: u32,
@@ -240,6 +319,12 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
     }
     let instances: Vec<ManagedInstance> =
         facts.instances.into_iter().filter(|i| !skipped.iter().any(|s| s.id == i.id)).collect();
+    // The live release ran without the proxy: this deploy moves each instance to it, with a short
+    // gap on the port while the proxy takes it over.
+    let migration = container.proxied_port().is_some()
+        && facts.live.as_ref().is_some_and(|live| live.release.container.proxied_port().is_none());
+    // Every port of the container keeps answering through each swap: the proxy holds the only one.
+    let zero_downtime = container.proxied_port().is_some() && container.direct_ports().is_empty() && !migration;
     let rollout = if req.target_groups.is_empty() {
         Rollout::ByTags {
             max_concurrency: req.max_concurrency,
@@ -251,12 +336,31 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         Rollout::Batches {
             target_groups: req.target_groups.clone(),
             batches: batches(&ids, req.canary, req.batch_size),
+            drain: !zero_downtime,
             timings: facts.group_timings.unwrap_or(GroupTimings {
                 deregistration_delay: Duration::from_secs(300),
                 time_to_healthy: Duration::from_secs(155),
             }),
         }
     };
+    let proxy = container.proxied_port().map(|port| ProxyPlan {
+        source: match facts.rollback_to.as_ref().and_then(|to| to.release.proxy_image.clone()) {
+            Some(image) => ProxySource::Existing { image },
+            None => match &facts.proxy_existing {
+                Some(digest) => ProxySource::Existing {
+                    image: ImageRef {
+                        registry: registry.clone(),
+                        repository: repository.clone(),
+                        digest: digest.clone(),
+                    },
+                },
+                None => ProxySource::Copy { from: req.proxy_image.clone(), to: proxy_tag(&req.proxy_image) },
+            },
+        },
+        port,
+        direct: container.direct_ports().to_vec(),
+        migration,
+    });
     let rollback_to = facts.rollback_to;
     let (what, commit, commit_time) = match &rollback_to {
         Some(to) => {
@@ -290,6 +394,7 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         skipped,
         container,
         secret_arn,
+        proxy,
         rollout,
         timeout: req.timeout,
         record: RecordPlan {

@@ -23,6 +23,7 @@ pub fn request() -> DeployRequest {
             secret_id: SecretId::parse("prod/shop").ok(),
             health_check_path: HealthPath::parse("/health").ok(),
             health_check_timeout: 60,
+            proxy: true,
         },
         max_concurrency: Limit::Percent(50),
         max_errors: Limit::Count(0),
@@ -40,6 +41,7 @@ pub fn request() -> DeployRequest {
         dry_run: true,
         github_token: None,
         config_file: None,
+        proxy_image: ImageName::parse(crate::model::DEFAULT_PROXY_IMAGE).unwrap(),
     }
 }
 
@@ -58,6 +60,7 @@ pub fn facts() -> Facts {
         repository_exists: true,
         existing_digest: None,
         cache_from: ImageTag::parse("v1").ok(),
+        proxy_existing: None,
         instances: vec![
             instance("i-0123456789abcdef0", "web-1", "10.0.1.11", Ping::Online),
             instance("i-0123456789abcdef1", "web-2", "10.0.2.12", Ping::Online),
@@ -164,4 +167,59 @@ fn batches_start_with_a_canary() {
     assert_eq!(n(batches(&ids[..4], false, Limit::Percent(50))), [2, 2]);
     assert_eq!(n(batches(&ids[..1], true, Limit::Count(1))), [1]);
     assert_eq!(n(batches(&ids[..3], true, Limit::Percent(1))), [1, 1, 1]);
+}
+
+#[test]
+fn with_the_proxy_batches_need_no_drain() {
+    let mut req = request();
+    req.target_groups = vec![TargetGroupArn::parse(
+        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef",
+    )
+    .unwrap()];
+    let plan = make(&req, facts()).unwrap();
+    assert!(matches!(&plan.rollout, Rollout::Batches { drain: false, .. }), "{plan}");
+    assert!(plan.mode().contains("no request dropped"), "{}", plan.mode());
+
+    // Without it, or with a port the container publishes itself, each batch still drains.
+    req.container.proxy = false;
+    let plan = make(&req, facts()).unwrap();
+    assert!(matches!(&plan.rollout, Rollout::Batches { drain: true, .. }));
+    assert!(plan.proxy.is_none());
+    req.container.proxy = true;
+    req.container.ports.push(PortMapping { host: 9090, container: 9090 });
+    let plan = make(&req, facts()).unwrap();
+    assert!(matches!(&plan.rollout, Rollout::Batches { drain: true, .. }));
+    assert!(plan.to_string().contains("not zero-downtime: 9090:9090 published by the container itself"), "{plan}");
+}
+
+#[test]
+fn the_first_deploy_with_the_proxy_announces_the_move_and_drains() {
+    let mut req = request();
+    req.target_groups = vec![TargetGroupArn::parse(
+        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef",
+    )
+    .unwrap()];
+    let mut f = facts();
+    let mut live_container = req.container.clone();
+    live_container.proxy = false;
+    f.live = Some(crate::release::Recorded {
+        version: 3,
+        release: crate::release::Release {
+            tag: ImageTag::parse("v1").unwrap(),
+            image: ImageRef::parse(&format!("{REGISTRY}/shop@sha256:{}", "1".repeat(64))).unwrap(),
+            deployed_at: "2026-11-30T10:00:00Z".into(),
+            commit: None,
+            commit_time: None,
+            run_url: None,
+            container: live_container,
+            header: String::new(),
+            proxy_image: None,
+            rolled_back_from: None,
+        },
+    });
+    let plan = make(&req, f).unwrap();
+    assert!(plan.proxy.as_ref().is_some_and(|p| p.migration));
+    // The move leaves the port without an answer for a moment: the batch leaves the load balancer.
+    assert!(matches!(&plan.rollout, Rollout::Batches { drain: true, .. }));
+    insta::assert_snapshot!(plan.to_string());
 }

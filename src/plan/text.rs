@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{ImageSource, Plan, Rollout};
+use super::{ImageSource, Plan, ProxySource, Rollout};
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -51,6 +51,42 @@ impl fmt::Display for Plan {
             c.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         };
         writeln!(f, "  container  {} (ports {ports})", c.name)?;
+        match &self.proxy {
+            Some(proxy) => {
+                let image = match &proxy.source {
+                    ProxySource::Copy { from, to } => format!("{from}, copied into this repository as :{to}"),
+                    ProxySource::Existing { image } => format!("{image}, already in the registry"),
+                };
+                writeln!(
+                    f,
+                    "  proxy      Caddy holds port {} on each instance and moves it to the new container once healthy{}",
+                    proxy.port.host,
+                    if proxy.migration { "" } else { ": no request to it dropped" }
+                )?;
+                writeln!(f, "             image {image}")?;
+                if !proxy.direct.is_empty() {
+                    let direct: Vec<String> = proxy.direct.iter().map(ToString::to_string).collect();
+                    writeln!(
+                        f,
+                        "             not zero-downtime: {} published by the container itself (stopped before the new one starts)",
+                        direct.join(", ")
+                    )?;
+                }
+                if proxy.migration {
+                    writeln!(
+                        f,
+                        "             migration: the live release publishes port {} itself; on each instance, once the new container is healthy, it stops and the proxy takes the port (a short gap, measured and reported per instance)",
+                        proxy.port.host
+                    )?;
+                }
+            }
+            None if !c.ports.is_empty() => writeln!(
+                f,
+                "  proxy      none (proxy: false): the running container stops before the new one starts on its ports{}",
+                if matches!(&self.rollout, Rollout::Batches { .. }) { "; each batch leaves the load balancer first" } else { ": requests to an instance fail while it swaps" }
+            )?,
+            None => {}
+        }
         let env_names: Vec<&str> = c.env.iter().map(|e| e.name.as_str()).collect();
         writeln!(f, "  env        {}", if env_names.is_empty() { "none".to_string() } else { env_names.join(", ") })?;
         match (&c.secret_id, &self.secret_arn) {
@@ -76,13 +112,18 @@ impl fmt::Display for Plan {
                 if *by_ids { "instances below (by id: some were skipped)" } else { "tags" },
                 self.timeout
             )?,
-            Rollout::Batches { target_groups, batches, .. } => {
+            Rollout::Batches { target_groups, batches, drain, .. } => {
                 let groups: Vec<&str> = target_groups.iter().map(|g| g.short()).collect();
                 writeln!(
                     f,
-                    "  rollout    {} batches through target groups {}: drain, swap, healthy; timeout {}s per instance",
+                    "  rollout    {} batches through target groups {}: {}; timeout {}s per instance",
                     batches.len(),
                     groups.join(", "),
+                    if *drain {
+                        "drain, swap, healthy"
+                    } else {
+                        "swap behind the proxy, healthy (no drain: the instances keep serving)"
+                    },
                     self.timeout
                 )?;
                 for (n, batch) in batches.iter().enumerate() {

@@ -35,13 +35,15 @@ pub struct Release {
     /// This release is a rollback: the version it rolled back from. That version is not a
     /// rollback target any more (no ping-pong between two releases).
     pub rolled_back_from: Option<i64>,
+    /// The per-instance proxy, by digest in the deploy's registry (when the container is proxied).
+    pub proxy_image: Option<ImageRef>,
 }
 
 impl Release {
     /// Both run the same thing on an instance: the same image with the same settings. A change
-    /// of settings alone (env, ports, secret) is a different release.
+    /// of settings alone (env, ports, secret, the proxy) is a different release.
     pub fn runs_the_same_as(&self, other: &Release) -> bool {
-        self.image == other.image && self.container == other.container
+        self.image == other.image && self.container == other.container && self.proxy_image == other.proxy_image
     }
 }
 
@@ -212,9 +214,11 @@ pub(crate) mod tests {
                 secret_id: None,
                 health_check_path: None,
                 health_check_timeout: 60,
+                proxy: false,
             },
             header: String::new(),
             rolled_back_from: None,
+            proxy_image: None,
         }
     }
 

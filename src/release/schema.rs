@@ -7,6 +7,9 @@
 //!
 //! - **1** (no `schema` field): written by ec2-deploy 0.1 until this change.
 //! - **2**: adds `schema` and `rolled_back_from` (a rollback names the version it left).
+//! - **3**: adds `container.proxy` (the first port goes through the instance's proxy) and
+//!   `proxy_image` (the proxy, by digest, in the deploy's registry). An older ec2-deploy reading it
+//!   would deploy without the proxy, into a port the proxy holds: so it refuses, as it should.
 //!
 //! A record with a schema newer than [`CURRENT`] is refused with a message naming its version
 //! and schema: it was written by a newer ec2-deploy, and reading part of it could deploy
@@ -20,7 +23,7 @@ use crate::model::{
 };
 
 /// The schema this version writes.
-pub const CURRENT: u32 = 2;
+pub const CURRENT: u32 = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredPort {
@@ -42,9 +45,11 @@ struct StoredContainer {
     secret_id: Option<String>,
     health_check_path: Option<String>,
     health_check_timeout: u32,
+    #[serde(default)]
+    proxy: bool,
 }
 
-/// Schemas 1 and 2 (1 lacks the two last fields).
+/// Schemas 1 to 3 (each adds fields with defaults).
 #[derive(Debug, Serialize, Deserialize)]
 struct Stored {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,6 +66,8 @@ struct Stored {
     header: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rolled_back_from: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    proxy_image: Option<String>,
 }
 
 /// The document for `release`, in the current schema.
@@ -82,9 +89,11 @@ pub fn encode(release: &Release) -> String {
             secret_id: c.secret_id.as_ref().map(ToString::to_string),
             health_check_path: c.health_check_path.as_ref().map(ToString::to_string),
             health_check_timeout: c.health_check_timeout,
+            proxy: c.proxy,
         },
         header: release.header.clone(),
         rolled_back_from: release.rolled_back_from,
+        proxy_image: release.proxy_image.as_ref().map(ToString::to_string),
     };
     serde_json::to_string(&stored).expect("plain data serialises")
 }
@@ -131,8 +140,14 @@ pub fn decode(text: &str) -> Result<Release, String> {
             .transpose()
             .map_err(|e| field("container.health_check_path", e))?,
         health_check_timeout: c.health_check_timeout,
+        proxy: c.proxy,
     };
     let image = ImageRef::parse(&stored.image).map_err(|e| field("image", e))?;
+    let proxy_image =
+        stored.proxy_image.as_deref().map(ImageRef::parse).transpose().map_err(|e| field("proxy_image", e))?;
+    if container.proxy && proxy_image.is_none() {
+        return Err("field `proxy_image` is missing for a release that runs behind the proxy".into());
+    }
     let registry = RegistryHost::parse(&stored.registry).map_err(|e| field("registry", e))?;
     if registry != image.registry {
         return Err(format!("field `registry` ({registry}) is not the image's registry ({})", image.registry));
@@ -147,6 +162,7 @@ pub fn decode(text: &str) -> Result<Release, String> {
         container,
         header: stored.header,
         rolled_back_from: stored.rolled_back_from,
+        proxy_image,
     })
 }
 
@@ -179,14 +195,14 @@ mod tests {
         r.rolled_back_from = Some(4);
         r.container.env.push(EnvVar { name: "A".into(), value: "x = y".into() });
         let text = encode(&r);
-        assert!(text.contains("\"schema\":2"), "{text}");
+        assert!(text.contains("\"schema\":3"), "{text}");
         assert_eq!(decode(&text).unwrap(), r);
     }
 
     #[test]
     fn a_newer_schema_or_a_broken_value_fails_loudly() {
-        let newer = V1.replacen('{', "{\"schema\": 3,", 1);
-        assert!(decode(&newer).unwrap_err().contains("schema 3, written by a newer ec2-deploy"));
+        let newer = V1.replacen('{', "{\"schema\": 4,", 1);
+        assert!(decode(&newer).unwrap_err().contains("schema 4, written by a newer ec2-deploy"));
         let bad = V1.replace("\"tag\": \"v7\"", "\"tag\": \"-bad\"");
         assert!(decode(&bad).unwrap_err().starts_with("field `tag`: expected a Docker tag"));
         assert!(decode("{}").unwrap_err().starts_with("not a schema 1 release record"));

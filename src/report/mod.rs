@@ -58,6 +58,9 @@ pub struct InstanceReport {
     /// For a failure: the step and why, in words.
     pub step: Option<String>,
     pub reason: Option<String>,
+    /// Milliseconds the proxied port did not answer while this instance moved from publishing it
+    /// itself to the proxy (once, on the first deploy with the proxy).
+    pub gap_ms: Option<u64>,
 }
 
 impl InstanceReport {
@@ -83,6 +86,7 @@ impl InstanceReport {
             current: None,
             step: Some("not started".into()),
             reason: Some(why.to_string()),
+            gap_ms: None,
         }
     }
 
@@ -99,6 +103,7 @@ impl InstanceReport {
             current: None,
             step: Some("delivery".into()),
             reason: Some("it was in the plan but SSM did not target it (tags changed or instance gone?)".into()),
+            gap_ms: None,
         }
     }
 }
@@ -175,6 +180,10 @@ pub struct DeployReport {
     pub stopped: Option<String>,
     /// Instances left out because their SSM agent was not connected (on-offline: skip).
     pub skipped: Vec<InstanceId>,
+    /// Which way requests reached the instances during the swap, and what that guarantees.
+    pub mode: String,
+    /// Behind target groups: each batch left the load balancer while it swapped.
+    pub drained: bool,
     pub seconds: f64,
 }
 
@@ -198,9 +207,9 @@ impl DeployReport {
     }
 }
 
-/// `ec2-deploy-result outcome=… previous=… current=… [previous_config=… current_config=…]`
-/// from the script's stdout.
-fn parse_result(stdout: &str) -> Option<(Outcome, Running, Running)> {
+/// `ec2-deploy-result outcome=… previous=… current=… [previous_config=… current_config=…]
+/// [gap_ms=…]` from the script's stdout.
+fn parse_result(stdout: &str) -> Option<(Outcome, Running, Running, Option<u64>)> {
     let line = stdout.lines().rev().find(|l| l.starts_with("ec2-deploy-result "))?;
     let field = |name: &str| {
         line.split_whitespace().find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('='))).map(str::to_string)
@@ -211,6 +220,7 @@ fn parse_result(stdout: &str) -> Option<(Outcome, Running, Running)> {
         Outcome::parse(&field("outcome")?)?,
         running("previous", "previous_config")?,
         running("current", "current_config")?,
+        field("gap_ms").and_then(|g| g.parse().ok()),
     ))
 }
 
@@ -276,9 +286,9 @@ pub fn instance_reports(
                 };
                 (Some(step.to_string()), Some(ssm_reason(inv)))
             };
-            let (outcome, previous, current) = match result {
-                Some((o, p, c)) => (Some(o), Some(p), Some(c)),
-                None => (None, None, None),
+            let (outcome, previous, current, gap_ms) = match result {
+                Some((o, p, c, g)) => (Some(o), Some(p), Some(c), g),
+                None => (None, None, None, None),
             };
             InstanceReport {
                 id: inv.instance_id.clone(),
@@ -291,6 +301,7 @@ pub fn instance_reports(
                 current,
                 step,
                 reason,
+                gap_ms,
             }
         })
         .collect();
@@ -364,6 +375,8 @@ pub(crate) mod tests {
             cancelled: false,
             stopped: None,
             skipped: vec![],
+            mode: "through the proxy".into(),
+            drained: true,
             instances: instance_reports(&planned(4), &invocations, &outputs),
             seconds: 12.34,
         }

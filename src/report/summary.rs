@@ -59,11 +59,15 @@ pub fn summary_markdown(report: &DeployReport) -> String {
         report.command_ids.join("`, `"),
         report.seconds
     ));
+    if !report.mode.is_empty() {
+        md.push_str(&format!("Mode: {}\n\n", cell(&report.mode)));
+    }
     if !report.batches.is_empty() {
         md.push_str("| Batch | Instances | Result | Time |\n|---|---|---|---|\n");
         for b in &report.batches {
             let result = match &b.outcome {
-                BatchOutcome::Done => "✅ drained, swapped, healthy".to_string(),
+                BatchOutcome::Done if report.drained => "✅ drained, swapped, healthy".to_string(),
+                BatchOutcome::Done => "✅ swapped behind the proxy, healthy".to_string(),
                 BatchOutcome::Failed { phase, reason } => {
                     format!("❌ failed at {phase}: {}", cell(reason))
                 }
@@ -99,7 +103,11 @@ pub fn summary_markdown(report: &DeployReport) -> String {
             status,
             cell(i.step.as_deref().unwrap_or("-")),
             cell(&change),
-            cell(i.reason.as_deref().unwrap_or("")),
+            cell(&match (&i.reason, i.gap_ms) {
+                (Some(reason), _) => reason.clone(),
+                (None, Some(gap)) => format!("moved to the proxy: port gap {gap} ms (once)"),
+                (None, None) => String::new(),
+            }),
         ));
     }
     if let Some(rollback) = &report.rollback {

@@ -2,6 +2,7 @@
 //! the demo app to simulated instances through emulated SSM, a real registry and real Docker
 //! engines. Needs `scripts/testbed up` and DEMO_CONTEXT (scripts/test does both).
 
+mod proxy;
 mod releases;
 mod rolling;
 mod safety;
@@ -266,7 +267,11 @@ fn a_release_that_fails_its_health_check_is_undone_and_reported() {
     for (id, ip) in web.ids.iter().zip(&web.ips) {
         let row = r2.summary.lines().find(|l| l.contains(id.as_str())).unwrap();
         assert!(row.contains("| health check |"), "{row}");
-        assert!(row.contains("GET /health on port 3000 answered 503; the previous container is back"), "{row}");
+        // The proxy never moved: the good release served throughout.
+        assert!(
+            row.contains("GET /health on container port 3000 answered 503; the release that was running kept serving"),
+            "{row}"
+        );
         assert!(
             r2.stdout.contains(&format!("::error title=ec2-deploy%3A instance failed::{id}")),
             "no annotation for {id}"
@@ -288,7 +293,7 @@ fn a_release_that_fails_its_health_check_is_undone_and_reported() {
     let rows: Vec<&str> =
         web.ids.iter().map(|id| r3.summary.lines().find(|l| l.contains(id.as_str())).unwrap()).collect();
     assert_eq!(
-        rows.iter().filter(|r| r.contains("| health check |") && r.contains("the previous container is back")).count(),
+        rows.iter().filter(|r| r.contains("| health check |") && r.contains("kept serving")).count(),
         1,
         "{rows:#?}"
     );
@@ -434,14 +439,19 @@ fn a_container_that_cannot_start_is_reported_with_dockers_reason() {
     // Something else on the instance already listens on port 3000.
     let squatter = bed.on_instance(&web.ids[0], &["busybox", "httpd", "-p", "3000", "-h", "/tmp"]);
     assert!(squatter.status.success(), "{}", String::from_utf8_lossy(&squatter.stderr));
-    let r = run_with(&bed, inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
-    assert_eq!(r.code, 1, "{}", r.log());
-    let row = r.summary.lines().find(|l| l.contains(web.ids[0].as_str())).unwrap();
-    assert!(row.contains("| start |"), "{row}");
-    assert!(row.contains("docker run failed") && row.contains("3000"), "{row}");
-    assert!(row.contains("(there was no previous container)"), "{row}");
-    let ps = bed.on_instance(&web.ids[0], &["docker", "ps", "--all", "--quiet"]);
-    assert_eq!(String::from_utf8_lossy(&ps.stdout).trim(), "", "the failed container was left behind");
+    // Without the proxy the container cannot start; with it, the proxy cannot.
+    for (proxy, what) in [("false", "docker start failed"), ("true", "the proxy did not start")] {
+        let mut i = inputs(&bed, &repo, &suite, "v1", "VERSION=v1");
+        set(&mut i, "proxy", proxy);
+        let r = run_with(&bed, i);
+        assert_eq!(r.code, 1, "{}", r.log());
+        let row = r.summary.lines().find(|l| l.contains(web.ids[0].as_str())).unwrap();
+        assert!(row.contains("| start |"), "{row}");
+        assert!(row.contains(what) && row.contains("3000"), "{row}");
+        assert!(row.contains("(there was no previous container)"), "{row}");
+        let ps = bed.on_instance(&web.ids[0], &["docker", "ps", "--all", "--quiet"]);
+        assert_eq!(String::from_utf8_lossy(&ps.stdout).trim(), "", "a failed container was left behind");
+    }
 }
 
 /// Calls a path on the bed's hook (the moto extension's side door) and returns its JSON answer.

@@ -27,6 +27,9 @@ fn lb_inputs(bed: &Bed, repo: &str, suite: &str, tag: &str, build_args: &str) ->
     let mut i = inputs(bed, repo, suite, tag, build_args);
     set(&mut i, "target-groups", bed.get("TESTBED_TARGET_GROUP_ARN"));
     set(&mut i, "batch-size", "1");
+    // The drain path: each batch leaves the load balancer while it swaps (proxy.rs and the test
+    // below cover the proxy behind the load balancer).
+    set(&mut i, "proxy", "false");
     i
 }
 
@@ -116,6 +119,30 @@ fn a_rolling_deploy_behind_the_load_balancer_drops_no_request() {
     }
     all_healthy(&bed, &web.ids);
     assert_eq!(r2.outputs["command-id"].split(' ').count(), 3, "one command per batch");
+
+    // With the proxy (v3 moves each instance to it, so its batches still drain; v4 does not need
+    // to): no request dropped either way.
+    for (tag, drained) in [("v3", true), ("v4", false)] {
+        let mut i = lb_inputs(&bed, &repo, &suite, tag, &format!("VERSION={tag}"));
+        set(&mut i, "proxy", "true");
+        let load = Load::start(&format!("{}/version", bed.get("TESTBED_LB_URL")), 3);
+        let started = Instant::now();
+        let r = run_with(&bed, i);
+        let count = load.stop();
+        assert_eq!(r.code, 0, "{}", r.log());
+        println!(
+            "{tag} with the proxy behind the load balancer: {} requests in {:.1}s, {} failed",
+            count.ok + count.failed,
+            started.elapsed().as_secs_f64(),
+            count.failed
+        );
+        assert_eq!(count.failed, 0, "requests failed during {tag}: {:?}", count.failures);
+        let expected = if drained { "✅ drained, swapped, healthy" } else { "✅ swapped behind the proxy, healthy" };
+        for n in 1..=3 {
+            assert!(row(&r.summary, &format!("| {n} |")).contains(expected), "{}", r.summary);
+        }
+        all_healthy(&bed, &web.ids);
+    }
 }
 
 #[test]
@@ -167,11 +194,15 @@ fn a_container_killed_mid_batch_and_a_failed_rollback_are_reported_not_hidden() 
             let started = Instant::now();
             let (mut removed_previous, mut killed) = (false, false);
             let v2_on = |id: &str| {
-                let out = bed.on_instance(id, &["docker", "ps", "--quiet", "--filter", "label=ec2-deploy.release=v2"]);
+                let out = bed.on_instance(
+                    id,
+                    &["docker", "ps", "--format", "{{.Names}}", "--filter", "label=ec2-deploy.release=v2"],
+                );
                 String::from_utf8_lossy(&out.stdout).trim().to_string()
             };
             while !(removed_previous && killed) && started.elapsed() < Duration::from_secs(90) {
-                if !removed_previous && !v2_on(&first).is_empty() {
+                // Once v2 serves under the container's own name, v1 is the kept container.
+                if !removed_previous && v2_on(&first) == repo {
                     removed_previous = bed
                         .on_instance(&first, &["docker", "rm", "--force", &format!("{repo}-previous")])
                         .status

@@ -62,7 +62,7 @@ fn a_container_that_crash_loops_under_its_restart_policy_is_not_healthy() {
     let r = run_with(&bed, bare("v2", "DEMO_HEALTH=crash:2"));
     assert_eq!(r.code, 1, "{}", r.log());
     let row = r.summary.lines().find(|l| l.contains(web.ids[0].as_str())).unwrap();
-    assert!(row.contains("keeps restarting") && row.contains("the previous container is back"), "{row}");
+    assert!(row.contains("keeps restarting") && row.contains("the release that was running kept serving"), "{row}");
     assert_eq!(version_of(&web.ips[0]).as_deref(), Some("v1"));
 }
 
@@ -73,43 +73,55 @@ fn a_script_killed_mid_swap_leaves_the_previous_container_running() {
     let web = bed.fleet_in(&suite, 1, &["Role=web"]);
     let repo = unique("killed");
     bed.create_repository(&repo);
-    let r = run_with(&bed, inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
-    assert_eq!(r.code, 0, "{}", r.log());
     let container = repo.clone();
+    // Without the proxy v1 is stopped while v2 starts; with it, v1 serves throughout. Either way
+    // a SIGKILL leaves v1 serving and no v2 behind.
+    for proxy in ["false", "true"] {
+        let mut i = inputs(&bed, &repo, &suite, "v1", "VERSION=v1");
+        set(&mut i, "proxy", proxy);
+        let r = run_with(&bed, i);
+        assert_eq!(r.code, 0, "{}", r.log());
 
-    // v2 takes 40 s to turn healthy: the script sits in its health wait, between containers.
-    let mut i = inputs(&bed, &repo, &suite, "v2", "VERSION=v2\nHEALTH=delay:40");
-    set(&mut i, "health-check-timeout", "60");
-    set(&mut i, "timeout", "120");
-    let borrowed: Vec<(&str, &str)> = i.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    // The run's workspace lives as long as `action`.
-    let action = super::support::ActionRun::new(&borrowed);
-    let running = action.spawn(&bed);
-    wait_until("v2 to start while v1 is kept", Duration::from_secs(90), || {
-        let ps = containers(&bed, &web.ids[0]);
-        ps.contains(&format!("{container}-previous ")) && ps.lines().any(|l| l.starts_with(&format!("{container} Up")))
-    });
-    // The agent's way at an execution timeout: SIGKILL to the script's process group.
-    let pids = std::process::Command::new("pgrep").args(["-f", "ssm/.*/_script.sh"]).output().unwrap();
-    let mut killed = 0;
-    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        if String::from_utf8_lossy(&environ).contains(&format!("AWS_SSM_INSTANCE_ID={}", web.ids[0])) {
-            let pgid = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-            let pgid = pgid.rsplit(") ").next().unwrap().split_whitespace().nth(2).unwrap().to_string();
-            let kill =
-                std::process::Command::new("kill").args(["-s", "KILL", "--", &format!("-{pgid}")]).status().unwrap();
-            killed += usize::from(kill.success());
+        // v2 takes 40 s to turn healthy: the script sits in its health wait, mid-swap.
+        let mut i = inputs(&bed, &repo, &suite, "v2", "VERSION=v2\nHEALTH=delay:40");
+        set(&mut i, "health-check-timeout", "60");
+        set(&mut i, "timeout", "120");
+        set(&mut i, "proxy", proxy);
+        let borrowed: Vec<(&str, &str)> = i.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        // The run's workspace lives as long as `action`.
+        let action = super::support::ActionRun::new(&borrowed);
+        let running = action.spawn(&bed);
+        wait_until("v2 to start next to v1", Duration::from_secs(90), || {
+            containers(&bed, &web.ids[0]).lines().any(|l| l.starts_with(&format!("{container}-next Up")))
+        });
+        // The agent's way at an execution timeout: SIGKILL to the script's process group.
+        let pids = std::process::Command::new("pgrep").args(["-f", "ssm/.*/_script.sh"]).output().unwrap();
+        let mut killed = 0;
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            if String::from_utf8_lossy(&environ).contains(&format!("AWS_SSM_INSTANCE_ID={}", web.ids[0])) {
+                let pgid = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+                let pgid = pgid.rsplit(") ").next().unwrap().split_whitespace().nth(2).unwrap().to_string();
+                let kill = std::process::Command::new("kill")
+                    .args(["-s", "KILL", "--", &format!("-{pgid}")])
+                    .status()
+                    .unwrap();
+                killed += usize::from(kill.success());
+            }
         }
+        assert!(killed > 0, "no script of {} to kill", web.ids[0]);
+        let r = running.wait();
+        assert_eq!(r.code, 1, "{}", r.log());
+        wait_until("v1 to run again", Duration::from_secs(30), || version_of(&web.ips[0]).as_deref() == Some("v1"));
+        wait_until("v2 to be gone", Duration::from_secs(30), || !containers(&bed, &web.ids[0]).contains("-next"));
+        let log = bed.on_instance(&web.ids[0], &["cat", &format!("/var/lib/ec2-deploy/{container}/guard.log")]);
+        assert!(
+            String::from_utf8_lossy(&log.stdout).contains("died mid-swap"),
+            "proxy {proxy}: {}",
+            String::from_utf8_lossy(&log.stdout)
+        );
+        let _ = bed.on_instance(&web.ids[0], &["rm", "-f", &format!("/var/lib/ec2-deploy/{container}/guard.log")]);
     }
-    assert!(killed > 0, "no script of {} to kill", web.ids[0]);
-    let r = running.wait();
-    assert_eq!(r.code, 1, "{}", r.log());
-    wait_until("v1 to run again", Duration::from_secs(30), || version_of(&web.ips[0]).as_deref() == Some("v1"));
-    let ps = containers(&bed, &web.ids[0]);
-    assert!(!ps.contains(&format!("{container}-previous")), "{ps}");
-    let log = bed.on_instance(&web.ids[0], &["cat", &format!("/var/lib/ec2-deploy/{container}/guard.log")]);
-    assert!(String::from_utf8_lossy(&log.stdout).contains("died mid-swap"), "{}", String::from_utf8_lossy(&log.stdout));
 }
 
 #[test]

@@ -36,7 +36,7 @@ impl Bed {
         self.env.get(key).unwrap_or_else(|| panic!("{key} missing from the test bed env file"))
     }
 
-    fn testbed(&self, args: &[&str]) -> String {
+    pub fn testbed(&self, args: &[&str]) -> String {
         let script = Path::new(self.get("TESTBED_ROOT")).join("scripts/testbed");
         let out = Command::new(script).args(args).env("TESTBED_STATE", self.get("TESTBED_STATE")).output().unwrap();
         assert!(out.status.success(), "scripts/testbed {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -305,6 +305,10 @@ impl ActionRun {
             .env("GITHUB_SERVER_URL", "https://github.com");
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        // The proxy's image is the bed's (no public registry here), unless the test names one.
+        if !self.inputs.iter().any(|(k, _)| k == "proxy-image") {
+            cmd.env("INPUT_PROXY-IMAGE", bed.get("TESTBED_PROXY_IMAGE"));
         }
         for (name, value) in &self.inputs {
             cmd.env(format!("INPUT_{}", name.to_uppercase()), value);

@@ -1,0 +1,189 @@
+//! Zero downtime without a load balancer: the per-instance proxy (Caddy, the bed's image built
+//! from the official static binary) holds the port, and each swap moves it to the new container
+//! once that is healthy. Load goes straight at an instance's published port.
+
+use std::time::Duration;
+
+use super::support::{unique, wait_until, Bed, Load, LoadCount};
+use super::{inputs, run_with, set, version_of};
+
+fn report(what: &str, count: &LoadCount) {
+    println!("{what}: {} requests, {} failed, answers {:?}", count.ok + count.failed, count.failed, count.bodies);
+}
+
+fn names(bed: &Bed, id: &str) -> Vec<String> {
+    let out = bed.on_instance(id, &["docker", "ps", "--format", "{{.Names}} {{.Ports}}"]);
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+fn detail<'a>(summary: &'a str, id: &str) -> &'a str {
+    summary.lines().find(|l| l.starts_with(&format!("| `{id}`"))).unwrap_or("")
+}
+
+/// The `port gap N ms` an instance's row reports, if any.
+fn gap_ms(summary: &str, id: &str) -> Option<u64> {
+    let row = detail(summary, id);
+    let at = row.find("port gap ")?;
+    row[at + 9..].split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn one_instance_without_a_load_balancer_drops_no_request_through_a_deploy_and_a_failed_release() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let (id, ip) = (&web.ids[0], &web.ips[0]);
+    let repo = unique("proxy");
+    bed.create_repository(&repo);
+    let r1 = run_with(&bed, inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r1.code, 0, "{}", r1.log());
+    assert!(r1.stdout.contains("proxy      Caddy holds port 3000 on each instance"), "{}", r1.stdout);
+    assert!(r1.summary.contains("Mode: proxy on each instance (port 3000)"), "{}", r1.summary);
+    // The proxy holds the port; the app publishes nothing.
+    let running = names(&bed, id);
+    assert!(
+        running.iter().any(|l| l.starts_with(&format!("ec2-deploy-proxy-{repo} ")) && l.contains(":3000->80/tcp")),
+        "{running:?}"
+    );
+    assert!(
+        running.iter().any(|l| l.starts_with(&format!("{repo} ")) && !l.contains("->")),
+        "the app publishes no port: {running:?}"
+    );
+
+    let load = Load::start(&format!("http://{ip}:3000/version"), 4);
+    let r2 = run_with(&bed, inputs(&bed, &repo, &suite, "v2", "VERSION=v2"));
+    let count = load.stop();
+    report("deploy v1 -> v2, one instance, no load balancer", &count);
+    assert_eq!(r2.code, 0, "{}", r2.log());
+    assert!(count.ok + count.failed >= 2000, "too little load to tell: {count:?}");
+    assert_eq!(count.failed, 0, "requests failed: {:?}", count.failures);
+    assert!(count.bodies.contains_key("v1") && count.bodies.contains_key("v2"), "{:?}", count.bodies);
+    assert_eq!(version_of(ip).as_deref(), Some("v2"));
+
+    // A release that never gets healthy: the proxy never moves, v2 answers throughout.
+    let load = Load::start(&format!("http://{ip}:3000/version"), 4);
+    let mut i = inputs(&bed, &repo, &suite, "v3", "VERSION=v3\nHEALTH=fail");
+    set(&mut i, "health-check-timeout", "5");
+    let r3 = run_with(&bed, i);
+    let count = load.stop();
+    report("a release failing its health check, one instance", &count);
+    assert_eq!(r3.code, 1, "{}", r3.log());
+    assert!(count.ok + count.failed >= 2000, "too little load to tell: {count:?}");
+    assert_eq!(count.failed, 0, "requests failed: {:?}", count.failures);
+    assert_eq!(count.bodies.keys().collect::<Vec<_>>(), ["v2"], "only v2 answered");
+    let row = detail(&r3.summary, id);
+    assert!(row.contains("answered 503; the release that was running kept serving"), "{row}");
+    assert_eq!(version_of(ip).as_deref(), Some("v2"));
+    assert!(!names(&bed, id).iter().any(|l| l.contains("-next")), "the failed container is gone");
+}
+
+#[test]
+fn three_instances_by_tags_at_full_concurrency_drop_no_request_behind_the_proxy() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 3, &["Role=web"]);
+    let repo = unique("proxy3");
+    bed.create_repository(&repo);
+    let r1 = run_with(&bed, inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r1.code, 0, "{}", r1.log());
+
+    let load = Load::start(&format!("http://{}:3000/version", web.ips[0]), 4);
+    let mut i = inputs(&bed, &repo, &suite, "v2", "VERSION=v2");
+    set(&mut i, "max-concurrency", "100%");
+    let r2 = run_with(&bed, i);
+    let count = load.stop();
+    report("3 instances by tags at max-concurrency 100%, load on one", &count);
+    assert_eq!(r2.code, 0, "{}", r2.log());
+    assert_eq!(count.failed, 0, "requests failed: {:?}", count.failures);
+    for ip in &web.ips {
+        assert_eq!(version_of(ip).as_deref(), Some("v2"), "{ip}");
+    }
+}
+
+#[test]
+fn the_first_deploy_with_the_proxy_moves_the_port_reports_the_gap_and_a_rollback_moves_it_back() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 2, &["Role=web"]);
+    let repo = unique("move");
+    bed.create_repository(&repo);
+    let parameter = format!("/ec2-deploy/test/{repo}");
+    let with = |tag: &str, proxy: &str| {
+        let mut i = inputs(&bed, &repo, &suite, tag, &format!("VERSION={tag}"));
+        set(&mut i, "proxy", proxy);
+        set(&mut i, "release-parameter", &parameter);
+        i
+    };
+    let r1 = run_with(&bed, with("v1", "false"));
+    assert_eq!(r1.code, 0, "{}", r1.log());
+    assert!(r1.summary.contains("Mode: direct publishing (proxy: false)"), "{}", r1.summary);
+    assert!(names(&bed, &web.ids[0])
+        .iter()
+        .any(|l| l.starts_with(&format!("{repo} ")) && l.contains(":3000->3000/tcp")));
+
+    let load = Load::start(&format!("http://{}:3000/version", web.ips[0]), 4);
+    let r2 = run_with(&bed, with("v2", "true"));
+    let moved = load.stop();
+    report("the move to the proxy (first deploy with it)", &moved);
+    assert_eq!(r2.code, 0, "{}", r2.log());
+    assert!(r2.stdout.contains("migration: the live release publishes port 3000 itself"), "{}", r2.stdout);
+    let gaps: Vec<u64> = web.ids.iter().map(|id| gap_ms(&r2.summary, id).expect("a gap in each row")).collect();
+    println!("migration gaps (ms, per instance, measured on the instance): {gaps:?}; failed requests at the instance under load: {}", moved.failed);
+    assert!(gaps.iter().all(|g| *g < 5000), "{gaps:?}");
+    assert!(r2.summary.contains("this deploy moves each instance"), "{}", r2.summary);
+
+    // A rollback to v1 (which published the port itself) takes the proxy away again.
+    let mut i = with("ignored", "true");
+    set(&mut i, "rollback", "true");
+    let r = run_with(&bed, i);
+    assert_eq!(r.code, 0, "{}", r.log());
+    for (id, ip) in web.ids.iter().zip(&web.ips) {
+        assert_eq!(version_of(ip).as_deref(), Some("v1"), "{ip}");
+        let running = names(&bed, id);
+        assert!(!running.iter().any(|l| l.starts_with("ec2-deploy-proxy-")), "{running:?}");
+        assert!(
+            running.iter().any(|l| l.starts_with(&format!("{repo} ")) && l.contains(":3000->3000/tcp")),
+            "{running:?}"
+        );
+    }
+
+    // Moved again by v3; once moved, deploys drop nothing and report no gap.
+    let r3 = run_with(&bed, with("v3", "true"));
+    assert_eq!(r3.code, 0, "{}", r3.log());
+    assert!(web.ids.iter().all(|id| gap_ms(&r3.summary, id).is_some()), "{}", r3.summary);
+    let load = Load::start(&format!("http://{}:3000/version", web.ips[0]), 4);
+    let r4 = run_with(&bed, with("v4", "true"));
+    let count = load.stop();
+    report("the deploy after the move", &count);
+    assert_eq!(r4.code, 0, "{}", r4.log());
+    assert_eq!(gap_ms(&r4.summary, &web.ids[0]), None, "no second move: {}", r4.summary);
+    assert_eq!(count.failed, 0, "requests failed: {:?}", count.failures);
+}
+
+#[test]
+fn the_proxy_and_its_route_survive_a_restart_of_the_proxy_and_of_the_docker_engine() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let (id, ip) = (&web.ids[0], &web.ips[0]);
+    let repo = unique("restart");
+    bed.create_repository(&repo);
+    for tag in ["v1", "v2"] {
+        let r = run_with(&bed, inputs(&bed, &repo, &suite, tag, &format!("VERSION={tag}")));
+        assert_eq!(r.code, 0, "{}", r.log());
+    }
+    let out = bed.on_instance(id, &["docker", "restart", &format!("ec2-deploy-proxy-{repo}")]);
+    assert!(out.status.success(), "{out:?}");
+    wait_until("v2 through the restarted proxy", Duration::from_secs(20), || version_of(ip).as_deref() == Some("v2"));
+
+    bed.testbed(&["docker-stop", id]);
+    bed.testbed(&["docker-start", id]);
+    wait_until("v2 after the engine restarted", Duration::from_secs(60), || version_of(ip).as_deref() == Some("v2"));
+
+    // And the next deploy still moves it without a dropped request.
+    let load = Load::start(&format!("http://{ip}:3000/version"), 4);
+    let r = run_with(&bed, inputs(&bed, &repo, &suite, "v3", "VERSION=v3"));
+    let count = load.stop();
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert_eq!(count.failed, 0, "requests failed: {:?}", count.failures);
+}
