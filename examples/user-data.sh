@@ -433,7 +433,7 @@ wait_healthy() {
       health_reason="not healthy after ${HEALTH_TIMEOUT}s: $health_reason"
       return 1
     fi
-    sleep 1
+    sleep 0.25
   done
 }
 
