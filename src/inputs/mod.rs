@@ -89,7 +89,7 @@ pub const INPUTS: &[InputSpec] = &[
     input("release-parameter", "SSM parameter holding the environment's release record (history = its versions). Default: /ec2-deploy/<environment>/<ecr-repository>."),
     not_in_config(with_default(input("rollback", "true: redeploy the latest earlier release that runs something else (image or settings) and that no rollback has left, from the release record, without building."), "false")),
     with_default(input("proxy", "true: a proxy on each instance (Caddy) holds the first of `ports` and switches it to a new container only once that one is healthy, so no request is dropped, with or without a load balancer; false: the container publishes its ports itself (each instance is briefly dark during its swap)."), "true"),
-    input("proxy-image", "Image of the per-instance proxy; the action copies it into the deploy's ECR repository, where instances pull it. Default: caddy:2.11.7-alpine, pinned by digest."),
+    input("proxy-image", "Image of the per-instance proxy: Caddy 2.11 or later (the version tested); the action copies it into the deploy's ECR repository, where instances pull it. Default: caddy:2.11.7-alpine, pinned by digest."),
     with_default(input("lock-timeout", "Seconds to wait while another deploy of the same environment holds its lock, before failing."), "600"),
     input("environment-url", "URL of the deployed service, shown on the GitHub deployment."),
     not_in_config(with_default(input("dry-run", "true: print the plan and change nothing."), "false")),
