@@ -204,7 +204,7 @@ proxy_config() {
 # Creates the proxy (not started) sending requests to DIAL.
 prepare_proxy() {
   local files=$state_dir/proxy err
-  docker rm --force "$proxy_name" >/dev/null 2>&1 || true
+  docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
   rm -rf "$files"
   mkdir -p "$files"
   proxy_config >"$files/caddy.json"
@@ -260,7 +260,7 @@ route() {
     return
   fi
   if ! prepare_proxy "$dial" || ! start_proxy; then
-    docker rm --force "$proxy_name" >/dev/null 2>&1 || true
+    docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
     return 1
   fi
 }
@@ -306,7 +306,7 @@ restore() {
       route "$CONTAINER_NAME" || log "the proxy did not come back: ${proxy_error:-}"
     else
       # It publishes its port itself: a proxy started meanwhile would hold it.
-      docker rm --force "$proxy_name" >/dev/null 2>&1 || true
+      docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
       running "$CONTAINER_NAME" || docker start "$CONTAINER_NAME" >/dev/null
     fi
   fi
@@ -360,7 +360,7 @@ promote() {
   docker rename "$next" "$CONTAINER_NAME"
   # A container that publishes its port itself needs no proxy.
   if [ -z "$(upstream_of "$CONTAINER_NAME")" ]; then
-    docker rm --force "$proxy_name" >/dev/null 2>&1 || true
+    docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
   fi
 }
 
