@@ -395,11 +395,12 @@ wait_healthy() {
     if [ -z "$status" ]; then
       health_reason="the container disappeared"
       return 1
+    elif [ "$status" = restarting ] || [ "$(inspect "$c" '{{.RestartCount}}')" != "$restarts" ]; then
+      # Caught between two starts, or after one: a crash loop under its restart policy.
+      health_reason="the container keeps restarting (it exited with $(inspect "$c" '{{.State.ExitCode}}'))"
+      return 1
     elif [ "$status" != running ]; then
       health_reason="the container is $status (exit code $(inspect "$c" '{{.State.ExitCode}}'))"
-      return 1
-    elif [ "$(inspect "$c" '{{.RestartCount}}')" != "$restarts" ]; then
-      health_reason="the container keeps restarting (it exited with $(inspect "$c" '{{.State.ExitCode}}'))"
       return 1
     fi
     if [ -n "$HEALTH_PATH" ]; then

@@ -75,6 +75,17 @@ fn one_instance_without_a_load_balancer_drops_no_request_through_a_deploy_and_a_
     assert!(row.contains("answered 503; the release that was running kept serving"), "{row}");
     assert_eq!(version_of(ip).as_deref(), Some("v2"));
     assert!(!names(&bed, id).iter().any(|l| l.contains("-next")), "the failed container is gone");
+
+    // A rollback switches back the same way.
+    let load = Load::start(&format!("http://{ip}:3000/version"), 4);
+    let mut i = inputs(&bed, &repo, &suite, "ignored", "VERSION=ignored");
+    set(&mut i, "rollback", "true");
+    let r4 = run_with(&bed, i);
+    let count = load.stop();
+    report("a rollback v2 -> v1, one instance", &count);
+    assert_eq!(r4.code, 0, "{}", r4.log());
+    assert_eq!(count.failed, 0, "requests failed: {:?}", count.failures);
+    assert_eq!(version_of(ip).as_deref(), Some("v1"));
 }
 
 #[test]
