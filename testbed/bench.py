@@ -206,7 +206,7 @@ def physical_limit(ids, image):
                   "until curl -sf -o /dev/null http://127.0.0.1:3999/health; do sleep 0.01; done; "
                   "echo $(( $(date +%s%N) - t0 )); docker rm -f bench-limit >/dev/null")
         out = on_instance(iid, "bash", "-c", script)
-        total += int(out.strip().splitlines()[-1]) / 1e9
+        total += int(out.stdout.strip().splitlines()[-1]) / 1e9
     return total
 
 
