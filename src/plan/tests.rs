@@ -49,6 +49,12 @@ fn instance(id: &str, name: &str, ip: &str, ping: Ping) -> ManagedInstance {
     ManagedInstance { id: InstanceId::parse(id).unwrap(), name: Some(name.into()), ping, ip: Some(ip.into()) }
 }
 
+/// The target group the batch tests deploy through.
+fn group() -> Vec<TargetGroupArn> {
+    vec![TargetGroupArn::parse("arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef")
+        .unwrap()]
+}
+
 pub fn facts() -> Facts {
     Facts {
         region: Region::parse("eu-west-1").unwrap(),
@@ -118,10 +124,7 @@ fn offline_instances_stop_the_plan() {
 #[test]
 fn plan_text_for_batches_behind_a_load_balancer() {
     let mut req = request();
-    req.target_groups = vec![TargetGroupArn::parse(
-        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef",
-    )
-    .unwrap()];
+    req.target_groups = group();
     req.batch_size = Limit::Count(1);
     let mut f = facts();
     f.instances.push(instance("i-0123456789abcdef2", "web-3", "10.0.3.13", Ping::Online));
@@ -172,10 +175,7 @@ fn batches_start_with_a_canary() {
 #[test]
 fn with_the_proxy_batches_need_no_drain() {
     let mut req = request();
-    req.target_groups = vec![TargetGroupArn::parse(
-        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef",
-    )
-    .unwrap()];
+    req.target_groups = group();
     let plan = make(&req, facts()).unwrap();
     assert!(matches!(&plan.rollout, Rollout::Batches { drain: false, .. }), "{plan}");
     assert!(plan.mode().contains("no request dropped"), "{}", plan.mode());
@@ -195,10 +195,7 @@ fn with_the_proxy_batches_need_no_drain() {
 #[test]
 fn the_first_deploy_with_the_proxy_announces_the_move_and_drains() {
     let mut req = request();
-    req.target_groups = vec![TargetGroupArn::parse(
-        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef",
-    )
-    .unwrap()];
+    req.target_groups = group();
     let mut f = facts();
     let mut live_container = req.container.clone();
     live_container.proxy = false;
