@@ -387,20 +387,21 @@ gap_ms=
 # whatever it answers in between. A container of the proxy layout is asked directly on the
 # network, before the proxy sends it anything.
 wait_healthy() {
-  local c=$1 deadline=$((SECONDS + HEALTH_TIMEOUT)) status health code running_since=$SECONDS restarts url upstream where
+  local c=$1 deadline=$((SECONDS + HEALTH_TIMEOUT)) status count exit_code health code running_since=$SECONDS restarts url upstream where
   restarts=$(inspect "$c" '{{.RestartCount}}')
   upstream=$(upstream_of "$c")
   while :; do
-    status=$(inspect "$c" '{{.State.Status}}')
+    # One snapshot: the container may be removed between two questions.
+    read -r status count exit_code <<<"$(inspect "$c" '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}')" || true
     if [ -z "$status" ]; then
       health_reason="the container disappeared"
       return 1
-    elif [ "$status" = restarting ] || [ "$(inspect "$c" '{{.RestartCount}}')" != "$restarts" ]; then
+    elif [ "$status" = restarting ] || [ "$count" != "$restarts" ]; then
       # Caught between two starts, or after one: a crash loop under its restart policy.
-      health_reason="the container keeps restarting (it exited with $(inspect "$c" '{{.State.ExitCode}}'))"
+      health_reason="the container keeps restarting (it exited with $exit_code)"
       return 1
     elif [ "$status" != running ]; then
-      health_reason="the container is $status (exit code $(inspect "$c" '{{.State.ExitCode}}'))"
+      health_reason="the container is $status (exit code $exit_code)"
       return 1
     fi
     if [ -n "$HEALTH_PATH" ]; then
