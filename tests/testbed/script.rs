@@ -7,13 +7,6 @@ use std::time::Duration;
 use super::support::{http_get, unique, wait_until, Bed};
 use super::{inputs, run_with, set, version_of};
 
-fn testbed(bed: &Bed, args: &[&str]) {
-    let script = std::path::Path::new(bed.get("TESTBED_ROOT")).join("scripts/testbed");
-    let out =
-        std::process::Command::new(script).args(args).env("TESTBED_STATE", bed.get("TESTBED_STATE")).output().unwrap();
-    assert!(out.status.success(), "scripts/testbed {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn containers(bed: &Bed, id: &str) -> String {
     let out = bed.on_instance(id, &["docker", "ps", "--all", "--format", "{{.Names}} {{.Status}}"]);
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -29,9 +22,9 @@ fn a_docker_daemon_that_does_not_answer_stops_the_script_before_it_changes_anyth
     let r = run_with(&bed, inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
     assert_eq!(r.code, 0, "{}", r.log());
 
-    testbed(&bed, &["docker-stop", &web.ids[0]]);
+    bed.testbed(&["docker-stop", &web.ids[0]]);
     let r = run_with(&bed, inputs(&bed, &repo, &suite, "v2", "VERSION=v2"));
-    testbed(&bed, &["docker-start", &web.ids[0]]);
+    bed.testbed(&["docker-start", &web.ids[0]]);
     assert_eq!(r.code, 1, "{}", r.log());
     let row = r.summary.lines().find(|l| l.contains(web.ids[0].as_str())).unwrap();
     assert!(row.contains("the Docker daemon on this instance does not answer"), "{row}");
