@@ -15,6 +15,7 @@ use crate::inputs::{self, Disk, RawInputs, RunContext, INPUTS};
 use crate::live::Live;
 use crate::lock::Lease;
 use crate::model::ParameterName;
+use crate::model::RegistryHost;
 use crate::plan::RunInfo;
 use crate::release::{Entry, Releases};
 use crate::report::summary::{instances_json, summary_markdown};
@@ -186,7 +187,7 @@ async fn status(m: &ArgMatches) -> Exit {
             return Exit::BadInput;
         }
     };
-    let clients = match crate::aws::Clients::load(region.as_ref()).await {
+    let clients = match crate::aws::Clients::load(region.as_ref(), None).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ec2-deploy status: {e}");
@@ -270,8 +271,12 @@ pub async fn run(
             if let Some(token) = &req.github_token {
                 runner.mask(&token.0);
             }
-            match Live::connect(req.region.as_ref(), req.github_token.as_ref().map(|t| t.0.as_str()), env, runner).await
-            {
+            for warning in &req.warnings {
+                runner.warning("ec2-deploy: inputs", warning);
+            }
+            let ecr_region = req.registry.as_ref().and_then(RegistryHost::ecr_region);
+            let token = req.github_token.as_ref().map(|t| t.0.as_str());
+            match Live::connect(req.region.as_ref(), ecr_region.as_ref(), token, env, runner).await {
                 Ok(world) => {
                     let info = RunInfo::from_env(env, req.commit.clone());
                     let cx = deploy::Context { runner, cancel: &cancel, workdir };

@@ -28,11 +28,12 @@ impl Live {
     /// `EC2_DEPLOY_DOCKER` names.
     pub async fn connect(
         region: Option<&Region>,
+        ecr_region: Option<&Region>,
         github_token: Option<&str>,
         env: &dyn Fn(&str) -> Option<String>,
         runner: &crate::github::Runner,
     ) -> Result<Live, crate::aws::NoRegion> {
-        let aws = Clients::load(region).await?;
+        let aws = Clients::load(region, ecr_region).await?;
         let github = match GitHubApi::from_env(env, github_token) {
             Ok(g) => g,
             Err(e) => {

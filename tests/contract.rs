@@ -13,9 +13,11 @@ struct Action {
 }
 
 #[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ActionInput {
     description: String,
     default: Option<String>,
+    deprecation_message: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -57,6 +59,31 @@ fn action_yml_declares_exactly_the_inputs_the_code_reads() {
         assert_eq!(input.description, spec.description, "description of {}", spec.name);
         let want_default = if spec.name == "github-token" { Some("${{ github.token }}") } else { spec.default };
         assert_eq!(input.default.as_deref(), want_default, "default of {}", spec.name);
+    }
+    for spec in INPUTS {
+        let input = &action.inputs[spec.name];
+        // A reader of action.yml learns which inputs the config file may hold, and which old
+        // names are deprecated (the runner warns on those).
+        let says_config = spec.description.contains("in the config file");
+        match spec.replaced_by {
+            Some(new) => {
+                assert!(INPUTS.iter().any(|s| s.name == new), "{} is replaced by an unknown input", spec.name);
+                let message = input
+                    .deprecation_message
+                    .as_deref()
+                    .unwrap_or_else(|| panic!("{}: no deprecationMessage", spec.name));
+                assert!(message.contains(new), "{}: the deprecationMessage does not name {new}", spec.name);
+                assert!(spec.description.starts_with("Deprecated"), "{}", spec.name);
+            }
+            None => {
+                assert!(input.deprecation_message.is_none(), "{} is not deprecated", spec.name);
+                assert_eq!(
+                    says_config, spec.in_config,
+                    "{}: the description must say whether the config file may hold it",
+                    spec.name
+                );
+            }
+        }
     }
     assert_eq!(action.runs["using"], "docker");
     assert_eq!(action.runs["args"][0], "action", "the image must run `ec2-deploy action`");

@@ -241,7 +241,7 @@ impl<W: World> Commands<'_, W> {
             if now >= deadline && stopped.is_none() {
                 let took = now.duration_since(started).unwrap_or_default().as_secs();
                 stopped = Some(format!(
-                    "command {id} did not finish within {took}s ({waves} wave(s) of `timeout` plus delivery); what had not started was cancelled, running scripts were waited for"
+                    "command {id} did not finish within {took}s ({waves} wave(s) of `command-timeout` plus delivery); what had not started was cancelled, running scripts were waited for"
                 ));
                 self.cancel_not_started(id, &invocations, "the deadline passed").await;
             }

@@ -36,7 +36,9 @@ pub struct Clients {
 pub struct NoRegion;
 
 impl Clients {
-    pub async fn load(region: Option<&Region>) -> Result<Clients, NoRegion> {
+    /// Clients for `region` (else the environment's). ECR's speaks to `ecr_region` when given:
+    /// a registry host of another region is served, and its tokens issued, by that region's ECR.
+    pub async fn load(region: Option<&Region>, ecr_region: Option<&Region>) -> Result<Clients, NoRegion> {
         let mut loader =
             aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::adaptive().with_max_attempts(10));
         if let Some(region) = region {
@@ -45,7 +47,12 @@ impl Clients {
         let config = loader.load().await;
         let region = config.region().and_then(|r| Region::parse(r.as_ref()).ok()).ok_or(NoRegion)?;
         Ok(Clients {
-            ecr: aws_sdk_ecr::Client::new(&config),
+            ecr: match ecr_region {
+                Some(r) => aws_sdk_ecr::Client::from_conf(
+                    aws_sdk_ecr::config::Builder::from(&config).region(SdkRegion::new(r.to_string())).build(),
+                ),
+                None => aws_sdk_ecr::Client::new(&config),
+            },
             ssm: aws_sdk_ssm::Client::new(&config),
             secrets: aws_sdk_secretsmanager::Client::new(&config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),

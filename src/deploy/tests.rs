@@ -56,6 +56,7 @@ pub fn request(tag: &str) -> DeployRequest {
         github_token: None,
         config_file: None,
         proxy_image: crate::model::ImageName::parse(PROXY_IMAGE).unwrap(),
+        warnings: vec![],
     }
 }
 

@@ -39,13 +39,19 @@ pub struct InputSpec {
     pub multiline: bool,
     /// May be set in the YAML config file.
     pub in_config: bool,
+    /// An old name kept working: the input that replaces it (a deprecation warning names it).
+    pub replaced_by: Option<&'static str>,
 }
 
 const fn input(name: &'static str, description: &'static str) -> InputSpec {
-    InputSpec { name, description, default: None, multiline: false, in_config: true }
+    InputSpec { name, description, default: None, multiline: false, in_config: true, replaced_by: None }
 }
 const fn lines(name: &'static str, description: &'static str) -> InputSpec {
-    InputSpec { name, description, default: None, multiline: true, in_config: true }
+    InputSpec { name, description, default: None, multiline: true, in_config: true, replaced_by: None }
+}
+const fn deprecated(mut spec: InputSpec, replaced_by: &'static str) -> InputSpec {
+    spec.replaced_by = Some(replaced_by);
+    spec
 }
 const fn with_default(mut spec: InputSpec, default: &'static str) -> InputSpec {
     spec.default = Some(default);
@@ -62,38 +68,39 @@ pub const DEFAULT_CONFIG: &str = ".github/ec2-deploy.yml";
 pub const INPUTS: &[InputSpec] = &[
     not_in_config(input("environment", "Deployment environment (e.g. production); selects a block of the config file and names the GitHub deployment.")),
     not_in_config(input("config", "YAML config with per-environment values for any input below. Default: .github/ec2-deploy.yml when it exists.")),
-    input("aws-region", "AWS region. Default: AWS_REGION or AWS_DEFAULT_REGION."),
-    input("ecr-repository", "ECR repository name (required), e.g. my-service."),
-    input("registry", "Registry host to push to and pull from. Default: the ECR registry of the account and region."),
-    input("image-tag", "Image tag to build and deploy. Default: the commit SHA."),
-    input("image-digest", "Deploy this image digest (sha256:...) of the repository instead of a tag; nothing is built."),
-    with_default(input("build", "true: build and push the image unless the tag is already in the registry; false: deploy an existing tag."), "true"),
-    with_default(input("context", "Docker build context."), "."),
-    input("dockerfile", "Dockerfile path. Default: Dockerfile in the context."),
-    lines("build-args", "Build arguments, one KEY=VALUE per line (not for secrets)."),
-    input("target", "Build stage to build (docker build --target)."),
-    lines("targets", "Instances to deploy to, by tag: one Key=Value[,Value...] per line; lines are ANDed, values ORed (required)."),
-    input("container-name", "Name of the container on each instance. Default: the repository name."),
-    lines("ports", "Published ports, one host:container per line. With `proxy`, the first is held by the instance's proxy; the others are published by the container."),
-    lines("env", "Plain environment variables for the container, one KEY=VALUE per line (not for secrets)."),
-    input("secret-id", "Secrets Manager secret holding a JSON object; each key becomes an environment variable, fetched on the instance."),
-    input("health-check-path", "HTTP path checked on the first of `ports` before a new container counts as healthy (with `proxy`, on the new container itself, before the proxy sends it anything). Default: the image's HEALTHCHECK, else running."),
-    with_default(input("health-check-timeout", "Seconds a new container has to become healthy before the previous one is put back."), "60"),
-    with_default(input("max-concurrency", "Without target-groups: instances updated at once, a number or a percentage (SSM MaxConcurrency)."), "50%"),
-    with_default(input("max-errors", "Without target-groups: failed instances tolerated, a number or a percentage (SSM MaxErrors); past it the switched instances are rolled back."), "0"),
-    with_default(input("on-offline", "Instances whose SSM agent is not connected: fail (stop before changing anything) or skip (deploy to the others and name them)."), "fail"),
-    lines("target-groups", "ELBv2 target group ARNs, one per line: deploy in batches, each healthy in them before the next batch (and drained from them before its swap, unless the proxy keeps it serving)."),
-    with_default(input("batch-size", "With target-groups: instances per batch after the canary, a number or a percentage."), "25%"),
-    with_default(input("canary", "With target-groups: true to deploy to one instance first, as its own batch."), "true"),
-    with_default(input("timeout", "Seconds the on-instance script may run on each instance."), "600"),
-    input("release-parameter", "SSM parameter holding the environment's release record (history = its versions). Default: /ec2-deploy/<environment>/<ecr-repository>."),
+    input("aws-region", "AWS region. Default: AWS_REGION or AWS_DEFAULT_REGION. Also in the config file."),
+    input("ecr-repository", "ECR repository name, e.g. my-service. Required, as this input or in the config file."),
+    input("registry", "ECR registry host (<account>.dkr.ecr.<region>.amazonaws.com) to push to and pull from; another region's works. Default: the ECR registry of the account and region. Also in the config file."),
+    input("image-tag", "Image tag to build and deploy. Default: the commit SHA. Also in the config file."),
+    input("image-digest", "Deploy this image digest (sha256:...) of the repository instead of a tag; nothing is built. Also in the config file."),
+    with_default(input("build", "true: build and push the image unless the tag is already in the registry; false: deploy an existing tag. Also in the config file."), "true"),
+    with_default(input("context", "Docker build context. Also in the config file."), "."),
+    input("dockerfile", "Dockerfile path. Default: Dockerfile in the context. Also in the config file."),
+    lines("build-args", "Build arguments, one KEY=VALUE per line (not for secrets). Also in the config file."),
+    input("target", "Build stage to build (docker build --target). Also in the config file."),
+    lines("targets", "Instances to deploy to, by tag: one Key=Value[,Value...] per line; lines are ANDed, values ORed. Required, as this input or in the config file."),
+    input("container-name", "Name of the container on each instance. Default: the repository name. Also in the config file."),
+    lines("ports", "Published ports, one host:container per line. With `proxy`, the first is held by the instance's proxy; the others are published by the container. Also in the config file."),
+    lines("env", "Plain environment variables for the container, one KEY=VALUE per line (not for secrets). Also in the config file."),
+    input("secret-id", "Secrets Manager secret holding a JSON object; each key becomes an environment variable, fetched on the instance. Also in the config file."),
+    input("health-check-path", "HTTP path checked on the first of `ports` before a new container counts as healthy (with `proxy`, on the new container itself, before the proxy sends it anything). Default: the image's HEALTHCHECK, else running. Also in the config file."),
+    with_default(input("health-check-timeout", "Seconds a new container has to become healthy before the previous one is put back. Also in the config file."), "60"),
+    with_default(input("max-concurrency", "Without target-groups: instances updated at once, a number of instances or a percentage of them (SSM MaxConcurrency). Also in the config file."), "50%"),
+    with_default(input("max-errors", "Without target-groups: failed instances tolerated, a number of instances or a percentage of them (SSM MaxErrors); past it the switched instances are rolled back. Also in the config file."), "0"),
+    with_default(input("on-offline", "Instances whose SSM agent is not connected: fail (stop before changing anything) or skip (deploy to the others and name them). Also in the config file."), "fail"),
+    lines("target-groups", "ELBv2 target group ARNs, one per line: deploy in batches, each healthy in them before the next batch (and drained from them before its swap, unless the proxy keeps it serving). Also in the config file."),
+    with_default(input("batch-size", "With target-groups: instances per batch after the canary, a number of instances or a percentage of them. Also in the config file."), "25%"),
+    with_default(input("canary", "With target-groups: true to deploy to one instance first, as its own batch. Also in the config file."), "true"),
+    with_default(input("command-timeout", "Seconds the on-instance script may run on each instance (SSM's execution timeout; not a limit for the whole step). Also in the config file."), "600"),
+    input("release-parameter", "SSM parameter holding the environment's release record (history = its versions). Default: /ec2-deploy/<environment>/<ecr-repository>. Also in the config file."),
     not_in_config(with_default(input("rollback", "true: redeploy the latest earlier release that runs something else (image or settings) and that no rollback has left, from the release record, without building."), "false")),
-    with_default(input("proxy", "true: a proxy on each instance (Caddy) holds the first of `ports` and switches it to a new container only once that one is healthy, so no request is dropped, with or without a load balancer; false: the container publishes its ports itself (each instance is briefly dark during its swap)."), "true"),
-    input("proxy-image", "Image of the per-instance proxy: Caddy 2.11 or later (the version tested); the action copies it into the deploy's ECR repository, where instances pull it. Default: caddy:2.11.7-alpine, pinned by digest."),
-    with_default(input("lock-timeout", "Seconds to wait while another deploy of the same environment holds its lock, before failing."), "600"),
-    input("environment-url", "URL of the deployed service, shown on the GitHub deployment."),
+    with_default(input("proxy", "true: a proxy on each instance (Caddy) holds the first of `ports` and switches it to a new container only once that one is healthy, so no request is dropped, with or without a load balancer; false: the container publishes its ports itself (each instance is briefly dark during its swap). Also in the config file."), "true"),
+    input("proxy-image", "Image of the per-instance proxy: Caddy 2.11 or later (the version tested); the action copies it into the deploy's ECR repository, where instances pull it. Default: caddy:2.11.7-alpine, pinned by digest. Also in the config file."),
+    with_default(input("lock-timeout", "Seconds to wait while another deploy of the same environment holds its lock, before failing (0: fail at once). Also in the config file."), "600"),
+    input("environment-url", "URL of the deployed service, shown on the GitHub deployment. Also in the config file."),
     not_in_config(with_default(input("dry-run", "true: print the plan and change nothing."), "false")),
     not_in_config(input("github-token", "Token for GitHub Deployments. Default: the workflow's token.")),
+    deprecated(input("timeout", "Deprecated: the old name of `command-timeout`, still read (with a warning)."), "command-timeout"),
 ];
 
 pub fn spec(name: &str) -> Option<&'static InputSpec> {
@@ -182,6 +189,8 @@ pub struct DeployRequest {
     pub config_file: Option<PathBuf>,
     /// The per-instance proxy's image (when `container.proxy`).
     pub proxy_image: ImageName,
+    /// Things to fix that do not stop the deploy (a deprecated input name, …), printed as warnings.
+    pub warnings: Vec<String>,
 }
 
 /// What the run's environment says beyond the inputs (`GITHUB_SHA`, `AWS_REGION`, …), read

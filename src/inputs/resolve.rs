@@ -44,6 +44,7 @@ struct Resolver<'a> {
     file: String,
     env_name: Option<EnvironmentName>,
     errors: Vec<InputError>,
+    warnings: Vec<String>,
 }
 
 impl Resolver<'_> {
@@ -223,6 +224,7 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
             .unwrap_or_else(|| raw.get("config").unwrap_or(DEFAULT_CONFIG).trim().to_string()),
         env_name: environment.clone(),
         errors,
+        warnings: vec![],
     };
 
     let image = image_inputs(&mut r, ctx);
@@ -279,6 +281,7 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
             health_check_timeout: container.health_check_timeout,
         },
         proxy_image: rollout.proxy_image,
+        warnings: std::mem::take(&mut r.warnings),
         max_concurrency: rollout.max_concurrency,
         max_errors: rollout.max_errors,
         skip_offline: rollout.skip_offline,
@@ -354,6 +357,18 @@ fn image_inputs(r: &mut Resolver, ctx: &RunContext) -> ImageInputs {
         r.missing("ecr-repository", "is required: the ECR repository to push to and deploy from");
     }
     let registry = r.parse("registry", RegistryHost::parse);
+    // Both the runner and the instances log in with an ECR token (for the host's own region), so
+    // any other host can only work against an AWS stand-in that serves its own registry.
+    let stand_in = ctx.var("AWS_ENDPOINT_URL").or_else(|| ctx.var("AWS_ENDPOINT_URL_ECR")).is_some();
+    if let Some(host) = registry.as_ref().filter(|h| h.ecr_region().is_none() && !stand_in) {
+        let origin = r.get("registry").map(|v| v.origin).unwrap_or(Origin::Input("registry"));
+        r.error(
+            &origin,
+            format!(
+                "{host} is not an ECR registry host: expected <account>.dkr.ecr.<region>.amazonaws.com (the runner and the instances log in with ECR tokens); leave it out for this account's registry in the deploy's region"
+            ),
+        );
+    }
     let tag = match r.get("image-tag") {
         Some(_) => r.parse("image-tag", ImageTag::parse),
         None => match ctx.var("GITHUB_SHA") {
@@ -465,13 +480,13 @@ fn rollout_inputs(r: &mut Resolver, health_check_timeout: u32) -> RolloutInputs 
     let target_groups = r.parse_lines("target-groups", TargetGroupArn::parse);
     let batch_size = r.parse("batch-size", |t| Limit::parse(t, 1)).unwrap_or(Limit::Percent(25));
     let canary = r.parse("canary", parse_bool).unwrap_or(true);
-    let timeout = r.parse("timeout", parse_seconds(30, 172_800)).unwrap_or(600);
+    let timeout = command_timeout(r);
     if health_check_timeout >= timeout {
         if let Some(v) = r.get("health-check-timeout") {
             r.error(
                 &v.origin,
                 format!(
-                    "{health_check_timeout}s does not fit in `timeout` ({timeout}s), which bounds the whole script"
+                    "{health_check_timeout}s does not fit in `command-timeout` ({timeout}s), which bounds the whole script"
                 ),
             );
         }
@@ -492,6 +507,30 @@ fn rollout_inputs(r: &mut Resolver, health_check_timeout: u32) -> RolloutInputs 
             .parse("proxy-image", ImageName::parse)
             .unwrap_or_else(|| ImageName::parse(DEFAULT_PROXY_IMAGE).expect("the default is an image name")),
     }
+}
+
+/// `command-timeout`, or its old name `timeout` with a warning; both at once is an error.
+fn command_timeout(r: &mut Resolver) -> u32 {
+    let given = |r: &Resolver, name| r.get(name).filter(|v| !matches!(v.origin, Origin::Default(_)));
+    let (new, old) = (given(r, "command-timeout"), given(r, "timeout"));
+    let name = match (&new, &old) {
+        (Some(_), Some(old)) => {
+            r.error(
+                &old.origin,
+                "is the old name of `command-timeout`, which is also set: keep only `command-timeout`",
+            );
+            "command-timeout"
+        }
+        (None, Some(old)) => {
+            r.warnings.push(format!(
+                "{} is deprecated: rename it to `command-timeout` (same meaning: seconds the on-instance script may run on each instance)",
+                old.origin
+            ));
+            "timeout"
+        }
+        _ => "command-timeout",
+    };
+    r.parse(name, parse_seconds(30, 172_800)).unwrap_or(600)
 }
 
 /// The build context must be a directory and the Dockerfile a file, relative to the workspace.

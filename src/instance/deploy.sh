@@ -560,9 +560,21 @@ if [ "$MODE" = rollback ]; then
   exit 0
 fi
 
+# An ECR host names its region (<account>.dkr.ecr.<region>.amazonaws.com): its tokens come from
+# there, which may not be the instance's region. Any other host is a stand-in: the instance's.
+registry_region() {
+  local rest=${REGISTRY#*.dkr.ecr.}
+  [ "$rest" = "$REGISTRY" ] && rest=${REGISTRY#*.dkr.ecr-fips.}
+  if [ "$rest" != "$REGISTRY" ] && [ -n "${rest%%.*}" ]; then
+    printf '%s' "${rest%%.*}"
+  else
+    printf '%s' "$region"
+  fi
+}
+
 registry_login() {
   local password
-  password=$(aws ecr get-login-password --region "$region") || return 1
+  password=$(aws ecr get-login-password --region "$(registry_region)") || return 1
   printf '%s' "$password" | docker login --username AWS --password-stdin "$REGISTRY" >/dev/null
 }
 

@@ -286,6 +286,28 @@ mod tests {
     }
 
     #[test]
+    fn the_script_logs_in_to_the_region_an_ecr_host_names() {
+        let script = include_str!("deploy.sh");
+        let start = script.find("registry_region() {").unwrap();
+        let function = &script[start..start + script[start..].find("\n}\n").unwrap() + 3];
+        let region_for = |registry: &str| {
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!("set -eu\n{function}\nregion=eu-west-1 REGISTRY=\"$1\" registry_region"))
+                .arg("bash")
+                .arg(registry)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert_eq!(region_for("123456789012.dkr.ecr.us-east-2.amazonaws.com"), "us-east-2");
+        assert_eq!(region_for("123456789012.dkr.ecr-fips.us-west-1.amazonaws.com"), "us-west-1");
+        assert_eq!(region_for("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"), "cn-north-1");
+        assert_eq!(region_for("localhost:5000"), "eu-west-1");
+    }
+
+    #[test]
     fn exit_codes_name_steps() {
         assert_eq!(step_for_exit_code(15), "health check");
         assert_eq!(step_for_exit_code(1), "script");

@@ -92,6 +92,19 @@ text_newtype!(
     }
 );
 
+impl RegistryHost {
+    /// The region of an ECR registry host: `123456789012.dkr.ecr.eu-west-1.amazonaws.com` (also
+    /// `dkr.ecr-fips.` and the `.amazonaws.com.cn` partition) → `eu-west-1`; `None` for any other
+    /// host. The runner and the instances get ECR tokens from this region.
+    pub fn ecr_region(&self) -> Option<Region> {
+        let (account, rest) = self.0.split_once('.')?;
+        let rest = rest.strip_prefix("dkr.ecr.").or_else(|| rest.strip_prefix("dkr.ecr-fips."))?;
+        let (region, domain) = rest.split_once('.')?;
+        let ok_account = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+        (ok_account && matches!(domain, "amazonaws.com" | "amazonaws.com.cn")).then(|| Region::parse(region).ok())?
+    }
+}
+
 /// An image pinned by digest, `registry/repository@sha256:…`: what instances pull and what the
 /// release record keeps.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -332,6 +345,24 @@ mod tests {
         assert_eq!(ParameterName::parse("/a/b").unwrap().with_suffix("-lock").unwrap().as_str(), "/a/b-lock");
         assert!(Region::parse("eu-west-1").is_ok());
         assert!(Region::parse("eu").is_err());
+    }
+
+    #[test]
+    fn an_ecr_host_names_its_region_and_nothing_else_does() {
+        let region = |h: &str| RegistryHost::parse(h).unwrap().ecr_region().map(|r| r.to_string());
+        assert_eq!(region("123456789012.dkr.ecr.eu-west-1.amazonaws.com").as_deref(), Some("eu-west-1"));
+        assert_eq!(region("123456789012.dkr.ecr-fips.us-east-1.amazonaws.com").as_deref(), Some("us-east-1"));
+        assert_eq!(region("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn").as_deref(), Some("cn-north-1"));
+        for other in [
+            "localhost:5000",
+            "ghcr.io",
+            "1234.dkr.ecr.eu-west-1.amazonaws.com",
+            "123456789012.dkr.ecr.eu-west-1.example.com",
+            "public.ecr.aws",
+            "123456789012.dkr.ecr.eu.amazonaws.com",
+        ] {
+            assert_eq!(region(other), None, "{other}");
+        }
         assert_eq!(
             TargetGroupArn::parse("arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/web/0a").unwrap().short(),
             "web/0a"

@@ -42,6 +42,7 @@ pub fn request() -> DeployRequest {
         github_token: None,
         config_file: None,
         proxy_image: ImageName::parse(crate::model::DEFAULT_PROXY_IMAGE).unwrap(),
+        warnings: vec![],
     }
 }
 

@@ -108,7 +108,7 @@ impl fmt::Display for Plan {
         match &self.rollout {
             Rollout::ByTags { max_concurrency, max_errors, by_ids } => writeln!(
                 f,
-                "  rollout    one SSM Run Command to the {}, max-concurrency {max_concurrency}, max-errors {max_errors}, timeout {}s per instance",
+                "  rollout    one SSM Run Command to the {}, max-concurrency {max_concurrency}, max-errors {max_errors}, command-timeout {}s per instance",
                 if *by_ids { "instances below (by id: some were skipped)" } else { "tags" },
                 self.timeout
             )?,
@@ -116,7 +116,7 @@ impl fmt::Display for Plan {
                 let groups: Vec<&str> = target_groups.iter().map(|g| g.short()).collect();
                 writeln!(
                     f,
-                    "  rollout    {} batches through target groups {}: {}; timeout {}s per instance",
+                    "  rollout    {} batches through target groups {}: {}; command-timeout {}s per instance",
                     batches.len(),
                     groups.join(", "),
                     if *drain {

@@ -243,7 +243,7 @@ fn ssm_reason(inv: &Invocation) -> String {
     match &inv.detail {
         StatusDetail::DeliveryTimedOut => "the SSM agent never picked the command up (agent offline?)".into(),
         StatusDetail::Undeliverable => "SSM could not deliver the command (instance stopped or terminated?)".into(),
-        StatusDetail::ExecutionTimedOut => "the script ran longer than `timeout`".into(),
+        StatusDetail::ExecutionTimedOut => "the script ran longer than `command-timeout`".into(),
         StatusDetail::Terminated => "not started: too many other instances failed (max-errors)".into(),
         StatusDetail::Cancelled => "the command was cancelled".into(),
         StatusDetail::AccessDenied => "SSM was denied access to the instance".into(),

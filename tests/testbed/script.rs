@@ -78,7 +78,7 @@ fn a_script_killed_mid_swap_leaves_the_previous_container_running() {
         // v2 takes 40 s to turn healthy: the script sits in its health wait, mid-swap.
         let mut i = inputs(&bed, &repo, &suite, "v2", "VERSION=v2\nHEALTH=delay:40");
         set(&mut i, "health-check-timeout", "60");
-        set(&mut i, "timeout", "120");
+        set(&mut i, "command-timeout", "120");
         set(&mut i, "proxy", proxy);
         let borrowed: Vec<(&str, &str)> = i.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         // The run's workspace lives as long as `action`.

@@ -234,3 +234,51 @@ fn a_missing_build_context_or_dockerfile_is_an_input_error() {
     );
     assert!(ok.is_ok(), "{ok:?}");
 }
+
+#[test]
+fn the_old_timeout_name_still_works_with_a_warning_naming_the_new_one() {
+    let ctx = &[("GITHUB_SHA", "abc123")];
+    let mut inputs = MINIMAL.to_vec();
+    inputs.push(("timeout", "900"));
+    let req = resolve_with(&inputs, ctx, &[]).unwrap();
+    assert_eq!(req.timeout, 900);
+    assert_eq!(req.warnings.len(), 1, "{:?}", req.warnings);
+    assert!(
+        req.warnings[0].starts_with("input `timeout` is deprecated: rename it to `command-timeout`"),
+        "{:?}",
+        req.warnings
+    );
+    // From the config file too, naming where it is.
+    let req = resolve_with(MINIMAL, ctx, &[(".github/ec2-deploy.yml", "defaults:\n  timeout: 700\n")]).unwrap();
+    assert_eq!(req.timeout, 700);
+    assert!(
+        req.warnings[0].starts_with("`defaults.timeout` in .github/ec2-deploy.yml is deprecated"),
+        "{:?}",
+        req.warnings
+    );
+    // The new name: no warning; the default: 600.
+    let mut inputs = MINIMAL.to_vec();
+    inputs.push(("command-timeout", "1200"));
+    let req = resolve_with(&inputs, ctx, &[]).unwrap();
+    assert_eq!((req.timeout, req.warnings.len()), (1200, 0));
+    assert_eq!(resolve_with(MINIMAL, ctx, &[]).unwrap().timeout, 600);
+}
+
+#[test]
+fn the_registry_must_be_an_ecr_host_unless_aws_is_a_stand_in() {
+    let mut inputs = MINIMAL.to_vec();
+    inputs.push(("registry", "ghcr.io"));
+    let errs = resolve_with(&inputs, &[("GITHUB_SHA", "abc123")], &[]).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("input `registry`: ghcr.io is not an ECR registry host"), "{errs:?}");
+    // Another region's ECR is fine; so is any host when AWS itself is a local stand-in.
+    let mut inputs = MINIMAL.to_vec();
+    inputs.push(("registry", "123456789012.dkr.ecr.us-east-1.amazonaws.com"));
+    let req = resolve_with(&inputs, &[("GITHUB_SHA", "abc123"), ("AWS_REGION", "eu-west-1")], &[]).unwrap();
+    assert_eq!(req.registry.unwrap().ecr_region().unwrap().as_str(), "us-east-1");
+    let mut inputs = MINIMAL.to_vec();
+    inputs.push(("registry", "localhost:5000"));
+    assert!(
+        resolve_with(&inputs, &[("GITHUB_SHA", "abc123"), ("AWS_ENDPOINT_URL", "http://localhost:5001")], &[]).is_ok()
+    );
+}
