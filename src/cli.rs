@@ -325,6 +325,8 @@ fn finish(runner: &Runner, report: &DeployReport) -> Exit {
     for (name, value) in [
         ("command-id", report.command_ids.join(" ")),
         ("instances", instances_json(report)),
+        ("release-version", report.release_version.map(|v| v.to_string()).unwrap_or_default()),
+        ("deployment-id", report.deployment_id.map(|v| v.to_string()).unwrap_or_default()),
         (
             "result",
             if report.cancelled {

@@ -334,6 +334,26 @@ pub trait GitHub {
         environment_url: Option<&str>,
     ) -> impl Future<Output = std::result::Result<(), GitHubError>>;
     fn compare(&self, base: &str, head: &str) -> impl Future<Output = std::result::Result<Comparison, GitHubError>>;
+    /// The deployment GitHub made for this job (a job with `environment:` gets one): a deployment
+    /// of `sha` to `environment` with a status that links to the run at `run_url`.
+    fn find_job_deployment(
+        &self,
+        sha: &str,
+        environment: &EnvironmentName,
+        run_url: &str,
+    ) -> impl Future<Output = std::result::Result<Option<u64>, GitHubError>>;
+}
+
+/// Which GitHub deployment a run reports to (input `github-deployment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeploymentMode {
+    /// The job's own deployment when the job has one, else a new one.
+    Auto,
+    /// Always a new deployment (a job without `environment:`, or one per step on purpose).
+    Create,
+    /// None.
+    Off,
 }
 
 /// Everything a deploy talks to. The AWS adapters with GitHub and the docker CLI make one world,

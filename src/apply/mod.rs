@@ -173,6 +173,7 @@ pub async fn apply<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result
         }
     };
     report.seconds = world.now().duration_since(started).unwrap_or_default().as_secs_f64();
+    report.deployment_id = deployment;
     if report.success() {
         match record::write(world, plan, &release).await {
             Ok(version) => {
@@ -209,8 +210,14 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
     let digest = build::obtain(plan, world, cx).await?;
     let image = plan.image_ref(digest);
     let proxy_image = build::proxy(plan, world, cx).await?;
+    // Known before anything moves, so an attestation or a later step has them even when the
+    // rollout fails.
     runner.set_output("image", &image.to_string()).map_err(Error::Output)?;
+    runner.set_output("digest", image.digest.as_str()).map_err(Error::Output)?;
     runner.set_output("image-tag", plan.image_tag.as_str()).map_err(Error::Output)?;
+    if let Some(live) = &plan.record.live {
+        runner.set_output("previous-image", &live.release.image.to_string()).map_err(Error::Output)?;
+    }
     // The one rendering of this release's header: sent to the instances and recorded.
     let header = instance::header(&ScriptParams {
         mode: Mode::Deploy { image: &image },
@@ -262,6 +269,8 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         rollback: None,
         tolerated: 0,
         release_version: None,
+        previous_image: plan.record.live.as_ref().map(|live| live.release.image.clone()),
+        deployment_id: None,
         cancelled: false,
         stopped: None,
         skipped: plan.skipped.iter().map(|i| i.id.clone()).collect(),

@@ -51,6 +51,7 @@ pub fn request(tag: &str) -> DeployRequest {
         rollback: false,
         lock_timeout: 600,
         environment_url: None,
+        github_deployment: crate::ports::DeploymentMode::Auto,
         commit: Some("c0ffee".into()),
         dry_run: false,
         github_token: None,
@@ -425,4 +426,60 @@ async fn with_the_proxy_an_instance_not_yet_in_the_target_group_is_registered() 
     assert!(r.success(), "{log:#?}");
     assert!((1..=3).all(|n| w.in_load_balancer(n)), "{:#?}", w.log());
     assert!(!w.log().iter().any(|e| e.starts_with("out ")), "no batch was taken out: {:#?}", w.log());
+}
+
+/// `github-deployment`: auto reports to the job's own deployment when the job has one (GitHub
+/// makes one for a job with `environment:`), and makes one only when it has none; create always
+/// makes one; off talks to no deployment at all.
+#[tokio::test(start_paused = true)]
+async fn a_run_reports_to_the_jobs_deployment_when_there_is_one_and_makes_one_only_when_asked() {
+    use crate::fake::FakeGitHub;
+    use crate::ports::DeploymentMode;
+    let info = RunInfo {
+        commit: Some("c0ffee".into()),
+        run_url: Some("https://github.com/octo/shop/actions/runs/7".into()),
+        by: "test run".into(),
+        ..RunInfo::default()
+    };
+    let info = &info;
+    let calls = |job: Option<u64>, mode: DeploymentMode| async move {
+        let mut w = world(1);
+        w.github = Some(FakeGitHub { job_deployment: std::sync::Mutex::new(job), ..FakeGitHub::default() });
+        let mut req = request("v1");
+        req.github_deployment = mode;
+        let (result, log) = deploy_as(&w, &req, &Cancel::default(), info).await;
+        let r = report(result, &log);
+        assert!(r.success(), "{log:#?}");
+        let calls = w.github.as_ref().unwrap().calls.lock().unwrap().clone();
+        (r.deployment_id, calls)
+    };
+    assert_eq!(
+        calls(Some(41), DeploymentMode::Auto).await,
+        (Some(41), vec!["find c0ffee production".into(), "status 41 in_progress".into(), "status 41 success".into()])
+    );
+    assert_eq!(
+        calls(None, DeploymentMode::Auto).await,
+        (
+            // The fake numbers a new deployment by its count of calls.
+            Some(2),
+            vec![
+                "find c0ffee production".into(),
+                "deployment c0ffee production ec2-deploy: deploy v1".into(),
+                "status 2 in_progress".into(),
+                "status 2 success".into()
+            ]
+        )
+    );
+    assert_eq!(
+        calls(Some(41), DeploymentMode::Create).await,
+        (
+            Some(1),
+            vec![
+                "deployment c0ffee production ec2-deploy: deploy v1".into(),
+                "status 1 in_progress".into(),
+                "status 1 success".into()
+            ]
+        )
+    );
+    assert_eq!(calls(Some(41), DeploymentMode::Off).await, (None, vec![]));
 }

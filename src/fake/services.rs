@@ -142,6 +142,8 @@ pub struct FakeGitHub {
     pub calls: Mutex<Vec<String>>,
     /// What compare answers.
     pub comparison: Mutex<Option<Comparison>>,
+    /// The job's own deployment, when the job has one.
+    pub job_deployment: Mutex<Option<u64>>,
 }
 
 impl GitHub for FakeGitHub {
@@ -167,6 +169,16 @@ impl GitHub for FakeGitHub {
     ) -> std::result::Result<(), GitHubError> {
         lock(&self.calls).push(format!("status {id} {}", state.as_str()));
         Ok(())
+    }
+
+    async fn find_job_deployment(
+        &self,
+        sha: &str,
+        environment: &EnvironmentName,
+        _run_url: &str,
+    ) -> std::result::Result<Option<u64>, GitHubError> {
+        lock(&self.calls).push(format!("find {sha} {environment}"));
+        Ok(*lock(&self.job_deployment))
     }
 
     async fn compare(&self, base: &str, head: &str) -> std::result::Result<Comparison, GitHubError> {

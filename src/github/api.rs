@@ -112,6 +112,39 @@ impl GitHub for GitHubApi {
         Ok(())
     }
 
+    async fn find_job_deployment(
+        &self,
+        sha: &str,
+        environment: &EnvironmentName,
+        run_url: &str,
+    ) -> Result<Option<u64>, GitHubError> {
+        let what = || format!("looking for the job's deployment to {environment}");
+        let route = format!("/repos/{}/deployments", self.repository);
+        let query = json!({ "sha": sha, "environment": environment.as_str(), "per_page": 10 });
+        let deployments: Vec<Value> = self
+            .client
+            .get(route, Some(&query))
+            .await
+            .map_err(|e| GitHubError { what: what(), message: describe(e) })?;
+        // Newest first; the job's deployment links its statuses to the run (…/runs/<id>/job/<id>).
+        let links_to_run = |url: Option<&str>| {
+            url.is_some_and(|u| u == run_url || u.strip_prefix(run_url).is_some_and(|rest| rest.starts_with('/')))
+        };
+        for deployment in deployments {
+            let Some(id) = deployment["id"].as_u64() else { continue };
+            let route = format!("/repos/{}/deployments/{id}/statuses", self.repository);
+            let statuses: Vec<Value> = self
+                .client
+                .get(route, Some(&json!({ "per_page": 10 })))
+                .await
+                .map_err(|e| GitHubError { what: what(), message: describe(e) })?;
+            if statuses.iter().any(|s| links_to_run(s["log_url"].as_str()) || links_to_run(s["target_url"].as_str())) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
     /// How `head` relates to `base`.
     async fn compare(&self, base: &str, head: &str) -> Result<Comparison, GitHubError> {
         let route = format!("/repos/{}/compare/{base}...{head}", self.repository);

@@ -95,6 +95,7 @@ struct Block {
     proxy_image: Option<ConfigValue>,
     lock_timeout: Option<ConfigValue>,
     environment_url: Option<ConfigValue>,
+    github_deployment: Option<ConfigValue>,
 }
 
 impl Block {
@@ -130,6 +131,7 @@ impl Block {
             ("proxy-image", self.proxy_image),
             ("lock-timeout", self.lock_timeout),
             ("environment-url", self.environment_url),
+            ("github-deployment", self.github_deployment),
         ];
         fields.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect()
     }

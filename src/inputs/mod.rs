@@ -98,6 +98,7 @@ pub const INPUTS: &[InputSpec] = &[
     input("proxy-image", "Image of the per-instance proxy: Caddy 2.11 or later (the version tested); the action copies it into the deploy's ECR repository, where instances pull it. Default: caddy:2.11.7-alpine, pinned by digest. Also in the config file."),
     with_default(input("lock-timeout", "Seconds to wait while another deploy of the same environment holds its lock, before failing (0: fail at once). Also in the config file."), "600"),
     input("environment-url", "URL of the deployed service, shown on the GitHub deployment. Also in the config file."),
+    with_default(input("github-deployment", "Which GitHub deployment the run reports to: auto (the job's own when the job sets `environment:`, so a run makes one; else a new one), create (always a new one), or off. Also in the config file."), "auto"),
     not_in_config(with_default(input("dry-run", "true: print the plan and change nothing."), "false")),
     not_in_config(input("github-token", "Token for GitHub Deployments. Default: the workflow's token.")),
     deprecated(input("timeout", "Deprecated: the old name of `command-timeout`, still read (with a warning)."), "command-timeout"),
@@ -181,6 +182,7 @@ pub struct DeployRequest {
     pub rollback: bool,
     pub lock_timeout: u32,
     pub environment_url: Option<String>,
+    pub github_deployment: crate::ports::DeploymentMode,
     /// The commit being deployed (GITHUB_SHA), recorded with the release.
     pub commit: Option<String>,
     pub dry_run: bool,

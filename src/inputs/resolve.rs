@@ -11,7 +11,7 @@ use crate::model::{
     ParameterName, PortMapping, Region, RegistryHost, Repository, Secret, SecretId, TagFilter, TargetGroupArn,
     DEFAULT_PROXY_IMAGE,
 };
-use crate::ports::BuildSpec;
+use crate::ports::{BuildSpec, DeploymentMode};
 
 /// Where a value came from, for error messages that point at the thing to fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +235,14 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
         r.missing("rollback", "cannot go with `image-digest`: a rollback deploys the previous recorded release");
     }
     let environment_url = r.parse("environment-url", parse_url);
+    let github_deployment = r
+        .parse("github-deployment", |t| match t {
+            "auto" => Ok(DeploymentMode::Auto),
+            "create" => Ok(DeploymentMode::Create),
+            "off" => Ok(DeploymentMode::Off),
+            _ => Err(format!("expected auto, create or off, got {t:?}")),
+        })
+        .unwrap_or(DeploymentMode::Auto);
     let dry_run = r.parse("dry-run", parse_bool).unwrap_or(false);
     let github_token = raw.get("github-token").map(|t| Secret(t.trim().to_string()));
     // What a build needs on disk, checked now: a missing context fails here, naming the input,
@@ -293,6 +301,7 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
         lock_timeout: rollout.lock_timeout,
         rollback: rollout.rollback,
         environment_url,
+        github_deployment,
         commit: ctx.var("GITHUB_SHA"),
         dry_run,
         github_token,

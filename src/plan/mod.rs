@@ -150,6 +150,7 @@ pub struct Announce {
     pub payload: serde_json::Value,
     pub environment_url: Option<String>,
     pub log_url: Option<String>,
+    pub mode: crate::ports::DeploymentMode,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -380,6 +381,7 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         what,
         environment_url: req.environment_url.clone(),
         log_url: facts.run.run_url.clone(),
+        mode: req.github_deployment,
     };
     Ok(Plan {
         environment: req.environment.clone(),

@@ -36,6 +36,7 @@ pub fn request() -> DeployRequest {
         rollback: false,
         lock_timeout: 600,
         environment_url: None,
+        github_deployment: crate::ports::DeploymentMode::Auto,
         commit: None,
         image_digest: None,
         dry_run: true,

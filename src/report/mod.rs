@@ -173,6 +173,10 @@ pub struct DeployReport {
     pub tolerated: usize,
     /// The version of the release record this deploy wrote (after a success).
     pub release_version: Option<i64>,
+    /// The environment's release before this deploy (from its record), if it had one.
+    pub previous_image: Option<ImageRef>,
+    /// The GitHub deployment this run reported to (its own, or the job's).
+    pub deployment_id: Option<u64>,
     /// The run was cancelled (SIGINT/SIGTERM): nothing new was started after that.
     pub cancelled: bool,
     /// Why the run stopped before its end, when something other than a cancel stopped it (the
@@ -372,6 +376,8 @@ pub(crate) mod tests {
             rollback: None,
             tolerated: 0,
             release_version: None,
+            previous_image: None,
+            deployment_id: None,
             cancelled: false,
             stopped: None,
             skipped: vec![],

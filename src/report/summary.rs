@@ -13,6 +13,9 @@ pub fn instances_json(report: &DeployReport) -> String {
         status: &'a str,
         response_code: Option<i32>,
         outcome: Option<&'a str>,
+        /// The image the instance ran before this run, and after it (`none`: nothing ran).
+        image_before: Option<&'a str>,
+        image_after: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         rollback: Option<&'a str>,
     }
@@ -25,6 +28,8 @@ pub fn instances_json(report: &DeployReport) -> String {
             status: i.status.as_str(),
             response_code: i.response_code,
             outcome: i.outcome.map(Outcome::as_str),
+            image_before: i.previous.as_ref().map(|r| r.image.as_str()),
+            image_after: i.current.as_ref().map(|r| r.image.as_str()),
             rollback: report.rolled_back(&i.id).map(|r| if r.ok() { "rolled-back" } else { "failed" }),
         })
         .collect();
@@ -156,5 +161,8 @@ mod tests {
         assert_eq!(v[1]["status"], "Failed");
         assert_eq!(v[1]["response_code"], 15);
         assert_eq!(v[0]["outcome"], "deployed");
+        assert_eq!(v[0]["image_before"], format!("r/shop@{}", super::super::tests::digest('1')));
+        assert_eq!(v[0]["image_after"], format!("r/shop@{}", super::super::tests::digest('2')));
+        assert!(v[2]["image_before"].is_null() && v[2]["image_after"].is_null(), "{v}");
     }
 }

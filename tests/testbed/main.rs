@@ -106,6 +106,17 @@ fn deploys_v1_then_v2_to_the_tagged_instances_only() {
         "text",
     ]);
     assert_eq!(image.rsplit_once('@').unwrap().1, ecr_digest.trim(), "deployed by the digest ECR has for the tag");
+    assert_eq!(o["digest"], ecr_digest.trim());
+    // What ran before: the first deploy had no previous release, the second names the first's.
+    assert_eq!(r1.outputs.get("previous-image"), None, "{}", r1.outputs_raw);
+    assert_eq!(o["previous-image"], r1.outputs["image"]);
+    // The record's version this run wrote, as SSM numbers it; no GitHub here, so no deployment.
+    let parameter = format!("/ec2-deploy/test/{repo}");
+    let version =
+        bed.aws(&["ssm", "get-parameter", "--name", &parameter, "--query", "Parameter.Version", "--output", "text"]);
+    assert_eq!(o["release-version"], version.trim());
+    assert_eq!(r1.outputs["release-version"].parse::<i64>().unwrap() + 1, version.trim().parse::<i64>().unwrap());
+    assert_eq!(o["deployment-id"], "");
     assert_eq!(o["image-tag"], "v2");
     assert_eq!(o["result"], "success");
     let cmd = bed.aws_json(&["ssm", "list-commands", "--command-id", &o["command-id"]]);
@@ -120,6 +131,10 @@ fn deploys_v1_then_v2_to_the_tagged_instances_only() {
         assert_eq!(
             (i["status"].as_str(), i["response_code"].as_i64(), i["outcome"].as_str()),
             (Some("Success"), Some(0), Some("deployed"))
+        );
+        assert_eq!(
+            (&i["image_before"], &i["image_after"]),
+            (&r1.outputs["image"].clone().into(), &image.clone().into())
         );
     }
 

@@ -4,7 +4,7 @@
 //! GitHub is a local HTTP server (wiremock) that checks the method, path, auth header and body of
 //! every request octocrab sends and answers 404 to anything unexpected, which fails the test.
 
-use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::matchers::{body_partial_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use super::support::{unique, ActionRun, Bed};
@@ -199,6 +199,19 @@ async fn expect_deployment(server: &MockServer, id: u64, description: &str) {
         .await;
 }
 
+/// The job has no deployment of its own (no `environment:`): the search finds none, once.
+async fn no_job_deployment(server: &MockServer) {
+    Mock::given(method("GET"))
+        .and(path("/repos/octo/shop/deployments"))
+        .and(query_param("sha", "4b825dc642cb6eb9a060e54bf8d69288fbee4904"))
+        .and(query_param("environment", "test"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([])))
+        .expect(1)
+        .named("look for the job's deployment")
+        .mount(server)
+        .await;
+}
+
 async fn expect_status(server: &MockServer, id: u64, state: &str) {
     Mock::given(method("POST"))
         .and(path(format!("/repos/octo/shop/deployments/{id}/statuses")))
@@ -235,6 +248,7 @@ fn github_deployments_record_success_failure_and_rollback() {
     // A success: the deployment, in_progress, then success.
     rt.block_on(async {
         unexpected_requests_fail(&server).await;
+        no_job_deployment(&server).await;
         expect_deployment(&server, 42, "ec2-deploy: deploy v1").await;
         expect_status(&server, 42, "in_progress").await;
         expect_status(&server, 42, "success").await;
@@ -249,7 +263,7 @@ fn github_deployments_record_success_failure_and_rollback() {
     assert_eq!(r.code, 0, "{}", r.log());
     rt.block_on(server.verify());
     let sent = rt.block_on(server.received_requests()).expect("wiremock records requests");
-    assert_eq!(sent.len(), 3);
+    assert_eq!(sent.len(), 4, "the search for the job's deployment, the deployment, two statuses");
     for request in &sent {
         assert!(!String::from_utf8_lossy(&request.body).contains(&secret_value), "a secret value was sent to GitHub");
     }
@@ -258,6 +272,7 @@ fn github_deployments_record_success_failure_and_rollback() {
     // A failure: a release that never turns healthy.
     rt.block_on(async {
         unexpected_requests_fail(&server).await;
+        no_job_deployment(&server).await;
         expect_deployment(&server, 43, "ec2-deploy: deploy v2").await;
         expect_status(&server, 43, "in_progress").await;
         expect_status(&server, 43, "failure").await;
@@ -275,6 +290,7 @@ fn github_deployments_record_success_failure_and_rollback() {
     assert_eq!(r.code, 0, "{}", r.log());
     rt.block_on(async {
         unexpected_requests_fail(&server).await;
+        no_job_deployment(&server).await;
         expect_deployment(&server, 44, "ec2-deploy: rollback to v1").await;
         expect_status(&server, 44, "in_progress").await;
         expect_status(&server, 44, "success").await;
@@ -303,6 +319,54 @@ fn github_deployments_record_success_failure_and_rollback() {
     let r = run(&bed, release_inputs(&bed, &repo, &suite, "v3", &parameter), &[(&env[0].0, &env[0].1)]);
     assert_eq!(r.code, 0, "{}", r.log());
     assert!(r.stdout.contains("::notice title=ec2-deploy%3A GitHub::no GitHub deployment"), "{}", r.stdout);
+}
+
+/// A job with `environment: test` already has the deployment GitHub made for it (in progress,
+/// linked to the run). The run reports to that one: it creates none, and the job's deployment ends
+/// with the environment URL and the final status — one deployment for the run.
+#[test]
+fn a_job_with_an_environment_gets_one_deployment_the_jobs_own() {
+    let bed = Bed::load();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let server = rt.block_on(MockServer::start());
+    let suite = unique("s");
+    let _web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let repo = unique("jobdeploy");
+    bed.create_repository(&repo);
+    let parameter = format!("/ec2-deploy/test/{repo}");
+    rt.block_on(async {
+        unexpected_requests_fail(&server).await;
+        // An older deployment of the same commit by another run, then the job's own.
+        Mock::given(method("GET"))
+            .and(path("/repos/octo/shop/deployments"))
+            .and(query_param("sha", "4b825dc642cb6eb9a060e54bf8d69288fbee4904"))
+            .and(query_param("environment", "test"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([{ "id": 77 }, { "id": 12 }])))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/repos/octo/shop/deployments/77/statuses"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([
+                { "state": "in_progress", "log_url": "https://github.com/octo/shop/actions/runs/1/job/31" }
+            ])))
+            .expect(1)
+            .mount(&server)
+            .await;
+        expect_status(&server, 77, "in_progress").await;
+        expect_status(&server, 77, "success").await;
+    });
+    let mut i = release_inputs(&bed, &repo, &suite, "v1", &parameter);
+    set(&mut i, "environment-url", "https://shop.example.com");
+    let env = github_env(&server);
+    let r = run(&bed, i, &[(&env[0].0, &env[0].1)]);
+    assert_eq!(r.code, 0, "{}", r.log());
+    rt.block_on(server.verify());
+    let sent = rt.block_on(server.received_requests()).unwrap();
+    let created = sent.iter().filter(|q| q.method.as_str() == "POST" && q.url.path().ends_with("/deployments")).count();
+    assert_eq!(created, 0, "the run made a second deployment");
+    assert_eq!(r.outputs["deployment-id"], "77");
+    assert!(r.stdout.contains("Reporting to the job's GitHub deployment 77 (test)"), "{}", r.stdout);
 }
 
 #[test]
