@@ -14,7 +14,7 @@
 //! took out, and starts nothing more, so the kill finds every instance registered.
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Notify;
 
@@ -22,6 +22,8 @@ use tokio::sync::Notify;
 pub struct Cancel {
     /// 0: running; 1: cancelled; 2: cancelled again, hurry.
     inner: Arc<(AtomicU8, Notify)>,
+    /// Why the AWS session ended, once a call answered ExpiredToken.
+    expired: Arc<OnceLock<String>>,
 }
 
 impl Cancel {
@@ -33,6 +35,19 @@ impl Cancel {
     /// The second signal: the step is about to be killed.
     pub fn hurry(&self) {
         self.raise(2);
+    }
+
+    /// An AWS call answered ExpiredToken: the runner's role session is over and no later call
+    /// can succeed (configure-aws-credentials' keys are not refreshed). Like a second signal: wait
+    /// for nothing, start nothing, put back what can still be put back — and fail, not cancel.
+    pub fn session_expired(&self, why: &str) {
+        let _ = self.expired.set(why.to_string());
+        self.raise(2);
+    }
+
+    /// Why the session ended, if it did.
+    pub fn expired_session(&self) -> Option<&str> {
+        self.expired.get().map(String::as_str)
     }
 
     fn raise(&self, level: u8) {

@@ -63,6 +63,7 @@ pub async fn run<W: World>(
     })?;
     let applied = async {
         let plan = plan(req, world, run, Some(&lock_name), runner).await?;
+        warn_if_the_session_may_end_first(&plan, world, run, runner);
         let cx = apply::Context { runner, cancel: cx.cancel, workdir: cx.workdir, lock: &lock };
         apply::apply(&plan, world, &cx).await.map(|r| Outcome::Finished(Box::new(r)))
     };
@@ -74,6 +75,26 @@ pub async fn run<W: World>(
         runner.warning("ec2-deploy: lock", &format!("{e}; it expires by itself within {}s", lease.lease.as_secs()));
     }
     result
+}
+
+/// A rollout that may outlast the runner's AWS session ends with ExpiredToken halfway: say so
+/// before anything moves, with the `role-duration-seconds` that would cover it.
+fn warn_if_the_session_may_end_first<W: World>(plan: &Plan, world: &W, run: &RunInfo, runner: &Runner) {
+    let Some(expires) = run.credentials_expire else { return };
+    let worst = plan.worst_case();
+    let left = expires.duration_since(world.now()).unwrap_or_default();
+    if left < worst.with_rollback {
+        runner.warning(
+            "ec2-deploy: AWS session",
+            &format!(
+                "the AWS session ends in {}s, and this rollout may take up to {}s ({}s with a full rollback): give aws-actions/configure-aws-credentials `role-duration-seconds: {}`",
+                left.as_secs(),
+                worst.rollout.as_secs(),
+                worst.with_rollback.as_secs(),
+                worst.role_duration_seconds()
+            ),
+        );
+    }
 }
 
 /// Gathers the facts and makes the plan; prints it.

@@ -47,6 +47,11 @@ pub struct ServiceError {
 }
 
 impl ServiceError {
+    /// `context: message`, without the hint.
+    pub fn brief(&self) -> String {
+        format!("{}: {}", self.context, self.message)
+    }
+
     pub fn new(context: impl Into<String>, kind: ErrorKind, message: impl Into<String>) -> ServiceError {
         ServiceError { context: context.into(), kind, code: None, message: message.into() }
     }

@@ -167,6 +167,7 @@ async fn roll_back<W: World>(
             let why = match stop {
                 Stop::LockLost(lost) => lost.to_string(),
                 Stop::Cancelled => "the run was cancelled twice (the step is about to be killed)".to_string(),
+                Stop::SessionExpired(why) => format!("the AWS session expired ({why})"),
             };
             report.problems.push(format!("{}: not rolled back (it keeps the new release): {why}", names(ids)));
             continue;

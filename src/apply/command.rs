@@ -25,7 +25,7 @@ use super::{Context, Purpose, Stop};
 use crate::model::{
     CommandId, InstanceId, Invocation, InvocationStatus, Limit, ManagedInstance, StatusDetail, TagFilter,
 };
-use crate::ports::{CommandRequest, CommandTargets, World, IDS_PER_COMMAND};
+use crate::ports::{CommandRequest, CommandTargets, ErrorKind, World, IDS_PER_COMMAND};
 use crate::report::{instance_reports, InstanceReport};
 use crate::Error;
 
@@ -134,7 +134,11 @@ impl<W: World> Commands<'_, W> {
             delivery_timeout: DELIVERY_TIMEOUT,
             comment: format!("{} {action}", self.comment),
         };
-        let id = self.world.send_command(&request).await?;
+        let id = self.world.send_command(&request).await.inspect_err(|e| {
+            if e.kind == ErrorKind::Expired {
+                self.cx.cancel.session_expired(&e.brief());
+            }
+        })?;
         runner.info(&format!("  SSM command {id} ({action})"));
         self.sent.borrow_mut().push(id.clone());
         let followed = self.follow(&id, planned.len(), concurrency, purpose).await;
@@ -225,6 +229,12 @@ impl<W: World> Commands<'_, W> {
                     }
                     interval = if changed { POLL_MIN } else { interval.mul_f64(1.5).min(POLL_MAX) };
                 }
+                Err(e) if e.kind == ErrorKind::Expired => {
+                    // No later call can succeed: stop following now, not at the deadline.
+                    self.cx.cancel.session_expired(&e.brief());
+                    let why = format!("command {id} could not be followed: the AWS session expired ({})", e.brief());
+                    return Followed { invocations, stopped: Some(why), abandoned: vec![] };
+                }
                 Err(e) => {
                     failures += 1;
                     if failures == 1 {
@@ -306,6 +316,7 @@ fn describe(stop: &Stop) -> String {
     match stop {
         Stop::Cancelled => "cancelled".to_string(),
         Stop::LockLost(lost) => lost.to_string(),
+        Stop::SessionExpired(why) => format!("the AWS session expired ({why})"),
     }
 }
 

@@ -33,7 +33,7 @@ use crate::instance::{self, Mode, ScriptParams};
 use crate::lock::LockLost;
 use crate::model::{InstanceId, Limit, Running};
 use crate::plan::{Plan, Rollout as Strategy};
-use crate::ports::{Clock, DeploymentState, ParameterStore, World};
+use crate::ports::{Clock, DeploymentState, ErrorKind, ParameterStore, ServiceError, World};
 use crate::release::{rfc3339, Release};
 use crate::report::{DeployReport, InstanceReport};
 use crate::Error;
@@ -66,6 +66,8 @@ impl<W: ParameterStore + Clock> Guard for crate::lock::DeployLock<'_, W> {
 pub enum Stop {
     Cancelled,
     LockLost(LockLost),
+    /// The runner's AWS session expired: nothing can be changed any more.
+    SessionExpired(String),
 }
 
 impl Context<'_> {
@@ -77,6 +79,9 @@ impl Context<'_> {
     /// The same, for work of this purpose: a rollback under way is finished through a cancel
     /// (it is how the run puts back what it changed), but not after the lock was lost.
     pub fn stop_for(&self, purpose: Purpose) -> Option<Stop> {
+        if let Some(why) = self.cancel.expired_session() {
+            return Some(Stop::SessionExpired(why.to_string()));
+        }
         let cancelled = match purpose {
             Purpose::Deploy => self.cancel.is_cancelled(),
             Purpose::Restore => self.cancel.is_hurried(),
@@ -158,6 +163,16 @@ pub fn rollback_targets(ids: &[InstanceId], instances: &[InstanceReport]) -> (Ve
         }
     }
     (targets, first_deploys)
+}
+
+/// What happened when the AWS session expired mid-rollout, and what to do about it.
+fn session_expired(plan: &Plan, why: &str) -> String {
+    let worst = plan.worst_case();
+    format!(
+        "the AWS session expired during the rollout ({why}); nothing was started after that, and what was out of the load balancer was put back where the call still worked (see above). What to do: give aws-actions/configure-aws-credentials `role-duration-seconds: {}` or more (this rollout may take up to {}s with a full rollback; the role's MaxSessionDuration must allow it), then run the deploy again: instances already on this release are not restarted, the others get it, and the deploy lock frees itself within its lease",
+        worst.role_duration_seconds(),
+        worst.with_rollback.as_secs()
+    )
 }
 
 /// Applies the plan: the deploy's report, or why it could not run to the end.
@@ -242,6 +257,9 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
     match cx.stop() {
         Some(Stop::Cancelled) => return Err(Error::Cancelled),
         Some(Stop::LockLost(lost)) => return Err(Error::LockLost(lost)),
+        Some(Stop::SessionExpired(why)) => {
+            return Err(Error::Service(ServiceError::new("before the rollout", ErrorKind::Expired, why)))
+        }
         None => {}
     }
     let env = plan.environment.as_ref().map(|e| e.as_str()).unwrap_or("");
@@ -297,6 +315,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
     match cx.stop() {
         Some(Stop::Cancelled) => report.cancelled = true,
         Some(Stop::LockLost(lost)) => report.stopped = Some(lost.to_string()),
+        Some(Stop::SessionExpired(why)) => report.stopped = Some(session_expired(plan, &why)),
         None => {}
     }
     report.command_ids = rollout.commands.sent.take().iter().map(ToString::to_string).collect();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::Purpose;
 use crate::cancel::Cancel;
 use crate::model::{InstanceId, TargetGroupArn};
-use crate::ports::{Clock, GroupTimings, LoadBalancer, ServiceError, TargetState};
+use crate::ports::{Clock, ErrorKind, GroupTimings, LoadBalancer, ServiceError, TargetState};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WaitError {
@@ -61,13 +61,21 @@ impl<'a, W: LoadBalancer + Clock> Traffic<'a, W> {
         }
     }
 
+    /// A failed call; an expired session also stops the run (see [`Cancel::session_expired`]).
+    fn failed(&self, e: ServiceError) -> WaitError {
+        if e.kind == ErrorKind::Expired {
+            self.cancel.session_expired(&e.brief());
+        }
+        e.into()
+    }
+
     /// Deregister from every group and wait until drained. A cancel ends the wait, unless the
     /// purpose is to restore what ran before.
     pub async fn take_out(&self, ids: &[InstanceId], purpose: Purpose) -> Result<(), WaitError> {
         if !self.drain {
             return Ok(());
         }
-        self.world.deregister(self.groups, ids).await?;
+        self.world.deregister(self.groups, ids).await.map_err(|e| self.failed(e))?;
         let drained =
             self.wait(ids, self.drain_limit, |s| Ok(matches!(s, TargetState::Unused | TargetState::Unavailable)));
         self.unless_cancelled(drained, purpose, "draining").await
@@ -77,7 +85,7 @@ impl<'a, W: LoadBalancer + Clock> Traffic<'a, W> {
     pub async fn put_back(&self, ids: &[InstanceId], purpose: Purpose) -> Result<(), WaitError> {
         // Also with the proxy: a new instance may not be in the groups yet (registering one that
         // is changes nothing).
-        self.world.register(self.groups, ids).await?;
+        self.world.register(self.groups, ids).await.map_err(|e| self.failed(e))?;
         let healthy = |s: &TargetState| match s {
             TargetState::Healthy => Ok(true),
             TargetState::Unhealthy(reason) => Err(reason.clone()),
@@ -108,7 +116,7 @@ impl<'a, W: LoadBalancer + Clock> Traffic<'a, W> {
     /// Register in every group without waiting (when the run is cancelled: the load balancer's
     /// own checks gate the traffic).
     pub async fn readmit(&self, ids: &[InstanceId]) -> Result<(), WaitError> {
-        Ok(self.world.register(self.groups, ids).await?)
+        self.world.register(self.groups, ids).await.map_err(|e| self.failed(e))
     }
 
     async fn wait(
@@ -120,7 +128,7 @@ impl<'a, W: LoadBalancer + Clock> Traffic<'a, W> {
         let started = self.world.now();
         let mut interval = Duration::from_millis(500);
         loop {
-            let states = self.world.target_states(self.groups, ids).await?;
+            let states = self.world.target_states(self.groups, ids).await.map_err(|e| self.failed(e))?;
             let mut pending = None;
             for (group, id, state) in &states {
                 match done(state) {

@@ -367,3 +367,66 @@ async fn a_second_cancel_during_the_rollback_puts_every_instance_back_in_at_once
     let problems = r.rollback.map(|r| r.problems).unwrap_or_default();
     assert!(!problems.is_empty(), "an incomplete rollback is reported: {log:#?}");
 }
+
+/// The role session ends while batch 2 of 3 swaps (a rollout longer than configure-aws-credentials'
+/// one hour). Every AWS call fails from then on: the run must not wait out its deadlines retrying
+/// a session that cannot come back, must start no new batch, tries to put what it took out back
+/// into the load balancer, and fails saying what happened and exactly what to do.
+#[tokio::test(start_paused = true)]
+async fn an_expired_session_starts_no_new_batch_ends_at_once_and_says_what_to_do() {
+    let w = world(3);
+    for n in 1..=3 {
+        w.set_faults(n, |f| f.script_seconds = Some(40));
+    }
+    let req = in_batches(request("v1"));
+    let cancel = Cancel::default();
+    let started = w.now();
+    let ((result, log), expired_at) = tokio::join!(deploy_with(&w, &req, &cancel), async {
+        until(&w, |log| log.iter().any(|e| e == "send deploy 2")).await;
+        w.faults.lock().unwrap().session_expired = true;
+        w.now()
+    });
+    let r = report(result, &log);
+    assert!(!r.success() && !r.cancelled, "{log:#?}");
+    assert!(!w.log().iter().any(|e| e == "send deploy 3"), "a batch started after the session expired: {:#?}", w.log());
+    assert_eq!(r.batches[2].outcome, crate::report::BatchOutcome::NotStarted);
+    let stopped = r.stopped.as_deref().unwrap_or_default();
+    assert!(stopped.contains("the AWS session expired"), "{stopped}");
+    assert!(stopped.contains("role-duration-seconds"), "{stopped}");
+    // Retrying cannot help: the run ends within a poll or two, not at its deadline.
+    let waited = w.now().duration_since(expired_at).unwrap();
+    assert!(waited < Duration::from_secs(60), "the run went on for {waited:?} after the session expired");
+    assert!(w.now().duration_since(started).unwrap() < Duration::from_secs(600));
+    // It tried to put batch 2 back (the call fails too: that is said, with the instance).
+    assert!(log.iter().any(|l| l.contains(&crate::fake::id(2).to_string()) && l.contains("load balancer")), "{log:#?}");
+}
+
+/// The session's end is known (AWS_CREDENTIAL_EXPIRATION): a rollout that may outlast it is
+/// warned about before anything moves, with the role-duration-seconds that covers it; one that
+/// fits is not.
+#[tokio::test(start_paused = true)]
+async fn a_session_shorter_than_the_worst_case_is_warned_about_before_anything_moves() {
+    let w = world(3);
+    let req = in_batches(request("v1"));
+    let info = |seconds: u64| RunInfo {
+        commit: req.commit.clone(),
+        by: "test run".into(),
+        credentials_expire: Some(w.now() + Duration::from_secs(seconds)),
+        ..RunInfo::default()
+    };
+    let (result, log) = deploy_as(&w, &req, &Cancel::default(), &info(3600)).await;
+    assert!(report(result, &log).success());
+    // 3 batches, each: drain (the fake groups' 5 s delay + 30), one wave of command-timeout
+    // (600 s + 120 delivery + 60), health (10 s + 30) = 855 s; 2,565 s, 5,130 s with a full
+    // rollback → 6,300 s: in whole quarter hours, with a quarter to spare.
+    let plan_line = log.iter().find(|l| l.contains("  duration   ")).unwrap_or_else(|| panic!("{log:#?}"));
+    assert!(plan_line.contains("at most 2565s once it starts, 5130s with a full rollback"), "{plan_line}");
+    let warning = log.iter().find(|l| l.contains("AWS session ends in")).unwrap_or_else(|| panic!("{log:#?}"));
+    assert!(warning.contains("role-duration-seconds: 6300"), "{warning}");
+    let at = |e: &str| log.iter().position(|l| l.contains(e)).unwrap();
+    assert!(at("AWS session ends in") < at("Batch 1/3"), "{log:#?}");
+    let w = world(3);
+    let (result, log) = deploy_as(&w, &req, &Cancel::default(), &info(43_200)).await;
+    assert!(report(result, &log).success());
+    assert!(!log.iter().any(|l| l.contains("AWS session ends in")), "{log:#?}");
+}

@@ -133,6 +133,8 @@ pub struct CallFaults {
     pub failing_parameters: BTreeSet<String>,
     /// The build fails.
     pub build_fails: bool,
+    /// The role session has expired: every AWS call fails with ExpiredToken from now on.
+    pub session_expired: bool,
 }
 
 /// The fake world's time. `Paused`: tokio's paused clock (the test runs in a runtime started
@@ -366,6 +368,20 @@ impl World {
     }
 }
 
+impl World {
+    /// `Err(ExpiredToken)` once the session has expired (see [`CallFaults::session_expired`]).
+    pub(crate) fn session(&self, call: &str) -> Result<()> {
+        if lock(&self.faults).session_expired {
+            return Err(ServiceError::new(
+                call,
+                ErrorKind::Expired,
+                "ExpiredTokenException (The security token included in the request is expired)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn not_found(context: String) -> ServiceError {
     ServiceError::new(context, ErrorKind::NotFound, "not found")
 }
@@ -395,6 +411,7 @@ impl Clock for World {
 impl ParameterStore for World {
     async fn get_parameter(&self, name: &ParameterName) -> Result<Option<Parameter>> {
         self.store_step().await;
+        self.session("ssm:GetParameter")?;
         let found = lock(&self.params).get(name.as_str()).and_then(|v| v.last().cloned());
         self.traced(format!("get {name} -> {found:?}"));
         Ok(found)
@@ -402,6 +419,7 @@ impl ParameterStore for World {
 
     async fn put_parameter(&self, name: &ParameterName, value: &str, overwrite: bool) -> Result<i64> {
         self.store_step().await;
+        self.session("ssm:PutParameter")?;
         if lock(&self.faults).failing_parameters.contains(name.as_str()) {
             return Err(ServiceError::new(format!("writing {name}"), ErrorKind::Access, "AccessDeniedException"));
         }
@@ -421,6 +439,7 @@ impl ParameterStore for World {
 
     async fn parameter_history(&self, name: &ParameterName) -> Result<Vec<Parameter>> {
         self.store_step().await;
+        self.session("ssm:GetParameterHistory")?;
         let history = self.parameter(name.as_str());
         self.traced(format!("history {name} -> {history:?}"));
         Ok(history)
@@ -428,6 +447,7 @@ impl ParameterStore for World {
 
     async fn delete_parameter(&self, name: &ParameterName) -> Result<()> {
         self.store_step().await;
+        self.session("ssm:DeleteParameter")?;
         lock(&self.params).remove(name.as_str());
         self.note(format!("delete {name}"));
         self.traced(format!("delete {name}"));

@@ -196,6 +196,7 @@ fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
 
 impl RunCommand for World {
     async fn find_instances(&self, tags: &[TagFilter]) -> Result<Vec<ManagedInstance>> {
+        self.session("ssm:DescribeInstanceInformation")?;
         Ok(lock(&self.instances)
             .iter()
             .filter(|(_, i)| tags.iter().all(|t| i.tags.get(&t.key).is_some_and(|v| t.values.contains(v))))
@@ -209,6 +210,7 @@ impl RunCommand for World {
     }
 
     async fn send_command(&self, request: &CommandRequest) -> Result<CommandId> {
+        self.session("ssm:SendCommand")?;
         let targets: Vec<InstanceId> = match &request.targets {
             CommandTargets::Ids(ids) => ids.clone(),
             CommandTargets::Tags(tags) => self.find_instances(tags).await?.into_iter().map(|i| i.id).collect(),
@@ -242,6 +244,7 @@ impl RunCommand for World {
     }
 
     async fn command_progress(&self, id: &CommandId) -> Result<(CommandState, Vec<Invocation>)> {
+        self.session("ssm:ListCommandInvocations")?;
         {
             let mut f = lock(&self.faults);
             if f.throttle_progress > 0 {
@@ -296,6 +299,7 @@ impl RunCommand for World {
     }
 
     async fn invocation_output(&self, id: &CommandId, instance: &InstanceId) -> Result<InvocationOutput> {
+        self.session("ssm:GetCommandInvocation")?;
         let commands = lock(&self.commands);
         let c = commands.iter().find(|c| &c.id == id).ok_or_else(|| not_found(format!("command {id}")))?;
         let i =
@@ -306,6 +310,7 @@ impl RunCommand for World {
     /// As SSM does: what has not started never will, and a running script is killed where it is
     /// (here: between stopping the old container and starting the new one, the worst place).
     async fn cancel_command(&self, id: &CommandId, instances: Option<&[InstanceId]>) -> Result<()> {
+        self.session("ssm:CancelCommand")?;
         let mut commands = lock(&self.commands);
         let mut all = lock(&self.instances);
         let c = commands.iter_mut().find(|c| &c.id == id).ok_or_else(|| not_found(format!("command {id}")))?;

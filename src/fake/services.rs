@@ -13,6 +13,7 @@ impl LoadBalancer for World {
     }
 
     async fn deregister(&self, groups: &[TargetGroupArn], ids: &[InstanceId]) -> Result<()> {
+        self.session("elbv2:DeregisterTargets")?;
         let until = self.now() + self.group_timings.deregistration_delay;
         let mut g = lock(&self.groups);
         for group in groups {
@@ -29,6 +30,7 @@ impl LoadBalancer for World {
     }
 
     async fn register(&self, groups: &[TargetGroupArn], ids: &[InstanceId]) -> Result<()> {
+        self.session("elbv2:RegisterTargets")?;
         let since = self.now();
         let mut g = lock(&self.groups);
         for group in groups {
@@ -49,6 +51,7 @@ impl LoadBalancer for World {
         groups: &[TargetGroupArn],
         ids: &[InstanceId],
     ) -> Result<Vec<(TargetGroupArn, InstanceId, TargetState)>> {
+        self.session("elbv2:DescribeTargetHealth")?;
         let now = self.now();
         let g = lock(&self.groups);
         let instances = lock(&self.instances);

@@ -22,6 +22,9 @@ pub struct RunInfo {
     pub event_name: Option<String>,
     /// Who this run is, for the lock's holder: the run's URL, or the host.
     pub by: String,
+    /// When the runner's AWS session ends, when known: `AWS_CREDENTIAL_EXPIRATION` (RFC 3339, the
+    /// name the AWS CLI and botocore read; configure-aws-credentials' `aws-expiration` output).
+    pub credentials_expire: Option<std::time::SystemTime>,
 }
 
 impl RunInfo {
@@ -41,7 +44,11 @@ impl RunInfo {
         let by = run_url
             .clone()
             .unwrap_or_else(|| format!("ec2-deploy on {}", env("HOSTNAME").unwrap_or_else(|| "a terminal".into())));
-        RunInfo { commit, commit_time, run_url, event_name: env("GITHUB_EVENT_NAME"), by }
+        let credentials_expire = env("AWS_CREDENTIAL_EXPIRATION")
+            .and_then(|t| crate::release::epoch_of(t.trim()))
+            .and_then(|s| u64::try_from(s).ok())
+            .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        RunInfo { commit, commit_time, run_url, event_name: env("GITHUB_EVENT_NAME"), by, credentials_expire }
     }
 }
 

@@ -184,7 +184,50 @@ pub struct Plan {
     pub auth: RegistryAuth,
 }
 
+/// The longest the rollout can take once it starts (the build and the lock wait come before):
+/// every wave of instances using all of `command-timeout`, every drain and health wait its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorstCase {
+    pub rollout: Duration,
+    /// The rollout failing at its very end, then every instance going back.
+    pub with_rollback: Duration,
+}
+
+impl WorstCase {
+    /// A `role-duration-seconds` that covers the worst case with 15 minutes to spare, in whole
+    /// quarter hours, within what STS allows (15 minutes to 12 hours).
+    pub fn role_duration_seconds(&self) -> u64 {
+        let quarter = 900;
+        (self.with_rollback.as_secs() + quarter).div_ceil(quarter).saturating_mul(quarter).clamp(quarter, 43_200)
+    }
+}
+
 impl Plan {
+    /// See [`WorstCase`]; the same bounds the run's own deadlines use.
+    pub fn worst_case(&self) -> WorstCase {
+        let command = |targets: usize, concurrency: Limit| {
+            let waves = targets.max(1).div_ceil(concurrency.of(targets.max(1), true).max(1)) as u64;
+            Duration::from_secs(
+                waves * u64::from(self.timeout) + u64::from(crate::apply::command::DELIVERY_TIMEOUT) + 60,
+            )
+        };
+        let rollout = match &self.rollout {
+            Rollout::ByTags { max_concurrency, .. } => command(self.instances.len(), *max_concurrency),
+            Rollout::Batches { batches, drain, timings, .. } => batches
+                .iter()
+                .map(|b| {
+                    let drained =
+                        if *drain { timings.deregistration_delay + Duration::from_secs(30) } else { Duration::ZERO };
+                    drained
+                        + command(b.len(), Limit::Count(b.len() as u32))
+                        + timings.time_to_healthy
+                        + Duration::from_secs(30)
+                })
+                .sum(),
+        };
+        WorstCase { rollout, with_rollback: rollout * 2 }
+    }
+
     /// The image by digest, once the digest is known (from the registry, or from the push).
     pub fn image_ref(&self, digest: Digest) -> ImageRef {
         ImageRef { registry: self.registry.clone(), repository: self.repository.clone(), digest }

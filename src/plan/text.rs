@@ -133,6 +133,14 @@ impl fmt::Display for Plan {
                 }
             }
         }
+        let worst = self.worst_case();
+        writeln!(
+            f,
+            "  duration   at most {}s once it starts, {}s with a full rollback (AWS session: role-duration-seconds {} covers it)",
+            worst.rollout.as_secs(),
+            worst.with_rollback.as_secs(),
+            worst.role_duration_seconds()
+        )?;
         let targets = self.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ");
         writeln!(f, "  instances  {} with tags {targets}:", self.instances.len())?;
         for i in &self.instances {
