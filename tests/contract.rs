@@ -173,3 +173,47 @@ fn the_dockerfile_pins_its_bases_by_digest_and_builds_with_a_new_enough_rust() {
     let msrv: Vec<u32> = msrv.trim_matches('"').split('.').map(|p| p.parse().unwrap()).collect();
     assert!(image_rust >= msrv, "the image builds with Rust {image_rust:?}, older than rust-version {msrv:?}");
 }
+
+/// The CloudFormation sketch boots instances the deploy script can run on: it installs and starts
+/// Docker (Amazon Linux 2023 has none) and checks for every tool the script's prerequisite check
+/// names, plus a JSON reader for the secret. A tool added to the script fails this until the
+/// sketch provides it.
+#[test]
+fn the_cloudformation_sketch_provides_what_the_deploy_script_checks_for() {
+    let script = include_str!("../src/instance/deploy.sh");
+    let needed: Vec<&str> = script
+        .lines()
+        .find_map(|l| l.strip_prefix("for tool in ").and_then(|l| l.strip_suffix("; do")))
+        .expect("the script's prerequisite loop")
+        .split_whitespace()
+        .collect();
+    assert!(needed.contains(&"docker"), "{needed:?}");
+    let sketch = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/infrastructure.yml")).unwrap();
+    // The launch template's user data: the block under `Fn::Base64: !Sub |`, as indented.
+    let mut lines = sketch.lines().skip_while(|l| !l.trim_end().ends_with("Fn::Base64: !Sub |")).skip(1);
+    let first = lines.next().expect("the launch template's user data");
+    let indent = first.len() - first.trim_start().len();
+    let user_data: String = std::iter::once(first)
+        .chain(lines.take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent))
+        .map(|l| format!("{}\n", l.get(indent..).unwrap_or("")))
+        .collect();
+    assert!(user_data.contains("dnf install -y docker"), "Docker is not installed:\n{user_data}");
+    assert!(user_data.contains("systemctl enable --now docker"), "Docker is not started:\n{user_data}");
+    let checked: Vec<&str> = user_data
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("for tool in ").and_then(|l| l.strip_suffix("; do")))
+        .expect("the sketch's prerequisite check")
+        .split_whitespace()
+        .collect();
+    for tool in &needed {
+        assert!(checked.contains(tool), "the sketch does not provide {tool} (the script checks for {needed:?})");
+    }
+    assert!(checked.iter().any(|t| matches!(*t, "jq" | "python3")), "no JSON reader for the secret: {checked:?}");
+    // The role names the example workflows assume.
+    assert!(sketch.contains("Default: github-deploy"), "the deploy role is not named as the examples assume");
+    for workflow in ["deploy.yml", "redeploy.yml"] {
+        let text =
+            std::fs::read_to_string(format!("{}/examples/workflows/{workflow}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert!(text.contains(":role/github-deploy"), "{workflow}");
+    }
+}
