@@ -87,6 +87,51 @@ fn action_yml_declares_exactly_the_inputs_the_code_reads() {
     }
     assert_eq!(action.runs["using"], "docker");
     assert_eq!(action.runs["args"][0], "action", "the image must run `ec2-deploy action`");
+    let image = action.runs["image"].as_str().unwrap();
+    assert_eq!(runs_image_problem(image), None, "action.yml runs.image");
+}
+
+/// What is wrong with action.yml's `runs.image`, if anything: the Dockerfile (main), or a prebuilt
+/// image pinned by digest (a release commit, written by scripts/release). A tag alone moves under
+/// a user who pinned the action; a placeholder owner names someone else's package.
+fn runs_image_problem(image: &str) -> Option<String> {
+    if image == "Dockerfile" {
+        return None;
+    }
+    let Some(reference) = image.strip_prefix("docker://") else {
+        return Some(format!("{image}: neither Dockerfile nor docker://…"));
+    };
+    let Some((name, digest)) = reference.split_once("@sha256:") else {
+        return Some(format!("{image}: not pinned by digest (a tag moves under users who pinned the action)"));
+    };
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(format!("{image}: a digest of {} characters", digest.len()));
+    }
+    let path: Vec<&str> = name.split('/').collect();
+    if path.len() < 3 {
+        return Some(format!("{image}: expected registry/owner/name"));
+    }
+    let owner = path[1].to_ascii_lowercase();
+    if ["org", "owner", "<owner>", "your-org", "example", "user"].contains(&owner.as_str()) {
+        return Some(format!("{image}: {owner} is a placeholder owner"));
+    }
+    None
+}
+
+#[test]
+fn runs_image_must_be_the_dockerfile_or_pinned_by_digest() {
+    let digest = "0".repeat(64);
+    assert_eq!(runs_image_problem("Dockerfile"), None);
+    assert_eq!(runs_image_problem(&format!("docker://ghcr.io/acme/ec2-deploy-action:v1.2.3@sha256:{digest}")), None);
+    for bad in [
+        "docker://ghcr.io/org/ec2-deploy-action:v1".to_string(),
+        "docker://ghcr.io/acme/ec2-deploy-action:v1".to_string(),
+        format!("docker://ghcr.io/org/ec2-deploy-action:v1@sha256:{digest}"),
+        format!("docker://ghcr.io/acme/ec2-deploy-action:v1@sha256:{}", &digest[..12]),
+        "ghcr.io/acme/ec2-deploy-action:v1".to_string(),
+    ] {
+        assert!(runs_image_problem(&bad).is_some(), "{bad} passed");
+    }
 }
 
 #[test]
@@ -165,7 +210,10 @@ fn the_dockerfile_pins_its_bases_by_digest_and_builds_with_a_new_enough_rust() {
         let (_, digest) =
             reference.split_once("@sha256:").unwrap_or_else(|| panic!("{name}={reference}: not pinned by digest"));
         assert!(digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()), "{name}: digest {digest:?}");
-        assert!(dockerfile.contains(&format!("FROM ${{{name}}}")), "{name} is declared but not built from");
+        assert!(
+            dockerfile.lines().any(|l| l.starts_with("FROM ") && l.contains(&format!(" ${{{name}}}"))),
+            "{name} is declared but not built from"
+        );
     }
     let rust_tag = bases["RUST_IMAGE"].split_once("rust:").unwrap().1;
     let image_rust: Vec<u32> = rust_tag.split('-').next().unwrap().split('.').map(|p| p.parse().unwrap()).collect();
