@@ -25,7 +25,8 @@ cat >>"$script" <<'EC2_DEPLOY_SCRIPT'
 # Runs as root through SSM Run Command (AWS-RunShellScript) or from user-data, after a header of
 # shell assignments that ec2-deploy generates and quotes:
 #   MODE IMAGE REGISTRY CONTAINER_NAME PORTS ENV_VARS SECRET_ID HEALTH_PATH HEALTH_PORT
-#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT
+#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT, and the run options MEMORY CPUS
+#   LOG_DRIVER RUN_USER COMMAND VOLUMES LOG_OPTS LABELS (docker create options, each may be empty)
 # MODE=deploy (the default) does the steps below. MODE=rollback goes back to the kept
 # <name>-previous container, which must run IMAGE with the settings ROLLBACK_CONFIG (its
 # ec2-deploy.config label), or finds that already running: no pull, the previous container's own
@@ -70,6 +71,12 @@ cat >>"$script" <<'EC2_DEPLOY_SCRIPT'
 set -Eeuo pipefail
 umask 077
 export LC_ALL=C
+# The run options: a release recorded before they existed has none of them in its header.
+MEMORY=${MEMORY:-} CPUS=${CPUS:-} LOG_DRIVER=${LOG_DRIVER:-} RUN_USER=${RUN_USER:-}
+[ -n "${COMMAND[0]+x}" ] || COMMAND=()
+[ -n "${VOLUMES[0]+x}" ] || VOLUMES=()
+[ -n "${LOG_OPTS[0]+x}" ] || LOG_OPTS=()
+[ -n "${LABELS[0]+x}" ] || LABELS=()
 
 log() { printf 'ec2-deploy: %s\n' "$*"; }
 fail() {
@@ -658,10 +665,22 @@ if [ -n "$SECRET_ID" ]; then
   unset secret_env
 fi
 
-# What the container runs with, so an identical redeploy can be recognised.
+# What the container runs with, so an identical redeploy can be recognised. The run options count
+# only when given, so a container made before they existed keeps its identity.
+run_options() {
+  local item
+  for item in ${COMMAND[@]+"${COMMAND[@]}"}; do printf 'command:%s\n' "$item"; done
+  for item in ${VOLUMES[@]+"${VOLUMES[@]}"}; do printf 'volume:%s\n' "$item"; done
+  [ -z "$MEMORY" ] || printf 'memory:%s\n' "$MEMORY"
+  [ -z "$CPUS" ] || printf 'cpus:%s\n' "$CPUS"
+  [ -z "$LOG_DRIVER" ] || printf 'log-driver:%s\n' "$LOG_DRIVER"
+  for item in ${LOG_OPTS[@]+"${LOG_OPTS[@]}"}; do printf 'log-opt:%s\n' "$item"; done
+  for item in ${LABELS[@]+"${LABELS[@]}"}; do printf 'label:%s\n' "$item"; done
+  [ -z "$RUN_USER" ] || printf 'user:%s\n' "$RUN_USER"
+}
 config_id=$( (printf '%s\n' "$IMAGE" ${PORTS[@]+"${PORTS[@]}"} && if [ -n "$PROXY" ]; then
   printf 'proxy:%s->%s\n' "$PROXY_PORT" "$APP_PORT"
-fi && cat "$env_new") | sha256sum | cut -d' ' -f1)
+fi && run_options && cat "$env_new") | sha256sum | cut -d' ' -f1)
 
 if [ "$(config_of "$CONTAINER_NAME")" = "$config_id" ] && running "$CONTAINER_NAME"; then
   log "$CONTAINER_NAME already runs this release: checking its health"
@@ -680,9 +699,23 @@ fi
 for port in ${PORTS[@]+"${PORTS[@]}"}; do
   create_args+=(--publish "$port")
 done
+for volume in ${VOLUMES[@]+"${VOLUMES[@]}"}; do
+  create_args+=(--volume "$volume")
+done
+[ -z "$MEMORY" ] || create_args+=(--memory "$MEMORY")
+[ -z "$CPUS" ] || create_args+=(--cpus "$CPUS")
+[ -z "$LOG_DRIVER" ] || create_args+=(--log-driver "$LOG_DRIVER")
+for option in ${LOG_OPTS[@]+"${LOG_OPTS[@]}"}; do
+  create_args+=(--log-opt "$option")
+done
+for label in ${LABELS[@]+"${LABELS[@]}"}; do
+  create_args+=(--label "$label")
+done
+[ -z "$RUN_USER" ] || create_args+=(--user "$RUN_USER")
 
 begin_swap discard
-if ! err=$(docker "${create_args[@]}" "$IMAGE" 2>&1 >/dev/null); then
+# COMMAND, after the image, replaces its CMD word for word.
+if ! err=$(docker "${create_args[@]}" "$IMAGE" ${COMMAND[@]+"${COMMAND[@]}"} 2>&1 >/dev/null); then
   undo 14 "docker create failed: $(docker_reason "$err")"
 fi
 switch

@@ -39,6 +39,7 @@ pub fn request(tag: &str) -> DeployRequest {
             health_check_path: HealthPath::parse("/health").ok(),
             health_check_timeout: 30,
             proxy: false,
+            options: Default::default(),
         },
         max_concurrency: Limit::Percent(50),
         max_errors: Limit::Count(0),

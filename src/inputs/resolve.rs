@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use super::config::{ConfigFile, ConfigValue};
 use super::{spec, DeployRequest, Files, InputError, RawInputs, RunContext, DEFAULT_CONFIG};
 use crate::model::{
-    ContainerName, ContainerSpec, Digest, EnvVar, EnvironmentName, HealthPath, ImageName, ImageTag, Limit,
-    ParameterName, PortMapping, Region, RegistryHost, Repository, Secret, SecretId, TagFilter, TargetGroupArn,
-    DEFAULT_PROXY_IMAGE,
+    parse_command, ContainerName, ContainerSpec, Cpus, Digest, EnvVar, EnvironmentName, HealthPath, ImageName,
+    ImageTag, KeyValue, Limit, LogDriver, Memory, ParameterName, PortMapping, Region, RegistryHost, Repository,
+    RunOptions, Secret, SecretId, TagFilter, TargetGroupArn, User, Volume, DEFAULT_PROXY_IMAGE,
 };
 use crate::ports::{BuildSpec, DeploymentMode};
 
@@ -287,6 +287,7 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
             secret_id: container.secret_id,
             health_check_path: container.health_check_path,
             health_check_timeout: container.health_check_timeout,
+            options: container.options,
         },
         proxy_image: rollout.proxy_image,
         warnings: std::mem::take(&mut r.warnings),
@@ -435,6 +436,7 @@ struct ContainerInputs {
     secret_id: Option<SecretId>,
     health_check_path: Option<HealthPath>,
     health_check_timeout: u32,
+    options: RunOptions,
 }
 
 fn container_inputs(r: &mut Resolver, repository: Option<&Repository>) -> ContainerInputs {
@@ -457,7 +459,34 @@ fn container_inputs(r: &mut Resolver, repository: Option<&Repository>) -> Contai
         }
     }
     let health_check_timeout = r.parse("health-check-timeout", parse_seconds(1, 3600)).unwrap_or(60);
-    ContainerInputs { name, ports, env, secret_id, health_check_path, health_check_timeout }
+    let options = run_options(r);
+    ContainerInputs { name, ports, env, secret_id, health_check_path, health_check_timeout, options }
+}
+
+/// `command`, `volumes`, `memory`, `cpus`, `log-driver`, `log-options`, `labels`, `user`.
+fn run_options(r: &mut Resolver) -> RunOptions {
+    let volumes = r.parse_lines("volumes", Volume::parse);
+    r.no_duplicates("volumes", volumes.iter().map(|v| v.destination.as_str()), |d| format!("{d} is mounted twice"));
+    let log_driver = r.parse("log-driver", LogDriver::parse);
+    let log_options = r.parse_lines("log-options", KeyValue::parse);
+    r.no_duplicates("log-options", log_options.iter().map(|o| o.key.as_str()), |k| format!("{k} is set twice"));
+    if !log_options.is_empty() && r.get("log-driver").is_none() {
+        if let Some(v) = r.get("log-options") {
+            r.error(&v.origin, "needs `log-driver`: options belong to a driver");
+        }
+    }
+    let labels = r.parse_lines("labels", KeyValue::parse_label);
+    r.no_duplicates("labels", labels.iter().map(|l| l.key.as_str()), |k| format!("{k} is set twice"));
+    RunOptions {
+        command: r.parse("command", parse_command).unwrap_or_default(),
+        volumes,
+        memory: r.parse("memory", Memory::parse),
+        cpus: r.parse("cpus", Cpus::parse),
+        log_driver,
+        log_options,
+        labels,
+        user: r.parse("user", User::parse),
+    }
 }
 
 /// How the instances are rolled through, and the record and lock that frame it.

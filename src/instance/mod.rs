@@ -111,6 +111,21 @@ pub fn header(p: &ScriptParams) -> Result<String, QuoteError> {
     let direct = if proxied.is_some() { c.direct_ports() } else { &c.ports[..] };
     h.push_str(&array("PORTS", direct.iter().map(PortMapping::to_string))?);
     h.push_str(&array("ENV_VARS", c.env.iter().map(|EnvVar { name, value }| format!("{name}={value}")))?);
+    // docker create's options (each empty when not given).
+    let o = &c.options;
+    let text = |v: Option<&str>| v.unwrap_or_default().to_string();
+    let mut assign = |name: &'static str, value: &str| -> Result<(), QuoteError> {
+        writeln!(h, "{name}={}", quote(name, value)?).expect("writing to a String");
+        Ok(())
+    };
+    assign("MEMORY", &text(o.memory.as_ref().map(|m| m.as_str())))?;
+    assign("CPUS", &text(o.cpus.as_ref().map(|c| c.as_str())))?;
+    assign("LOG_DRIVER", &text(o.log_driver.as_ref().map(|d| d.as_str())))?;
+    assign("RUN_USER", &text(o.user.as_ref().map(|u| u.as_str())))?;
+    h.push_str(&array("COMMAND", o.command.iter().cloned())?);
+    h.push_str(&array("VOLUMES", o.volumes.iter().map(ToString::to_string))?);
+    h.push_str(&array("LOG_OPTS", o.log_options.iter().map(ToString::to_string))?);
+    h.push_str(&array("LABELS", o.labels.iter().map(ToString::to_string))?);
     Ok(h)
 }
 
@@ -181,6 +196,7 @@ mod tests {
             health_check_path: Some(HealthPath::parse("/health").unwrap()),
             health_check_timeout: 45,
             proxy: false,
+            options: Default::default(),
         }
     }
 
@@ -211,6 +227,7 @@ mod tests {
             health_check_path: None,
             health_check_timeout: 60,
             proxy: false,
+            options: Default::default(),
         };
         insta::assert_snapshot!(header(&params(&c, &image(), &tag())).unwrap());
     }
@@ -252,6 +269,49 @@ mod tests {
             image()
         );
         assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+    }
+
+    #[test]
+    fn run_options_reach_bash_word_for_word() {
+        use crate::model::{parse_command, KeyValue, Memory, RunOptions, User, Volume};
+        let mut c = container();
+        c.options = RunOptions {
+            command: parse_command(r#"sh -c 'echo "$HOME" $(id)' --flag"#).unwrap(),
+            volumes: vec![Volume::parse("/srv/data:/data:ro").unwrap()],
+            memory: Some(Memory::parse("512m").unwrap()),
+            labels: vec![KeyValue::parse_label("note=it's; $(x)").unwrap()],
+            user: Some(User::parse("1000:1000").unwrap()),
+            ..RunOptions::default()
+        };
+        let script = format!(
+            "{}printf '<%s>\\n' \"${{COMMAND[@]}}\" \"${{VOLUMES[@]}}\" \"$MEMORY\" \"${{LABELS[@]}}\" \"$RUN_USER\" \"$CPUS\"",
+            header(&params(&c, &image(), &tag())).unwrap()
+        );
+        let out = std::process::Command::new("bash").arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            "<sh>\n<-c>\n<echo \"$HOME\" $(id)>\n<--flag>\n</srv/data:/data:ro>\n<512m>\n<note=it's; $(x)>\n<1000:1000>\n<>\n"
+        );
+    }
+
+    /// A release recorded before the run options existed has a header without them: the script
+    /// must read that as "none" (under `set -u`), not stop on an unbound variable.
+    #[test]
+    fn a_header_from_before_the_run_options_reads_as_none() {
+        let start = SCRIPT.find("# The run options:").unwrap();
+        let end = start + SCRIPT[start..].find("LABELS=()\n").unwrap() + "LABELS=()\n".len();
+        let script = format!(
+            "set -euo pipefail\n{}printf '<%s>' \"$MEMORY$CPUS$LOG_DRIVER$RUN_USER\" ${{COMMAND[@]+\"${{COMMAND[@]}}\"}} ${{LABELS[@]+\"${{LABELS[@]}}\"}}",
+            &SCRIPT[start..end]
+        );
+        let out = std::process::Command::new("bash").arg("-c").arg(&script).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "<>");
+        // With the header's values, they stay.
+        let with = format!("MEMORY=1g\nCOMMAND=(a 'b c')\n{script}");
+        let out = std::process::Command::new("bash").arg("-c").arg(&with).output().unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "<1g><a><b c>");
     }
 
     #[test]

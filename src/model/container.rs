@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{excerpt, text_newtype, ContainerName, SecretId};
+use super::{excerpt, text_newtype, ContainerName, RunOptions, SecretId};
 
 /// `host:container`: a port the container publishes on the instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +85,8 @@ pub struct ContainerSpec {
     /// The first port goes through the instance's proxy (which holds its host port) instead of
     /// being published by the container.
     pub proxy: bool,
+    /// `docker create` options beyond ports and environment.
+    pub options: RunOptions,
 }
 
 impl ContainerSpec {

@@ -13,6 +13,7 @@ mod container;
 mod instance;
 mod limit;
 mod names;
+mod options;
 mod tags;
 
 pub use command::{CommandId, CommandState, Invocation, InvocationOutput, InvocationStatus, StatusDetail};
@@ -23,6 +24,7 @@ pub use names::{
     ContainerName, Digest, EnvironmentName, ImageName, ImageRef, ImageTag, ParameterName, Region, RegistryHost,
     Repository, SecretId, TargetGroupArn,
 };
+pub use options::{parse_command, Cpus, KeyValue, LogDriver, Memory, RunOptions, User, Volume, LOG_DRIVERS};
 pub use tags::TagFilter;
 
 /// A value that must not be printed (tokens, registry passwords). `Debug` shows only that it is set.

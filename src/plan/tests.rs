@@ -24,6 +24,7 @@ pub fn request() -> DeployRequest {
             health_check_path: HealthPath::parse("/health").ok(),
             health_check_timeout: 60,
             proxy: true,
+            options: Default::default(),
         },
         max_concurrency: Limit::Percent(50),
         max_errors: Limit::Count(0),

@@ -89,6 +89,30 @@ impl fmt::Display for Plan {
         }
         let env_names: Vec<&str> = c.env.iter().map(|e| e.name.as_str()).collect();
         writeln!(f, "  env        {}", if env_names.is_empty() { "none".to_string() } else { env_names.join(", ") })?;
+        let o = &c.options;
+        if !o.is_empty() {
+            let mut parts = vec![];
+            if !o.command.is_empty() {
+                parts.push(format!(
+                    "command {}",
+                    shlex::try_join(o.command.iter().map(String::as_str)).unwrap_or_default()
+                ));
+            }
+            parts.extend(o.volumes.iter().map(|v| format!("volume {v}")));
+            parts.extend(o.memory.iter().map(|m| format!("memory {m}")));
+            parts.extend(o.cpus.iter().map(|c| format!("cpus {c}")));
+            if let Some(d) = &o.log_driver {
+                // Keys only: a value may be a token (splunk-token) in spite of the advice.
+                let opts: Vec<&str> = o.log_options.iter().map(|kv| kv.key.as_str()).collect();
+                parts.push(format!(
+                    "log {d}{}",
+                    if opts.is_empty() { String::new() } else { format!(" ({})", opts.join(", ")) }
+                ));
+            }
+            parts.extend(o.labels.iter().map(|l| format!("label {l}")));
+            parts.extend(o.user.iter().map(|u| format!("user {u}")));
+            writeln!(f, "  run        {}", parts.join("; "))?;
+        }
         match (&c.secret_id, &self.secret_arn) {
             (Some(id), Some(arn)) => {
                 writeln!(f, "  secret     {id} (found: {arn}); its keys become env vars, read on each instance")?

@@ -215,6 +215,7 @@ pub(crate) mod tests {
                 health_check_path: None,
                 health_check_timeout: 60,
                 proxy: false,
+                options: Default::default(),
             },
             header: String::new(),
             rolled_back_from: None,

@@ -10,6 +10,10 @@
 //! - **3**: adds `container.proxy` (the first port goes through the instance's proxy) and
 //!   `proxy_image` (the proxy, by digest, in the deploy's registry). An older ec2-deploy reading it
 //!   would deploy without the proxy, into a port the proxy holds: so it refuses, as it should.
+//! - **4**: adds `container.options` (command, volumes, memory, cpus, logging, labels, user).
+//!   Written only when the release has options, so that a release without any stays readable by
+//!   an ec2-deploy that knows schema 3; one that has them is refused by such a version, which
+//!   would otherwise run the container without them.
 //!
 //! A record with a schema newer than [`CURRENT`] is refused with a message naming its version
 //! and schema: it was written by a newer ec2-deploy, and reading part of it could deploy
@@ -19,11 +23,12 @@ use serde::{Deserialize, Serialize};
 
 use super::Release;
 use crate::model::{
-    ContainerName, ContainerSpec, EnvVar, HealthPath, ImageRef, ImageTag, PortMapping, RegistryHost, SecretId,
+    ContainerName, ContainerSpec, Cpus, EnvVar, HealthPath, ImageRef, ImageTag, KeyValue, LogDriver, Memory,
+    PortMapping, RegistryHost, RunOptions, SecretId, User, Volume,
 };
 
 /// The schema this version writes.
-pub const CURRENT: u32 = 3;
+pub const CURRENT: u32 = 4;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredPort {
@@ -47,6 +52,61 @@ struct StoredContainer {
     health_check_timeout: u32,
     #[serde(default)]
     proxy: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    options: Option<StoredOptions>,
+}
+
+/// Schema 4: each option as text, read back through the same parsers as the inputs.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StoredOptions {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpus: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    log_driver: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    log_options: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+}
+
+impl StoredOptions {
+    fn of(o: &RunOptions) -> Option<StoredOptions> {
+        (!o.is_empty()).then(|| StoredOptions {
+            command: o.command.clone(),
+            volumes: o.volumes.iter().map(ToString::to_string).collect(),
+            memory: o.memory.as_ref().map(ToString::to_string),
+            cpus: o.cpus.as_ref().map(ToString::to_string),
+            log_driver: o.log_driver.as_ref().map(ToString::to_string),
+            log_options: o.log_options.iter().map(ToString::to_string).collect(),
+            labels: o.labels.iter().map(ToString::to_string).collect(),
+            user: o.user.as_ref().map(ToString::to_string),
+        })
+    }
+
+    fn read(self) -> Result<RunOptions, String> {
+        let field = |name: &'static str| move |e: String| format!("field `container.options.{name}`: {e}");
+        fn all<T>(items: &[String], parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+            items.iter().map(|i| parse(i)).collect()
+        }
+        Ok(RunOptions {
+            command: self.command,
+            volumes: all(&self.volumes, Volume::parse).map_err(field("volumes"))?,
+            memory: self.memory.as_deref().map(Memory::parse).transpose().map_err(field("memory"))?,
+            cpus: self.cpus.as_deref().map(Cpus::parse).transpose().map_err(field("cpus"))?,
+            log_driver: self.log_driver.as_deref().map(LogDriver::parse).transpose().map_err(field("log_driver"))?,
+            log_options: all(&self.log_options, KeyValue::parse).map_err(field("log_options"))?,
+            labels: all(&self.labels, KeyValue::parse_label).map_err(field("labels"))?,
+            user: self.user.as_deref().map(User::parse).transpose().map_err(field("user"))?,
+        })
+    }
 }
 
 /// Schemas 1 to 3 (each adds fields with defaults).
@@ -74,7 +134,7 @@ struct Stored {
 pub fn encode(release: &Release) -> String {
     let c = &release.container;
     let stored = Stored {
-        schema: Some(CURRENT),
+        schema: Some(if c.options.is_empty() { 3 } else { CURRENT }),
         image: release.image.to_string(),
         tag: release.tag.to_string(),
         registry: release.image.registry.to_string(),
@@ -90,6 +150,7 @@ pub fn encode(release: &Release) -> String {
             health_check_path: c.health_check_path.as_ref().map(ToString::to_string),
             health_check_timeout: c.health_check_timeout,
             proxy: c.proxy,
+            options: StoredOptions::of(&c.options),
         },
         header: release.header.clone(),
         rolled_back_from: release.rolled_back_from,
@@ -119,6 +180,7 @@ pub fn decode(text: &str) -> Result<Release, String> {
         serde_json::from_value(value).map_err(|e| format!("not a schema {schema} release record: {e}"))?;
     let field = |name: &str, e: String| format!("field `{name}`: {e}");
     let c = stored.container;
+    let options = c.options.map(StoredOptions::read).transpose()?.unwrap_or_default();
     let container = ContainerSpec {
         name: ContainerName::parse(&c.name).map_err(|e| field("container.name", e))?,
         ports: c.ports.iter().map(|p| PortMapping { host: p.host, container: p.container }).collect(),
@@ -141,6 +203,7 @@ pub fn decode(text: &str) -> Result<Release, String> {
             .map_err(|e| field("container.health_check_path", e))?,
         health_check_timeout: c.health_check_timeout,
         proxy: c.proxy,
+        options,
     };
     let image = ImageRef::parse(&stored.image).map_err(|e| field("image", e))?;
     let proxy_image =
@@ -201,11 +264,36 @@ mod tests {
 
     #[test]
     fn a_newer_schema_or_a_broken_value_fails_loudly() {
-        let newer = V1.replacen('{', "{\"schema\": 4,", 1);
-        assert!(decode(&newer).unwrap_err().contains("schema 4, written by a newer ec2-deploy"));
+        let newer = V1.replacen('{', "{\"schema\": 5,", 1);
+        assert!(decode(&newer).unwrap_err().contains("schema 5, written by a newer ec2-deploy"));
         let bad = V1.replace("\"tag\": \"v7\"", "\"tag\": \"-bad\"");
         assert!(decode(&bad).unwrap_err().starts_with("field `tag`: expected a Docker tag"));
         assert!(decode("{}").unwrap_err().starts_with("not a schema 1 release record"));
         assert!(decode("nope").unwrap_err().starts_with("not JSON"));
+    }
+
+    /// Options make a schema 4 record and read back as they were; a bad stored option is named.
+    #[test]
+    fn options_are_recorded_in_schema_4_and_read_back() {
+        let mut r = decode(V1).unwrap();
+        r.container.options = RunOptions {
+            command: vec!["bin/worker".into(), "--queue".into(), "high priority".into()],
+            volumes: vec![Volume::parse("/srv/uploads:/app/uploads:ro").unwrap()],
+            memory: Some(Memory::parse("512m").unwrap()),
+            cpus: Some(Cpus::parse("0.5").unwrap()),
+            log_driver: Some(LogDriver::parse("awslogs").unwrap()),
+            log_options: vec![KeyValue::parse("awslogs-group=/shop").unwrap()],
+            labels: vec![KeyValue::parse_label("team=web").unwrap()],
+            user: Some(User::parse("1000:1000").unwrap()),
+        };
+        let text = encode(&r);
+        assert!(text.contains("\"schema\":4"), "{text}");
+        assert_eq!(decode(&text).unwrap(), r);
+        let bad = text.replace("\"512m\"", "\"lots\"");
+        assert!(
+            decode(&bad).unwrap_err().starts_with("field `container.options.memory`"),
+            "{}",
+            decode(&bad).unwrap_err()
+        );
     }
 }
