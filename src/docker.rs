@@ -98,6 +98,9 @@ impl Docker {
         if let Some(target) = &spec.target {
             cmd.args(["--target", target]);
         }
+        if let Some(platform) = &spec.platform {
+            cmd.args(["--platform", platform.as_str()]);
+        }
         for arg in &spec.args {
             cmd.args(["--build-arg", &arg.name]).env(&arg.name, &arg.value);
         }

@@ -236,6 +236,8 @@ pub struct BuildSpec {
     pub dockerfile: Option<PathBuf>,
     pub args: Vec<EnvVar>,
     pub target: Option<String>,
+    /// `linux/arm64` for Graviton instances; the builder's own platform when not given.
+    pub platform: Option<crate::model::Platform>,
 }
 
 /// One build and push.

@@ -167,6 +167,8 @@ fn catalogue() -> Vec<Case> {
         case("log option without =", "log-options", "max-size", &["input `log-options`", "key=value"]),
         case("label of ec2-deploy's own", "labels", "ec2-deploy.config=x", &["input `labels`", "ec2-deploy's own"]),
         case("user with a space", "user", "app user", &["input `user`", "1000:1000"]),
+        case("platform of another OS", "platform", "windows/amd64", &["input `platform`", "linux/arm64"]),
+        case("platform without an OS", "platform", "arm64", &["input `platform`"]),
         case("proxy image with a space", "proxy-image", "caddy 2", &["input `proxy-image`"]),
         case("proxy image with a bad digest", "proxy-image", "caddy@sha256:abc", &["input `proxy-image`"]),
         case("batch size zero", "batch-size", "0", &["input `batch-size`"]),

@@ -78,6 +78,7 @@ pub const INPUTS: &[InputSpec] = &[
     input("dockerfile", "Dockerfile path. Default: Dockerfile in the context. Also in the config file."),
     lines("build-args", "Build arguments, one KEY=VALUE per line (not for secrets). Also in the config file."),
     input("target", "Build stage to build (docker build --target). Also in the config file."),
+    input("platform", "Platform to build the image for, e.g. linux/arm64 for Graviton instances (docker build --platform; without emulation on the runner, a Dockerfile whose RUN steps run on the target needs docker/setup-qemu-action first). Default: the runner's. Also in the config file."),
     lines("targets", "Instances to deploy to, by tag: one Key=Value[,Value...] per line; lines are ANDed, values ORed. Required, as this input or in the config file."),
     input("container-name", "Name of the container on each instance. Default: the repository name. Also in the config file."),
     lines("ports", "Published ports, one host:container per line. With `proxy`, the first is held by the instance's proxy; the others are published by the container. Also in the config file."),

@@ -8,8 +8,8 @@ use super::config::{ConfigFile, ConfigValue};
 use super::{spec, DeployRequest, Files, InputError, RawInputs, RunContext, DEFAULT_CONFIG};
 use crate::model::{
     parse_command, ContainerName, ContainerSpec, Cpus, Digest, EnvVar, EnvironmentName, HealthPath, ImageName,
-    ImageTag, KeyValue, Limit, LogDriver, Memory, ParameterName, PortMapping, Region, RegistryHost, Repository,
-    RunOptions, Secret, SecretId, TagFilter, TargetGroupArn, User, Volume, DEFAULT_PROXY_IMAGE,
+    ImageTag, KeyValue, Limit, LogDriver, Memory, ParameterName, Platform, PortMapping, Region, RegistryHost,
+    Repository, RunOptions, Secret, SecretId, TagFilter, TargetGroupArn, User, Volume, DEFAULT_PROXY_IMAGE,
 };
 use crate::ports::{BuildSpec, DeploymentMode};
 
@@ -277,6 +277,7 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
             dockerfile: image.dockerfile.map(|(d, _)| d),
             args: image.build_args,
             target: image.target,
+            platform: image.platform,
         },
         targets,
         container: ContainerSpec {
@@ -355,6 +356,7 @@ struct ImageInputs {
     dockerfile: Option<(PathBuf, Origin)>,
     build_args: Vec<EnvVar>,
     target: Option<String>,
+    platform: Option<Platform>,
 }
 
 fn image_inputs(r: &mut Resolver, ctx: &RunContext) -> ImageInputs {
@@ -402,6 +404,7 @@ fn image_inputs(r: &mut Resolver, ctx: &RunContext) -> ImageInputs {
         dockerfile: r.single("dockerfile").map(|(d, o)| (PathBuf::from(d), o)),
         build_args: r.parse_lines("build-args", EnvVar::parse),
         target: r.parse("target", parse_build_target),
+        platform: r.parse("platform", Platform::parse),
     }
 }
 

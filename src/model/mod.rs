@@ -21,8 +21,8 @@ pub use container::{ContainerSpec, EnvVar, HealthPath, PortMapping, DEFAULT_PROX
 pub use instance::{InstanceId, ManagedInstance, Ping, Running};
 pub use limit::Limit;
 pub use names::{
-    ContainerName, Digest, EnvironmentName, ImageName, ImageRef, ImageTag, ParameterName, Region, RegistryHost,
-    Repository, SecretId, TargetGroupArn,
+    ContainerName, Digest, EnvironmentName, ImageName, ImageRef, ImageTag, ParameterName, Platform, Region,
+    RegistryHost, Repository, SecretId, TargetGroupArn,
 };
 pub use options::{parse_command, Cpus, KeyValue, LogDriver, Memory, RunOptions, User, Volume, LOG_DRIVERS};
 pub use tags::TagFilter;

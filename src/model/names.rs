@@ -231,6 +231,26 @@ impl ParameterName {
 }
 
 text_newtype!(
+    /// A Linux image platform as BuildKit names it: `linux/amd64`, `linux/arm64`, `linux/arm/v7` …
+    Platform,
+    |text| {
+        let parts: Vec<&str> = text.split('/').collect();
+        let arch_ok = |a: &str| matches!(a, "amd64" | "arm64" | "arm" | "386" | "ppc64le" | "s390x" | "riscv64");
+        let variant_ok = |v: &str| matches!(v, "v5" | "v6" | "v7" | "v8" | "v2" | "v3" | "v4");
+        let ok = match parts[..] {
+            ["linux", arch] => arch_ok(arch),
+            ["linux", arch, variant] => arch_ok(arch) && variant_ok(variant),
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("expected a Linux platform such as linux/amd64 or linux/arm64 (Graviton), got {text:?}"))
+        }
+    }
+);
+
+text_newtype!(
     /// An AWS region such as `eu-west-1`.
     Region,
     |text| {
@@ -345,6 +365,16 @@ mod tests {
         assert_eq!(ParameterName::parse("/a/b").unwrap().with_suffix("-lock").unwrap().as_str(), "/a/b-lock");
         assert!(Region::parse("eu-west-1").is_ok());
         assert!(Region::parse("eu").is_err());
+    }
+
+    #[test]
+    fn platforms_are_linux_ones_as_buildkit_names_them() {
+        for good in ["linux/amd64", "linux/arm64", "linux/arm64/v8", "linux/arm/v7"] {
+            assert!(Platform::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["arm64", "windows/amd64", "linux/aarch64", "linux/arm64/v9", "linux/amd64/v2/x", ""] {
+            assert!(Platform::parse(bad).is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]

@@ -9,9 +9,10 @@ impl fmt::Display for Plan {
         let env = self.environment.as_ref().map(|e| e.as_str()).unwrap_or("(no environment)");
         writeln!(f, "Plan: deploy {} to {env} in {}", self.image, self.region)?;
         match &self.source {
-            ImageSource::Build { cache_from, .. } => writeln!(
+            ImageSource::Build { cache_from, spec } => writeln!(
                 f,
-                "  image      build and push{}",
+                "  image      build{} and push{}",
+                spec.platform.as_ref().map(|p| format!(" for {p}")).unwrap_or_default(),
                 cache_from
                     .as_ref()
                     .map(|c| format!(" (layer cache from {c})"))

@@ -92,3 +92,46 @@ fn run_options_reach_docker_a_change_restarts_and_a_rollback_restores_them() {
         assert_eq!(version_of(ip).as_deref(), Some("v1"), "{id}");
     }
 }
+
+/// What the registry holds for `repo:tag`: its image config (architecture, os, …), asked of the
+/// registry directly with the ECR token, as a pull would.
+fn image_config(bed: &Bed, repo: &str, tag: &str) -> serde_json::Value {
+    let password = bed.aws(&["ecr", "get-login-password"]);
+    let registry = bed.get("TESTBED_REGISTRY");
+    let get = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sf", "-u", &format!("AWS:{}", password.trim())])
+            .args(["-H", "Accept: application/vnd.docker.distribution.manifest.v2+json"])
+            .args(["-H", "Accept: application/vnd.oci.image.manifest.v1+json"])
+            .arg(format!("http://{registry}/v2/{repo}/{path}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "GET {path}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let manifest = get(&format!("manifests/{tag}"));
+    get(&format!("blobs/{}", manifest["config"]["digest"].as_str().unwrap()))
+}
+
+/// `platform: linux/arm64` builds for that platform: the registry records arm64 for the image (what
+/// a Graviton instance's pull selects by). No instance here is arm64, and the demo's static binary
+/// is x86 whatever the label says, so the deploy itself runs as usual: this checks what was built.
+#[test]
+fn platform_builds_the_image_for_that_platform() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let _web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let repo = unique("arm");
+    bed.create_repository(&repo);
+    let r = run_with(&bed, inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert_eq!(image_config(&bed, &repo, "v1")["architecture"], "amd64");
+
+    let mut i = inputs(&bed, &repo, &suite, "v2", "VERSION=v2");
+    set(&mut i, "platform", "linux/arm64");
+    let r = run_with(&bed, i);
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert!(r.stdout.contains("  image      build for linux/arm64 and push"), "{}", r.stdout);
+    let config = image_config(&bed, &repo, "v2");
+    assert_eq!((config["os"].as_str(), config["architecture"].as_str()), (Some("linux"), Some("arm64")));
+}
