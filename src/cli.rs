@@ -271,6 +271,11 @@ pub async fn run(
             if let Some(token) = &req.github_token {
                 runner.mask(&token.0);
             }
+            for secret in &req.build_spec.secrets {
+                if let crate::model::SecretSource::Env { value, .. } = &secret.source {
+                    runner.mask(&value.0);
+                }
+            }
             for warning in &req.warnings {
                 runner.warning("ec2-deploy: inputs", warning);
             }

@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::live::Live;
-use crate::model::{Digest, Secret};
+use crate::model::{Digest, Secret, SecretSource};
 use crate::ports::{BuildError, BuildRequest, BuildSpec, CopyRequest, ImageBuilder};
 
 pub struct Docker {
@@ -100,6 +100,31 @@ impl Docker {
         }
         if let Some(platform) = &spec.platform {
             cmd.args(["--platform", platform.as_str()]);
+        }
+        // Secrets reach BuildKit as files: a variable's value goes into a file only this user can
+        // read, in a directory removed when the build ends. The command line names ids and paths.
+        let secrets_dir = if spec.secrets.is_empty() {
+            None
+        } else {
+            Some(tempfile::Builder::new().prefix("ec2-deploy-secrets").tempdir().map_err(|e| BuildError {
+                step: "build",
+                message: format!("a private directory for the build secrets: {e}"),
+            })?)
+        };
+        for secret in &spec.secrets {
+            let path = match &secret.source {
+                SecretSource::File { path } => workdir.join(path),
+                SecretSource::Env { value, .. } => {
+                    let dir = secrets_dir.as_ref().expect("made above when there are secrets");
+                    let path = dir.path().join(&secret.id);
+                    write_private(&path, value.0.as_bytes()).map_err(|e| BuildError {
+                        step: "build",
+                        message: format!("writing build secret {}: {e}", secret.id),
+                    })?;
+                    path
+                }
+            };
+            cmd.arg("--secret").arg(format!("id={},src={}", secret.id, path.display()));
         }
         for arg in &spec.args {
             cmd.args(["--build-arg", &arg.name]).env(&arg.name, &arg.value);
@@ -191,6 +216,13 @@ impl ImageBuilder for Live {
         docker.build(r.spec, r.workdir, r.image, r.cache_from).await?;
         docker.push(r.image).await
     }
+}
+
+/// Creates `path` readable by its owner only, with `bytes`.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?.write_all(bytes)
 }
 
 #[cfg(test)]

@@ -238,6 +238,8 @@ pub struct BuildSpec {
     pub target: Option<String>,
     /// `linux/arm64` for Graviton instances; the builder's own platform when not given.
     pub platform: Option<crate::model::Platform>,
+    /// BuildKit secrets (`RUN --mount=type=secret,id=…`).
+    pub secrets: Vec<crate::model::BuildSecret>,
 }
 
 /// One build and push.

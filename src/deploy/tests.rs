@@ -29,7 +29,14 @@ pub fn request(tag: &str) -> DeployRequest {
         image_tag: ImageTag::parse(tag).unwrap(),
         image_digest: None,
         build: true,
-        build_spec: BuildSpec { context: ".".into(), dockerfile: None, args: vec![], target: None, platform: None },
+        build_spec: BuildSpec {
+            context: ".".into(),
+            dockerfile: None,
+            args: vec![],
+            target: None,
+            platform: None,
+            secrets: vec![],
+        },
         targets: vec![TagFilter { key: "Role".into(), values: vec!["web".into()] }],
         container: ContainerSpec {
             name: ContainerName::parse("shop").unwrap(),

@@ -77,6 +77,7 @@ pub const INPUTS: &[InputSpec] = &[
     with_default(input("context", "Docker build context. Also in the config file."), "."),
     input("dockerfile", "Dockerfile path. Default: Dockerfile in the context. Also in the config file."),
     lines("build-args", "Build arguments, one KEY=VALUE per line (not for secrets). Also in the config file."),
+    lines("build-secrets", "BuildKit secrets for RUN --mount=type=secret, one per line: id=ID,env=VARIABLE (a variable of the step's env) or id=ID,src=PATH (a workspace file); never a build argument, a layer or a log line. Also in the config file."),
     input("target", "Build stage to build (docker build --target). Also in the config file."),
     input("platform", "Platform to build the image for, e.g. linux/arm64 for Graviton instances (docker build --platform; without emulation on the runner, a Dockerfile whose RUN steps run on the target needs docker/setup-qemu-action first). Default: the runner's. Also in the config file."),
     lines("targets", "Instances to deploy to, by tag: one Key=Value[,Value...] per line; lines are ANDed, values ORed. Required, as this input or in the config file."),

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use super::config::{ConfigFile, ConfigValue};
 use super::{spec, DeployRequest, Files, InputError, RawInputs, RunContext, DEFAULT_CONFIG};
 use crate::model::{
-    parse_command, ContainerName, ContainerSpec, Cpus, Digest, EnvVar, EnvironmentName, HealthPath, ImageName,
-    ImageTag, KeyValue, Limit, LogDriver, Memory, ParameterName, Platform, PortMapping, Region, RegistryHost,
-    Repository, RunOptions, Secret, SecretId, TagFilter, TargetGroupArn, User, Volume, DEFAULT_PROXY_IMAGE,
+    parse_command, BuildSecret, ContainerName, ContainerSpec, Cpus, Digest, EnvVar, EnvironmentName, HealthPath,
+    ImageName, ImageTag, KeyValue, Limit, LogDriver, Memory, ParameterName, Platform, PortMapping, Region,
+    RegistryHost, Repository, RunOptions, Secret, SecretId, SecretSource, TagFilter, TargetGroupArn, User, Volume,
+    DEFAULT_PROXY_IMAGE,
 };
 use crate::ports::{BuildSpec, DeploymentMode};
 
@@ -249,6 +250,16 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
     // not halfway through a deploy.
     if image.build && image.digest.is_none() && !rollout.rollback {
         check_build_files(&mut r, ctx, files, &image.context, &image.dockerfile);
+        for secret in &image.build_secrets {
+            if let SecretSource::File { path } = &secret.source {
+                if !files.is_file(&ctx.workdir.join(path)) {
+                    r.missing(
+                        "build-secrets",
+                        &format!("{}: {} is not a file in the workspace", secret.id, path.display()),
+                    );
+                }
+            }
+        }
     }
 
     if !r.errors.is_empty() {
@@ -278,6 +289,7 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
             args: image.build_args,
             target: image.target,
             platform: image.platform,
+            secrets: image.build_secrets,
         },
         targets,
         container: ContainerSpec {
@@ -357,6 +369,7 @@ struct ImageInputs {
     build_args: Vec<EnvVar>,
     target: Option<String>,
     platform: Option<Platform>,
+    build_secrets: Vec<BuildSecret>,
 }
 
 fn image_inputs(r: &mut Resolver, ctx: &RunContext) -> ImageInputs {
@@ -405,6 +418,7 @@ fn image_inputs(r: &mut Resolver, ctx: &RunContext) -> ImageInputs {
         build_args: r.parse_lines("build-args", EnvVar::parse),
         target: r.parse("target", parse_build_target),
         platform: r.parse("platform", Platform::parse),
+        build_secrets: build_secrets(r, ctx),
     }
 }
 
@@ -464,6 +478,13 @@ fn container_inputs(r: &mut Resolver, repository: Option<&Repository>) -> Contai
     let health_check_timeout = r.parse("health-check-timeout", parse_seconds(1, 3600)).unwrap_or(60);
     let options = run_options(r);
     ContainerInputs { name, ports, env, secret_id, health_check_path, health_check_timeout, options }
+}
+
+/// `build-secrets`: each from a variable that is set, or a file of the workspace that exists.
+fn build_secrets(r: &mut Resolver, ctx: &RunContext) -> Vec<BuildSecret> {
+    let secrets = r.parse_lines("build-secrets", |line| BuildSecret::parse(line, |name| ctx.var(name)));
+    r.no_duplicates("build-secrets", secrets.iter().map(|s| s.id.as_str()), |id| format!("id {id} is given twice"));
+    secrets
 }
 
 /// `command`, `volumes`, `memory`, `cpus`, `log-driver`, `log-options`, `labels`, `user`.

@@ -8,6 +8,7 @@
 //! reports are enums ([`InvocationStatus`], [`StatusDetail`], [`Ping`]), so the code matches on
 //! variants, never on strings.
 
+mod build;
 mod command;
 mod container;
 mod instance;
@@ -16,6 +17,7 @@ mod names;
 mod options;
 mod tags;
 
+pub use build::{BuildSecret, SecretSource};
 pub use command::{CommandId, CommandState, Invocation, InvocationOutput, InvocationStatus, StatusDetail};
 pub use container::{ContainerSpec, EnvVar, HealthPath, PortMapping, DEFAULT_PROXY_IMAGE};
 pub use instance::{InstanceId, ManagedInstance, Ping, Running};

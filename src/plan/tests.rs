@@ -14,7 +14,14 @@ pub fn request() -> DeployRequest {
         registry: None,
         image_tag: ImageTag::parse("v2").unwrap(),
         build: true,
-        build_spec: BuildSpec { context: ".".into(), dockerfile: None, args: vec![], target: None, platform: None },
+        build_spec: BuildSpec {
+            context: ".".into(),
+            dockerfile: None,
+            args: vec![],
+            target: None,
+            platform: None,
+            secrets: vec![],
+        },
         targets: vec![tag("Role", "web"), tag("Env", "prod")],
         container: ContainerSpec {
             name: ContainerName::parse("shop").unwrap(),

@@ -9,15 +9,21 @@ impl fmt::Display for Plan {
         let env = self.environment.as_ref().map(|e| e.as_str()).unwrap_or("(no environment)");
         writeln!(f, "Plan: deploy {} to {env} in {}", self.image, self.region)?;
         match &self.source {
-            ImageSource::Build { cache_from, spec } => writeln!(
-                f,
-                "  image      build{} and push{}",
-                spec.platform.as_ref().map(|p| format!(" for {p}")).unwrap_or_default(),
-                cache_from
-                    .as_ref()
-                    .map(|c| format!(" (layer cache from {c})"))
-                    .unwrap_or_else(|| " (no earlier image to take a layer cache from)".into())
-            )?,
+            ImageSource::Build { cache_from, spec } => {
+                writeln!(
+                    f,
+                    "  image      build{} and push{}",
+                    spec.platform.as_ref().map(|p| format!(" for {p}")).unwrap_or_default(),
+                    cache_from
+                        .as_ref()
+                        .map(|c| format!(" (layer cache from {c})"))
+                        .unwrap_or_else(|| " (no earlier image to take a layer cache from)".into())
+                )?;
+                if !spec.secrets.is_empty() {
+                    let ids: Vec<String> = spec.secrets.iter().map(ToString::to_string).collect();
+                    writeln!(f, "             build secrets: {}", ids.join(", "))?;
+                }
+            }
             ImageSource::Existing { digest } => {
                 writeln!(f, "  image      already in the registry as {digest}: nothing to build")?
             }

@@ -135,3 +135,113 @@ fn platform_builds_the_image_for_that_platform() {
     let config = image_config(&bed, &repo, "v2");
     assert_eq!((config["os"].as_str(), config["architecture"].as_str()), (Some("linux"), Some("arm64")));
 }
+
+/// The content of `path` in `container` on instance `id` (`docker cp` gives a tar of one file).
+fn file_in_container(bed: &Bed, id: &str, container: &str, path: &str) -> String {
+    let out = bed.on_instance(id, &["docker", "cp", &format!("{container}:{path}"), "-"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let size =
+        usize::from_str_radix(String::from_utf8_lossy(&out.stdout[124..135]).trim_end_matches('\0').trim(), 8).unwrap();
+    String::from_utf8_lossy(&out.stdout[512..512 + size]).into_owned()
+}
+
+/// `build-secrets` from a variable of the step and from a workspace file reach the build's
+/// `RUN --mount=type=secret` steps (each writes its secret's length into the image), and neither
+/// value appears in any process's arguments, the image's history or config, the SSM command, the
+/// instances' output, the log, the summary or the outputs.
+#[test]
+fn build_secrets_reach_the_build_and_their_values_appear_nowhere_else() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let repo = unique("bsec");
+    bed.create_repository(&repo);
+    let values = [unique("npm-token-value-k3"), unique("build-config-value-z8")];
+
+    let mut i = inputs(&bed, &repo, &suite, "v1", "VERSION=v1");
+    set(&mut i, "dockerfile", "Dockerfile.secrets");
+    set(&mut i, "build-secrets", "id=token,env=NPM_TOKEN\nid=config,src=build/config.env");
+    let borrowed: Vec<(&str, &str)> = i.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut action = super::support::ActionRun::new(&borrowed);
+    std::fs::write(
+        action.workspace.join("Dockerfile.secrets"),
+        "FROM scratch\nCOPY demo-app /demo-app\n\
+         RUN --mount=type=secret,id=token [\"/demo-app\", \"--length-of\", \"/run/secrets/token\", \"/token-length\"]\n\
+         RUN --mount=type=secret,id=config [\"/demo-app\", \"--length-of\", \"/run/secrets/config\", \"/config-length\"]\n\
+         ENV DEMO_VERSION=v1 PORT=3000\nENTRYPOINT [\"/demo-app\"]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(action.workspace.join("build")).unwrap();
+    std::fs::write(action.workspace.join("build/config.env"), &values[1]).unwrap();
+    action.env = vec![("NPM_TOKEN".into(), values[0].clone())];
+
+    // Every process's arguments on the machine, sampled for the whole run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sampler = {
+        let (stop, seen, values) = (stop.clone(), seen.clone(), values.clone());
+        std::thread::spawn(move || {
+            let mut samples = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().unwrap();
+                for line in String::from_utf8_lossy(&ps.stdout).lines() {
+                    if values.iter().any(|v| line.contains(v.as_str())) {
+                        seen.lock().unwrap().push(line.to_string());
+                    }
+                }
+                samples += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            samples
+        })
+    };
+    let r = action.run(&bed);
+    stop.store(true, Ordering::SeqCst);
+    let samples = sampler.join().unwrap();
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert!(samples > 10, "the process sampler barely ran ({samples} samples)");
+    assert_eq!(*seen.lock().unwrap(), Vec::<String>::new(), "build secret values in process arguments");
+    assert!(r.stdout.contains("build secrets: token (env NPM_TOKEN), config (file build/config.env)"), "{}", r.stdout);
+
+    // The build saw each secret whole.
+    assert_eq!(file_in_container(&bed, &web.ids[0], &repo, "/token-length"), values[0].len().to_string());
+    assert_eq!(file_in_container(&bed, &web.ids[0], &repo, "/config-length"), values[1].len().to_string());
+
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new(bed.get("TESTBED_DOCKER"))
+            .env("DOCKER_HOST", bed.get("DOCKER_HOST"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let image = &r.outputs["image"];
+    let history = docker(&["history", "--no-trunc", image]);
+    assert!(history.contains("--mount=type=secret") || history.contains("/token-length"), "{history}");
+    let config = docker(&["image", "inspect", image]);
+    let command_id = &r.outputs["command-id"];
+    let command = bed.aws(&["ssm", "list-commands", "--command-id", command_id, "--output", "json"]);
+    let invocations =
+        bed.aws(&["ssm", "list-command-invocations", "--command-id", command_id, "--details", "--output", "json"]);
+    // The runner's own mask command carries the value (and hides it from the log): not a leak.
+    let stdout: String = r.stdout.lines().filter(|l| !l.starts_with("::add-mask::")).collect::<Vec<_>>().join("\n");
+    for v in &values {
+        for (place, text) in [
+            ("the image history", &history),
+            ("the image config", &config),
+            ("the SSM command text", &command),
+            ("the instances' output", &invocations),
+            ("the action's stdout", &stdout),
+            ("the action's stderr", &r.stderr),
+            ("the job summary", &r.summary),
+            ("the step outputs", &r.outputs_raw),
+        ] {
+            assert!(!text.contains(v.as_str()), "a build secret value appears in {place}");
+        }
+    }
+    // The variable's value was masked for the runner (in case a build step prints it).
+    assert!(r.stdout.contains(&format!("::add-mask::{}", values[0])));
+}

@@ -14,6 +14,11 @@
 //! `demo-app --probe` asks the server on 127.0.0.1 for `/health` and exits 0 or 1, so the image
 //! can declare its own `HEALTHCHECK` without a shell or curl.
 //!
+//! `demo-app --length-of FILE OUT` writes the length in bytes of FILE into OUT and exits: a
+//! Dockerfile step without a shell (`RUN --mount=type=secret,id=… ["/demo-app", "--length-of",
+//! "/run/secrets/…", "/secret-length"]`), with which tests show a build secret reached the build
+//! without putting its value anywhere.
+//!
 //! `DEMO_LOG_ENV=NAME,…` makes it print `NAME=value` for those variables when it starts: an app
 //! that logs its configuration, secrets included, as real ones do (tests check that ec2-deploy
 //! masks such values in what it shows of a failing container).
@@ -29,6 +34,22 @@ fn port() -> u16 {
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--probe") {
         std::process::exit(if probe() { 0 } else { 1 });
+    }
+    if std::env::args().nth(1).as_deref() == Some("--length-of") {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        let [file, out] = &args[..] else {
+            eprintln!("usage: demo-app --length-of FILE OUT");
+            std::process::exit(2)
+        };
+        let length = std::fs::metadata(file).map(|m| m.len()).unwrap_or_else(|e| {
+            eprintln!("demo-app: {file}: {e}");
+            std::process::exit(1)
+        });
+        std::fs::write(out, length.to_string()).unwrap_or_else(|e| {
+            eprintln!("demo-app: {out}: {e}");
+            std::process::exit(1)
+        });
+        return;
     }
     // PID 1 in a container gets no default action for SIGTERM: exit at once when asked to stop.
     // Requests are drained by the load balancer before a stop, so nothing is in flight here.
