@@ -62,6 +62,7 @@ cat >>"$script" <<'EC2_DEPLOY_SCRIPT'
 #   18 rollback impossible: IMAGE is not the previous container here
 #   19 rollback failed: the release to go back to is unhealthy, the newer one serves again
 #   20 the Docker daemon does not answer (nothing was changed)
+#   21 MODE=predeploy: the one-off command failed, timed out or could not start
 # From creating <name>-next until the traffic moved to it, a script that fails, is signalled, or
 # is killed outright (SIGKILL, as the SSM agent does at the execution timeout) leaves what ran
 # before serving: a trap handles the first two, a guard process in a session of its own the
@@ -105,7 +106,13 @@ mask_lines() {
 
 MODE=${MODE:-deploy}
 ROLLBACK_CONFIG=${ROLLBACK_CONFIG:-}
-case $MODE in deploy | rollback) ;; *) fail 2 "MODE must be deploy or rollback" ;; esac
+case $MODE in deploy | rollback | predeploy) ;; *) fail 2 "MODE must be deploy, rollback or predeploy" ;; esac
+PRE_DEPLOY_TIMEOUT=${PRE_DEPLOY_TIMEOUT:-600}
+[ -n "${PRE_DEPLOY[0]+x}" ] || PRE_DEPLOY=()
+if [ "$MODE" = predeploy ]; then
+  [ -n "${PRE_DEPLOY[0]+x}" ] || fail 2 "MODE=predeploy needs PRE_DEPLOY"
+  case $PRE_DEPLOY_TIMEOUT in '' | *[!0-9]*) fail 2 "PRE_DEPLOY_TIMEOUT must be a number of seconds" ;; esac
+fi
 : "${IMAGE:?}" "${REGISTRY:?}" "${CONTAINER_NAME:?}" "${HEALTH_TIMEOUT:?}" "${RELEASE:?}"
 case $HEALTH_TIMEOUT in '' | *[!0-9]*) fail 2 "HEALTH_TIMEOUT must be a number of seconds" ;; esac
 if [ -n "$HEALTH_PATH" ] && [ -z "$HEALTH_PORT" ]; then
@@ -663,6 +670,40 @@ if [ -n "$SECRET_ID" ]; then
     printf '%s\n' "$kv" >>"$env_new"
   done <<<"$secret_env"
   unset secret_env
+fi
+
+# MODE=predeploy: the new release's one-off command, in a container of its own with the new
+# environment, before any instance is switched. Nothing that serves is touched.
+if [ "$MODE" = predeploy ]; then
+  one_off=$CONTAINER_NAME-predeploy
+  docker rm --force "$one_off" >/dev/null 2>&1 || true
+  run_args=(create --name "$one_off" --env-file "$env_new" --label "ec2-deploy.predeploy=$RELEASE")
+  for volume in ${VOLUMES[@]+"${VOLUMES[@]}"}; do
+    run_args+=(--volume "$volume")
+  done
+  [ -z "$MEMORY" ] || run_args+=(--memory "$MEMORY")
+  [ -z "$CPUS" ] || run_args+=(--cpus "$CPUS")
+  [ -z "$RUN_USER" ] || run_args+=(--user "$RUN_USER")
+  if ! err=$(docker "${run_args[@]}" "$IMAGE" ${PRE_DEPLOY[@]+"${PRE_DEPLOY[@]}"} 2>&1 >/dev/null); then
+    fail 21 "pre-deploy: docker create failed: $(docker_reason "$err")"
+  fi
+  rm -f "$env_new"
+  log "pre-deploy: running $(mask_text "${PRE_DEPLOY[*]}") (at most ${PRE_DEPLOY_TIMEOUT}s)"
+  docker start "$one_off" >/dev/null || fail 21 "pre-deploy: the container did not start"
+  if code=$(timeout "$PRE_DEPLOY_TIMEOUT" docker wait "$one_off"); then
+    timed_out=false
+  else
+    timed_out=true
+    docker kill "$one_off" >/dev/null 2>&1 || true
+  fi
+  docker logs "$one_off" 2>&1 | tail -n 200 | while IFS= read -r line; do
+    printf '  | %s\n' "$(mask_text "$line")"
+  done
+  docker rm --force "$one_off" >/dev/null 2>&1 || true
+  [ "$timed_out" = false ] || fail 21 "pre-deploy did not finish within ${PRE_DEPLOY_TIMEOUT}s: it was stopped"
+  [ "$code" = 0 ] || fail 21 "pre-deploy exited with $code"
+  log "pre-deploy succeeded"
+  exit 0
 fi
 
 # What the container runs with, so an identical redeploy can be recognised. The run options count

@@ -81,6 +81,9 @@ pub enum Error {
     Locked(String),
     #[error(transparent)]
     LockLost(#[from] lock::LockLost),
+    /// `pre-deploy` failed: nothing was switched.
+    #[error("pre-deploy failed on {instance}: {reason}; no instance was switched. Its last output:\n{output}")]
+    PreDeploy { instance: String, reason: String, output: String },
     /// The rollout succeeded; writing the release record did not.
     #[error("{release} was deployed to every instance, but the release record {parameter} could not be written: {error}. Auto Scaling boots and rollbacks do not know this release until a deploy records it: fix the runner's ssm:PutParameter access and redeploy (nothing restarts)")]
     NotRecorded { release: String, parameter: String, error: ports::ServiceError },
@@ -104,9 +107,12 @@ impl Error {
         match self {
             Error::Inputs(_) | Error::Plan(_) | Error::Script(_) | Error::NoRegion(_) => Exit::BadInput,
             Error::Service(_) => Exit::Access,
-            Error::Build(_) | Error::Output(_) | Error::Cancelled | Error::Locked(_) | Error::LockLost(_) => {
-                Exit::DeployFailed
-            }
+            Error::Build(_)
+            | Error::Output(_)
+            | Error::Cancelled
+            | Error::Locked(_)
+            | Error::LockLost(_)
+            | Error::PreDeploy { .. } => Exit::DeployFailed,
             Error::NotRecorded { .. } => Exit::NotRecorded,
         }
     }
@@ -124,6 +130,7 @@ impl Error {
             Error::Locked(_) => "ec2-deploy: lock held",
             Error::LockLost(_) => "ec2-deploy: lock lost",
             Error::NotRecorded { .. } => "ec2-deploy: release not recorded",
+            Error::PreDeploy { .. } => "ec2-deploy: pre-deploy failed",
         }
     }
 }

@@ -31,8 +31,8 @@ use crate::cancel::Cancel;
 use crate::github::Runner;
 use crate::instance::{self, Mode, ScriptParams};
 use crate::lock::LockLost;
-use crate::model::{InstanceId, Limit, Running};
-use crate::plan::{Plan, Rollout as Strategy};
+use crate::model::{ImageRef, InstanceId, Limit, Running};
+use crate::plan::{Plan, PreDeployPlan, Rollout as Strategy};
 use crate::ports::{Clock, DeploymentState, ErrorKind, ParameterStore, ServiceError, World};
 use crate::release::{rfc3339, Release};
 use crate::report::{DeployReport, InstanceReport};
@@ -165,6 +165,54 @@ pub fn rollback_targets(ids: &[InstanceId], instances: &[InstanceReport]) -> (Ve
     (targets, first_deploys)
 }
 
+/// Runs `pre-deploy` on its instance; an error (with the command's output) when it fails, before
+/// anything is switched.
+async fn pre_deploy<W: World>(r: &Rollout<'_, W>, pre: &PreDeployPlan, image: &ImageRef) -> Result<(), Error> {
+    let runner = r.commands.cx.runner;
+    let words = shlex::try_join(pre.command.iter().map(String::as_str)).unwrap_or_default();
+    runner.group(&format!("Pre-deploy on {}: {words}", pre.target));
+    let header = instance::header(&ScriptParams {
+        mode: Mode::PreDeploy { image, command: &pre.command, timeout: pre.timeout },
+        registry: &r.plan.registry,
+        release: &r.plan.image_tag,
+        container: &r.plan.container,
+        proxy: None,
+    })?;
+    let script = format!("{header}{}", instance::SCRIPT);
+    let ids = [pre.target.clone()];
+    let order = Order {
+        targets: Targets::Ids(&ids),
+        script: &script,
+        action: "pre-deploy",
+        concurrency: Limit::Count(1),
+        errors: Limit::Count(0),
+        purpose: Purpose::Deploy,
+    };
+    let outcome = r.commands.run(order).await;
+    runner.end_group();
+    let outcome = outcome?;
+    let report = outcome.reports.first();
+    if outcome.stopped.is_none() && report.is_some_and(InstanceReport::ok) {
+        runner.info(&format!("Pre-deploy succeeded on {}", pre.target));
+        return Ok(());
+    }
+    let reason = outcome
+        .stopped
+        .or_else(|| report.map(|i| i.reason.clone().unwrap_or_else(|| i.detail.to_string())))
+        .unwrap_or_else(|| "no report from the instance".into());
+    let sent = r.commands.sent.borrow().last().cloned();
+    let output = match sent {
+        Some(id) => match r.world().invocation_output(&id, &pre.target).await {
+            Ok(out) => format!("{}{}", out.stdout, out.stderr),
+            Err(e) => format!("(its output could not be read: {e})"),
+        },
+        None => String::new(),
+    };
+    let lines: Vec<&str> = output.lines().collect();
+    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+    Err(Error::PreDeploy { instance: pre.target.to_string(), reason, output: tail })
+}
+
 /// What happened when the AWS session expired mid-rollout, and what to do about it.
 fn session_expired(plan: &Plan, why: &str) -> String {
     let worst = plan.worst_case();
@@ -277,6 +325,12 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         plan,
         proxy_image,
     };
+    if let Some(pre) = &plan.pre_deploy {
+        match &pre.skipped {
+            Some(why) => cx.runner.info(&format!("Pre-deploy: not run: {why}")),
+            None => pre_deploy(&rollout, pre, &image).await?,
+        }
+    }
     let mut report = DeployReport {
         environment: plan.environment.as_ref().map(ToString::to_string),
         image,

@@ -66,6 +66,7 @@ pub fn request(tag: &str) -> DeployRequest {
         config_file: None,
         proxy_image: crate::model::ImageName::parse(PROXY_IMAGE).unwrap(),
         warnings: vec![],
+        pre_deploy: None,
     }
 }
 
@@ -490,4 +491,68 @@ async fn a_run_reports_to_the_jobs_deployment_when_there_is_one_and_makes_one_on
         )
     );
     assert_eq!(calls(Some(41), DeploymentMode::Off).await, (None, vec![]));
+}
+
+/// `pre-deploy` runs once, on the canary, before anything is switched; a redeploy of the live
+/// release and a rollback do not run it again.
+#[tokio::test(start_paused = true)]
+async fn pre_deploy_runs_once_on_the_canary_before_any_switch_and_not_again() {
+    let w = world(3);
+    let mut req = in_batches(request("v1"));
+    req.pre_deploy =
+        Some(crate::inputs::PreDeploy { command: vec!["bin/migrate".into(), "up".into()], target: None, timeout: 300 });
+    let (result, log) = deploy(&w, &req).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    let events = fleet_events(&w.log());
+    assert_eq!(events[..3], ["build shop:v1", "send predeploy 1", "out 1"], "{events:#?}");
+    assert_eq!(w.log().iter().filter(|e| e.starts_with("send predeploy")).count(), 1);
+    assert!(log.iter().any(|l| l.contains("  pre-deploy bin/migrate up on i-00000000000000001, at most 300s")));
+
+    // The same release again: nothing restarts, and the one-off command does not run again.
+    let (result, log) = deploy(&w, &req).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    assert_eq!(w.log().iter().filter(|e| e.starts_with("send predeploy")).count(), 1, "{:#?}", w.log());
+    assert!(log.iter().any(|l| l.contains("not run (this release is live already")), "{log:#?}");
+
+    // v2 runs it; the rollback to v1 does not.
+    let mut v2 = req.clone();
+    v2.image_tag = crate::model::ImageTag::parse("v2").unwrap();
+    let (result, log) = deploy(&w, &v2).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    assert_eq!(w.log().iter().filter(|e| e.starts_with("send predeploy")).count(), 2);
+    let mut back = req.clone();
+    back.rollback = true;
+    let (result, log) = deploy(&w, &back).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    assert_eq!(w.log().iter().filter(|e| e.starts_with("send predeploy")).count(), 2, "{:#?}", w.log());
+    assert!(log.iter().any(|l| l.contains("not run (a rollback never runs it)")), "{log:#?}");
+}
+
+/// A pre-deploy that fails switches nothing and fails the run with its output.
+#[tokio::test(start_paused = true)]
+async fn a_failing_pre_deploy_switches_nothing_and_fails_with_its_output() {
+    let w = world(2);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success());
+    w.set_faults(2, |f| f.pre_deploy_exit = 3);
+    let mut req = request("v2");
+    req.pre_deploy = Some(crate::inputs::PreDeploy {
+        command: vec!["bin/migrate".into()],
+        target: Some(crate::fake::id(2)),
+        timeout: 300,
+    });
+    let before = w.log().len();
+    let (result, log) = deploy(&w, &req).await;
+    let err = match result {
+        Err(e) => e,
+        Ok(_) => panic!("a failed pre-deploy succeeded: {log:#?}"),
+    };
+    assert_eq!(err.exit(), crate::Exit::DeployFailed);
+    let text = err.to_string();
+    assert!(text.starts_with("pre-deploy failed on i-00000000000000002: pre-deploy exited with 3"), "{text}");
+    assert!(text.contains("migration 7 failed: relation exists"), "{text}");
+    assert!(!w.log()[before..].iter().any(|e| e.starts_with("send deploy")), "{:#?}", w.log());
+    for n in 1..=2 {
+        assert_eq!(running(&w, n), Some(image("v1")));
+    }
 }

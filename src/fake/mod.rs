@@ -79,6 +79,8 @@ pub struct InstanceFaults {
     /// The script starts and then nothing more is heard of it: no end, and SSM never times it
     /// out (an agent that died mid-script).
     pub hangs: bool,
+    /// What a `pre-deploy` command exits with here (0: it succeeds).
+    pub pre_deploy_exit: i32,
 }
 
 #[derive(Debug, Clone)]

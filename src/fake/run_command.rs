@@ -148,6 +148,20 @@ fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
         }
     };
     match v.get("MODE").map(String::as_str) {
+        Some("predeploy") => {
+            inv.code = Some(inst.faults.pre_deploy_exit);
+            if inst.faults.pre_deploy_exit == 0 {
+                inv.status = InvocationStatus::Success;
+                inv.detail = StatusDetail::Success;
+                inv.stdout = "ec2-deploy: pre-deploy succeeded\n".into();
+            } else {
+                inv.code = Some(21);
+                inv.status = InvocationStatus::Failed;
+                inv.detail = StatusDetail::Failed;
+                inv.stdout = "  | migration 7 failed: relation exists\n".into();
+                inv.stderr = format!("ec2-deploy: error: pre-deploy exited with {}\n", inst.faults.pre_deploy_exit);
+            }
+        }
         Some("rollback") => {
             let expect = v.get("ROLLBACK_CONFIG").cloned().unwrap_or_default();
             let matches_expected =

@@ -87,6 +87,9 @@ pub const INPUTS: &[InputSpec] = &[
     input("secret-id", "Secrets Manager secret holding a JSON object; each key becomes an environment variable, fetched on the instance. Also in the config file."),
     input("health-check-path", "HTTP path checked on the first of `ports` before a new container counts as healthy (with `proxy`, on the new container itself, before the proxy sends it anything). Default: the image's HEALTHCHECK, else running. Also in the config file."),
     with_default(input("health-check-timeout", "Seconds a new container has to become healthy before the previous one is put back. Also in the config file."), "60"),
+    input("pre-deploy", "A one-off command of the new release (e.g. a database migration), run before any instance is switched: in a container of the new image with the new environment and secret, on one instance of the deploy; non-zero exit: nothing is switched. Split into words like `command`. Not run by rollbacks, Auto Scaling boots or a redeploy of the live release. Also in the config file."),
+    input("pre-deploy-target", "Instance id to run `pre-deploy` on. Default: the canary (the first batch's instance), else the first instance of the plan. Also in the config file."),
+    with_default(input("pre-deploy-timeout", "Seconds `pre-deploy` may run before it is stopped (and the deploy fails); less than `command-timeout`. Also in the config file."), "300"),
     input("command", "Command for the container, replacing the image's CMD: one line, split into words as a shell would (quotes respected) and never run by a shell. Also in the config file."),
     lines("volumes", "Volumes, one source:/path[:ro] per line: an absolute host path or a named volume, mounted at an absolute path in the container. Also in the config file."),
     input("memory", "Memory limit of the container: a whole number with a unit, b, k, m or g (e.g. 512m). Default: none. Also in the config file."),
@@ -201,8 +204,18 @@ pub struct DeployRequest {
     pub config_file: Option<PathBuf>,
     /// The per-instance proxy's image (when `container.proxy`).
     pub proxy_image: ImageName,
+    /// The one-off command to run before any instance is switched.
+    pub pre_deploy: Option<PreDeploy>,
     /// Things to fix that do not stop the deploy (a deprecated input name, …), printed as warnings.
     pub warnings: Vec<String>,
+}
+
+/// `pre-deploy`: what to run, where, for how long at most.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PreDeploy {
+    pub command: Vec<String>,
+    pub target: Option<crate::model::InstanceId>,
+    pub timeout: u32,
 }
 
 /// What the run's environment says beyond the inputs (`GITHUB_SHA`, `AWS_REGION`, …), read

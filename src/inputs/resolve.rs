@@ -5,10 +5,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::config::{ConfigFile, ConfigValue};
-use super::{spec, DeployRequest, Files, InputError, RawInputs, RunContext, DEFAULT_CONFIG};
+use super::{spec, DeployRequest, Files, InputError, PreDeploy, RawInputs, RunContext, DEFAULT_CONFIG};
 use crate::model::{
     parse_command, BuildSecret, ContainerName, ContainerSpec, Cpus, Digest, EnvVar, EnvironmentName, HealthPath,
-    ImageName, ImageTag, KeyValue, Limit, LogDriver, Memory, ParameterName, Platform, PortMapping, Region,
+    ImageName, ImageTag, InstanceId, KeyValue, Limit, LogDriver, Memory, ParameterName, Platform, PortMapping, Region,
     RegistryHost, Repository, RunOptions, Secret, SecretId, SecretSource, TagFilter, TargetGroupArn, User, Volume,
     DEFAULT_PROXY_IMAGE,
 };
@@ -235,6 +235,29 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
     if rollout.rollback && image.digest.is_some() {
         r.missing("rollback", "cannot go with `image-digest`: a rollback deploys the previous recorded release");
     }
+    // Each parsed whether or not `pre-deploy` is given: a bad value is an error either way.
+    let pre_deploy_target = r.parse("pre-deploy-target", InstanceId::parse);
+    let pre_deploy_timeout = r.parse("pre-deploy-timeout", parse_seconds(1, 172_800)).unwrap_or(300);
+    let pre_deploy = r.parse("pre-deploy", parse_command).map(|command| PreDeploy {
+        command,
+        target: pre_deploy_target.clone(),
+        timeout: pre_deploy_timeout,
+    });
+    if pre_deploy_target.is_some() && r.get("pre-deploy").is_none() {
+        if let Some(v) = r.get("pre-deploy-target") {
+            r.error(&v.origin, "needs `pre-deploy`: it says where that command runs");
+        }
+    }
+    if let Some(p) = pre_deploy.as_ref().filter(|p| p.timeout >= rollout.timeout) {
+        let origin = r.get("pre-deploy-timeout").map(|v| v.origin).unwrap_or(Origin::Default("pre-deploy-timeout"));
+        r.error(
+            &origin,
+            format!(
+                "{}s does not fit in `command-timeout` ({}s), which bounds the whole script",
+                p.timeout, rollout.timeout
+            ),
+        );
+    }
     let environment_url = r.parse("environment-url", parse_url);
     let github_deployment = r
         .parse("github-deployment", |t| match t {
@@ -303,6 +326,7 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
             options: container.options,
         },
         proxy_image: rollout.proxy_image,
+        pre_deploy,
         warnings: std::mem::take(&mut r.warnings),
         max_concurrency: rollout.max_concurrency,
         max_errors: rollout.max_errors,

@@ -29,6 +29,7 @@ pub fn step_for_exit_code(code: i32) -> &'static str {
         18 => "rollback (previous release not on the instance)",
         19 => "rollback (previous release unhealthy, newer one kept)",
         20 => "docker (the daemon does not answer)",
+        21 => "pre-deploy",
         _ => "script",
     }
 }
@@ -55,6 +56,12 @@ pub enum Mode<'a> {
     },
     Rollback {
         to: &'a Running,
+    },
+    /// The new release's one-off command (`pre-deploy`), before any instance is switched.
+    PreDeploy {
+        image: &'a ImageRef,
+        command: &'a [String],
+        timeout: u32,
     },
 }
 
@@ -94,6 +101,11 @@ pub fn header(p: &ScriptParams) -> Result<String, QuoteError> {
             // What to go back to is the container with these settings, not merely this image.
             assign("ROLLBACK_CONFIG", &to.config)?;
         }
+        Mode::PreDeploy { image, timeout, .. } => {
+            assign("MODE", "predeploy")?;
+            assign("IMAGE", &image.to_string())?;
+            assign("PRE_DEPLOY_TIMEOUT", &timeout.to_string())?;
+        }
     }
     assign("REGISTRY", p.registry.as_str())?;
     assign("RELEASE", p.release.as_str())?;
@@ -126,6 +138,9 @@ pub fn header(p: &ScriptParams) -> Result<String, QuoteError> {
     h.push_str(&array("VOLUMES", o.volumes.iter().map(ToString::to_string))?);
     h.push_str(&array("LOG_OPTS", o.log_options.iter().map(ToString::to_string))?);
     h.push_str(&array("LABELS", o.labels.iter().map(ToString::to_string))?);
+    if let Mode::PreDeploy { command, .. } = p.mode {
+        h.push_str(&array("PRE_DEPLOY", command.iter().cloned())?);
+    }
     Ok(h)
 }
 
@@ -328,7 +343,7 @@ mod tests {
     /// `set -u`: every expansion of an array that may be empty must be `${a[@]+"${a[@]}"}`.
     #[test]
     fn the_script_never_expands_a_possibly_empty_array_bare() {
-        let never_empty = ["create_args"];
+        let never_empty = ["create_args", "run_args"];
         let mut bare = vec![];
         for (n, line) in SCRIPT.lines().enumerate() {
             let mut rest = line;

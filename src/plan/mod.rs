@@ -126,6 +126,15 @@ pub enum Rollout {
     },
 }
 
+/// The one-off command before anything is switched, and where it runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreDeployPlan {
+    pub command: Vec<String>,
+    pub target: InstanceId,
+    pub timeout: u32,
+    pub skipped: Option<String>,
+}
+
 /// What the run writes to the release record when it succeeds.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordPlan {
@@ -172,6 +181,8 @@ pub struct Plan {
     /// The per-instance proxy, when the container has a port and `proxy` is on.
     pub proxy: Option<ProxyPlan>,
     pub rollout: Rollout,
+    /// `pre-deploy`, when asked for (with why it is skipped, when it is).
+    pub pre_deploy: Option<PreDeployPlan>,
     /// Seconds the script may run on one instance.
     pub timeout: u32,
     pub record: RecordPlan,
@@ -268,6 +279,8 @@ pub enum PlanError {
     Unreadable(String),
     #[error("this push deploys an older commit than the live release ({0}); redeploy it explicitly (workflow_dispatch with `image-tag`) if that is what you want")]
     OlderThanLive(String),
+    #[error("input `pre-deploy-target`: {id} is not one of the instances this deploy reaches (online, with the tags); pick one of them or leave it out for the canary")]
+    PreDeployTarget { id: String },
 }
 
 /// Decides what will happen, or why it cannot.
@@ -358,6 +371,11 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
     for arn in &facts.missing_target_groups {
         errors.push(PlanError::TargetGroupMissing { arn: arn.to_string() });
     }
+    if let Some(target) = req.pre_deploy.as_ref().and_then(|p| p.target.as_ref()) {
+        if !facts.instances.iter().any(|i| &i.id == target && !skipped.iter().any(|s| &s.id == target)) {
+            errors.push(PlanError::PreDeployTarget { id: target.to_string() });
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -406,6 +424,29 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         migration,
     });
     let rollback_to = facts.rollback_to;
+    let pre_deploy = req.pre_deploy.as_ref().map(|p| {
+        // The canary, or the first instance: the one that would get the release first.
+        let first = match &rollout {
+            Rollout::Batches { batches, .. } => batches.first().and_then(|b| b.first()).cloned(),
+            Rollout::ByTags { .. } => instances.first().map(|i| i.id.clone()),
+        };
+        let live_already = facts.live.as_ref().is_some_and(|live| {
+            wanted_digest.as_ref().or(facts.existing_digest.as_ref()) == Some(&live.release.image.digest)
+                && live.release.container == container
+        });
+        PreDeployPlan {
+            command: p.command.clone(),
+            target: p.target.clone().or(first).expect("the plan has instances"),
+            timeout: p.timeout,
+            skipped: if rollback_to.is_some() {
+                Some("a rollback never runs it".into())
+            } else if live_already {
+                Some("this release is live already, and a redeploy of it does not run it again".into())
+            } else {
+                None
+            },
+        }
+    });
     let (what, commit, commit_time) = match &rollback_to {
         Some(to) => {
             (format!("rollback to {}", to.release.tag), to.release.commit.clone(), to.release.commit_time.clone())
@@ -441,6 +482,7 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         secret_arn,
         proxy,
         rollout,
+        pre_deploy,
         timeout: req.timeout,
         record: RecordPlan {
             parameter: req.release_parameter.clone(),

@@ -52,6 +52,7 @@ pub fn request() -> DeployRequest {
         config_file: None,
         proxy_image: ImageName::parse(crate::model::DEFAULT_PROXY_IMAGE).unwrap(),
         warnings: vec![],
+        pre_deploy: None,
     }
 }
 

@@ -164,6 +164,17 @@ impl fmt::Display for Plan {
                 }
             }
         }
+        if let Some(pre) = &self.pre_deploy {
+            let words = shlex::try_join(pre.command.iter().map(String::as_str)).unwrap_or_default();
+            match &pre.skipped {
+                Some(why) => writeln!(f, "  pre-deploy {words}: not run ({why})")?,
+                None => writeln!(
+                    f,
+                    "  pre-deploy {words} on {}, at most {}s, before any instance is switched (non-zero exit: nothing is)",
+                    pre.target, pre.timeout
+                )?,
+            }
+        }
         let worst = self.worst_case();
         writeln!(
             f,

@@ -245,3 +245,59 @@ fn build_secrets_reach_the_build_and_their_values_appear_nowhere_else() {
     // The variable's value was masked for the runner (in case a build step prints it).
     assert!(r.stdout.contains(&format!("::add-mask::{}", values[0])));
 }
+
+/// `pre-deploy` on the bed: a command that writes a marker into a named volume runs on one
+/// instance only (the volume is per Docker engine: each instance has its own), before the
+/// rollout; one that exits 3 switches nothing, fails the run and puts its output in the summary.
+#[test]
+fn pre_deploy_runs_once_before_the_rollout_and_a_failing_one_switches_nothing() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 3, &["Role=web"]);
+    let repo = unique("pre");
+    bed.create_repository(&repo);
+    let volume = unique("marker");
+    let base = |tag: &str| {
+        let mut i = inputs(&bed, &repo, &suite, tag, &format!("VERSION={tag}"));
+        set(&mut i, "release-parameter", &format!("/ec2-deploy/test/{repo}"));
+        set(&mut i, "volumes", &format!("{volume}:/marker"));
+        i
+    };
+    let r = run_with(&bed, base("v1"));
+    assert_eq!(r.code, 0, "{}", r.log());
+
+    // The demo image's entrypoint is the app: these words are its arguments.
+    let mut i = base("v2");
+    set(&mut i, "pre-deploy", "--length-of /etc/hostname /marker/ran");
+    let r = run_with(&bed, i);
+    assert_eq!(r.code, 0, "{}", r.log());
+    let pre = r.stdout.find("Pre-deploy succeeded").unwrap_or_else(|| panic!("{}", r.stdout));
+    let first_switch = r.stdout.find("(deploy)").unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(pre < first_switch, "the rollout started before the pre-deploy ended:\n{}", r.stdout);
+    let has_marker: Vec<&String> = web
+        .ids
+        .iter()
+        .filter(|id| {
+            let out = bed.on_instance(id, &["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", &volume]);
+            let mountpoint = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            bed.on_instance(id, &["test", "-f", &format!("{mountpoint}/ran")]).status.success()
+        })
+        .collect();
+    assert_eq!(has_marker.len(), 1, "the marker is on {has_marker:?}");
+    for ip in &web.ips {
+        assert_eq!(version_of(ip).as_deref(), Some("v2"));
+    }
+
+    // A pre-deploy that exits 3: no instance switched, exit 1, its output in the summary.
+    let mut i = base("v3");
+    set(&mut i, "pre-deploy", "--exit 3");
+    let r = run_with(&bed, i);
+    assert_eq!(r.code, 1, "{}", r.log());
+    assert!(r.summary.contains("pre-deploy failed on i-"), "{}", r.summary);
+    assert!(r.summary.contains("pre-deploy exited with 3"), "{}", r.summary);
+    assert!(r.summary.contains("migration 7 failed, exiting with 3 as asked"), "{}", r.summary);
+    assert!(!r.stdout.contains("(deploy)"), "a deploy command was sent:\n{}", r.stdout);
+    for ip in &web.ips {
+        assert_eq!(version_of(ip).as_deref(), Some("v2"));
+    }
+}

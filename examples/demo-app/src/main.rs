@@ -19,6 +19,8 @@
 //! "/run/secrets/…", "/secret-length"]`), with which tests show a build secret reached the build
 //! without putting its value anywhere.
 //!
+//! `demo-app --exit N` prints a line and exits with N: a one-off command (a migration) that fails.
+//!
 //! `DEMO_LOG_ENV=NAME,…` makes it print `NAME=value` for those variables when it starts: an app
 //! that logs its configuration, secrets included, as real ones do (tests check that ec2-deploy
 //! masks such values in what it shows of a failing container).
@@ -34,6 +36,11 @@ fn port() -> u16 {
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--probe") {
         std::process::exit(if probe() { 0 } else { 1 });
+    }
+    if std::env::args().nth(1).as_deref() == Some("--exit") {
+        let code: i32 = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(1);
+        println!("demo-app: migration 7 failed, exiting with {code} as asked");
+        std::process::exit(code);
     }
     if std::env::args().nth(1).as_deref() == Some("--length-of") {
         let args: Vec<String> = std::env::args().skip(2).collect();
