@@ -99,12 +99,14 @@ text_newtype!(
     Memory,
     |text| {
         let bad = || format!("expected a size such as 512m or 2g (a whole number and b, k, m or g), got {text:?}");
-        let (number, unit) = text.split_at(text.len().saturating_sub(1));
+        // The unit is the last character, whatever its width (the input may be any text).
+        let unit = text.chars().last().ok_or_else(bad)?;
+        let number = &text[..text.len() - unit.len_utf8()];
         let factor: u64 = match unit {
-            "b" => 1,
-            "k" => 1 << 10,
-            "m" => 1 << 20,
-            "g" => 1 << 30,
+            'b' => 1,
+            'k' => 1 << 10,
+            'm' => 1 << 20,
+            'g' => 1 << 30,
             _ => return Err(bad()),
         };
         let n: u64 = number.parse().map_err(|_| bad())?;
@@ -237,7 +239,7 @@ mod tests {
         for good in ["512m", "2g", "6m", "1048576k"] {
             assert!(Memory::parse(good).is_ok(), "{good}");
         }
-        for bad in ["512", "512mb", "1.5g", "-1m", "5m", "m", "", "99999999999999g"] {
+        for bad in ["512", "512mb", "1.5g", "-1m", "5m", "m", "", "99999999999999g", "5日", "日"] {
             assert!(Memory::parse(bad).is_err(), "{bad} was accepted");
         }
         for good in ["0.5", "2", "1.25", "1024"] {
