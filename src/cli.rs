@@ -75,8 +75,8 @@ pub fn command() -> Command {
 fn input_flags(mut cmd: Command) -> Command {
     for spec in INPUTS.iter().filter(|s| !matches!(s.name, "dry-run" | "github-token")) {
         let help = match spec.default {
-            Some(d) => format!("{} [default: {d}]", spec.description),
-            None => spec.description.to_string(),
+            Some(d) if !spec.description.contains("Default:") => format!("{} [default: {d}]", spec.description),
+            _ => spec.description.to_string(),
         };
         let mut arg = Arg::new(spec.name).long(spec.name).value_name("VALUE").help(help);
         arg =

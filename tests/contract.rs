@@ -57,8 +57,21 @@ fn action_yml_declares_exactly_the_inputs_the_code_reads() {
     for spec in INPUTS {
         let input = &action.inputs[spec.name];
         assert_eq!(input.description, spec.description, "description of {}", spec.name);
-        let want_default = if spec.name == "github-token" { Some("${{ github.token }}") } else { spec.default };
+        // An input the config file may hold has its default in the code and its description only
+        // (see action_yml_defaults_never_override_the_config_file).
+        let want_default = match spec.name {
+            "github-token" => Some("${{ github.token }}"),
+            _ if spec.in_config => None,
+            _ => spec.default,
+        };
         assert_eq!(input.default.as_deref(), want_default, "default of {}", spec.name);
+        if let (true, Some(d)) = (spec.in_config, spec.default) {
+            assert!(
+                spec.description.contains(&format!("Default: {d}.")),
+                "{}: the description must say its default",
+                spec.name
+            );
+        }
     }
     for spec in INPUTS {
         let input = &action.inputs[spec.name];
@@ -144,7 +157,10 @@ fn the_readme_tables_match_action_yml() {
     for row in &rows {
         let name = row[0].trim_matches('`');
         let input = &action.inputs[name];
-        assert_eq!(row[1].trim_matches('`'), input.default.as_deref().unwrap_or(""), "README default of {name}");
+        // The README shows the default that applies, wherever it is applied.
+        let spec = INPUTS.iter().find(|s| s.name == name).unwrap();
+        let want = input.default.as_deref().or(spec.default).unwrap_or("");
+        assert_eq!(row[1].trim_matches('`'), want, "README default of {name}");
         assert_eq!(row[2], input.description, "README description of {name}");
     }
     let rows = readme_table("Outputs");
@@ -263,5 +279,45 @@ fn the_cloudformation_sketch_provides_what_the_deploy_script_checks_for() {
         let text =
             std::fs::read_to_string(format!("{}/examples/workflows/{workflow}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert!(text.contains(":role/github-deploy"), "{workflow}");
+    }
+}
+
+/// The runner hands a Docker action every input that has a `default:` in action.yml, given or
+/// not. So an input the config file may hold must have no default there: the runner's default
+/// would arrive as an explicit input and override the config file (the code applies the default
+/// itself, after the config file). Here the action is resolved as the runner would start it.
+#[test]
+fn action_yml_defaults_never_override_the_config_file() {
+    use ec2_deploy_action::inputs::{resolve, Disk, RawInputs, RunContext};
+    let action = action();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(".github")).unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+    std::fs::write(
+        dir.path().join(".github/ec2-deploy.yml"),
+        "defaults:\n  ecr-repository: shop\n  targets: [Role=web]\n  max-concurrency: 25%\n  health-check-timeout: 45\n  command-timeout: 900\n  canary: false\n",
+    )
+    .unwrap();
+    // What the runner sets: each input with a default, as INPUT_<NAME>.
+    let runner_env: BTreeMap<String, String> = action
+        .inputs
+        .iter()
+        .filter_map(|(name, input)| input.default.as_ref().map(|d| (name.clone(), d.clone())))
+        .filter(|(name, _)| name != "github-token")
+        .collect();
+    let raw = RawInputs::from_lookup(|name| runner_env.get(name).cloned());
+    let env = |k: &str| (k == "GITHUB_SHA").then(|| "abc".to_string());
+    let ctx = RunContext { env: &env, workdir: dir.path().into() };
+    let req = resolve(&raw, &ctx, &Disk).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(req.max_concurrency.to_string(), "25%", "the runner's default overrode the config file");
+    assert_eq!(req.container.health_check_timeout, 45);
+    assert_eq!(req.timeout, 900);
+    assert!(!req.canary);
+    for spec in INPUTS.iter().filter(|s| s.in_config) {
+        assert_eq!(
+            action.inputs[spec.name].default, None,
+            "{}: a default in action.yml hides the config file",
+            spec.name
+        );
     }
 }
