@@ -674,16 +674,20 @@ fi
 
 # MODE=predeploy: the new release's one-off command, in a container of its own with the new
 # environment, before any instance is switched. Nothing that serves is touched.
+# What the release's container and its pre-deploy one-off share: volumes, limits and user.
+resource_args=()
+for volume in ${VOLUMES[@]+"${VOLUMES[@]}"}; do
+  resource_args+=(--volume "$volume")
+done
+[ -z "$MEMORY" ] || resource_args+=(--memory "$MEMORY")
+[ -z "$CPUS" ] || resource_args+=(--cpus "$CPUS")
+[ -z "$RUN_USER" ] || resource_args+=(--user "$RUN_USER")
+
 if [ "$MODE" = predeploy ]; then
   one_off=$CONTAINER_NAME-predeploy
   docker rm --force "$one_off" >/dev/null 2>&1 || true
-  run_args=(create --name "$one_off" --env-file "$env_new" --label "ec2-deploy.predeploy=$RELEASE")
-  for volume in ${VOLUMES[@]+"${VOLUMES[@]}"}; do
-    run_args+=(--volume "$volume")
-  done
-  [ -z "$MEMORY" ] || run_args+=(--memory "$MEMORY")
-  [ -z "$CPUS" ] || run_args+=(--cpus "$CPUS")
-  [ -z "$RUN_USER" ] || run_args+=(--user "$RUN_USER")
+  run_args=(create --name "$one_off" --env-file "$env_new" --label "ec2-deploy.predeploy=$RELEASE"
+    ${resource_args[@]+"${resource_args[@]}"})
   if ! err=$(docker "${run_args[@]}" "$IMAGE" ${PRE_DEPLOY[@]+"${PRE_DEPLOY[@]}"} 2>&1 >/dev/null); then
     fail 21 "pre-deploy: docker create failed: $(docker_reason "$err")"
   fi
@@ -740,11 +744,7 @@ fi
 for port in ${PORTS[@]+"${PORTS[@]}"}; do
   create_args+=(--publish "$port")
 done
-for volume in ${VOLUMES[@]+"${VOLUMES[@]}"}; do
-  create_args+=(--volume "$volume")
-done
-[ -z "$MEMORY" ] || create_args+=(--memory "$MEMORY")
-[ -z "$CPUS" ] || create_args+=(--cpus "$CPUS")
+create_args+=(${resource_args[@]+"${resource_args[@]}"})
 [ -z "$LOG_DRIVER" ] || create_args+=(--log-driver "$LOG_DRIVER")
 for option in ${LOG_OPTS[@]+"${LOG_OPTS[@]}"}; do
   create_args+=(--log-opt "$option")
@@ -752,7 +752,6 @@ done
 for label in ${LABELS[@]+"${LABELS[@]}"}; do
   create_args+=(--label "$label")
 done
-[ -z "$RUN_USER" ] || create_args+=(--user "$RUN_USER")
 
 begin_swap discard
 # COMMAND, after the image, replaces its CMD word for word.
