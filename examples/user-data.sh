@@ -410,6 +410,10 @@ wait_healthy() {
     if [ -z "$status" ]; then
       health_reason="the container disappeared"
       return 1
+    elif [ "$status" = removing ] || [ "$status" = dead ]; then
+      # On its way out: removed by someone else (docker rm --force passes through these).
+      health_reason="the container disappeared (it is $status)"
+      return 1
     elif [ "$status" = restarting ] || [ "$count" != "$restarts" ]; then
       # Caught between two starts, or after one: a crash loop under its restart policy.
       health_reason="the container keeps restarting (it exited with $exit_code)"

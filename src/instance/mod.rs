@@ -382,6 +382,39 @@ mod tests {
         assert_eq!(region_for("localhost:5000"), "eu-west-1");
     }
 
+    /// A container removed with `docker rm --force` while the script waits on it passes through
+    /// `removing` (and can be `dead`) before it is gone; the bed met that state only by chance
+    /// (a CI run reported "the container is removing"). A `docker` stand-in replays the states so
+    /// every one of them is asked about, in order, on every run.
+    #[test]
+    fn a_container_removed_while_the_script_waits_is_reported_as_disappeared() {
+        let script = include_str!("deploy.sh");
+        let function = |name: &str| {
+            let start = script.find(&format!("\n{name}() {{")).unwrap() + 1;
+            let end = start
+                + script[start..]
+                    .find("\n}\n")
+                    .map(|e| e + 3)
+                    .unwrap_or_else(|| script[start..].find('\n').unwrap() + 1);
+            script[start..end].to_string()
+        };
+        for state in ["removing", "dead", ""] {
+            let docker = format!(
+                "docker() {{ case \"$*\" in *State.Status*) [ -z '{state}' ] || echo '{state} 0 137' ;; *RestartCount*) echo 0 ;; esac; }}"
+            );
+            let body = format!(
+                "set -eu\n{docker}\n{}{}{}network=n HEALTH_TIMEOUT=5 HEALTH_PATH= HEALTH_PORT=80\nwait_healthy app || true\necho \"$health_reason\"",
+                function("inspect"),
+                function("upstream_of"),
+                function("wait_healthy"),
+            );
+            let out = std::process::Command::new("bash").arg("-c").arg(&body).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let reason = String::from_utf8(out.stdout).unwrap();
+            assert!(reason.starts_with("the container disappeared"), "state {state:?}: {reason}");
+        }
+    }
+
     #[test]
     fn exit_codes_name_steps() {
         assert_eq!(step_for_exit_code(15), "health check");
