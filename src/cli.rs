@@ -45,10 +45,16 @@ pub fn command() -> Command {
                     Arg::new("release-parameter")
                         .long("release-parameter")
                         .value_name("NAME")
-                        .help("The release record (default: /ec2-deploy/<environment>/<ecr-repository>)"),
+                        .help("The release record (default: /ec2-deploy/<environment>/<container-name>, else the earlier default /ec2-deploy/<environment>/<ecr-repository> when only that exists)"),
                 )
                 .arg(Arg::new("environment").long("environment").value_name("NAME"))
                 .arg(Arg::new("ecr-repository").long("ecr-repository").value_name("NAME"))
+                .arg(
+                    Arg::new("container-name")
+                        .long("container-name")
+                        .value_name("NAME")
+                        .help("The container (a service's name); default: the repository's last component"),
+                )
                 .arg(Arg::new("aws-region").long("aws-region").value_name("REGION")),
         )
         .subcommand(
@@ -59,7 +65,8 @@ pub fn command() -> Command {
                         .long("release-parameter")
                         .value_name("NAME")
                         .required(true)
-                        .help("The release record the instance boots from"),
+                        .action(clap::ArgAction::Append)
+                        .help("The release record the instance boots from; repeat it for each service of the instance, started in that order"),
                 ),
         )
         .subcommand(
@@ -111,15 +118,17 @@ pub fn main() -> ExitCode {
             (Runner::from_env(&env), RawInputs::from_action_env(env), workdir)
         }
         Some(("user-data", m)) => {
-            let parameter = m.get_one::<String>("release-parameter").expect("required");
-            let parameter = match ParameterName::parse(parameter) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("ec2-deploy: --release-parameter: {e}");
-                    return ExitCode::from(Exit::BadInput as u8);
+            let mut parameters = vec![];
+            for name in m.get_many::<String>("release-parameter").expect("required") {
+                match ParameterName::parse(name) {
+                    Ok(p) => parameters.push(p),
+                    Err(e) => {
+                        eprintln!("ec2-deploy: --release-parameter: {e}");
+                        return ExitCode::from(Exit::BadInput as u8);
+                    }
                 }
-            };
-            return match crate::instance::user_data(&parameter) {
+            }
+            return match crate::instance::user_data(&parameters) {
                 Ok(script) => {
                     print!("{script}");
                     ExitCode::SUCCESS
@@ -165,15 +174,26 @@ pub fn main() -> ExitCode {
 /// `ec2-deploy status`: the live release and the history of an environment.
 async fn status(m: &ArgMatches) -> Exit {
     let get = |name: &str| m.get_one::<String>(name).cloned();
-    let parameter = match (get("release-parameter"), get("ecr-repository")) {
-        (Some(p), _) => ParameterName::parse(&p),
+    // The record given, or the default per container and, after it, the earlier per repository.
+    let candidates = match (get("release-parameter"), get("ecr-repository")) {
+        (Some(p), _) => ParameterName::parse(&p).map(|p| vec![p]),
         (None, Some(repo)) => crate::model::Repository::parse(&repo).and_then(|repo| {
             let env = get("environment").map(|e| crate::model::EnvironmentName::parse(&e)).transpose()?;
-            ParameterName::parse(&inputs::default_release_parameter(env.as_ref(), &repo))
+            let container = match get("container-name") {
+                Some(c) => crate::model::ContainerName::parse(&c)?,
+                None => inputs::default_container_name(&repo),
+            };
+            let per_container = inputs::default_release_parameter(env.as_ref(), container.as_str());
+            let per_repository = inputs::default_release_parameter(env.as_ref(), repo.as_str());
+            let mut names = vec![ParameterName::parse(&per_container)?];
+            if per_repository != per_container {
+                names.push(ParameterName::parse(&per_repository)?);
+            }
+            Ok(names)
         }),
         (None, None) => Err("give --release-parameter, or --ecr-repository (and --environment)".into()),
     };
-    let parameter = match parameter {
+    let candidates = match candidates {
         Ok(p) => p,
         Err(e) => {
             eprintln!("ec2-deploy status: {e}");
@@ -195,6 +215,22 @@ async fn status(m: &ArgMatches) -> Exit {
         }
     };
     let world = Live::new(clients, None, None);
+    let mut parameter = candidates[0].clone();
+    if let Some(earlier) = candidates.get(1) {
+        use crate::ports::ParameterStore;
+        match world.get_parameter(&parameter).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if let Ok(Some(_)) = world.get_parameter(earlier).await {
+                    parameter = earlier.clone();
+                }
+            }
+            Err(e) => {
+                eprintln!("ec2-deploy status: {e}");
+                return Exit::Access;
+            }
+        }
+    }
     let history = match Releases::new(parameter.clone()).history(&world).await {
         Ok(h) => h,
         Err(e) => {
@@ -266,45 +302,117 @@ pub async fn run(
     let ctx = RunContext { env, workdir: workdir.to_path_buf() };
     let cancel = crate::cancel::Cancel::default();
     cancel.on_signals();
-    let result = match inputs::resolve(raw, &ctx, &Disk) {
-        Ok(req) => {
-            if let Some(token) = &req.github_token {
-                runner.mask(&token.0);
-            }
-            for secret in &req.build_spec.secrets {
-                if let crate::model::SecretSource::Env { value, .. } = &secret.source {
-                    runner.mask(&value.0);
-                }
-            }
-            for warning in &req.warnings {
-                runner.warning("ec2-deploy: inputs", warning);
-            }
-            let ecr_region = req.registry.as_ref().and_then(RegistryHost::ecr_region);
-            let token = req.github_token.as_ref().map(|t| t.0.as_str());
-            match Live::connect(req.region.as_ref(), ecr_region.as_ref(), token, env, runner).await {
-                Ok(world) => {
-                    let info = RunInfo::from_env(env, req.commit.clone());
-                    let cx = deploy::Context { runner, cancel: &cancel, workdir };
-                    deploy::run(&req, &world, &info, &cx, lease(env)).await
-                }
-                Err(e) => Err(Error::NoRegion(e)),
+    let requests = match inputs::resolve(raw, &ctx, &Disk) {
+        Ok(requests) => requests,
+        Err(errors) => return fail(runner, Error::Inputs(errors)),
+    };
+    let mut warned = std::collections::BTreeSet::new();
+    for req in &requests {
+        if let Some(token) = &req.github_token {
+            runner.mask(&token.0);
+        }
+        for secret in &req.build_spec.secrets {
+            if let crate::model::SecretSource::Env { value, .. } = &secret.source {
+                runner.mask(&value.0);
             }
         }
-        Err(errors) => Err(Error::Inputs(errors)),
+        for warning in req.warnings.iter().filter(|w| warned.insert(w.as_str())) {
+            runner.warning("ec2-deploy: inputs", warning);
+        }
+    }
+    // Services of one step share the region, the registry and the token (one set of inputs).
+    let first = &requests[0];
+    let ecr_region = first.registry.as_ref().and_then(RegistryHost::ecr_region);
+    let token = first.github_token.as_ref().map(|t| t.0.as_str());
+    let world = match Live::connect(first.region.as_ref(), ecr_region.as_ref(), token, env, runner).await {
+        Ok(world) => world,
+        Err(e) => return fail(runner, Error::NoRegion(e)),
     };
-    match result {
-        Ok(Outcome::DryRun(_)) => {
+    let info = RunInfo::from_env(env, first.commit.clone());
+    let cx = deploy::Context { runner, cancel: &cancel, workdir };
+    if let [req] = requests.as_slice() {
+        return match deploy::run(req, &world, &info, &cx, lease(env)).await {
+            Ok(outcome) => report(runner, outcome),
+            Err(e) => fail(runner, e),
+        };
+    }
+
+    // Several services: checked together, then deployed one after the other; the first that
+    // does not succeed stops the ones after it.
+    if let Err(e) = deploy::check_shared_ports(&requests, &world).await {
+        return fail(runner, e);
+    }
+    let mut rows = vec![];
+    let mut exit = Exit::Success;
+    for req in &requests {
+        let service = req.service.as_deref().unwrap_or_default();
+        if exit != Exit::Success {
+            rows.push(serde_json::json!({ "service": service, "result": "not-deployed" }));
+            let _ = runner
+                .summary(&format!("# Service `{service}`\n\nNot deployed: a service before it did not succeed.\n\n"));
+            continue;
+        }
+        runner.info(&format!("Service {service}: container {}, record {}", req.container.name, req.release_parameter));
+        let _ = runner.summary(&format!("# Service `{service}`\n\n"));
+        let (code, row) = match deploy::run(req, &world, &info, &cx, lease(env)).await {
+            Ok(Outcome::DryRun(_)) => (Exit::Success, serde_json::json!({ "result": "dry-run" })),
+            Ok(Outcome::Finished(r)) => {
+                let code = finish(runner, &r);
+                let result = if r.cancelled {
+                    "cancelled"
+                } else if r.success() {
+                    "success"
+                } else {
+                    "failed"
+                };
+                (
+                    code,
+                    serde_json::json!({ "result": result, "release-version": r.release_version, "command-id": r.command_ids.join(" "), "image": r.image.to_string() }),
+                )
+            }
+            Err(e) => {
+                let result = if matches!(e, Error::Cancelled) { "cancelled" } else { "failed" };
+                (fail(runner, e), serde_json::json!({ "result": result }))
+            }
+        };
+        let mut row = row;
+        row["service"] = service.into();
+        row["container"] = req.container.name.as_str().into();
+        row["release-parameter"] = req.release_parameter.as_str().into();
+        rows.push(row);
+        exit = code;
+    }
+    let overall = match (exit, requests[0].dry_run) {
+        (Exit::Success, true) => "dry-run",
+        (Exit::Success, false) => "success",
+        _ if rows.iter().any(|r| r["result"] == "cancelled") => "cancelled",
+        _ => "failed",
+    };
+    for (name, value) in [("services", serde_json::Value::from(rows).to_string()), ("result", overall.to_string())] {
+        if let Err(e) = runner.set_output(name, &value) {
+            runner.error("ec2-deploy: runner", &format!("writing step output {name}: {e}"));
+        }
+    }
+    exit
+}
+
+/// Reports one deploy's outcome; returns the exit code.
+fn report(runner: &Runner, outcome: Outcome) -> Exit {
+    match outcome {
+        Outcome::DryRun(_) => {
             let _ = runner.set_output("result", "dry-run");
             Exit::Success
         }
-        Ok(Outcome::Finished(report)) => finish(runner, &report),
-        Err(e) => {
-            runner.error(e.title(), &e.to_string());
-            let _ = runner.set_output("result", if matches!(e, Error::Cancelled) { "cancelled" } else { "failed" });
-            let _ = runner.summary(&format!("## ❌ {}\n\n```\n{e}\n```\n", e.title()));
-            e.exit()
-        }
+        Outcome::Finished(report) => finish(runner, &report),
     }
+}
+
+/// Reports an error that stopped a deploy (or all of them); returns the exit code.
+fn fail(runner: &Runner, e: Error) -> Exit {
+    runner.error(e.title(), &e.to_string());
+    let _ = runner.set_output("result", if matches!(e, Error::Cancelled) { "cancelled" } else { "failed" });
+    let _ = runner.summary(&format!("## ❌ {}\n\n```\n{e}\n```\n", e.title()));
+    e.exit()
 }
 
 /// The deploy lock's lease: `EC2_DEPLOY_LOCK_LEASE` seconds (at least 4), or the default.

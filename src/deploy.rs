@@ -32,6 +32,7 @@ pub async fn run<W: World>(
     lease: Lease,
 ) -> Result<Outcome, Error> {
     let runner = cx.runner;
+    let req = &with_record(req, world, runner).await?;
     if req.dry_run {
         // A dry run changes nothing, so it takes no lock: what it prints is what a deploy would
         // do if nothing else ran first.
@@ -75,6 +76,59 @@ pub async fn run<W: World>(
         runner.warning("ec2-deploy: lock", &format!("{e}; it expires by itself within {}s", lease.lease.as_secs()));
     }
     result
+}
+
+/// The record (and so the lock beside it) a request uses. The default is per container; a
+/// record under the earlier default (per repository) is read and written where it is when it
+/// holds this container's releases and the per-container one holds nothing yet, so an upgrade
+/// neither loses the history nor lets two runs of one service take two different locks.
+pub async fn with_record<W: World>(req: &DeployRequest, world: &W, runner: &Runner) -> Result<DeployRequest, Error> {
+    let mut req = req.clone();
+    let Some(before) = req.legacy_release_parameter.clone() else { return Ok(req) };
+    if world.get_parameter(&req.release_parameter).await?.is_some() {
+        return Ok(req);
+    }
+    let history = crate::release::Releases::new(before.clone()).history(world).await?;
+    let holds_this_container =
+        matches!(history.live(), Ok(Some(live)) if live.release.container.name == req.container.name);
+    if holds_this_container {
+        runner.info(&format!(
+            "Release record: {before} (the earlier default, which holds {}'s releases), used where it is; set `release-parameter: {before}` to say so, or move it to {}",
+            req.container.name, req.release_parameter
+        ));
+        req.release_parameter = before;
+    }
+    Ok(req)
+}
+
+/// Services of one step that publish the same host port must not share an instance: checked
+/// (read-only) before the first of them changes anything.
+pub async fn check_shared_ports<W: World>(requests: &[DeployRequest], world: &W) -> Result<(), Error> {
+    let mut found = vec![];
+    for req in requests {
+        found.push(world.find_instances(&req.targets).await?);
+    }
+    let mut errors = vec![];
+    for (i, a) in requests.iter().enumerate() {
+        for (j, b) in requests.iter().enumerate().skip(i + 1) {
+            let shared: Vec<&str> =
+                found[i].iter().filter(|x| found[j].iter().any(|y| y.id == x.id)).map(|x| x.id.as_str()).collect();
+            let port = a.container.ports.iter().find(|p| b.container.ports.iter().any(|q| q.host == p.host));
+            if let (Some(port), false) = (port, shared.is_empty()) {
+                errors.push(crate::plan::PlanError::SharedHostPort {
+                    first: a.service.clone().unwrap_or_default(),
+                    second: b.service.clone().unwrap_or_default(),
+                    port: port.host,
+                    instances: shared.join(", "),
+                });
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Plan(errors))
+    }
 }
 
 /// A rollout that may outlast the runner's AWS session ends with ExpiredToken halfway: say so

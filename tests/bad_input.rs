@@ -337,6 +337,36 @@ fn catalogue() -> Vec<Case> {
         ),
         config("run-only input in the config", "defaults:\n  dry-run: true\n", &[], &["unknown field `dry-run`"]),
         config(
+            "bad value in a service",
+            "defaults:\n  ecr-repository: shop\n  targets: [Role=web]\n  services:\n    web:\n      memory: lots\n",
+            &[],
+            &["`defaults.services.web.memory` in .github/ec2-deploy.yml"],
+        ),
+        config(
+            "a service's own services",
+            "defaults:\n  services:\n    web:\n      services: {}\n",
+            &[],
+            &["defaults.services.web: a service cannot have `services` of its own"],
+        ),
+        config(
+            "a service name that cannot name a container",
+            "defaults:\n  ecr-repository: shop\n  targets: [Role=web]\n  services:\n    Web!: {}\n",
+            &[],
+            &["`services.Web!`", "rename the service or give it a `container-name`"],
+        ),
+        config(
+            "two services on one container",
+            "defaults:\n  ecr-repository: shop\n  targets: [Role=web]\n  container-name: shop\n  services:\n    web: {}\n    worker: {}\n",
+            &[],
+            &["services web and worker: both run a container named shop"],
+        ),
+        config(
+            "a service the config does not list",
+            "defaults:\n  ecr-repository: shop\n  targets: [Role=web]\n  services:\n    web: {}\n",
+            &[("service", "cron")],
+            &["input `service`", "(it has: web)"],
+        ),
+        config(
             "bad value in the config",
             "environments:\n  prod:\n    ecr-repository: shop\n    targets: [Role=web]\n    max-errors: lots\n",
             &[("environment", "prod")],

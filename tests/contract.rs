@@ -203,7 +203,7 @@ fn the_example_config_resolves_for_each_environment() {
         });
         let env = |k: &str| (k == "GITHUB_SHA").then(|| "abc".to_string());
         let ctx = RunContext { env: &env, workdir: dir.into() };
-        let req = resolve(&raw, &ctx, &Disk).unwrap_or_else(|e| panic!("{environment}: {e:?}"));
+        let req = resolve(&raw, &ctx, &Disk).unwrap_or_else(|e| panic!("{environment}: {e:?}")).remove(0);
         assert_eq!(req.repository.as_str(), "threads");
         assert_eq!(req.targets.len(), 2, "{environment}");
         assert_eq!(req.target_groups.len(), usize::from(environment == "production"));
@@ -308,7 +308,7 @@ fn action_yml_defaults_never_override_the_config_file() {
     let raw = RawInputs::from_lookup(|name| runner_env.get(name).cloned());
     let env = |k: &str| (k == "GITHUB_SHA").then(|| "abc".to_string());
     let ctx = RunContext { env: &env, workdir: dir.path().into() };
-    let req = resolve(&raw, &ctx, &Disk).unwrap_or_else(|e| panic!("{e:?}"));
+    let req = resolve(&raw, &ctx, &Disk).unwrap_or_else(|e| panic!("{e:?}")).remove(0);
     assert_eq!(req.max_concurrency.to_string(), "25%", "the runner's default overrode the config file");
     assert_eq!(req.container.health_check_timeout, 45);
     assert_eq!(req.timeout, 900);

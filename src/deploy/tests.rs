@@ -56,6 +56,8 @@ pub fn request(tag: &str) -> DeployRequest {
         canary: true,
         timeout: 600,
         release_parameter: ParameterName::parse(RECORD).unwrap(),
+        legacy_release_parameter: None,
+        service: None,
         rollback: false,
         lock_timeout: 600,
         environment_url: None,
@@ -555,4 +557,55 @@ async fn a_failing_pre_deploy_switches_nothing_and_fails_with_its_output() {
     for n in 1..=2 {
         assert_eq!(running(&w, n), Some(image("v1")));
     }
+}
+
+/// The record's default moved from per repository to per container: a record of before, of this
+/// container, is used where it is (its history and its lock), one of another container is not.
+#[tokio::test(start_paused = true)]
+async fn a_record_under_the_earlier_default_is_used_in_place_only_for_its_own_container() {
+    let w = world(2);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    report(result, &log);
+    let moved = |name: &str| {
+        let mut req = request("v2");
+        req.release_parameter = ParameterName::parse("/ec2-deploy/production/per-container").unwrap();
+        req.legacy_release_parameter = Some(ParameterName::parse(RECORD).unwrap());
+        req.container.name = ContainerName::parse(name).unwrap();
+        req
+    };
+    let (result, log) = deploy(&w, &moved("shop")).await;
+    let r = report(result, &log);
+    assert_eq!(r.release_version, Some(2), "{}", log.join("\n"));
+    assert_eq!(records(&w).len(), 2);
+    assert!(w.parameter("/ec2-deploy/production/per-container").is_empty());
+    assert!(log.iter().any(|l| l.contains("the earlier default, which holds shop's releases")), "{log:?}");
+
+    // Another container's first deploy starts its own record and leaves that one alone.
+    let (result, log) = deploy(&w, &moved("worker")).await;
+    let r = report(result, &log);
+    assert_eq!(r.release_version, Some(1));
+    assert_eq!(records(&w).len(), 2);
+    assert_eq!(w.parameter("/ec2-deploy/production/per-container").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn services_publishing_one_host_port_on_shared_instances_are_refused_before_anything_changes() {
+    let w = world(2);
+    let (mut web, mut worker) = (request("v1"), request("v1"));
+    web.service = Some("web".into());
+    worker.service = Some("worker".into());
+    worker.container.name = ContainerName::parse("worker").unwrap();
+    worker.container.ports = vec![PortMapping { host: 80, container: 4000 }];
+    let err = check_shared_ports(&[web.clone(), worker.clone()], &w).await.unwrap_err();
+    assert_eq!(err.exit(), crate::Exit::BadInput);
+    let text = err.to_string();
+    assert!(text.starts_with("services web and worker both publish host port 80, and both run on"), "{text}");
+    assert!(text.contains(id(1).as_str()) && text.contains(id(2).as_str()), "{text}");
+    assert_eq!(w.commands_sent(), 0);
+    // Another host port, or instances of their own: nothing to refuse.
+    worker.container.ports = vec![PortMapping { host: 81, container: 4000 }];
+    check_shared_ports(&[web.clone(), worker.clone()], &w).await.unwrap();
+    worker.container.ports = vec![PortMapping { host: 80, container: 4000 }];
+    worker.targets = vec![TagFilter::parse("Role=worker").unwrap()];
+    check_shared_ports(&[web, worker], &w).await.unwrap();
 }

@@ -12,11 +12,27 @@
 //!     max-concurrency: 25%
 //! ```
 //!
+//! An environment (or `defaults`) may list several services of the same instances under
+//! `services:`, each a block of the same keys; one step deploys them in the order listed
+//! (`defaults.services` first, then those the environment adds), each with its own container,
+//! record and lock. A key of a service wins over the same key of its environment and of
+//! `defaults`:
+//!
+//! ```yaml
+//! environments:
+//!   production:
+//!     targets: [Role=app]
+//!     services:
+//!       web: { ports: ["80:3000"] }
+//!       worker: { command: bin/worker --queue default }
+//! ```
+//!
 //! Keys are the input names. Unknown keys are errors, reported with their path and line by
 //! serde_yaml (`environments.production: unknown field `secretid` … at line 7 column 5`).
 
 use std::collections::BTreeMap;
 
+use indexmap::IndexMap;
 use serde::Deserialize;
 
 /// A config value: a scalar, a list (one item per line of a multi-line input) or a map
@@ -109,9 +125,27 @@ struct Block {
     lock_timeout: Option<ConfigValue>,
     environment_url: Option<ConfigValue>,
     github_deployment: Option<ConfigValue>,
+    /// Several services of the same instances (only in an environment or `defaults`).
+    services: Option<IndexMap<String, Option<Block>>>,
 }
 
+/// A block's own keys, and the blocks of its services in the order the file lists them.
+type Parsed = (BTreeMap<String, ConfigValue>, IndexMap<String, BTreeMap<String, ConfigValue>>);
+
 impl Block {
+    /// Splits off the services; `at` is the block's path, for the error a nested `services` gets.
+    fn split(mut self, at: &str) -> Result<Parsed, String> {
+        let mut services = IndexMap::new();
+        for (name, block) in self.services.take().unwrap_or_default() {
+            let block = block.unwrap_or_default();
+            if block.services.is_some() {
+                return Err(format!("{at}.services.{name}: a service cannot have `services` of its own"));
+            }
+            services.insert(name, block.into_map());
+        }
+        Ok((self.into_map(), services))
+    }
+
     fn into_map(self) -> BTreeMap<String, ConfigValue> {
         let fields = [
             ("aws-region", self.aws_region),
@@ -172,11 +206,14 @@ struct File {
     environments: BTreeMap<String, Option<Block>>,
 }
 
-/// A parsed config file: the `defaults` block and each environment's block, keyed by input name.
+/// A parsed config file: the `defaults` block and each environment's block, keyed by input name,
+/// and the blocks of their services.
 #[derive(Debug, Default)]
 pub struct ConfigFile {
     pub defaults: BTreeMap<String, ConfigValue>,
     pub environments: BTreeMap<String, BTreeMap<String, ConfigValue>>,
+    pub default_services: IndexMap<String, BTreeMap<String, ConfigValue>>,
+    pub environment_services: BTreeMap<String, IndexMap<String, BTreeMap<String, ConfigValue>>>,
 }
 
 impl ConfigFile {
@@ -187,14 +224,26 @@ impl ConfigFile {
         let file: File = serde_yaml::from_str(text).map_err(|e| {
             format!("{e}; keys are input names (see action.yml), under `defaults:` or `environments: <name>:`")
         })?;
-        Ok(ConfigFile {
-            defaults: file.defaults.map(Block::into_map).unwrap_or_default(),
-            environments: file
-                .environments
-                .into_iter()
-                .map(|(name, block)| (name, block.map(Block::into_map).unwrap_or_default()))
-                .collect(),
-        })
+        let mut parsed = ConfigFile::default();
+        if let Some(block) = file.defaults {
+            (parsed.defaults, parsed.default_services) = block.split("defaults")?;
+        }
+        for (name, block) in file.environments {
+            let (own, services) = block.unwrap_or_default().split(&format!("environments.{name}"))?;
+            parsed.environments.insert(name.clone(), own);
+            parsed.environment_services.insert(name, services);
+        }
+        Ok(parsed)
+    }
+
+    /// The services an environment deploys, in order: those of `defaults`, then those the
+    /// environment adds. Empty when the file lists none.
+    pub fn services_of(&self, environment: Option<&str>) -> Vec<String> {
+        let mut names: Vec<String> = self.default_services.keys().cloned().collect();
+        if let Some(own) = environment.and_then(|e| self.environment_services.get(e)) {
+            names.extend(own.keys().filter(|n| !self.default_services.contains_key(*n)).cloned());
+        }
+        names
     }
 }
 
@@ -230,6 +279,22 @@ mod tests {
         assert!(err.contains("at line 4 column 5"), "{err}");
         let err = ConfigFile::parse("default:\n  targets: x\n").unwrap_err();
         assert!(err.starts_with("unknown field `default`, expected `defaults` or `environments`"), "{err}");
+    }
+
+    #[test]
+    fn services_keep_the_order_of_the_file_and_cannot_nest() {
+        let parsed = ConfigFile::parse(
+            "defaults:\n  services:\n    web: {ports: [\"80:3000\"]}\n    api:\nenvironments:\n  production:\n    targets: [Role=app]\n    services:\n      worker: {command: [bin/worker]}\n      web: {memory: 512m}\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.services_of(Some("production")), ["web", "api", "worker"]);
+        assert_eq!(parsed.services_of(None), ["web", "api"]);
+        assert_eq!(parsed.environment_services["production"]["web"]["memory"].as_input_text(), "512m");
+        assert!(!parsed.environments["production"].contains_key("services"));
+        let err = ConfigFile::parse("defaults:\n  services:\n    web:\n      services: {}\n").unwrap_err();
+        assert_eq!(err, "defaults.services.web: a service cannot have `services` of its own");
+        let err = ConfigFile::parse("defaults:\n  services:\n    web: {portz: x}\n").unwrap_err();
+        assert!(err.contains("unknown field `portz`"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use resolve::{default_release_parameter, resolve};
+pub use resolve::{default_container_name, default_release_parameter, resolve};
 
 use crate::model::{
     ContainerSpec, Digest, EnvironmentName, ImageName, ImageTag, Limit, ParameterName, Region, RegistryHost,
@@ -68,6 +68,7 @@ pub const DEFAULT_CONFIG: &str = ".github/ec2-deploy.yml";
 pub const INPUTS: &[InputSpec] = &[
     not_in_config(input("environment", "Deployment environment (e.g. production); selects a block of the config file and names the GitHub deployment.")),
     not_in_config(input("config", "YAML config with per-environment values for any input below. Default: .github/ec2-deploy.yml when it exists.")),
+    not_in_config(input("service", "Which of the config file's `services` to deploy (names, comma-separated), in the file's order. Default: every service the environment lists (each with its own container, record and lock), or the one service described by the inputs when it lists none.")),
     input("aws-region", "AWS region. Default: AWS_REGION or AWS_DEFAULT_REGION. Also in the config file."),
     input("ecr-repository", "ECR repository name, e.g. my-service. Required, as this input or in the config file."),
     input("registry", "ECR registry host (<account>.dkr.ecr.<region>.amazonaws.com) to push to and pull from; another region's works. Default: the ECR registry of the account and region. Also in the config file."),
@@ -81,7 +82,7 @@ pub const INPUTS: &[InputSpec] = &[
     input("target", "Build stage to build (docker build --target). Also in the config file."),
     input("platform", "Platform to build the image for, e.g. linux/arm64 for Graviton instances (docker build --platform; without emulation on the runner, a Dockerfile whose RUN steps run on the target needs docker/setup-qemu-action first). Default: the runner's. Also in the config file."),
     lines("targets", "Instances to deploy to, by tag: one Key=Value[,Value...] per line; lines are ANDed, values ORed. Required, as this input or in the config file."),
-    input("container-name", "Name of the container on each instance. Default: the repository name. Also in the config file."),
+    input("container-name", "Name of the container on each instance. Default: the repository name (its last component); a service's (see `service`): the service's name. Also in the config file."),
     lines("ports", "Published ports, one host:container per line. With `proxy`, the first is held by the instance's proxy; the others are published by the container. Also in the config file."),
     lines("env", "Plain environment variables for the container, one KEY=VALUE per line (not for secrets). Also in the config file."),
     input("secret-id", "Secrets Manager secret holding a JSON object; each key becomes an environment variable, fetched on the instance. Also in the config file."),
@@ -105,7 +106,7 @@ pub const INPUTS: &[InputSpec] = &[
     with_default(input("batch-size", "With target-groups: instances per batch after the canary, a number of instances or a percentage of them. Default: 25%. Also in the config file."), "25%"),
     with_default(input("canary", "With target-groups: true to deploy to one instance first, as its own batch. Default: true. Also in the config file."), "true"),
     with_default(input("command-timeout", "Seconds the on-instance script may run on each instance (SSM's execution timeout; not a limit for the whole step). Default: 600. Also in the config file."), "600"),
-    input("release-parameter", "SSM parameter holding the environment's release record (history = its versions). Default: /ec2-deploy/<environment>/<ecr-repository>. Also in the config file."),
+    input("release-parameter", "SSM parameter holding the environment's release record (history = its versions). Default: /ec2-deploy/<environment>/<container-name>; a record under the earlier default, /ec2-deploy/<environment>/<ecr-repository>, of the same container is used where it is. Also in the config file."),
     not_in_config(with_default(input("rollback", "true: redeploy the latest earlier release that runs something else (image or settings) and that no rollback has left, from the release record, without building."), "false")),
     with_default(input("proxy", "true: a proxy on each instance (Caddy) holds the first of `ports` and switches it to a new container only once that one is healthy, so no request is dropped, with or without a load balancer; false: the container publishes its ports itself (each instance is briefly dark during its swap). Default: true. Also in the config file."), "true"),
     input("proxy-image", "Image of the per-instance proxy: Caddy 2.11 or later (the version tested); the action copies it into the deploy's ECR repository, where instances pull it. Default: caddy:2.11.7-alpine, pinned by digest. Also in the config file."),
@@ -192,6 +193,12 @@ pub struct DeployRequest {
     /// Seconds the on-instance script may run on each instance.
     pub timeout: u32,
     pub release_parameter: ParameterName,
+    /// Where the record's default was before it was per container
+    /// (`/ec2-deploy/<environment>/<ecr-repository>`), when the record is defaulted and that
+    /// differs: a record found there, of this container, is read and written in place.
+    pub legacy_release_parameter: Option<ParameterName>,
+    /// The config file's service this request deploys, when it lists `services`.
+    pub service: Option<String>,
     pub rollback: bool,
     pub lock_timeout: u32,
     pub environment_url: Option<String>,

@@ -42,6 +42,10 @@ struct Resolver<'a> {
     raw: &'a RawInputs,
     env_block: Option<&'a BTreeMap<String, ConfigValue>>,
     defaults_block: Option<&'a BTreeMap<String, ConfigValue>>,
+    /// The service being resolved, with its blocks in the environment and in `defaults`.
+    service: Option<&'a str>,
+    service_env_block: Option<&'a BTreeMap<String, ConfigValue>>,
+    service_defaults_block: Option<&'a BTreeMap<String, ConfigValue>>,
     file: String,
     env_name: Option<EnvironmentName>,
     errors: Vec<InputError>,
@@ -59,6 +63,16 @@ impl Resolver<'_> {
                 origin: Origin::Config { file: self.file.clone(), path: format!("{prefix}.{name}") },
             })
         };
+        if let Some(service) = self.service {
+            if let Some(env) = &self.env_name {
+                if let Some(v) = from_block(self.service_env_block, format!("environments.{env}.services.{service}")) {
+                    return Some(v);
+                }
+            }
+            if let Some(v) = from_block(self.service_defaults_block, format!("defaults.services.{service}")) {
+                return Some(v);
+            }
+        }
         if let Some(env) = &self.env_name {
             if let Some(v) = from_block(self.env_block, format!("environments.{env}")) {
                 return Some(v);
@@ -180,14 +194,22 @@ fn parse_url(u: &str) -> Result<String, String> {
     }
 }
 
-/// `/ec2-deploy/<environment>/<repository>`
-pub fn default_release_parameter(environment: Option<&EnvironmentName>, repository: &Repository) -> String {
-    format!("/ec2-deploy/{}/{repository}", environment.map(EnvironmentName::as_str).unwrap_or("default"))
+/// `/ec2-deploy/<environment>/<name>`: per service, the name is the container's (before, it was
+/// the repository's; see [`DeployRequest::legacy_release_parameter`]).
+pub fn default_release_parameter(environment: Option<&EnvironmentName>, name: &str) -> String {
+    format!("/ec2-deploy/{}/{name}", environment.map(EnvironmentName::as_str).unwrap_or("default"))
 }
 
-/// Turns raw inputs (plus the config file and the build's local files) into a request, or every
-/// problem found.
-pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<DeployRequest, Vec<InputError>> {
+/// The container's name when none is given: the repository's last component.
+pub fn default_container_name(repository: &Repository) -> ContainerName {
+    let last = repository.last_component();
+    let name = if last.len() >= 2 { last.to_string() } else { format!("{last}-app") };
+    ContainerName::parse(&name).unwrap_or_else(|_| ContainerName::parse("app").expect("a valid name"))
+}
+
+/// Turns raw inputs (plus the config file and the build's local files) into requests, one per
+/// service (one when the config file lists no `services`), or every problem found.
+pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<Vec<DeployRequest>, Vec<InputError>> {
     let mut errors = vec![];
     let environment = match raw.get("environment").map(str::trim) {
         Some(e) => EnvironmentName::parse(e)
@@ -215,22 +237,113 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
         }
         _ => None,
     };
-    let mut r = Resolver {
-        raw,
-        env_block,
-        defaults_block: config.as_ref().map(|(c, _)| &c.defaults),
-        file: config
-            .as_ref()
-            .map(|(_, p)| p.display().to_string())
-            .unwrap_or_else(|| raw.get("config").unwrap_or(DEFAULT_CONFIG).trim().to_string()),
-        env_name: environment.clone(),
-        errors,
-        warnings: vec![],
-    };
+    let services = config.as_ref().map(|(c, _)| c.services_of(environment.as_ref().map(EnvironmentName::as_str)));
+    let services = services.unwrap_or_default();
+    let chosen = chosen_services(raw, &services, &mut errors);
+    let file = config
+        .as_ref()
+        .map(|(_, p)| p.display().to_string())
+        .unwrap_or_else(|| raw.get("config").unwrap_or(DEFAULT_CONFIG).trim().to_string());
+    let mut requests = vec![];
+    let mut problems: Vec<InputError> = errors;
+    for service in chosen.iter().map(|s| Some(s.as_str())).chain(services.is_empty().then_some(None)) {
+        let (c, _) = config.as_ref().map(|(c, p)| (Some(c), Some(p))).unwrap_or((None, None));
+        let r = Resolver {
+            raw,
+            env_block,
+            defaults_block: c.map(|c| &c.defaults),
+            service,
+            service_env_block: service.and_then(|s| {
+                let env = environment.as_ref()?;
+                c?.environment_services.get(env.as_str())?.get(s)
+            }),
+            service_defaults_block: service.and_then(|s| c?.default_services.get(s)),
+            file: file.clone(),
+            env_name: environment.clone(),
+            errors: vec![],
+            warnings: vec![],
+        };
+        match resolve_service(r, raw, ctx, files, environment.clone(), config.as_ref().map(|(_, p)| p.clone())) {
+            Ok(req) => requests.push(req),
+            // An environment-wide problem is found once per service: say it once.
+            Err(errs) => problems.extend(errs.into_iter().filter(|e| !problems.contains(e)).collect::<Vec<_>>()),
+        }
+    }
+    if problems.is_empty() {
+        one_instance_each(&requests, &mut problems);
+    }
+    if problems.is_empty() {
+        Ok(requests)
+    } else {
+        Err(problems)
+    }
+}
 
+/// The services this run deploys: input `service` (names, one per line or comma-separated) picks
+/// among those the config file lists; without it, all of them.
+fn chosen_services(raw: &RawInputs, services: &[String], errors: &mut Vec<InputError>) -> Vec<String> {
+    let Some(given) = raw.get("service") else { return services.to_vec() };
+    let names: Vec<&str> = given.split([',', '\n']).map(str::trim).filter(|n| !n.is_empty()).collect();
+    let mut chosen = vec![];
+    for name in names {
+        if services.iter().any(|s| s == name) {
+            if !chosen.iter().any(|c: &String| c == name) {
+                chosen.push(name.to_string());
+            }
+        } else {
+            errors.push(InputError {
+                what: "input `service`".into(),
+                message: if services.is_empty() {
+                    format!("{name:?}: the config file lists no `services` for this environment; leave `service` out")
+                } else {
+                    format!("{name:?} is not a service of this environment (it has: {})", services.join(", "))
+                },
+            });
+        }
+    }
+    // Deployed in the file's order, whatever order the input names them in.
+    services.iter().filter(|s| chosen.contains(s)).cloned().collect()
+}
+
+/// Two services of one step must not share a container or a record (and so a lock).
+fn one_instance_each(requests: &[DeployRequest], problems: &mut Vec<InputError>) {
+    for (i, a) in requests.iter().enumerate() {
+        for b in &requests[i + 1..] {
+            let (sa, sb) = (a.service.as_deref().unwrap_or("-"), b.service.as_deref().unwrap_or("-"));
+            if a.container.name == b.container.name {
+                problems.push(InputError {
+                    what: format!("services {sa} and {sb}"),
+                    message: format!(
+                        "both run a container named {}; give each its own `container-name` (or leave it out: a service's defaults to the service's name)",
+                        a.container.name
+                    ),
+                });
+            } else if a.release_parameter == b.release_parameter {
+                problems.push(InputError {
+                    what: format!("services {sa} and {sb}"),
+                    message: format!(
+                        "both record their releases in {}; give each its own `release-parameter` (or leave it out: the default is per container)",
+                        a.release_parameter
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// One service's request (or the only one's, `r.service` being `None`).
+fn resolve_service(
+    mut r: Resolver,
+    raw: &RawInputs,
+    ctx: &RunContext,
+    files: &dyn Files,
+    environment: Option<EnvironmentName>,
+    config_file: Option<PathBuf>,
+) -> Result<DeployRequest, Vec<InputError>> {
     let image = image_inputs(&mut r, ctx);
     let targets = target_inputs(&mut r);
     let container = container_inputs(&mut r, image.repository.as_ref());
+    let service = r.service.map(str::to_string);
     let rollout = rollout_inputs(&mut r, container.health_check_timeout);
     if rollout.rollback && image.digest.is_some() {
         r.missing("rollback", "cannot go with `image-digest`: a rollback deploys the previous recorded release");
@@ -289,14 +402,22 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
         return Err(r.errors);
     }
     let repository = image.repository.expect("checked above");
-    let release_parameter = match rollout.release_parameter {
-        Some(p) => p,
-        None => ParameterName::parse(&default_release_parameter(environment.as_ref(), &repository)).map_err(|e| {
+    let container_name = container.name.expect("checked above");
+    let default_parameter = |name: &str| {
+        ParameterName::parse(&default_release_parameter(environment.as_ref(), name)).map_err(|e| {
             vec![InputError {
                 what: "input `release-parameter`".into(),
                 message: format!("the default does not fit SSM: {e}"),
             }]
-        })?,
+        })
+    };
+    let (release_parameter, legacy_release_parameter) = match rollout.release_parameter {
+        Some(p) => (p, None),
+        None => {
+            let per_container = default_parameter(container_name.as_str())?;
+            let before = default_parameter(repository.as_str()).ok().filter(|p| *p != per_container);
+            (per_container, before)
+        }
     };
     Ok(DeployRequest {
         environment,
@@ -316,7 +437,7 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
         },
         targets,
         container: ContainerSpec {
-            name: container.name.expect("checked above"),
+            name: container_name,
             proxy: rollout.proxy && !container.ports.is_empty(),
             ports: container.ports,
             env: container.env,
@@ -336,6 +457,8 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
         canary: rollout.canary,
         timeout: rollout.timeout,
         release_parameter,
+        legacy_release_parameter,
+        service,
         lock_timeout: rollout.lock_timeout,
         rollback: rollout.rollback,
         environment_url,
@@ -343,7 +466,7 @@ pub fn resolve(raw: &RawInputs, ctx: &RunContext, files: &dyn Files) -> Result<D
         commit: ctx.var("GITHUB_SHA"),
         dry_run,
         github_token,
-        config_file: config.map(|(_, p)| p),
+        config_file,
     })
 }
 
@@ -481,13 +604,18 @@ struct ContainerInputs {
 }
 
 fn container_inputs(r: &mut Resolver, repository: Option<&Repository>) -> ContainerInputs {
-    let name = match r.get("container-name") {
-        Some(_) => r.parse("container-name", ContainerName::parse),
-        None => repository.map(|repo| {
-            let last = repo.last_component();
-            let name = if last.len() >= 2 { last.to_string() } else { format!("{last}-app") };
-            ContainerName::parse(&name).unwrap_or_else(|_| ContainerName::parse("app").expect("a valid name"))
-        }),
+    let name = match (r.get("container-name"), r.service) {
+        (Some(_), _) => r.parse("container-name", ContainerName::parse),
+        // A service's container is named after the service.
+        (None, Some(service)) => match ContainerName::parse(service) {
+            Ok(name) => Some(name),
+            Err(e) => {
+                let origin = Origin::Config { file: r.file.clone(), path: format!("services.{service}") };
+                r.error(&origin, format!("the service's name is its container's name by default: {e}; rename the service or give it a `container-name`"));
+                None
+            }
+        },
+        (None, None) => repository.map(default_container_name),
     };
     let ports = r.parse_lines("ports", PortMapping::parse);
     let env = r.parse_lines("env", EnvVar::parse);

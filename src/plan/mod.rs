@@ -281,6 +281,8 @@ pub enum PlanError {
     OlderThanLive(String),
     #[error("input `pre-deploy-target`: {id} is not one of the instances this deploy reaches (online, with the tags); pick one of them or leave it out for the canary")]
     PreDeployTarget { id: String },
+    #[error("services {first} and {second} both publish host port {port}, and both run on {instances}; give one of them another host port in `ports` (or other `targets`)")]
+    SharedHostPort { first: String, second: String, port: u16, instances: String },
 }
 
 /// Decides what will happen, or why it cannot.

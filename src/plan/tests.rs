@@ -41,6 +41,8 @@ pub fn request() -> DeployRequest {
         canary: true,
         timeout: 600,
         release_parameter: ParameterName::parse("/ec2-deploy/production/shop").unwrap(),
+        legacy_release_parameter: None,
+        service: None,
         rollback: false,
         lock_timeout: 600,
         environment_url: None,

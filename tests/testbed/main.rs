@@ -8,6 +8,7 @@ mod releases;
 mod rolling;
 mod safety;
 mod script;
+mod services;
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -28,6 +28,17 @@ fn resolve_with(
     context: &[(&str, &str)],
     files: &[(&str, &str)],
 ) -> Result<DeployRequest, Vec<String>> {
+    resolve_all(inputs, context, files).map(|mut all| {
+        assert_eq!(all.len(), 1, "one request expected");
+        all.remove(0)
+    })
+}
+
+fn resolve_all(
+    inputs: &[(&str, &str)],
+    context: &[(&str, &str)],
+    files: &[(&str, &str)],
+) -> Result<Vec<DeployRequest>, Vec<String>> {
     let action_env = env(&inputs
         .iter()
         .map(|(k, v)| (Box::leak(action_env_name(k).into_boxed_str()) as &str, *v))
@@ -280,5 +291,121 @@ fn the_registry_must_be_an_ecr_host_unless_aws_is_a_stand_in() {
     inputs.push(("registry", "localhost:5000"));
     assert!(
         resolve_with(&inputs, &[("GITHUB_SHA", "abc123"), ("AWS_ENDPOINT_URL", "http://localhost:5001")], &[]).is_ok()
+    );
+}
+
+const SERVICES: &str = "defaults:
+  ecr-repository: team/shop
+  targets: [Role=app]
+  memory: 256m
+environments:
+  production:
+    services:
+      web:
+        ports: [\"80:3000\"]
+        memory: 512m
+      worker:
+        command: bin/worker --queue default
+";
+
+#[test]
+fn each_service_gets_its_own_container_record_and_settings_in_the_files_order() {
+    let all = resolve_all(
+        &[("environment", "production"), ("image-tag", "v1")],
+        &[],
+        &[(".github/ec2-deploy.yml", SERVICES)],
+    )
+    .unwrap();
+    let names: Vec<_> = all.iter().map(|r| (r.service.as_deref().unwrap(), r.container.name.as_str())).collect();
+    assert_eq!(names, [("web", "web"), ("worker", "worker")]);
+    assert_eq!(all[0].release_parameter.as_str(), "/ec2-deploy/production/web");
+    assert_eq!(all[1].release_parameter.as_str(), "/ec2-deploy/production/worker");
+    // The earlier default (per repository) is where a record of before may be.
+    assert_eq!(all[0].legacy_release_parameter.as_ref().unwrap().as_str(), "/ec2-deploy/production/team/shop");
+    // A service's key wins over the environment's and the defaults'.
+    assert_eq!(all[0].container.options.memory.as_ref().unwrap().to_string(), "512m");
+    assert_eq!(all[1].container.options.memory.as_ref().unwrap().to_string(), "256m");
+    assert!(all[1].container.ports.is_empty());
+    assert_eq!(all[1].container.options.command, ["bin/worker", "--queue", "default"]);
+    // `service` picks some, deployed in the file's order whatever order it names them in.
+    let some = resolve_all(
+        &[("environment", "production"), ("image-tag", "v1"), ("service", "worker")],
+        &[],
+        &[(".github/ec2-deploy.yml", SERVICES)],
+    )
+    .unwrap();
+    assert_eq!(some.len(), 1);
+    assert_eq!(some[0].service.as_deref(), Some("worker"));
+}
+
+#[test]
+fn without_services_the_record_is_per_container_and_the_repository_default_is_kept_as_the_earlier_one() {
+    let req = resolve_with(
+        &[("ecr-repository", "shop"), ("targets", "Role=web"), ("image-tag", "v1"), ("environment", "prod")],
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(req.release_parameter.as_str(), "/ec2-deploy/prod/shop");
+    assert_eq!(req.legacy_release_parameter, None, "the same parameter: nothing to look for");
+    let req = resolve_with(
+        &[("ecr-repository", "shop"), ("targets", "Role=web"), ("image-tag", "v1"), ("container-name", "api")],
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(req.release_parameter.as_str(), "/ec2-deploy/default/api");
+    assert_eq!(req.legacy_release_parameter.as_ref().unwrap().as_str(), "/ec2-deploy/default/shop");
+    let given = resolve_with(
+        &[
+            ("ecr-repository", "shop"),
+            ("targets", "Role=web"),
+            ("image-tag", "v1"),
+            ("container-name", "api"),
+            ("release-parameter", "/x/y"),
+        ],
+        &[],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(given.legacy_release_parameter, None, "a given record is the record");
+}
+
+#[test]
+fn services_that_would_share_a_container_or_a_record_or_are_unknown_are_refused() {
+    let err = resolve_all(
+        &[("environment", "production"), ("image-tag", "v1"), ("container-name", "shop")],
+        &[],
+        &[(".github/ec2-deploy.yml", SERVICES)],
+    )
+    .unwrap_err();
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(err[0].starts_with("services web and worker: both run a container named shop"), "{err:?}");
+    let err = resolve_all(
+        &[("environment", "production"), ("image-tag", "v1"), ("release-parameter", "/a/b")],
+        &[],
+        &[(".github/ec2-deploy.yml", SERVICES)],
+    )
+    .unwrap_err();
+    assert!(err[0].starts_with("services web and worker: both record their releases in /a/b"), "{err:?}");
+    let err = resolve_all(
+        &[("environment", "production"), ("image-tag", "v1"), ("service", "web,cron")],
+        &[],
+        &[(".github/ec2-deploy.yml", SERVICES)],
+    )
+    .unwrap_err();
+    assert_eq!(err, ["input `service`: \"cron\" is not a service of this environment (it has: web, worker)"]);
+    let err = resolve_all(
+        &[("ecr-repository", "shop"), ("targets", "Role=web"), ("image-tag", "v1"), ("service", "web")],
+        &[],
+        &[],
+    )
+    .unwrap_err();
+    assert!(err[0].contains("lists no `services`"), "{err:?}");
+    let bad = "defaults:\n  ecr-repository: shop\n  targets: [Role=app]\n  services:\n    Web_1!: {}\n";
+    let err = resolve_all(&[("image-tag", "v1")], &[], &[(".github/ec2-deploy.yml", bad)]).unwrap_err();
+    assert!(
+        err[0].starts_with("`services.Web_1!` in .github/ec2-deploy.yml: the service's name is its container's name"),
+        "{err:?}"
     );
 }
