@@ -17,6 +17,8 @@ bookkeeping) as moto ships it:
   target drains until it has no connections or the group's deregistration delay has passed.
 * ECR: the registry notifies every push here and the image is recorded in moto's ECR, so
   DescribeImages answers as ECR does after a ``docker push``.
+* CloudWatch: DescribeAlarms over RPC v2 CBOR (the protocol the Rust SDK speaks, which moto does
+  not), answered from moto's own alarms.
 
 Where SSM's documented behaviour is ambiguous the choice made is said in place.
 """
@@ -981,8 +983,68 @@ class Imds(BaseHTTPRequestHandler):
         pass
 
 
+# ---- CloudWatch: DescribeAlarms over Smithy RPC v2 CBOR ----
+#
+# The AWS SDK for Rust speaks CloudWatch's newest protocol, RPC v2 CBOR
+# (POST /service/GraniteServiceVersion20100801/operation/<Operation>, CBOR bodies); moto 5.2.5
+# serves CloudWatch over Query and JSON only (getmoto/moto#9195: no CBOR planned), and answers
+# 404. This answers the one operation ec2-deploy calls, DescribeAlarms, from moto's own
+# CloudWatch state, so alarms made and set with the aws CLI (Query) are what the deploy reads.
+
+CBOR_PREFIX = "/service/GraniteServiceVersion20100801/operation/"
+
+
+def cbor_answer(start_response, status, body):
+    import cbor2
+    data = cbor2.dumps(body)
+    start_response(status, [("Content-Type", "application/cbor"), ("smithy-protocol", "rpc-v2-cbor"),
+                            ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def cloudwatch_cbor(environ, start_response):
+    import cbor2
+    from moto.cloudwatch.models import cloudwatch_backends
+    operation = environ["PATH_INFO"][len(CBOR_PREFIX):]
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    request = cbor2.loads(environ["wsgi.input"].read(length)) if length else {}
+    if operation != "DescribeAlarms":
+        return cbor_answer(start_response, "400 Bad Request",
+                           {"__type": "InvalidAction", "message": f"{operation} is not served over CBOR by the test bed"})
+    # The region is the SigV4 credential scope's: Credential=KEY/DATE/REGION/SERVICE/aws4_request.
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    region = auth.split("Credential=", 1)[1].split("/")[2] if "Credential=" in auth else bed()["region"]
+    count_call("DescribeAlarms")
+    backend = cloudwatch_backends[bed()["account"]][region]
+    alarms = list(backend.describe_alarms())
+    if request.get("AlarmNames"):
+        alarms = [a for a in alarms if a.name in request["AlarmNames"]]
+    if request.get("AlarmNamePrefix"):
+        alarms = [a for a in alarms if a.name.startswith(request["AlarmNamePrefix"])]
+    metric = [{"AlarmName": a.name, "AlarmArn": a.alarm_arn, "StateValue": a.state_value,
+               "StateReason": a.state_reason or ""} for a in alarms]
+    return cbor_answer(start_response, "200 OK", {"MetricAlarms": metric, "CompositeAlarms": []})
+
+
+def serve_cloudwatch_cbor():
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+    original = DomainDispatcherApplication.__call__
+
+    def call(self, environ, start_response):
+        if environ.get("PATH_INFO", "").startswith(CBOR_PREFIX):
+            try:
+                return cloudwatch_cbor(environ, start_response)
+            except Exception as e:
+                log("CloudWatch CBOR:", traceback.format_exc())
+                return cbor_answer(start_response, "500 Internal Server Error", {"__type": "InternalFailure", "message": str(e)})
+        return original(self, environ, start_response)
+
+    DomainDispatcherApplication.__call__ = call
+
+
 def main():
     hook_port = int(os.environ["TESTBED_HOOK_PORT"])
+    serve_cloudwatch_cbor()
     try:
         imds = ThreadingHTTPServer(("169.254.169.254", 80), Imds)
         threading.Thread(target=imds.serve_forever, daemon=True).start()
