@@ -218,6 +218,15 @@ pub trait Secrets {
     fn secret_arn(&self, id: &SecretId) -> impl Future<Output = Result<Option<String>>>;
 }
 
+/// CloudWatch alarms, read only.
+pub trait Alarms {
+    /// Every alarm that one of `selectors` names or prefixes (each once).
+    fn alarms(
+        &self,
+        selectors: &[crate::model::AlarmSelector],
+    ) -> impl Future<Output = Result<Vec<crate::model::AlarmStatus>>>;
+}
+
 /// Time: the real clock, or the fake world's, which moves only when someone sleeps.
 pub trait Clock {
     fn now(&self) -> SystemTime;
@@ -367,7 +376,9 @@ pub enum DeploymentMode {
 
 /// Everything a deploy talks to. The AWS adapters with GitHub and the docker CLI make one world,
 /// `crate::fake::World` the other.
-pub trait World: ParameterStore + RunCommand + LoadBalancer + Registry + Secrets + ImageBuilder + Clock {
+pub trait World:
+    ParameterStore + RunCommand + LoadBalancer + Registry + Secrets + Alarms + ImageBuilder + Clock
+{
     type GitHub: GitHub;
     /// GitHub, when there is a token and a repository to talk about.
     fn github(&self) -> Option<&Self::GitHub>;

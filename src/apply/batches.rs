@@ -39,6 +39,12 @@ pub async fn run<W: World>(r: &Rollout<'_, W>, traffic: &Traffic<'_, W>, batches
         let started = r.world().now();
         runner.group(&format!("Batch {number}/{total}: {}", names(ids)));
         let mut outcome = run_batch(r, traffic, ids, &mut instances).await;
+        if outcome == BatchOutcome::Done && cx.stop().is_none() {
+            // In the load balancer and healthy: the alarms have the last word on this batch.
+            if let Some(reason) = super::bake(r, &format!("batch {number}/{total}")).await {
+                outcome = BatchOutcome::Failed { phase: Phase::Bake, reason };
+            }
+        }
         if outcome != BatchOutcome::Done && cx.stop().is_some() {
             // Stopped mid-batch: no rollback (scripts still running finish on their own); the
             // batch goes back into the load balancer, whose checks admit it once it is healthy.
@@ -159,8 +165,9 @@ async fn roll_back<W: World>(
     let mut report = RollbackReport::default();
     let (failed_ids, earlier) = done.split_last().expect("at least the failed batch");
     runner.info(&format!("  batch {} (failed): back to the previous release", failed.number));
-    // A batch that failed at the load balancer's health check is registered again: take it out.
-    let still_out = !matches!(failed.outcome, BatchOutcome::Failed { phase: Phase::Healthy, .. });
+    // A batch that failed at the load balancer's health check, or during the bake, is registered
+    // again: take it out.
+    let still_out = !matches!(failed.outcome, BatchOutcome::Failed { phase: Phase::Healthy | Phase::Bake, .. });
     rollback_batch(r, traffic, failed_ids, still_out, instances, &mut report).await;
     for (n, ids) in earlier.iter().enumerate().rev() {
         if let Some(stop) = r.commands.cx.stop_for(Purpose::Restore) {

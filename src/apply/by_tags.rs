@@ -16,6 +16,8 @@ pub struct ByTagsReport {
     pub rollback: Option<RollbackReport>,
     /// Why the command ended early (its deadline), if it did.
     pub stopped: Option<String>,
+    /// The watched alarm that went off during the bake (every switched instance went back).
+    pub alarm: Option<String>,
 }
 
 pub async fn run<W: World>(
@@ -44,40 +46,61 @@ pub async fn run<W: World>(
     let allowed = max_errors.of(instances.len(), false);
     let failed = instances.iter().filter(|i| !i.ok()).count();
     let mut rollback = None;
+    let mut alarm = None;
     if (failed > allowed || stopped.is_some()) && r.commands.cx.stop().is_none() {
         // Too many failures, or a command that did not end in time: the instances that switched
         // go back to what they ran before.
-        let switched: Vec<InstanceId> = instances.iter().filter(|i| i.switched()).map(|i| i.id.clone()).collect();
-        let (targets, first_deploys) = super::rollback_targets(&switched, &instances);
-        if !targets.is_empty() || !first_deploys.is_empty() {
-            runner.group(&match &stopped {
-                Some(why) => format!("Rollback: {why}"),
-                None => format!("Rollback: {failed} failed, max-errors allows {allowed}"),
-            });
-            let mut report = RollbackReport { instances: vec![], problems: first_deploys };
-            if !targets.is_empty() {
-                match r.roll_back(&targets).await {
-                    Ok(reports) => {
-                        for i in reports.iter().filter(|i| !i.ok()) {
-                            report.problems.push(format!(
-                                "{}: rollback failed: {}",
-                                i.id,
-                                i.reason.as_deref().unwrap_or(i.detail.as_str())
-                            ));
-                        }
-                        report.instances = reports;
-                    }
-                    Err(e) => report.problems.push(format!("rolling back: {e}")),
-                }
-            }
-            for p in &report.problems {
-                runner.error("ec2-deploy: rollback", p);
-            }
-            runner.end_group();
-            rollback = Some(report);
+        let why = match &stopped {
+            Some(why) => format!("Rollback: {why}"),
+            None => format!("Rollback: {failed} failed, max-errors allows {allowed}"),
+        };
+        rollback = roll_back_switched(r, &instances, &why).await;
+    } else {
+        if failed > 0 {
+            runner.warning("ec2-deploy", &format!("{failed} instance(s) failed, within max-errors ({allowed})"));
         }
-    } else if failed > 0 {
-        runner.warning("ec2-deploy", &format!("{failed} instance(s) failed, within max-errors ({allowed})"));
+        let after = format!("the deploy to {} instances", instances.len());
+        if let Some(why) = super::bake(r, &after).await {
+            runner.error("ec2-deploy: alarm", &why);
+            rollback = roll_back_switched(r, &instances, &format!("Rollback: {why}")).await;
+            alarm = Some(why);
+        }
     }
-    Ok(ByTagsReport { instances, tolerated: allowed, rollback, stopped })
+    Ok(ByTagsReport { instances, tolerated: allowed, rollback, stopped, alarm })
+}
+
+/// Every instance that switched goes back to what it ran before (`title` heads the log group).
+async fn roll_back_switched<W: World>(
+    r: &Rollout<'_, W>,
+    instances: &[InstanceReport],
+    title: &str,
+) -> Option<RollbackReport> {
+    let runner = r.commands.cx.runner;
+    let switched: Vec<InstanceId> = instances.iter().filter(|i| i.switched()).map(|i| i.id.clone()).collect();
+    let (targets, first_deploys) = super::rollback_targets(&switched, instances);
+    if targets.is_empty() && first_deploys.is_empty() {
+        return None;
+    }
+    runner.group(title);
+    let mut report = RollbackReport { instances: vec![], problems: first_deploys };
+    if !targets.is_empty() {
+        match r.roll_back(&targets).await {
+            Ok(reports) => {
+                for i in reports.iter().filter(|i| !i.ok()) {
+                    report.problems.push(format!(
+                        "{}: rollback failed: {}",
+                        i.id,
+                        i.reason.as_deref().unwrap_or(i.detail.as_str())
+                    ));
+                }
+                report.instances = reports;
+            }
+            Err(e) => report.problems.push(format!("rolling back: {e}")),
+        }
+    }
+    for p in &report.problems {
+        runner.error("ec2-deploy: rollback", p);
+    }
+    runner.end_group();
+    Some(report)
 }

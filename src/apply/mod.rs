@@ -213,6 +213,42 @@ async fn pre_deploy<W: World>(r: &Rollout<'_, W>, pre: &PreDeployPlan, image: &I
     Err(Error::PreDeploy { instance: pre.target.to_string(), reason, output: tail })
 }
 
+/// How often the alarms are read during a bake.
+pub const ALARM_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Holds for the bake time while the watched alarms are read every [`ALARM_POLL`]: why the
+/// release must go back (an alarm in ALARM, with its reason; or alarms that could not be read
+/// at the end of the bake), or `None`. Without `alarms`, returns at once. A stop (cancel, lost
+/// lock) ends the bake early: the run stops anyway.
+pub async fn bake<W: World>(r: &Rollout<'_, W>, after: &str) -> Option<String> {
+    let watch = r.plan.watch.as_ref()?;
+    let (world, runner) = (r.world(), r.commands.cx.runner);
+    let deadline = world.now() + std::time::Duration::from_secs(watch.bake.into());
+    if watch.bake > 0 {
+        runner.info(&format!("  baking {}s after {after}, watching the alarms", watch.bake));
+    }
+    loop {
+        let unreadable = match world.alarms(&watch.selectors).await {
+            Ok(alarms) => {
+                let firing = alarms
+                    .iter()
+                    .find(|a| a.state == crate::model::AlarmState::Alarm && !watch.ignored.contains(&a.name));
+                if let Some(a) = firing {
+                    return Some(format!("alarm {} went into ALARM after {after}: {}", a.name, a.reason));
+                }
+                None
+            }
+            Err(e) => Some(e),
+        };
+        let now = world.now();
+        if now >= deadline || r.commands.cx.stop().is_some() {
+            return unreadable
+                .map(|e| format!("the alarms could not be read at the end of the bake after {after}: {e}"));
+        }
+        world.sleep(ALARM_POLL.min(deadline.duration_since(now).unwrap_or_default())).await;
+    }
+}
+
 /// What happened when the AWS session expired mid-rollout, and what to do about it.
 fn session_expired(plan: &Plan, why: &str) -> String {
     let worst = plan.worst_case();
@@ -348,6 +384,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         skipped: plan.skipped.iter().map(|i| i.id.clone()).collect(),
         mode: plan.mode(),
         drained: matches!(plan.rollout, Strategy::Batches { drain: true, .. }),
+        alarm: None,
         seconds: 0.0,
     };
     match &plan.rollout {
@@ -357,11 +394,18 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
             report.tolerated = r.tolerated;
             report.rollback = r.rollback;
             report.stopped = r.stopped;
+            report.alarm = r.alarm;
         }
         Strategy::Batches { target_groups, batches, drain, timings } => {
             let traffic = Traffic::new(world, target_groups, *timings, cx.cancel, *drain);
             let r = batches::run(&rollout, &traffic, batches).await;
             report.instances = r.instances;
+            report.alarm = r.batches.iter().find_map(|b| match &b.outcome {
+                crate::report::BatchOutcome::Failed { phase: crate::report::Phase::Bake, reason } => {
+                    Some(format!("batch {}: {reason}", b.number))
+                }
+                _ => None,
+            });
             report.batches = r.batches;
             report.rollback = r.rollback;
         }

@@ -7,6 +7,7 @@
 //! from aws-actions/configure-aws-credentials, `AWS_ENDPOINT_URL` for the test bed). Retries are
 //! adaptive: SSM throttles hard (`ThrottlingException: Rate exceeded`) and a deploy must ride it out.
 
+mod alarms;
 mod ecr;
 mod elb;
 mod parameters;
@@ -27,6 +28,7 @@ pub struct Clients {
     pub ssm: aws_sdk_ssm::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub region: Region,
 }
 
@@ -56,6 +58,7 @@ impl Clients {
             ssm: aws_sdk_ssm::Client::new(&config),
             secrets: aws_sdk_secretsmanager::Client::new(&config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
             region,
         })
     }

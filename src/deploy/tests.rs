@@ -12,7 +12,7 @@ use crate::model::{
     ContainerName, ContainerSpec, EnvironmentName, HealthPath, ImageTag, Limit, ParameterName, PortMapping, Region,
     Repository, TagFilter, TargetGroupArn,
 };
-use crate::ports::BuildSpec;
+use crate::ports::{BuildSpec, Clock};
 use crate::release::{schema, Releases};
 
 pub const GROUP: &str = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
@@ -58,6 +58,9 @@ pub fn request(tag: &str) -> DeployRequest {
         release_parameter: ParameterName::parse(RECORD).unwrap(),
         legacy_release_parameter: None,
         service: None,
+        alarms: vec![],
+        bake_time: 0,
+        ignore_alarms_at_start: false,
         rollback: false,
         lock_timeout: 600,
         environment_url: None,
@@ -608,4 +611,101 @@ async fn services_publishing_one_host_port_on_shared_instances_are_refused_befor
     worker.container.ports = vec![PortMapping { host: 80, container: 4000 }];
     worker.targets = vec![TagFilter::parse("Role=worker").unwrap()];
     check_shared_ports(&[web, worker], &w).await.unwrap();
+}
+
+fn watching(mut req: DeployRequest, bake: u32) -> DeployRequest {
+    req.alarms = vec![crate::model::AlarmSelector::parse("shop-*").unwrap()];
+    req.bake_time = bake;
+    req
+}
+
+/// The alarm goes off once the second batch's command is out (the fake orders it after that
+/// command: "during the bake of batch 2").
+#[tokio::test(start_paused = true)]
+async fn an_alarm_during_the_bake_of_batch_2_rolls_back_batches_1_and_2_and_leaves_batch_3() {
+    let w = world(3);
+    w.set_alarm("shop-5xx", crate::model::AlarmState::Ok);
+    w.set_alarm("shop-latency", crate::model::AlarmState::Ok);
+    let (result, log) = deploy(&w, &watching(in_batches(request("v1")), 0)).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    w.alarm_after_commands("shop-5xx", 2);
+    let started = w.now();
+    let (result, log) = deploy(&w, &watching(in_batches(request("v2")), 60)).await;
+    let r = report(result, &log);
+    assert!(!r.success());
+    let reason = match &r.batches[1].outcome {
+        crate::report::BatchOutcome::Failed { phase: crate::report::Phase::Bake, reason } => reason.clone(),
+        other => panic!("{other:?}\n{log:#?}"),
+    };
+    assert!(reason.starts_with("alarm shop-5xx went into ALARM after batch 2/3: Threshold Crossed"), "{reason}");
+    assert_eq!(r.alarm.as_deref(), Some(format!("batch 2: {reason}").as_str()));
+    assert_eq!(r.batches[2].outcome, crate::report::BatchOutcome::NotStarted);
+    assert_eq!(r.rollback.as_ref().unwrap().problems, Vec::<String>::new(), "{log:#?}");
+    // Batch 1 baked its full minute, clean; batch 2 went back as soon as the alarm was seen.
+    assert_eq!(
+        after_v1(&w),
+        [
+            "build shop:v2",
+            "out 1",
+            "send deploy 1",
+            "in 1",
+            "out 2",
+            "send deploy 2",
+            "in 2",
+            "alarm shop-5xx ALARM",
+            "out 2",
+            "send rollback 2",
+            "in 2",
+            "out 1",
+            "send rollback 1",
+            "in 1"
+        ]
+    );
+    assert!(w.now().duration_since(started).unwrap() >= Duration::from_secs(60), "batch 1's bake was held");
+    assert!((1..=3).all(|n| running(&w, n) == Some(image("v1")) && w.in_load_balancer(n)));
+    assert_eq!(records(&w).len(), 1, "a rolled-back deploy records nothing");
+    let summary = crate::report::summary::summary_markdown(&r);
+    assert!(summary.contains("rolled back: an alarm went off") && summary.contains("shop-5xx"), "{summary}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_alarm_in_alarm_at_the_start_stops_the_plan_unless_ignored_and_then_it_is_not_watched() {
+    let w = world(2);
+    w.set_alarm("shop-5xx", crate::model::AlarmState::Alarm);
+    w.set_alarm("shop-latency", crate::model::AlarmState::Ok);
+    let (result, _) = deploy(&w, &watching(request("v1"), 30)).await;
+    let err = result.err().expect("refused");
+    assert_eq!(err.exit(), crate::Exit::BadInput);
+    assert!(err.to_string().contains("shop-5xx (set to ALARM by the test) is already in ALARM"), "{err}");
+    assert_eq!(w.commands_sent(), 0, "nothing moved");
+
+    let mut ignoring = watching(request("v1"), 30);
+    ignoring.ignore_alarms_at_start = true;
+    let (result, log) = deploy(&w, &ignoring).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("shop-5xx ALARM, not watched: ignore-alarms-at-start")), "{log:#?}");
+    assert_eq!(records(&w).len(), 1);
+
+    // A name that no alarm has is an error of the plan too.
+    let mut missing = request("v2");
+    missing.alarms = vec![crate::model::AlarmSelector::parse("shop-errors").unwrap()];
+    let (result, _) = deploy(&w, &missing).await;
+    assert!(result.err().unwrap().to_string().contains("there is no CloudWatch alarm named \"shop-errors\""));
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_tags_an_alarm_after_the_command_sends_every_switched_instance_back() {
+    let w = world(3);
+    w.set_alarm("shop-5xx", crate::model::AlarmState::Ok);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success());
+    w.alarm_after_commands("shop-5xx", 1);
+    let (result, log) = deploy(&w, &watching(request("v2"), 20)).await;
+    let r = report(result, &log);
+    assert!(!r.success());
+    assert!(r.alarm.as_deref().unwrap().starts_with("alarm shop-5xx went into ALARM after the deploy to 3 instances"));
+    assert_eq!(r.rollback.as_ref().unwrap().instances.len(), 3);
+    assert!((1..=3).all(|n| running(&w, n) == Some(image("v1"))));
+    assert_eq!(records(&w).len(), 1);
 }

@@ -164,6 +164,10 @@ pub struct World {
     images: Mutex<BTreeMap<(String, String), Digest>>,
     repositories: Mutex<BTreeSet<String>>,
     secrets: Mutex<BTreeMap<String, String>>,
+    alarms: Mutex<BTreeMap<String, crate::model::AlarmStatus>>,
+    /// Alarms that go into ALARM once this many deploy commands have been sent (an ordering the
+    /// tests control: "during the bake of batch 2" is "after the second command").
+    alarm_after_commands: Mutex<Vec<(String, usize)>>,
     pub faults: Mutex<CallFaults>,
     log: Mutex<Vec<String>>,
     /// The most invocations in progress at once, over every command.
@@ -195,6 +199,8 @@ impl Default for World {
             images: Default::default(),
             repositories: Default::default(),
             secrets: Default::default(),
+            alarms: Default::default(),
+            alarm_after_commands: Default::default(),
             faults: Default::default(),
             log: Default::default(),
             peak_in_progress: Default::default(),
@@ -301,6 +307,23 @@ impl World {
         let since = now - Duration::from_secs(3600);
         lock(&self.groups)
             .insert(arn.clone(), members.iter().map(|n| (id(*n), Member::Registered { since })).collect());
+    }
+
+    /// A CloudWatch alarm in `state`.
+    pub fn set_alarm(&self, name: &str, state: crate::model::AlarmState) {
+        let status =
+            crate::model::AlarmStatus { name: name.into(), state, reason: format!("set to {state} by the test") };
+        lock(&self.alarms).insert(name.into(), status);
+    }
+
+    /// The alarm goes into ALARM once `commands` more deploy commands have been sent.
+    pub fn alarm_after_commands(&self, name: &str, commands: usize) {
+        let sent = self.deploy_commands_sent();
+        lock(&self.alarm_after_commands).push((name.into(), sent + commands));
+    }
+
+    pub(crate) fn deploy_commands_sent(&self) -> usize {
+        lock(&self.commands).iter().filter(|c| c.request.comment.ends_with(" deploy")).count()
     }
 
     /// What happened, in order.

@@ -120,6 +120,24 @@ impl Secrets for World {
     }
 }
 
+impl crate::ports::Alarms for World {
+    async fn alarms(&self, selectors: &[crate::model::AlarmSelector]) -> Result<Vec<crate::model::AlarmStatus>> {
+        self.session("cloudwatch:DescribeAlarms")?;
+        let sent = self.deploy_commands_sent();
+        let due: Vec<String> =
+            lock(&self.alarm_after_commands).iter().filter(|(_, n)| sent >= *n).map(|(a, _)| a.clone()).collect();
+        let mut alarms = lock(&self.alarms);
+        for name in due {
+            if let Some(a) = alarms.get_mut(&name).filter(|a| a.state != crate::model::AlarmState::Alarm) {
+                a.state = crate::model::AlarmState::Alarm;
+                a.reason = "Threshold Crossed: 5xx rate above 1%".into();
+                self.note(format!("alarm {name} ALARM"));
+            }
+        }
+        Ok(alarms.values().filter(|a| selectors.iter().any(|s| s.matches(&a.name))).cloned().collect())
+    }
+}
+
 impl ImageBuilder for World {
     async fn copy_image(&self, r: &CopyRequest<'_>) -> std::result::Result<Digest, BuildError> {
         let (repo_part, tag) = r.to.rsplit_once(':').expect("registry/repository:tag");

@@ -105,6 +105,9 @@ pub const INPUTS: &[InputSpec] = &[
     lines("target-groups", "ELBv2 target group ARNs, one per line: deploy in batches, each healthy in them before the next batch (and drained from them before its swap, unless the proxy keeps it serving). Also in the config file."),
     with_default(input("batch-size", "With target-groups: instances per batch after the canary, a number of instances or a percentage of them. Default: 25%. Also in the config file."), "25%"),
     with_default(input("canary", "With target-groups: true to deploy to one instance first, as its own batch. Default: true. Also in the config file."), "true"),
+    lines("alarms", "CloudWatch alarms to watch, one per line: a name, or a name prefix ending in *. The plan shows their states and refuses to start while one is in ALARM; after each batch (and after a deploy by tags) the run holds `bake-time` while it watches them, and an ALARM rolls back every switched instance and fails the run. Also in the config file."),
+    with_default(input("bake-time", "Seconds to hold after each batch while `alarms` are watched (0: look once). Default: 0. Also in the config file."), "0"),
+    with_default(input("ignore-alarms-at-start", "true: start even while some of `alarms` are in ALARM; those are named and not watched. Default: false. Also in the config file."), "false"),
     with_default(input("command-timeout", "Seconds the on-instance script may run on each instance (SSM's execution timeout; not a limit for the whole step). Default: 600. Also in the config file."), "600"),
     input("release-parameter", "SSM parameter holding the environment's release record (history = its versions). Default: /ec2-deploy/<environment>/<container-name>; a record under the earlier default, /ec2-deploy/<environment>/<ecr-repository>, of the same container is used where it is. Also in the config file."),
     not_in_config(with_default(input("rollback", "true: redeploy the latest earlier release that runs something else (image or settings) and that no rollback has left, from the release record, without building."), "false")),
@@ -211,6 +214,12 @@ pub struct DeployRequest {
     pub config_file: Option<PathBuf>,
     /// The per-instance proxy's image (when `container.proxy`).
     pub proxy_image: ImageName,
+    /// CloudWatch alarms watched while the release bakes.
+    pub alarms: Vec<crate::model::AlarmSelector>,
+    /// Seconds held after each batch while the alarms are watched.
+    pub bake_time: u32,
+    /// Start even while watched alarms are in ALARM (those are then not watched).
+    pub ignore_alarms_at_start: bool,
     /// The one-off command to run before any instance is switched.
     pub pre_deploy: Option<PreDeploy>,
     /// Things to fix that do not stop the deploy (a deprecated input name, …), printed as warnings.

@@ -371,6 +371,16 @@ fn resolve_service(
             ),
         );
     }
+    let alarms = r.parse_lines("alarms", crate::model::AlarmSelector::parse);
+    let bake_time = r.parse("bake-time", parse_seconds(0, 3600)).unwrap_or(0);
+    let ignore_alarms_at_start = r.parse("ignore-alarms-at-start", parse_bool).unwrap_or(false);
+    if alarms.is_empty() {
+        for name in ["bake-time", "ignore-alarms-at-start"] {
+            if let Some(v) = r.get(name).filter(|v| !matches!(v.origin, Origin::Default(_))) {
+                r.error(&v.origin, "needs `alarms`: it is about the alarms watched while the release bakes");
+            }
+        }
+    }
     let environment_url = r.parse("environment-url", parse_url);
     let github_deployment = r
         .parse("github-deployment", |t| match t {
@@ -448,6 +458,9 @@ fn resolve_service(
         },
         proxy_image: rollout.proxy_image,
         pre_deploy,
+        alarms,
+        bake_time,
+        ignore_alarms_at_start,
         warnings: std::mem::take(&mut r.warnings),
         max_concurrency: rollout.max_concurrency,
         max_errors: rollout.max_errors,

@@ -8,6 +8,7 @@
 //! reports are enums ([`InvocationStatus`], [`StatusDetail`], [`Ping`]), so the code matches on
 //! variants, never on strings.
 
+mod alarm;
 mod build;
 mod command;
 mod container;
@@ -17,6 +18,7 @@ mod names;
 mod options;
 mod tags;
 
+pub use alarm::{AlarmSelector, AlarmState, AlarmStatus};
 pub use build::{BuildSecret, SecretSource};
 pub use command::{CommandId, CommandState, Invocation, InvocationOutput, InvocationStatus, StatusDetail};
 pub use container::{ContainerSpec, EnvVar, HealthPath, PortMapping, DEFAULT_PROXY_IMAGE};

@@ -79,6 +79,8 @@ pub struct Facts {
     pub unreadable: Option<UnreadableVersion>,
     /// The run-order guard's verdict: why this commit must not replace the live one.
     pub older_than_live: Option<String>,
+    /// The watched alarms (input `alarms`) as they are now.
+    pub alarms: Vec<crate::model::AlarmStatus>,
     /// The deploy lock this run holds while it reads these facts and applies the plan.
     pub lock: Option<ParameterName>,
     pub run: RunInfo,
@@ -139,6 +141,7 @@ pub async fn gather<W: World>(
         None
     };
     let older_than_live = guard::older_than_live(req, live.as_ref(), world.github(), run).await;
+    let alarms = if req.alarms.is_empty() { vec![] } else { world.alarms(&req.alarms).await? };
     Ok(Facts {
         region: world.region().clone(),
         auth,
@@ -155,6 +158,7 @@ pub async fn gather<W: World>(
         rollback_to,
         unreadable,
         older_than_live,
+        alarms,
         lock: lock.cloned(),
         run: run.clone(),
     })

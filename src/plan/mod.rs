@@ -135,6 +135,18 @@ pub struct PreDeployPlan {
     pub skipped: Option<String>,
 }
 
+/// The CloudWatch alarms watched while the release bakes.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchPlan {
+    pub selectors: Vec<crate::model::AlarmSelector>,
+    /// Seconds held after each batch (after a deploy by tags: after the command).
+    pub bake: u32,
+    /// The alarms and their states when the plan was made.
+    pub at_start: Vec<crate::model::AlarmStatus>,
+    /// In ALARM at the start with `ignore-alarms-at-start`: not watched.
+    pub ignored: Vec<String>,
+}
+
 /// What the run writes to the release record when it succeeds.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordPlan {
@@ -185,6 +197,8 @@ pub struct Plan {
     pub pre_deploy: Option<PreDeployPlan>,
     /// Seconds the script may run on one instance.
     pub timeout: u32,
+    /// `alarms`: watched during the bake after each batch.
+    pub watch: Option<WatchPlan>,
     pub record: RecordPlan,
     /// The deploy lock, held while the plan is applied (None: a dry run takes none).
     pub lock: Option<ParameterName>,
@@ -233,10 +247,20 @@ impl Plan {
                         + command(b.len(), Limit::Count(b.len() as u32))
                         + timings.time_to_healthy
                         + Duration::from_secs(30)
+                        + self.bake()
                 })
                 .sum(),
         };
+        let rollout = match &self.rollout {
+            Rollout::ByTags { .. } => rollout + self.bake(),
+            Rollout::Batches { .. } => rollout,
+        };
         WorstCase { rollout, with_rollback: rollout * 2 }
+    }
+
+    /// The hold after each batch while the alarms are watched.
+    pub fn bake(&self) -> Duration {
+        self.watch.as_ref().map(|w| Duration::from_secs(w.bake.into())).unwrap_or_default()
     }
 
     /// The image by digest, once the digest is known (from the registry, or from the push).
@@ -281,6 +305,10 @@ pub enum PlanError {
     OlderThanLive(String),
     #[error("input `pre-deploy-target`: {id} is not one of the instances this deploy reaches (online, with the tags); pick one of them or leave it out for the canary")]
     PreDeployTarget { id: String },
+    #[error("input `alarms`: {0}; create it, fix the name, or remove it from `alarms`")]
+    AlarmMissing(String),
+    #[error("input `alarms`: {0} already in ALARM before anything moved; deploy once it is OK again, or set `ignore-alarms-at-start: true` to deploy anyway (those alarms are then not watched)")]
+    AlarmAtStart(String),
     #[error("services {first} and {second} both publish host port {port}, and both run on {instances}; give one of them another host port in `ports` (or other `targets`)")]
     SharedHostPort { first: String, second: String, port: u16, instances: String },
 }
@@ -378,6 +406,7 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
             errors.push(PlanError::PreDeployTarget { id: target.to_string() });
         }
     }
+    let watch = watch_plan(req, &facts.alarms, &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -486,6 +515,7 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         rollout,
         pre_deploy,
         timeout: req.timeout,
+        watch,
         record: RecordPlan {
             parameter: req.release_parameter.clone(),
             live: facts.live,
@@ -498,6 +528,42 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         announce,
         dry_run: req.dry_run,
         auth: facts.auth,
+    })
+}
+
+/// The alarms to watch: each name must exist and each prefix match one; one in ALARM already
+/// stops the plan unless `ignore-alarms-at-start`, which leaves it unwatched.
+fn watch_plan(
+    req: &DeployRequest,
+    alarms: &[crate::model::AlarmStatus],
+    errors: &mut Vec<PlanError>,
+) -> Option<WatchPlan> {
+    if req.alarms.is_empty() {
+        return None;
+    }
+    for selector in &req.alarms {
+        if !alarms.iter().any(|a| selector.matches(&a.name)) {
+            errors.push(PlanError::AlarmMissing(match selector {
+                crate::model::AlarmSelector::Name(n) => format!("there is no CloudWatch alarm named {n:?}"),
+                crate::model::AlarmSelector::Prefix(p) => format!("no CloudWatch alarm's name starts with {p:?}"),
+            }));
+        }
+    }
+    let firing: Vec<&crate::model::AlarmStatus> =
+        alarms.iter().filter(|a| a.state == crate::model::AlarmState::Alarm).collect();
+    if !firing.is_empty() && !req.ignore_alarms_at_start {
+        let list: Vec<String> = firing.iter().map(|a| format!("{} ({})", a.name, a.reason)).collect();
+        errors.push(PlanError::AlarmAtStart(format!(
+            "{} {}",
+            list.join(", "),
+            if list.len() == 1 { "is" } else { "are" }
+        )));
+    }
+    Some(WatchPlan {
+        selectors: req.alarms.clone(),
+        bake: req.bake_time,
+        at_start: alarms.to_vec(),
+        ignored: firing.iter().map(|a| a.name.clone()).collect(),
     })
 }
 

@@ -43,6 +43,9 @@ pub fn request() -> DeployRequest {
         release_parameter: ParameterName::parse("/ec2-deploy/production/shop").unwrap(),
         legacy_release_parameter: None,
         service: None,
+        alarms: vec![],
+        bake_time: 0,
+        ignore_alarms_at_start: false,
         rollback: false,
         lock_timeout: 600,
         environment_url: None,
@@ -91,6 +94,7 @@ pub fn facts() -> Facts {
         rollback_to: None,
         unreadable: None,
         older_than_live: None,
+        alarms: vec![],
         lock: None,
         run: RunInfo::default(),
     }

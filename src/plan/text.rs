@@ -175,6 +175,27 @@ impl fmt::Display for Plan {
                 )?,
             }
         }
+        if let Some(w) = &self.watch {
+            let states: Vec<String> = w
+                .at_start
+                .iter()
+                .map(|a| {
+                    let ignored =
+                        if w.ignored.contains(&a.name) { ", not watched: ignore-alarms-at-start" } else { "" };
+                    format!("{} {}{ignored}", a.name, a.state)
+                })
+                .collect();
+            let when = match &self.rollout {
+                Rollout::ByTags { .. } => "after the command",
+                Rollout::Batches { .. } => "after each batch",
+            };
+            writeln!(
+                f,
+                "  alarms     {}; {when}, {} while watching them (ALARM: every switched instance goes back)",
+                states.join(", "),
+                if w.bake == 0 { "one look".to_string() } else { format!("a bake of {}s", w.bake) }
+            )?;
+        }
         let worst = self.worst_case();
         writeln!(
             f,

@@ -115,6 +115,8 @@ pub enum Phase {
     Drain,
     Swap,
     Healthy,
+    /// Healthy and back in the load balancer, then a watched alarm went off.
+    Bake,
 }
 
 impl fmt::Display for Phase {
@@ -123,6 +125,7 @@ impl fmt::Display for Phase {
             Phase::Drain => "drain",
             Phase::Swap => "swap",
             Phase::Healthy => "load balancer health",
+            Phase::Bake => "bake",
         })
     }
 }
@@ -188,6 +191,8 @@ pub struct DeployReport {
     pub mode: String,
     /// Behind target groups: each batch left the load balancer while it swapped.
     pub drained: bool,
+    /// The watched alarm that went off, and when: every switched instance went back.
+    pub alarm: Option<String>,
     pub seconds: f64,
 }
 
@@ -196,6 +201,7 @@ impl DeployReport {
         !self.instances.is_empty()
             && !self.cancelled
             && self.stopped.is_none()
+            && self.alarm.is_none()
             && self.rollback.is_none()
             && self.batches.iter().all(|b| b.outcome == BatchOutcome::Done)
             && self.failed().count() <= self.tolerated
@@ -383,6 +389,7 @@ pub(crate) mod tests {
             skipped: vec![],
             mode: "through the proxy".into(),
             drained: true,
+            alarm: None,
             instances: instance_reports(&planned(4), &invocations, &outputs),
             seconds: 12.34,
         }

@@ -50,6 +50,12 @@ pub fn summary_markdown(report: &DeployReport) -> String {
         format!("## ⏹ ec2-deploy: `{}` to {env} was cancelled\n\nNothing new was started after the cancel; scripts already running on instances finish there.\n\n", report.image_tag)
     } else if report.success() {
         format!("## ✅ ec2-deploy: `{}` deployed to {env}\n\n", report.image_tag)
+    } else if let Some(alarm) = &report.alarm {
+        format!(
+            "## ❌ ec2-deploy: `{}` to {env} rolled back: an alarm went off\n\n🚨 {}\n\n",
+            report.image_tag,
+            cell(alarm)
+        )
     } else {
         format!(
             "## ❌ ec2-deploy: `{}` failed on {failed} of {} instances in {env}\n\n",

@@ -369,3 +369,91 @@ fn a_signal_during_the_rollback_of_a_failed_batch_lets_it_finish_every_instance_
         health(&bed, &web.ids).iter().all(|s| s == "healthy")
     });
 }
+
+/// A CloudWatch alarm in moto, OK until the test says otherwise.
+fn alarm(bed: &Bed, name: &str) {
+    bed.aws(&[
+        "cloudwatch",
+        "put-metric-alarm",
+        "--alarm-name",
+        name,
+        "--namespace",
+        "Shop",
+        "--metric-name",
+        "5xx",
+        "--statistic",
+        "Sum",
+        "--period",
+        "60",
+        "--evaluation-periods",
+        "1",
+        "--threshold",
+        "1",
+        "--comparison-operator",
+        "GreaterThanThreshold",
+    ]);
+    set_alarm(bed, name, "OK", "no 5xx");
+}
+
+fn set_alarm(bed: &Bed, name: &str, state: &str, reason: &str) {
+    bed.aws(&["cloudwatch", "set-alarm-state", "--alarm-name", name, "--state-value", state, "--state-reason", reason]);
+}
+
+#[test]
+fn an_alarm_during_the_bake_of_batch_2_rolls_back_batches_1_and_2_and_leaves_batch_3() {
+    let bed = Bed::load();
+    let _lb = load_balancer();
+    let (web, order, repo, suite) = three_on_v1(&bed, "bake");
+    let name = unique("shop-5xx");
+    alarm(&bed, &name);
+    // Once batch 2's instance runs v2, the alarm goes off: batch 1's bake is over by then, and
+    // the first look after it is batch 2's bake.
+    let watcher = {
+        let (second, name) = (order[1].clone(), name.clone());
+        std::thread::spawn(move || {
+            let bed = Bed::load();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(120) {
+                let out = bed.on_instance(
+                    &second,
+                    &["docker", "ps", "--format", "{{.Names}}", "--filter", "label=ec2-deploy.release=v2"],
+                );
+                if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                    set_alarm(&bed, &name, "ALARM", "Threshold Crossed: 5xx above 1");
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        })
+    };
+    let mut i = lb_inputs(&bed, &repo, &suite, "v2", "VERSION=v2");
+    set(&mut i, "alarms", &format!("{name}\n{}*", &name[..name.len() - 2]));
+    set(&mut i, "bake-time", "8");
+    let r2 = run_with(&bed, i);
+    assert!(watcher.join().unwrap(), "the alarm was never set: {}", r2.log());
+    assert_eq!(r2.code, 1, "{}", r2.log());
+    assert!(r2.stdout.contains(&format!("  alarms     {name} OK;")), "{}", r2.stdout);
+    let batch2 = row(&r2.summary, "| 2 |");
+    assert!(
+        batch2.contains("failed at bake") && batch2.contains(&name) && batch2.contains("Threshold Crossed"),
+        "{batch2}"
+    );
+    assert!(row(&r2.summary, "| 3 |").contains("not started"), "{}", r2.summary);
+    assert!(r2.summary.contains("rolled back: an alarm went off"), "{}", r2.summary);
+    assert!(r2.stdout.contains(&format!("batch 2/3 failed at bake: alarm {name} went into ALARM")), "{}", r2.stdout);
+    for id in &order {
+        let ip = &web.ips[web.ids.iter().position(|x| x == id).unwrap()];
+        assert_eq!(version_of(ip).as_deref(), Some("v1"), "{id}");
+    }
+    all_healthy(&bed, &web.ids);
+
+    // Still in ALARM: the next deploy stops before anything moves.
+    let mut i = lb_inputs(&bed, &repo, &suite, "v3", "VERSION=v3");
+    set(&mut i, "alarms", &name);
+    let r3 = run_with(&bed, i);
+    assert_eq!(r3.code, 2, "{}", r3.log());
+    assert!(r3.stdout.contains("already in ALARM before anything moved"), "{}", r3.stdout);
+    assert!(!r3.stdout.contains("Built and pushed"), "nothing may be built: {}", r3.stdout);
+    bed.aws(&["cloudwatch", "delete-alarms", "--alarm-names", &name]);
+}
