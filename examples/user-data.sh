@@ -13,6 +13,10 @@ AWS_REGION=$(curl -sf -H "X-aws-ec2-metadata-token: $imds_token" http://169.254.
 export AWS_REGION
 script=$(mktemp)
 trap 'rm -f "$script"' EXIT
+# A deploy that reaches this instance while it boots (its tags match as soon as it runs) sends a
+# newer release than the records read here: the script then keeps what that deploy left.
+EC2_DEPLOY_BOOT_SINCE=$(date +%s%3N)
+export EC2_DEPLOY_BOOT_SINCE
 failed=0
 read -r -a parameters <<<"$RELEASE_PARAMETER"
 for parameter in "${parameters[@]}"; do
@@ -162,6 +166,15 @@ chmod 700 /var/lib/ec2-deploy "$state_dir"
 exec 9>"$state_dir/lock"
 if command -v flock >/dev/null 2>&1; then
   flock -w 120 9 || fail 17 "another deploy of $CONTAINER_NAME is running on this instance"
+fi
+
+# A boot (the user-data sets EC2_DEPLOY_BOOT_SINCE: when it started, in ms) after which a deploy
+# finished here (it waited for that deploy's lock, or came later): the deploy sent a newer release
+# than the record this boot read, so the instance keeps what the deploy left.
+if [ -n "${EC2_DEPLOY_BOOT_SINCE:-}" ] &&
+  [ "$(cat "$state_dir/deployed-at" 2>/dev/null || echo 0)" -ge "$EC2_DEPLOY_BOOT_SINCE" ]; then
+  log "a deploy reached this instance while it booted: it keeps the release that deploy left"
+  exit 0
 fi
 
 # Registry credentials live in a private directory for this run only.
@@ -472,6 +485,8 @@ last_logs() {
 
 # result OUTCOME IMAGE CONFIG: the line ec2-deploy reads.
 result() {
+  # When a run last left a release here (see EC2_DEPLOY_BOOT_SINCE above).
+  date +%s%3N >"$state_dir/deployed-at" 2>/dev/null || true
   printf 'ec2-deploy-result outcome=%s previous=%s current=%s previous_config=%s current_config=%s%s\n' \
     "$1" "$previous_image" "$2" "${previous_config:--}" "${3:--}" "${gap_ms:+ gap_ms=$gap_ms}"
 }

@@ -25,19 +25,29 @@ pub struct BatchesReport {
 }
 
 /// Walks the batches; on a failure rolls back and reports.
-pub async fn run<W: World>(r: &Rollout<'_, W>, traffic: &Traffic<'_, W>, batches: &[Vec<InstanceId>]) -> BatchesReport {
+pub async fn run<W: World>(r: &Rollout<'_, W>, traffic: &Traffic<'_, W>, planned: &[Vec<InstanceId>]) -> BatchesReport {
     let (runner, cx) = (r.commands.cx.runner, r.commands.cx);
-    let total = batches.len();
+    // The planned batches, then one more for the instances that joined meanwhile (catch-up).
+    let mut batches: Vec<Vec<InstanceId>> = planned.to_vec();
     let mut reports: Vec<BatchReport> = vec![];
     let mut instances: Vec<InstanceReport> = vec![];
     let mut failed_at = None;
-    for (index, ids) in batches.iter().enumerate() {
+    let mut index = 0;
+    while index < batches.len() {
         if cx.stop().is_some() {
             break;
         }
+        let ids = batches[index].clone();
+        let ids = &ids;
+        let total = batches.len();
+        let catch_up = index >= planned.len();
         let number = index + 1;
         let started = r.world().now();
-        runner.group(&format!("Batch {number}/{total}: {}", names(ids)));
+        runner.group(&format!(
+            "Batch {number}/{total}{}: {}",
+            if catch_up { " (catch-up: joined during the deploy)" } else { "" },
+            names(ids)
+        ));
         let mut outcome = run_batch(r, traffic, ids, &mut instances).await;
         if outcome == BatchOutcome::Done && cx.stop().is_none() {
             // In the load balancer and healthy: the alarms have the last word on this batch.
@@ -64,10 +74,18 @@ pub async fn run<W: World>(r: &Rollout<'_, W>, traffic: &Traffic<'_, W>, batches
             ids: ids.clone(),
             outcome,
             seconds: seconds_since(r.world().now(), started),
+            catch_up,
         });
         if failed {
             failed_at = Some(index);
             break;
+        }
+        index += 1;
+        if index == batches.len() && index - planned.len() < super::catch_up::ROUNDS && cx.stop().is_none() {
+            let joined = super::catch_up::joined(r).await;
+            if !joined.is_empty() {
+                batches.push(joined.into_iter().map(|i| i.id).collect());
+            }
         }
     }
     for (index, ids) in batches.iter().enumerate().skip(reports.len()) {
@@ -76,6 +94,7 @@ pub async fn run<W: World>(r: &Rollout<'_, W>, traffic: &Traffic<'_, W>, batches
             ids: ids.clone(),
             outcome: BatchOutcome::NotStarted,
             seconds: 0.0,
+            catch_up: index >= planned.len(),
         });
     }
     let rollback = match failed_at {

@@ -18,6 +18,8 @@ pub struct ByTagsReport {
     pub stopped: Option<String>,
     /// The watched alarm that went off during the bake (every switched instance went back).
     pub alarm: Option<String>,
+    /// Instances that joined the tags during the deploy and were deployed to by id.
+    pub caught_up: Vec<InstanceId>,
 }
 
 pub async fn run<W: World>(
@@ -27,9 +29,9 @@ pub async fn run<W: World>(
     by_ids: bool,
 ) -> Result<ByTagsReport, Error> {
     let runner = r.commands.cx.runner;
-    runner.group(&format!("Deploy to {} instances", r.commands.instances.len()));
+    runner.group(&format!("Deploy to {} instances", r.commands.instances.borrow().len()));
     // Skipped instances still carry the tags: then the command goes to the others by id.
-    let ids: Vec<InstanceId> = r.commands.instances.iter().map(|i| i.id.clone()).collect();
+    let ids: Vec<InstanceId> = r.commands.instances.borrow().iter().map(|i| i.id.clone()).collect();
     let targets = if by_ids { Targets::Ids(&ids) } else { Targets::Tags };
     let order = Order {
         targets,
@@ -42,7 +44,36 @@ pub async fn run<W: World>(
     let result = r.commands.run(order).await;
     runner.end_group();
     let outcome = result?;
-    let (instances, stopped) = (outcome.reports, outcome.stopped);
+    let (mut instances, mut stopped) = (outcome.reports, outcome.stopped);
+    // Catch-up: instances that joined the tags meanwhile get the release by id, with the same
+    // concurrency and what is left of the error budget.
+    let mut caught_up = vec![];
+    for _ in 0..super::catch_up::ROUNDS {
+        let failed = instances.iter().filter(|i| !i.ok()).count();
+        if stopped.is_some() || r.commands.cx.stop().is_some() || failed > max_errors.of(instances.len(), false) {
+            break;
+        }
+        let joined: Vec<InstanceId> = super::catch_up::joined(r).await.into_iter().map(|i| i.id).collect();
+        if joined.is_empty() {
+            break;
+        }
+        let total = instances.len() + joined.len();
+        runner.group(&format!("Catch-up: deploy to {} instance(s) that joined the tags", joined.len()));
+        let order = Order {
+            targets: Targets::Ids(&joined),
+            script: &r.script,
+            action: "deploy",
+            concurrency: max_concurrency,
+            errors: Limit::Count(max_errors.of(total, false).saturating_sub(failed) as u32),
+            purpose: Purpose::Deploy,
+        };
+        let result = r.commands.run(order).await;
+        runner.end_group();
+        let outcome = result?;
+        instances.extend(outcome.reports);
+        stopped = stopped.or(outcome.stopped);
+        caught_up.extend(joined);
+    }
     let allowed = max_errors.of(instances.len(), false);
     let failed = instances.iter().filter(|i| !i.ok()).count();
     let mut rollback = None;
@@ -66,7 +97,7 @@ pub async fn run<W: World>(
             alarm = Some(why);
         }
     }
-    Ok(ByTagsReport { instances, tolerated: allowed, rollback, stopped, alarm })
+    Ok(ByTagsReport { instances, tolerated: allowed, rollback, stopped, alarm, caught_up })
 }
 
 /// Every instance that switched goes back to what it ran before (`title` heads the log group).

@@ -55,7 +55,9 @@ pub struct Outcome {
 pub struct Commands<'a, W> {
     pub world: &'a W,
     pub cx: &'a Context<'a>,
-    pub instances: &'a [ManagedInstance],
+    /// The instances the commands are meant for: the plan's, and any that joined during the
+    /// rollout (see [`super::catch_up`]).
+    pub instances: RefCell<Vec<ManagedInstance>>,
     pub tags: &'a [TagFilter],
     pub timeout: u32,
     /// What the commands' comments say (`ec2-deploy production v2`).
@@ -110,8 +112,8 @@ impl<W: World> Commands<'_, W> {
     /// The planned instances a command is meant for (all of them by tags).
     fn planned(&self, ids: Option<&[InstanceId]>) -> Vec<ManagedInstance> {
         match ids {
-            None => self.instances.to_vec(),
-            Some(ids) => self.instances.iter().filter(|i| ids.contains(&i.id)).cloned().collect(),
+            None => self.instances.borrow().clone(),
+            Some(ids) => self.instances.borrow().iter().filter(|i| ids.contains(&i.id)).cloned().collect(),
         }
     }
 
@@ -172,8 +174,8 @@ impl<W: World> Commands<'_, W> {
     /// back off from 1 s to 5 s while nothing changes.
     async fn follow(&self, id: &CommandId, targets: usize, concurrency: Limit, purpose: Purpose) -> Followed {
         let (world, runner) = (self.world, self.cx.runner);
-        let names: BTreeMap<&InstanceId, &str> =
-            self.instances.iter().filter_map(|i| Some((&i.id, i.name.as_deref()?))).collect();
+        let names: BTreeMap<InstanceId, String> =
+            self.instances.borrow().iter().filter_map(|i| Some((i.id.clone(), i.name.clone()?))).collect();
         let started = world.now();
         // One script timeout per wave of MaxConcurrency instances, plus delivery and a margin.
         let waves = targets.max(1).div_ceil(concurrency.of(targets.max(1), true).max(1)) as u64;
@@ -198,7 +200,7 @@ impl<W: World> Commands<'_, W> {
                         let status = (inv.status.clone(), inv.detail.clone());
                         if seen.get(&inv.instance_id) != Some(&status) {
                             changed = true;
-                            let name = names.get(&inv.instance_id).copied().unwrap_or("-");
+                            let name = names.get(&inv.instance_id).map(String::as_str).unwrap_or("-");
                             let detail = if inv.detail.as_str() != inv.status.as_str() {
                                 format!(" ({})", inv.detail)
                             } else {

@@ -15,6 +15,7 @@
 pub mod batches;
 pub mod build;
 pub mod by_tags;
+pub mod catch_up;
 pub mod command;
 pub mod deployment;
 pub mod record;
@@ -351,7 +352,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         commands: Commands {
             world,
             cx,
-            instances: &plan.instances,
+            instances: RefCell::new(plan.instances.clone()),
             tags: &plan.targets,
             timeout: plan.timeout,
             comment: format!("ec2-deploy {env} {}", plan.image_tag),
@@ -385,6 +386,8 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         mode: plan.mode(),
         drained: matches!(plan.rollout, Strategy::Batches { drain: true, .. }),
         alarm: None,
+        planned: plan.instances.len(),
+        caught_up: vec![],
         seconds: 0.0,
     };
     match &plan.rollout {
@@ -395,6 +398,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
             report.rollback = r.rollback;
             report.stopped = r.stopped;
             report.alarm = r.alarm;
+            report.caught_up = r.caught_up;
         }
         Strategy::Batches { target_groups, batches, drain, timings } => {
             let traffic = Traffic::new(world, target_groups, *timings, cx.cancel, *drain);
@@ -406,6 +410,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
                 }
                 _ => None,
             });
+            report.caught_up = r.batches.iter().filter(|b| b.catch_up).flat_map(|b| b.ids.clone()).collect();
             report.batches = r.batches;
             report.rollback = r.rollback;
         }

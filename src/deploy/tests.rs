@@ -709,3 +709,75 @@ async fn by_tags_an_alarm_after_the_command_sends_every_switched_instance_back()
     assert!((1..=3).all(|n| running(&w, n) == Some(image("v1"))));
     assert_eq!(records(&w).len(), 1);
 }
+
+/// An Auto Scaling launch during the rollout: instance 4 boots from the record (v1) once the
+/// second batch's command is out; the catch-up gives it v2 as one more batch before the record.
+#[tokio::test(start_paused = true)]
+async fn an_instance_that_joins_during_the_batches_gets_the_release_as_a_catch_up_batch() {
+    let (w, r, log) = v1_then_v2_in_batches(|w| w.join_after_commands(4, 2, &image("v1"))).await;
+    assert!(r.success(), "{log:#?}");
+    assert_eq!(r.caught_up, [id(4)]);
+    assert_eq!(r.planned, 3);
+    let last = r.batches.last().unwrap();
+    assert!(last.catch_up && last.ids == [id(4)] && last.outcome == crate::report::BatchOutcome::Done);
+    assert_eq!(
+        after_v1(&w),
+        [
+            "build shop:v2",
+            "out 1",
+            "send deploy 1",
+            "in 1",
+            "out 2",
+            "send deploy 2",
+            "in 2",
+            "out 3",
+            "send deploy 3",
+            "in 3",
+            "join 4",
+            "out 4",
+            "send deploy 4",
+            "in 4"
+        ]
+    );
+    assert!((1..=4).all(|n| running(&w, n) == Some(image("v2"))));
+    assert_eq!(records(&w).len(), 2, "recorded after the catch-up");
+    let summary = crate::report::summary::summary_markdown(&r);
+    assert!(summary.contains("| 3 | 4 | 1 | 0 |") && summary.contains("4 (catch-up)"), "{summary}");
+    assert!(summary.contains(&format!("`{}` joined the tags after the plan", id(4))), "{summary}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_tags_an_instance_that_joins_during_the_command_is_deployed_to_by_id() {
+    let w = world(2);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success());
+    w.join_after_commands(3, 1, &image("v1"));
+    let (result, log) = deploy(&w, &request("v2")).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert_eq!(r.caught_up, [id(3)]);
+    assert_eq!(r.instances.len(), 3);
+    assert!((1..=3).all(|n| running(&w, n) == Some(image("v2"))));
+    assert!(log.iter().any(|l| l.contains("Catch-up: 1 joined the tags during the deploy")), "{log:#?}");
+}
+
+/// A catch-up batch that fails is a failed batch like any other: it and every batch before it go
+/// back, and nothing is recorded.
+#[tokio::test(start_paused = true)]
+async fn a_catch_up_batch_that_fails_rolls_back_with_the_rest() {
+    let (w, r, log) = v1_then_v2_in_batches(|w| {
+        // Not in the tag set yet (another role), with a fault that fails v2's health check.
+        w.add_instance(4, &[("Role", "spare")]);
+        w.set_faults(4, |f| {
+            f.unhealthy_images.insert(image("v2"));
+        });
+        w.join_after_commands(4, 3, &image("v1"));
+    })
+    .await;
+    assert!(!r.success(), "{log:#?}");
+    let last = r.batches.last().unwrap();
+    assert!(last.catch_up && matches!(last.outcome, crate::report::BatchOutcome::Failed { .. }), "{last:?}");
+    assert_eq!(r.rollback.as_ref().unwrap().problems, Vec::<String>::new(), "{log:#?}");
+    assert!((1..=4).all(|n| running(&w, n) == Some(image("v1"))), "{:#?}", w.log());
+    assert_eq!(records(&w).len(), 1);
+}

@@ -168,6 +168,9 @@ pub struct World {
     /// Alarms that go into ALARM once this many deploy commands have been sent (an ordering the
     /// tests control: "during the bake of batch 2" is "after the second command").
     alarm_after_commands: Mutex<Vec<(String, usize)>>,
+    /// Instances that join the tag set (booted from the record: running `image`) once this many
+    /// deploy commands have been sent: an Auto Scaling launch in the middle of a rollout.
+    joins_after_commands: Mutex<Vec<(u32, usize, String)>>,
     pub faults: Mutex<CallFaults>,
     log: Mutex<Vec<String>>,
     /// The most invocations in progress at once, over every command.
@@ -201,6 +204,7 @@ impl Default for World {
             secrets: Default::default(),
             alarms: Default::default(),
             alarm_after_commands: Default::default(),
+            joins_after_commands: Default::default(),
             faults: Default::default(),
             log: Default::default(),
             peak_in_progress: Default::default(),
@@ -320,6 +324,36 @@ impl World {
     pub fn alarm_after_commands(&self, name: &str, commands: usize) {
         let sent = self.deploy_commands_sent();
         lock(&self.alarm_after_commands).push((name.into(), sent + commands));
+    }
+
+    /// Instance `n` (tagged `Role=web`, running `image` as its boot left it) joins once
+    /// `commands` more deploy commands have been sent.
+    pub fn join_after_commands(&self, n: u32, commands: usize, image: &str) {
+        let sent = self.deploy_commands_sent();
+        lock(&self.joins_after_commands).push((n, sent + commands, image.to_string()));
+    }
+
+    /// Adds the instances whose time to join has come.
+    pub(crate) fn joins_due(&self) {
+        let sent = self.deploy_commands_sent();
+        let due: Vec<(u32, usize, String)> = {
+            let mut joins = lock(&self.joins_after_commands);
+            let (due, later) = joins.drain(..).partition(|(_, at, _)| sent >= *at);
+            *joins = later;
+            due
+        };
+        for (n, _, image) in due {
+            let known = lock(&self.instances).contains_key(&id(n));
+            if known {
+                let mut instances = lock(&self.instances);
+                let instance = instances.get_mut(&id(n)).expect("known");
+                instance.tags.insert("Role".into(), "web".into());
+            } else {
+                self.add_instance(n, &[("Role", "web")]);
+            }
+            self.set_running(n, &image, &[]);
+            self.note(format!("join {n}"));
+        }
     }
 
     pub(crate) fn deploy_commands_sent(&self) -> usize {

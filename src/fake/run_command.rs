@@ -211,6 +211,7 @@ fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
 impl RunCommand for World {
     async fn find_instances(&self, tags: &[TagFilter]) -> Result<Vec<ManagedInstance>> {
         self.session("ssm:DescribeInstanceInformation")?;
+        self.joins_due();
         Ok(lock(&self.instances)
             .iter()
             .filter(|(_, i)| tags.iter().all(|t| i.tags.get(&t.key).is_some_and(|v| t.values.contains(v))))

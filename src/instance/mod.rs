@@ -165,6 +165,10 @@ AWS_REGION=$(curl -sf -H "X-aws-ec2-metadata-token: $imds_token" http://169.254.
 export AWS_REGION
 script=$(mktemp)
 trap 'rm -f "$script"' EXIT
+# A deploy that reaches this instance while it boots (its tags match as soon as it runs) sends a
+# newer release than the records read here: the script then keeps what that deploy left.
+EC2_DEPLOY_BOOT_SINCE=$(date +%s%3N)
+export EC2_DEPLOY_BOOT_SINCE
 failed=0
 read -r -a parameters <<<"$RELEASE_PARAMETER"
 for parameter in "${{parameters[@]}}"; do

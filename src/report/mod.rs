@@ -149,6 +149,8 @@ pub struct BatchReport {
     pub ids: Vec<InstanceId>,
     pub outcome: BatchOutcome,
     pub seconds: f64,
+    /// Instances that joined the tags during the deploy (see `apply::catch_up`).
+    pub catch_up: bool,
 }
 
 /// What going back to the previous release did, after a failure.
@@ -193,6 +195,10 @@ pub struct DeployReport {
     pub drained: bool,
     /// The watched alarm that went off, and when: every switched instance went back.
     pub alarm: Option<String>,
+    /// How many instances the plan named (the fleet section compares it with what happened).
+    pub planned: usize,
+    /// Instances that joined the tags during the deploy and got the release too.
+    pub caught_up: Vec<InstanceId>,
     pub seconds: f64,
 }
 
@@ -390,6 +396,8 @@ pub(crate) mod tests {
             mode: "through the proxy".into(),
             drained: true,
             alarm: None,
+            planned: 2,
+            caught_up: vec![],
             instances: instance_reports(&planned(4), &invocations, &outputs),
             seconds: 12.34,
         }

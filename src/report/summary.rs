@@ -41,6 +41,32 @@ fn cell(s: &str) -> String {
 }
 
 /// The job summary: a headline and a table with a row per instance.
+/// The fleet section: what the plan named, what got the release, what joined meanwhile and got
+/// it too, what was left out.
+fn fleet(report: &DeployReport) -> String {
+    let on_release = report
+        .instances
+        .iter()
+        .filter(|i| i.ok())
+        .filter(|i| !report.rollback.as_ref().is_some_and(|r| r.instances.iter().any(|b| b.id == i.id && b.ok())))
+        .count();
+    let mut md = format!(
+        "### Fleet\n\n| Planned | On the release now | Caught up | Skipped (offline) |\n|---|---|---|---|\n| {} | {} | {} | {} |\n\n",
+        report.planned,
+        on_release,
+        report.caught_up.len(),
+        report.skipped.len()
+    );
+    if !report.caught_up.is_empty() {
+        let ids: Vec<&str> = report.caught_up.iter().map(|i| i.as_str()).collect();
+        md.push_str(&format!(
+            "The fleet changed under the deploy: `{}` joined the tags after the plan and got the release too.\n\n",
+            ids.join("`, `")
+        ));
+    }
+    md
+}
+
 pub fn summary_markdown(report: &DeployReport) -> String {
     let env = report.environment.as_deref().unwrap_or("(no environment)");
     let failed = report.failed().count();
@@ -86,10 +112,12 @@ pub fn summary_markdown(report: &DeployReport) -> String {
                 BatchOutcome::Cancelled => "⏹ cancelled: back in the load balancer".to_string(),
             };
             let ids: Vec<&str> = b.ids.iter().map(|i| i.as_str()).collect();
-            md.push_str(&format!("| {} | {} | {result} | {:.1}s |\n", b.number, ids.join(", "), b.seconds));
+            let number = if b.catch_up { format!("{} (catch-up)", b.number) } else { b.number.to_string() };
+            md.push_str(&format!("| {number} | {} | {result} | {:.1}s |\n", ids.join(", "), b.seconds));
         }
         md.push('\n');
     }
+    md.push_str(&fleet(report));
     if !report.skipped.is_empty() {
         md.push_str(&format!(
             "Skipped, SSM agent not connected (`on-offline: skip`): `{}`.\n\n",

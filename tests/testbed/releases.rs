@@ -7,6 +7,8 @@
 use wiremock::matchers::{body_partial_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
+use std::time::Duration;
+
 use super::support::{unique, ActionRun, Bed};
 use super::{inputs, set, version_of};
 
@@ -163,6 +165,59 @@ fn a_fresh_instance_running_only_the_user_data_serves_the_live_release() {
     assert_eq!(version_of(&fresh.ips[0]).as_deref(), Some("v7"));
     let (_, names) = super::support::http_get(&format!("http://{}:3000/env", fresh.ips[0])).unwrap();
     assert!(names.lines().any(|l| l == "BOOT_SECRET"), "{names}");
+}
+
+/// An instance booting while a deploy reaches it: the user-data reads the record (still the old
+/// release), then waits for the instance's deploy lock while the deploy of the new release runs
+/// there. The interleaving is forced: `flock` in the user-data's PATH is a gate that waits for a
+/// file the test creates once that deploy is over (the deploy's own script uses the real one).
+#[test]
+fn a_boot_that_waited_while_a_deploy_reached_the_instance_keeps_the_newer_release() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let _web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let repo = unique("bootrace");
+    bed.create_repository(&repo);
+    let parameter = format!("/ec2-deploy/test/{repo}");
+    let r = run(&bed, release_inputs(&bed, &repo, &suite, "v1", &parameter), &[]);
+    assert_eq!(r.code, 0, "{}", r.log());
+
+    let joining = unique("asg");
+    let fresh = bed.fleet_in(&joining, 1, &["Role=web"]);
+    let id = fresh.ids[0].clone();
+    let script =
+        std::fs::read_to_string(std::path::Path::new(bed.get("TESTBED_ROOT")).join("examples/user-data.sh")).unwrap();
+    let user_data = bed.put_file(&id, "user-data.sh", &script);
+    let gate = bed.put_file(
+        &id,
+        "flock",
+        "#!/bin/sh\nwhile [ ! -e /tmp/gate-open ]; do sleep 0.1; done\nexec /usr/bin/flock \"$@\"\n",
+    );
+    let gate_dir = std::path::Path::new(&gate).parent().unwrap().to_str().unwrap().to_string();
+    bed.on_instance(&id, &["chmod", "+x", &gate]);
+    let boot = {
+        let (id, user_data, parameter) = (id.clone(), user_data.clone(), parameter.clone());
+        std::thread::spawn(move || {
+            let bed = Bed::load();
+            let boot = format!("PATH={gate_dir}:$PATH RELEASE_PARAMETER={parameter} exec bash {user_data}");
+            bed.on_instance(&id, &["bash", "-c", &boot])
+        })
+    };
+    // The boot has read the record (v1) once it waits at the gate.
+    super::support::wait_until("the boot to wait for the lock", Duration::from_secs(30), || {
+        let out = bed.on_instance(&id, &["pgrep", "-f", "/tmp/flock"]);
+        out.status.success()
+    });
+    let r = run(&bed, release_inputs(&bed, &repo, &joining, "v2", &parameter), &[]);
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert_eq!(version_of(&fresh.ips[0]).as_deref(), Some("v2"));
+    let open = std::path::Path::new(bed.get("TESTBED_STATE")).join("instances").join(&id).join("fs/tmp/gate-open");
+    std::fs::write(open, "").unwrap();
+    let out = boot.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("a deploy reached this instance while it booted"), "{stdout}");
+    assert_eq!(version_of(&fresh.ips[0]).as_deref(), Some("v2"), "the boot put the older release back");
 }
 
 fn github_env(server: &MockServer) -> Vec<(String, String)> {

@@ -457,3 +457,60 @@ fn an_alarm_during_the_bake_of_batch_2_rolls_back_batches_1_and_2_and_leaves_bat
     assert!(!r3.stdout.contains("Built and pushed"), "nothing may be built: {}", r3.stdout);
     bed.aws(&["cloudwatch", "delete-alarms", "--alarm-names", &name]);
 }
+
+/// An Auto Scaling launch in the middle of a 3-batch rollout: a new instance with the fleet's
+/// tags boots from `examples/user-data.sh`, i.e. from the record, which still names v1. The
+/// catch-up gives it v2 before the record is written, and the summary names it.
+#[test]
+fn an_instance_that_joins_during_a_3_batch_deploy_ends_on_the_new_release() {
+    let bed = Bed::load();
+    let _lb = load_balancer();
+    let (web, order, repo, suite) = three_on_v1(&bed, "catchup");
+    let parameter = format!("/ec2-deploy/test/{repo}");
+    // Once batch 1's instance runs v2, the launch: the instance joins the tags and runs its
+    // user-data (which reads v1 from the record unless the catch-up got there first).
+    let launch = {
+        let (first, suite, parameter) = (order[0].clone(), suite.clone(), parameter.clone());
+        std::thread::spawn(move || {
+            let bed = Bed::load();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(120) {
+                let out = bed.on_instance(
+                    &first,
+                    &["docker", "ps", "--format", "{{.Names}}", "--filter", "label=ec2-deploy.release=v2"],
+                );
+                if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let out = bed.testbed(&["add-instance", "--tag", &format!("Suite={suite}"), "--tag", "Role=web"]);
+            let id = out.split_whitespace().next().unwrap().to_string();
+            let script =
+                std::fs::read_to_string(std::path::Path::new(bed.get("TESTBED_ROOT")).join("examples/user-data.sh"))
+                    .unwrap();
+            let user_data = bed.put_file(&id, "user-data.sh", &script);
+            let boot = bed.on_instance(&id, &["env", &format!("RELEASE_PARAMETER={parameter}"), "bash", &user_data]);
+            (id, boot)
+        })
+    };
+    let r2 = run_with(&bed, lb_inputs(&bed, &repo, &suite, "v2", "VERSION=v2"));
+    let (joined, boot) = launch.join().unwrap();
+    assert!(boot.status.success(), "user-data: {}", String::from_utf8_lossy(&boot.stderr));
+    assert_eq!(r2.code, 0, "{}", r2.log());
+    assert!(r2.summary.contains(&format!("`{joined}` joined the tags after the plan")), "{}", r2.summary);
+    assert!(row(&r2.summary, "| 4 (catch-up) |").contains(&joined), "{}", r2.summary);
+    let info = bed.aws_json(&[
+        "ssm",
+        "describe-instance-information",
+        "--filters",
+        &format!("Key=InstanceIds,Values={joined}"),
+    ]);
+    let ip = info["InstanceInformationList"][0]["IPAddress"].as_str().unwrap().to_string();
+    assert_eq!(version_of(&ip).as_deref(), Some("v2"), "the instance that joined runs the new release");
+    for ip in &web.ips {
+        assert_eq!(version_of(ip).as_deref(), Some("v2"));
+    }
+    all_healthy(&bed, &web.ids);
+    bed.testbed(&["remove-instance", &joined]);
+}
