@@ -238,19 +238,7 @@ async fn rollback_batch<W: World>(
         }
     }
     if !targets.is_empty() {
-        match r.roll_back(&targets).await {
-            Ok(reports) => {
-                for i in reports.iter().filter(|i| !i.ok()) {
-                    report.problems.push(format!(
-                        "{}: rollback failed: {}",
-                        i.id,
-                        i.reason.as_deref().unwrap_or(i.detail.as_str())
-                    ));
-                }
-                report.instances.extend(reports);
-            }
-            Err(e) => report.problems.push(format!("rolling back {}: {e}", names(ids))),
-        }
+        report.absorb(r.roll_back(&targets).await, &format!("rolling back {}", names(ids)));
     }
     if out {
         // Registered first, then waited for: a second signal cuts only the wait.

@@ -115,19 +115,7 @@ async fn roll_back_switched<W: World>(
     runner.group(title);
     let mut report = RollbackReport { instances: vec![], problems: first_deploys };
     if !targets.is_empty() {
-        match r.roll_back(&targets).await {
-            Ok(reports) => {
-                for i in reports.iter().filter(|i| !i.ok()) {
-                    report.problems.push(format!(
-                        "{}: rollback failed: {}",
-                        i.id,
-                        i.reason.as_deref().unwrap_or(i.detail.as_str())
-                    ));
-                }
-                report.instances = reports;
-            }
-            Err(e) => report.problems.push(format!("rolling back: {e}")),
-        }
+        report.absorb(r.roll_back(&targets).await, "rolling back");
     }
     for p in &report.problems {
         runner.error("ec2-deploy: rollback", p);

@@ -148,6 +148,27 @@ impl<W: World> Rollout<'_, W> {
     }
 }
 
+impl crate::report::RollbackReport {
+    /// Adds what sending instances back did (see [`Rollout::roll_back`]): each instance's report,
+    /// and a problem for each one that could not go back, or `context: error` when the command
+    /// itself failed.
+    pub fn absorb(&mut self, rolled_back: Result<Vec<InstanceReport>, Error>, context: &str) {
+        match rolled_back {
+            Ok(reports) => {
+                for i in reports.iter().filter(|i| !i.ok()) {
+                    self.problems.push(format!(
+                        "{}: rollback failed: {}",
+                        i.id,
+                        i.reason.as_deref().unwrap_or(i.detail.as_str())
+                    ));
+                }
+                self.instances.extend(reports);
+            }
+            Err(e) => self.problems.push(format!("{context}: {e}")),
+        }
+    }
+}
+
 /// Of `ids`, the instances that switched to the new release with what each ran before; and, as
 /// problems to report, the ones that ran nothing before (they keep the new release).
 pub fn rollback_targets(ids: &[InstanceId], instances: &[InstanceReport]) -> (Vec<(InstanceId, Running)>, Vec<String>) {

@@ -71,6 +71,13 @@ fn cut_off(bed: &Bed, id: &str, addr: &str) {
     assert!(out.status.success(), "iptables on {id}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The names of the instance's running containers of release v2 (empty until one runs).
+fn v2_containers(bed: &Bed, id: &str) -> String {
+    let out =
+        bed.on_instance(id, &["docker", "ps", "--format", "{{.Names}}", "--filter", "label=ec2-deploy.release=v2"]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 fn sorted(ids: &[String]) -> Vec<String> {
     let mut v = ids.to_vec();
     v.sort();
@@ -193,13 +200,7 @@ fn a_container_killed_mid_batch_and_a_failed_rollback_are_reported_not_hidden() 
             let bed = Bed::load();
             let started = Instant::now();
             let (mut removed_previous, mut killed) = (false, false);
-            let v2_on = |id: &str| {
-                let out = bed.on_instance(
-                    id,
-                    &["docker", "ps", "--format", "{{.Names}}", "--filter", "label=ec2-deploy.release=v2"],
-                );
-                String::from_utf8_lossy(&out.stdout).trim().to_string()
-            };
+            let v2_on = |id: &str| v2_containers(&bed, id);
             while !(removed_previous && killed) && started.elapsed() < Duration::from_secs(90) {
                 // Once v2 serves under the container's own name, v1 is the kept container.
                 if !removed_previous && v2_on(&first) == repo {
@@ -298,10 +299,7 @@ fn a_signal_mid_rollout_leaves_every_instance_on_a_release_and_in_the_load_balan
     let borrowed: Vec<(&str, &str)> = i.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let action = ActionRun::new(&borrowed);
     let running = action.spawn(&bed);
-    let v2_on = |id: &str| {
-        let out = bed.on_instance(id, &["docker", "ps", "--quiet", "--filter", "label=ec2-deploy.release=v2"]);
-        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
-    };
+    let v2_on = |id: &str| !v2_containers(&bed, id).is_empty();
     wait_until("batch 2 to be swapping", Duration::from_secs(90), || v2_on(&order[1]));
     let signalled = Instant::now();
     let kill = std::process::Command::new("kill").args(["-INT", &running.child.id().to_string()]).status().unwrap();
@@ -414,11 +412,7 @@ fn an_alarm_during_the_bake_of_batch_2_rolls_back_batches_1_and_2_and_leaves_bat
             let bed = Bed::load();
             let started = Instant::now();
             while started.elapsed() < Duration::from_secs(120) {
-                let out = bed.on_instance(
-                    &second,
-                    &["docker", "ps", "--format", "{{.Names}}", "--filter", "label=ec2-deploy.release=v2"],
-                );
-                if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                if !v2_containers(&bed, &second).is_empty() {
                     set_alarm(&bed, &name, "ALARM", "Threshold Crossed: 5xx above 1");
                     return true;
                 }
@@ -475,11 +469,7 @@ fn an_instance_that_joins_during_a_3_batch_deploy_ends_on_the_new_release() {
             let bed = Bed::load();
             let started = Instant::now();
             while started.elapsed() < Duration::from_secs(120) {
-                let out = bed.on_instance(
-                    &first,
-                    &["docker", "ps", "--format", "{{.Names}}", "--filter", "label=ec2-deploy.release=v2"],
-                );
-                if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                if !v2_containers(&bed, &first).is_empty() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(100));
