@@ -42,7 +42,8 @@ for parameter in "${parameters[@]}"; do
 # MODE=deploy (the default) does the steps below. MODE=rollback goes back to the kept
 # <name>-previous container, which must run IMAGE with the settings ROLLBACK_CONFIG (its
 # ec2-deploy.config label), or finds that already running: no pull, the previous container's own
-# environment, the same switch as a deploy.
+# environment, the same switch as a deploy. MODE=check changes nothing: it says whether the
+# instance runs this release (below, before the lock).
 # Needs docker, the aws CLI and curl; jq or python3 when SECRET_ID is set. It:
 #   1. logs in to the registry with the instance's own credentials and pulls IMAGE (by digest),
 #      and PROXY_IMAGE with it;
@@ -118,7 +119,7 @@ mask_lines() {
 
 MODE=${MODE:-deploy}
 ROLLBACK_CONFIG=${ROLLBACK_CONFIG:-}
-case $MODE in deploy | rollback | predeploy) ;; *) fail 2 "MODE must be deploy, rollback or predeploy" ;; esac
+case $MODE in deploy | rollback | predeploy | check) ;; *) fail 2 "MODE must be deploy, rollback, predeploy or check" ;; esac
 PRE_DEPLOY_TIMEOUT=${PRE_DEPLOY_TIMEOUT:-600}
 [ -n "${PRE_DEPLOY[0]+x}" ] || PRE_DEPLOY=()
 if [ "$MODE" = predeploy ]; then
@@ -159,6 +160,144 @@ fi
 [ -n "$region" ] || fail 10 "cannot tell the AWS region (no AWS_SSM_REGION_NAME, AWS_REGION or instance metadata)"
 
 state_dir=/var/lib/ec2-deploy/$CONTAINER_NAME
+
+# ---- containers ----
+next=$CONTAINER_NAME-next
+kept=$CONTAINER_NAME-previous
+proxy_name=ec2-deploy-proxy-$CONTAINER_NAME
+network=ec2-deploy
+swap_marker=$state_dir/swap-in-progress
+
+# A container's field, or nothing when there is no such container.
+inspect() { docker inspect --type container --format "$2" "$1" 2>/dev/null || true; }
+exists() { docker inspect --type container "$1" >/dev/null 2>&1; }
+running() { [ "$(inspect "$1" '{{.State.Running}}')" = true ]; }
+config_of() { inspect "$1" '{{index .Config.Labels "ec2-deploy.config"}}'; }
+# Where the proxy sends requests for a container of the proxy layout (alias:port on the
+# network); nothing for one that publishes its port itself.
+upstream_of() { inspect "$1" '{{index .Config.Labels "ec2-deploy.upstream"}}'; }
+publishes() {
+  local n
+  n=$(inspect "$1" '{{len .HostConfig.PortBindings}}')
+  [ -n "$n" ] && [ "$n" != 0 ]
+}
+now_ms() { date +%s%3N; }
+# The daemon's own reason from a failed docker command's stderr (the CLI adds a summary line
+# after it, such as "Error: failed to start containers: NAME", that says less).
+docker_reason() {
+  local reason
+  reason=$(printf '%s\n' "$1" | grep -m 1 '^Error response from daemon: ' || true)
+  reason=${reason#Error response from daemon: }
+  [ -n "$reason" ] || reason=$(printf '%s\n' "$1" | head -n 1)
+  printf '%s' "$reason"
+}
+
+# The secret's JSON object becomes KEY=VALUE lines. Errors name keys, never values.
+secret_to_env() {
+  if command -v jq >/dev/null 2>&1; then
+    jq -r '
+      if type != "object" then error("the secret is not a JSON object") else . end
+      | to_entries[]
+      | if (.key | test("^[A-Za-z_][A-Za-z0-9_]*$") | not) then error("key \(.key) is not a valid variable name")
+        elif (.value | type) == "object" or (.value | type) == "array" then error("the value of \(.key) is not a string, number or boolean")
+        elif (.value | tostring | test("[\n\r\u0000]")) then error("the value of \(.key) has a line break, which an env file cannot carry")
+        else "\(.key)=\(.value | if type == "string" then . else tostring end)" end'
+  elif command -v python3 >/dev/null 2>&1; then
+    python3 -c '
+import json, re, sys
+data = json.load(sys.stdin)
+if not isinstance(data, dict):
+    sys.exit("the secret is not a JSON object")
+for key, value in data.items():
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        sys.exit(f"key {key} is not a valid variable name")
+    if isinstance(value, (dict, list)):
+        sys.exit(f"the value of {key} is not a string, number or boolean")
+    text = value if isinstance(value, str) else json.dumps(value)
+    if any(c in text for c in "\n\r\0"):
+        sys.exit(f"the value of {key} has a line break, which an env file cannot carry")
+    print(f"{key}={text}")
+'
+  else
+    echo "neither jq nor python3 is installed to read the secret" >&2
+    return 1
+  fi
+}
+
+# Writes the container's environment to file $1: ENV_VARS, then the keys of the secret SECRET_ID
+# (fetched here; its values are remembered only to mask them).
+write_env() {
+  local file=$1 kv secret_json secret_env
+  : >"$file"
+  for kv in ${ENV_VARS[@]+"${ENV_VARS[@]}"}; do
+    printf '%s\n' "$kv" >>"$file"
+  done
+  [ -n "$SECRET_ID" ] || return 0
+  secret_json=$(aws secretsmanager get-secret-value --region "$region" --secret-id "$SECRET_ID" \
+    --query SecretString --output text) ||
+    fail 13 "cannot read secret $SECRET_ID (does the instance role allow secretsmanager:GetSecretValue on it?)"
+  secret_env=$(printf '%s' "$secret_json" | secret_to_env) || fail 13 "secret $SECRET_ID cannot become environment variables (see above)"
+  while IFS= read -r kv; do
+    [ -n "$kv" ] || continue
+    secret_values+=("${kv#*=}")
+    printf '%s\n' "$kv" >>"$file"
+  done <<<"$secret_env"
+}
+
+# What the container runs with, so an identical redeploy can be recognised. The run options count
+# only when given, so a container made before they existed keeps its identity.
+run_options() {
+  local item
+  for item in ${COMMAND[@]+"${COMMAND[@]}"}; do printf 'command:%s\n' "$item"; done
+  for item in ${VOLUMES[@]+"${VOLUMES[@]}"}; do printf 'volume:%s\n' "$item"; done
+  [ -z "$MEMORY" ] || printf 'memory:%s\n' "$MEMORY"
+  [ -z "$CPUS" ] || printf 'cpus:%s\n' "$CPUS"
+  [ -z "$LOG_DRIVER" ] || printf 'log-driver:%s\n' "$LOG_DRIVER"
+  for item in ${LOG_OPTS[@]+"${LOG_OPTS[@]}"}; do printf 'log-opt:%s\n' "$item"; done
+  for item in ${LABELS[@]+"${LABELS[@]}"}; do printf 'label:%s\n' "$item"; done
+  [ -z "$RUN_USER" ] || printf 'user:%s\n' "$RUN_USER"
+}
+# The identity of what a container of this release runs with the environment file $1 (its
+# ec2-deploy.config label).
+config_id_for() {
+  (printf '%s\n' "$IMAGE" ${PORTS[@]+"${PORTS[@]}"} && if [ -n "$PROXY" ]; then
+    printf 'proxy:%s->%s\n' "$PROXY_PORT" "$APP_PORT"
+  fi && run_options && cat "$1") | sha256sum | cut -d' ' -f1
+}
+
+# MODE=check: read-only. Says whether this instance runs the release as a deploy of it would
+# leave it (the same image and settings, the secret's values as they are now), without taking the
+# lock, pulling or changing anything; the line ec2-deploy reads:
+#   ec2-deploy-check state=STATE image=<what runs> release=<its ec2-deploy.release label>
+# STATE: current, or why not: missing (no container), stopped, other-release, other-settings,
+# proxy-down, changing (a deploy is swapping it, or one died mid-swap and the next completes it).
+if [ "$MODE" = check ]; then
+  check_env=$(mktemp)
+  trap 'rm -f "$check_env"' EXIT
+  running_image=$(inspect "$CONTAINER_NAME" '{{.Config.Image}}')
+  running_release=$(inspect "$CONTAINER_NAME" '{{index .Config.Labels "ec2-deploy.release"}}')
+  if [ -z "$running_image" ]; then
+    state=missing
+  elif [ -f "$swap_marker" ] || exists "$next"; then
+    state=changing
+  elif ! running "$CONTAINER_NAME"; then
+    state=stopped
+  elif [ "$running_image" != "$IMAGE" ]; then
+    state=other-release
+  else
+    write_env "$check_env"
+    if [ "$(config_of "$CONTAINER_NAME")" != "$(config_id_for "$check_env")" ]; then
+      state=other-settings
+    elif [ -n "$(upstream_of "$CONTAINER_NAME")" ] && ! running "$proxy_name"; then
+      state=proxy-down
+    else
+      state=current
+    fi
+  fi
+  printf 'ec2-deploy-check state=%s image=%s release=%s\n' "$state" "${running_image:--}" "${running_release:--}"
+  exit 0
+fi
+
 mkdir -p "$state_dir"
 chmod 700 /var/lib/ec2-deploy "$state_dir"
 
@@ -191,38 +330,6 @@ retry() {
     sleep $((attempt * 2))
     attempt=$((attempt + 1))
   done
-}
-
-
-# ---- containers ----
-next=$CONTAINER_NAME-next
-kept=$CONTAINER_NAME-previous
-proxy_name=ec2-deploy-proxy-$CONTAINER_NAME
-network=ec2-deploy
-swap_marker=$state_dir/swap-in-progress
-
-# A container's field, or nothing when there is no such container.
-inspect() { docker inspect --type container --format "$2" "$1" 2>/dev/null || true; }
-exists() { docker inspect --type container "$1" >/dev/null 2>&1; }
-running() { [ "$(inspect "$1" '{{.State.Running}}')" = true ]; }
-config_of() { inspect "$1" '{{index .Config.Labels "ec2-deploy.config"}}'; }
-# Where the proxy sends requests for a container of the proxy layout (alias:port on the
-# network); nothing for one that publishes its port itself.
-upstream_of() { inspect "$1" '{{index .Config.Labels "ec2-deploy.upstream"}}'; }
-publishes() {
-  local n
-  n=$(inspect "$1" '{{len .HostConfig.PortBindings}}')
-  [ -n "$n" ] && [ "$n" != 0 ]
-}
-now_ms() { date +%s%3N; }
-# The daemon's own reason from a failed docker command's stderr (the CLI adds a summary line
-# after it, such as "Error: failed to start containers: NAME", that says less).
-docker_reason() {
-  local reason
-  reason=$(printf '%s\n' "$1" | grep -m 1 '^Error response from daemon: ' || true)
-  reason=${reason#Error response from daemon: }
-  [ -n "$reason" ] || reason=$(printf '%s\n' "$1" | head -n 1)
-  printf '%s' "$reason"
 }
 
 # ---- the proxy ----
@@ -648,56 +755,8 @@ if [ -n "$PROXY" ] && ! docker image inspect "$PROXY_IMAGE" >/dev/null 2>&1; the
   retry 3 docker pull --quiet "$PROXY_IMAGE" >/dev/null || fail 12 "cannot pull the proxy image $PROXY_IMAGE"
 fi
 
-# The secret's JSON object becomes KEY=VALUE lines. Errors name keys, never values.
-secret_to_env() {
-  if command -v jq >/dev/null 2>&1; then
-    jq -r '
-      if type != "object" then error("the secret is not a JSON object") else . end
-      | to_entries[]
-      | if (.key | test("^[A-Za-z_][A-Za-z0-9_]*$") | not) then error("key \(.key) is not a valid variable name")
-        elif (.value | type) == "object" or (.value | type) == "array" then error("the value of \(.key) is not a string, number or boolean")
-        elif (.value | tostring | test("[\n\r\u0000]")) then error("the value of \(.key) has a line break, which an env file cannot carry")
-        else "\(.key)=\(.value | if type == "string" then . else tostring end)" end'
-  elif command -v python3 >/dev/null 2>&1; then
-    python3 -c '
-import json, re, sys
-data = json.load(sys.stdin)
-if not isinstance(data, dict):
-    sys.exit("the secret is not a JSON object")
-for key, value in data.items():
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-        sys.exit(f"key {key} is not a valid variable name")
-    if isinstance(value, (dict, list)):
-        sys.exit(f"the value of {key} is not a string, number or boolean")
-    text = value if isinstance(value, str) else json.dumps(value)
-    if any(c in text for c in "\n\r\0"):
-        sys.exit(f"the value of {key} has a line break, which an env file cannot carry")
-    print(f"{key}={text}")
-'
-  else
-    echo "neither jq nor python3 is installed to read the secret" >&2
-    return 1
-  fi
-}
-
 env_new="$state_dir/env.new"
-: >"$env_new"
-for kv in ${ENV_VARS[@]+"${ENV_VARS[@]}"}; do
-  printf '%s\n' "$kv" >>"$env_new"
-done
-if [ -n "$SECRET_ID" ]; then
-  secret_json=$(aws secretsmanager get-secret-value --region "$region" --secret-id "$SECRET_ID" \
-    --query SecretString --output text) ||
-    fail 13 "cannot read secret $SECRET_ID (does the instance role allow secretsmanager:GetSecretValue on it?)"
-  secret_env=$(printf '%s' "$secret_json" | secret_to_env) || fail 13 "secret $SECRET_ID cannot become environment variables (see above)"
-  unset secret_json
-  while IFS= read -r kv; do
-    [ -n "$kv" ] || continue
-    secret_values+=("${kv#*=}")
-    printf '%s\n' "$kv" >>"$env_new"
-  done <<<"$secret_env"
-  unset secret_env
-fi
+write_env "$env_new"
 
 # MODE=predeploy: the new release's one-off command, in a container of its own with the new
 # environment, before any instance is switched. Nothing that serves is touched.
@@ -737,22 +796,7 @@ if [ "$MODE" = predeploy ]; then
   exit 0
 fi
 
-# What the container runs with, so an identical redeploy can be recognised. The run options count
-# only when given, so a container made before they existed keeps its identity.
-run_options() {
-  local item
-  for item in ${COMMAND[@]+"${COMMAND[@]}"}; do printf 'command:%s\n' "$item"; done
-  for item in ${VOLUMES[@]+"${VOLUMES[@]}"}; do printf 'volume:%s\n' "$item"; done
-  [ -z "$MEMORY" ] || printf 'memory:%s\n' "$MEMORY"
-  [ -z "$CPUS" ] || printf 'cpus:%s\n' "$CPUS"
-  [ -z "$LOG_DRIVER" ] || printf 'log-driver:%s\n' "$LOG_DRIVER"
-  for item in ${LOG_OPTS[@]+"${LOG_OPTS[@]}"}; do printf 'log-opt:%s\n' "$item"; done
-  for item in ${LABELS[@]+"${LABELS[@]}"}; do printf 'label:%s\n' "$item"; done
-  [ -z "$RUN_USER" ] || printf 'user:%s\n' "$RUN_USER"
-}
-config_id=$( (printf '%s\n' "$IMAGE" ${PORTS[@]+"${PORTS[@]}"} && if [ -n "$PROXY" ]; then
-  printf 'proxy:%s->%s\n' "$PROXY_PORT" "$APP_PORT"
-fi && run_options && cat "$env_new") | sha256sum | cut -d' ' -f1)
+config_id=$(config_id_for "$env_new")
 
 if [ "$(config_of "$CONTAINER_NAME")" = "$config_id" ] && running "$CONTAINER_NAME"; then
   log "$CONTAINER_NAME already runs this release: checking its health"

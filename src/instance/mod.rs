@@ -144,6 +144,13 @@ pub fn header(p: &ScriptParams) -> Result<String, QuoteError> {
     Ok(h)
 }
 
+/// The read-only check of a recorded release (`MODE=check`, see the script): the header it was
+/// deployed with, the mode set after it, then the script body. Its last line says whether the
+/// instance runs that release (`ec2-deploy-check state=…`).
+pub fn check_script(recorded_header: &str) -> Result<String, QuoteError> {
+    Ok(format!("{recorded_header}MODE={}\n{SCRIPT}", quote("MODE", "check")?))
+}
+
 /// The user-data script for an Auto Scaling launch template: on boot it reads the release record
 /// named by `RELEASE_PARAMETER` (default `parameter`), takes the script header recorded there (quoted
 /// by [`quote`] when the release was deployed) and runs it with the same script body as a deploy.
