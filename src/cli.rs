@@ -39,24 +39,19 @@ pub fn command() -> Command {
                 .about("Redeploy the release before the live one, from the release record (no build)"),
         ))
         .subcommand(
-            Command::new("status")
-                .about("Show an environment's live release and its history, from the release record")
-                .arg(
-                    Arg::new("release-parameter")
-                        .long("release-parameter")
-                        .value_name("NAME")
-                        .help("The release record (default: /ec2-deploy/<environment>/<container-name>, else the earlier default /ec2-deploy/<environment>/<ecr-repository> when only that exists)"),
-                )
-                .arg(Arg::new("environment").long("environment").value_name("NAME"))
-                .arg(Arg::new("ecr-repository").long("ecr-repository").value_name("NAME"))
-                .arg(
-                    Arg::new("container-name")
-                        .long("container-name")
-                        .value_name("NAME")
-                        .help("The container (a service's name); default: the repository's last component"),
-                )
-                .arg(Arg::new("aws-region").long("aws-region").value_name("REGION")),
+            input_flags(Command::new("status").about(
+                "Show an environment's live release and its history (from the release record), and which instances with its targets run something else (drifted), asked by a read-only command",
+            ))
+            .arg(
+                Arg::new("fail-on-drift")
+                    .long("fail-on-drift")
+                    .action(ArgAction::SetTrue)
+                    .help("Exit 1 when an instance runs something other than the live release, or could not be asked (offline)"),
+            ),
         )
+        .subcommand(input_flags(Command::new("converge").about(
+            "Redeploy the live release, from the release record and without building, to the instances that drifted from it (converge: true)",
+        )))
         .subcommand(
             Command::new("user-data")
                 .about("Print the user-data script that boots an Auto Scaling instance into the recorded release")
@@ -151,6 +146,9 @@ pub fn main() -> ExitCode {
             if name == "rollback" {
                 raw.set("rollback", "true");
             }
+            if name == "converge" {
+                raw.set("converge", "true");
+            }
             (Runner::terminal(), raw, PathBuf::from("."))
         }
         None => unreachable!("clap requires a subcommand"),
@@ -171,32 +169,104 @@ pub fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-/// `ec2-deploy status`: the live release and the history of an environment.
+/// `ec2-deploy status`: for each service, the live release and the history from its record, then
+/// each instance with its targets: on the live release, or drifted (and why). Without the inputs
+/// a deploy would resolve (no `targets` in the flags or the config file), a record named by
+/// `--release-parameter` is still shown, without the instances.
 async fn status(m: &ArgMatches) -> Exit {
-    let get = |name: &str| m.get_one::<String>(name).cloned();
-    // The record given, or the default per container and, after it, the earlier per repository.
-    let candidates = match (get("release-parameter"), get("ecr-repository")) {
-        (Some(p), _) => ParameterName::parse(&p).map(|p| vec![p]),
-        (None, Some(repo)) => crate::model::Repository::parse(&repo).and_then(|repo| {
-            let env = get("environment").map(|e| crate::model::EnvironmentName::parse(&e)).transpose()?;
-            let container = match get("container-name") {
-                Some(c) => crate::model::ContainerName::parse(&c)?,
-                None => inputs::default_container_name(&repo),
-            };
-            let per_container = inputs::default_release_parameter(env.as_ref(), container.as_str());
-            let per_repository = inputs::default_release_parameter(env.as_ref(), repo.as_str());
-            let mut names = vec![ParameterName::parse(&per_container)?];
-            if per_repository != per_container {
-                names.push(ParameterName::parse(&per_repository)?);
+    let fail_on_drift = m.get_flag("fail-on-drift");
+    let env = |k: &str| std::env::var(k).ok();
+    let mut raw = raw_from_flags(m);
+    // What a converge would ask: the live release comes from the record, so no tag is needed.
+    raw.set("converge", "true");
+    let ctx = RunContext { env: &env, workdir: PathBuf::from(".") };
+    let requests = match inputs::resolve(&raw, &ctx, &Disk) {
+        Ok(requests) => requests,
+        Err(errors) => {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            if fail_on_drift || m.get_one::<String>("release-parameter").is_none() {
+                eprintln!("ec2-deploy status: {}", text.join("\n  "));
+                return Exit::BadInput;
             }
-            Ok(names)
-        }),
-        (None, None) => Err("give --release-parameter, or --ecr-repository (and --environment)".into()),
+            println!("(the instances were not asked: {})\n", text.join("; "));
+            return record_only(m).await;
+        }
     };
-    let candidates = match candidates {
-        Ok(p) => p,
+    let runner = Runner::terminal();
+    let first = &requests[0];
+    let ecr_region = first.registry.as_ref().and_then(RegistryHost::ecr_region);
+    let world = match Live::connect(first.region.as_ref(), ecr_region.as_ref(), None, &env, &runner).await {
+        Ok(world) => world,
         Err(e) => {
             eprintln!("ec2-deploy status: {e}");
+            return Exit::BadInput;
+        }
+    };
+    let cancel = crate::cancel::Cancel::default();
+    cancel.on_signals();
+    let cx = crate::apply::Context {
+        runner: &runner,
+        cancel: &cancel,
+        workdir: std::path::Path::new("."),
+        lock: &crate::apply::Unlocked,
+    };
+    let mut drifted = vec![];
+    for req in &requests {
+        if let Some(service) = &req.service {
+            println!("# Service {service}\n");
+        }
+        let req = match deploy::with_record(req, &world, &runner).await {
+            Ok(req) => req,
+            Err(e) => {
+                eprintln!("ec2-deploy status: {e}");
+                return e.exit();
+            }
+        };
+        let history = match Releases::new(req.release_parameter.clone()).history(&world).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("ec2-deploy status: {e}");
+                return Exit::Access;
+            }
+        };
+        let live = match print_history(&req.release_parameter, &history) {
+            Ok(Some(live)) => live,
+            Ok(None) => continue,
+            Err(exit) => return exit,
+        };
+        match crate::drift::show(&world, &cx, &req, live).await {
+            Ok(survey) => drifted.extend(survey.into_iter().filter(crate::drift::InstanceDrift::drifted)),
+            Err(e) => {
+                eprintln!("ec2-deploy status: {e}");
+                return e.exit();
+            }
+        }
+        println!();
+    }
+    if drifted.is_empty() {
+        return Exit::Success;
+    }
+    let ids: Vec<&str> = drifted.iter().map(|d| d.instance.id.as_str()).collect();
+    let advice = "`ec2-deploy converge` (the action's `converge: true`) redeploys the live release to them";
+    if fail_on_drift {
+        eprintln!(
+            "ec2-deploy status: drift: {} instance(s) do not run the live release: {}; {advice}",
+            ids.len(),
+            ids.join(", ")
+        );
+        return Exit::DeployFailed;
+    }
+    println!("{} instance(s) drifted: {}; {advice}", ids.len(), ids.join(", "));
+    Exit::Success
+}
+
+/// The record alone (see [`status`]): the one `--release-parameter` names.
+async fn record_only(m: &ArgMatches) -> Exit {
+    let get = |name: &str| m.get_one::<String>(name).cloned();
+    let parameter = match ParameterName::parse(&get("release-parameter").unwrap_or_default()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ec2-deploy status: --release-parameter: {e}");
             return Exit::BadInput;
         }
     };
@@ -215,22 +285,6 @@ async fn status(m: &ArgMatches) -> Exit {
         }
     };
     let world = Live::new(clients, None, None);
-    let mut parameter = candidates[0].clone();
-    if let Some(earlier) = candidates.get(1) {
-        use crate::ports::ParameterStore;
-        match world.get_parameter(&parameter).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                if let Ok(Some(_)) = world.get_parameter(earlier).await {
-                    parameter = earlier.clone();
-                }
-            }
-            Err(e) => {
-                eprintln!("ec2-deploy status: {e}");
-                return Exit::Access;
-            }
-        }
-    }
     let history = match Releases::new(parameter.clone()).history(&world).await {
         Ok(h) => h,
         Err(e) => {
@@ -238,15 +292,27 @@ async fn status(m: &ArgMatches) -> Exit {
             return Exit::Access;
         }
     };
+    match print_history(&parameter, &history) {
+        Ok(_) => Exit::Success,
+        Err(exit) => exit,
+    }
+}
+
+/// Prints the live release and the record's versions; returns the live one (`None`: nothing is
+/// recorded yet), or the exit code when the live version cannot be read.
+fn print_history<'h>(
+    parameter: &ParameterName,
+    history: &'h crate::release::History,
+) -> Result<Option<&'h crate::release::Recorded>, Exit> {
     let live = match history.live() {
         Ok(Some(live)) => live,
         Ok(None) => {
             println!("{parameter}: no release recorded yet");
-            return Exit::Success;
+            return Ok(None);
         }
         Err(e) => {
             eprintln!("ec2-deploy status: {e}");
-            return Exit::DeployFailed;
+            return Err(Exit::DeployFailed);
         }
     };
     println!(
@@ -289,7 +355,7 @@ async fn status(m: &ArgMatches) -> Exit {
             Entry::Unreadable { version, reason } => println!("  {version:>7}  unreadable: {reason}"),
         }
     }
-    Exit::Success
+    Ok(Some(live))
 }
 
 /// Runs one deploy and reports it; returns the exit code.
@@ -472,7 +538,16 @@ fn finish(runner: &Runner, report: &DeployReport) -> Exit {
     if !runner.actions {
         runner.info(&markdown);
     }
-    if success {
+    if let (true, Some(c)) = (success, &report.converge) {
+        runner.info(&format!(
+            "Converged on {}: {} drifted instance(s) redeployed, {} left alone, in {:.1}s.",
+            report.image,
+            report.instances.len(),
+            c.in_step,
+            report.seconds
+        ));
+        Exit::Success
+    } else if success {
         runner.info(&format!(
             "Deployed {} to {} instances in {:.1}s.",
             report.image,

@@ -36,7 +36,8 @@ pub async fn run<W: World>(
     if req.dry_run {
         // A dry run changes nothing, so it takes no lock: what it prints is what a deploy would
         // do if nothing else ran first.
-        return plan(req, world, run, None, runner).await.map(|p| Outcome::DryRun(Box::new(p)));
+        let cx = apply::Context { runner, cancel: cx.cancel, workdir: cx.workdir, lock: &apply::Unlocked };
+        return plan(req, world, run, None, &cx).await.map(|p| Outcome::DryRun(Box::new(p)));
     }
     let lock_name = lock::name(&req.release_parameter).map_err(|e| {
         Error::Inputs(vec![crate::inputs::InputError {
@@ -63,9 +64,9 @@ pub async fn run<W: World>(
         held => Error::Locked(held.to_string()),
     })?;
     let applied = async {
-        let plan = plan(req, world, run, Some(&lock_name), runner).await?;
-        warn_if_the_session_may_end_first(&plan, world, run, runner);
         let cx = apply::Context { runner, cancel: cx.cancel, workdir: cx.workdir, lock: &lock };
+        let plan = plan(req, world, run, Some(&lock_name), &cx).await?;
+        warn_if_the_session_may_end_first(&plan, world, run, runner);
         apply::apply(&plan, world, &cx).await.map(|r| Outcome::Finished(Box::new(r)))
     };
     let result = tokio::select! {
@@ -151,19 +152,30 @@ fn warn_if_the_session_may_end_first<W: World>(plan: &Plan, world: &W, run: &Run
     }
 }
 
-/// Gathers the facts and makes the plan; prints it.
+/// Gathers the facts and makes the plan; prints it. A converge asks the instances which release
+/// they run first (a read-only command), once the facts name the live release.
 async fn plan<W: World>(
     req: &DeployRequest,
     world: &W,
     run: &RunInfo,
     lock: Option<&crate::model::ParameterName>,
-    runner: &Runner,
+    cx: &apply::Context<'_>,
 ) -> Result<Plan, Error> {
+    let runner = cx.runner;
     runner.group("Plan");
-    let planned = match plan::gather(world, req, run, lock).await {
-        Ok(facts) => plan::make(req, facts).map_err(Error::Plan),
-        Err(e) => Err(Error::Service(e)),
-    };
+    let planned = async {
+        let mut facts = plan::gather(world, req, run, lock).await?;
+        if let (true, Some(live)) = (req.converge, &facts.live) {
+            let comment = format!(
+                "ec2-deploy {} {}",
+                req.environment.as_ref().map(|e| e.as_str()).unwrap_or(""),
+                live.release.tag
+            );
+            facts.drift = Some(crate::drift::survey(world, cx, live, &facts.instances, &req.targets, &comment).await?);
+        }
+        plan::make(req, facts).map_err(Error::Plan)
+    }
+    .await;
     if let Ok(plan) = &planned {
         runner.info(&plan.to_string());
     }

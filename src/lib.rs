@@ -30,6 +30,7 @@ pub mod cancel;
 pub mod cli;
 pub mod deploy;
 pub mod docker;
+pub mod drift;
 #[cfg(test)]
 pub mod fake;
 pub mod github;

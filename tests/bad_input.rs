@@ -278,6 +278,23 @@ fn catalogue() -> Vec<Case> {
             sha: true,
             expect: vec!["input `rollback`", "cannot go with `image-digest`"],
         },
+        case("converge not a boolean", "converge", "sometimes", &["input `converge`", "expected true or false"]),
+        Case {
+            name: "converge with a digest",
+            inputs: vec![("converge", "true".into()), ("image-digest", format!("sha256:{}", "a".repeat(64)))],
+            remove: vec![],
+            config: None,
+            sha: true,
+            expect: vec!["input `converge`", "cannot go with `image-digest`"],
+        },
+        Case {
+            name: "converge and rollback at once",
+            inputs: vec![("converge", "true".into()), ("rollback", "true".into())],
+            remove: vec![],
+            config: None,
+            sha: true,
+            expect: vec!["input `converge`", "cannot go with `rollback`"],
+        },
         case("container name starting with a dash", "container-name", "-bad", &["input `container-name`"]),
         case(
             "container name ending in -previous",

@@ -12,7 +12,7 @@ use crate::ports::World;
 pub const ROUNDS: usize = 3;
 
 /// The online instances that match the tags now and were neither in the plan nor skipped by it
-/// (nor caught up already). They join the commands' instances, so that reports, rollbacks and
+/// (nor caught up already, nor left alone by a converge). They join the commands' instances, so that reports, rollbacks and
 /// the summary treat them like the others. One that joined offline is named in a warning.
 pub async fn joined<W: World>(r: &Rollout<'_, W>) -> Vec<ManagedInstance> {
     let runner = r.commands.cx.runner;
@@ -31,6 +31,8 @@ pub async fn joined<W: World>(r: &Rollout<'_, W>) -> Vec<ManagedInstance> {
         found
             .into_iter()
             .filter(|i| !known.iter().any(|k| k.id == i.id) && !r.plan.skipped.iter().any(|s| s.id == i.id))
+            // A converge left the instances on the live release alone: they did not join.
+            .filter(|i| !r.plan.converge.as_ref().is_some_and(|c| c.in_step().any(|s| s.id == i.id)))
             .collect()
     };
     let (online, offline): (Vec<_>, Vec<_>) = new.into_iter().partition(|i| i.ping == Ping::Online);

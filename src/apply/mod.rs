@@ -54,6 +54,15 @@ pub trait Guard {
     fn may_start(&self) -> Result<(), LockLost>;
 }
 
+/// A read-only run (a dry run, `status`) holds no lock, and nothing takes one from it.
+pub struct Unlocked;
+
+impl Guard for Unlocked {
+    fn may_start(&self) -> Result<(), LockLost> {
+        Ok(())
+    }
+}
+
 impl<W: ParameterStore + Clock> Guard for crate::lock::DeployLock<'_, W> {
     fn may_start(&self) -> Result<(), LockLost> {
         self.check()
@@ -285,7 +294,8 @@ fn session_expired(plan: &Plan, why: &str) -> String {
 pub async fn apply<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<DeployReport, Error> {
     let runner = cx.runner;
     let started = world.now();
-    let deployment = deployment::announce(world, plan, runner).await;
+    // A converge that found every instance on the live release has nothing to announce.
+    let deployment = if nothing_to_converge(plan) { None } else { deployment::announce(world, plan, runner).await };
     let (mut report, release) = match roll_out(plan, world, cx).await {
         Ok(r) => r,
         Err(e) => {
@@ -295,7 +305,10 @@ pub async fn apply<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result
     };
     report.seconds = world.now().duration_since(started).unwrap_or_default().as_secs_f64();
     report.deployment_id = deployment;
-    if report.success() {
+    if report.success() && !plan.record.write {
+        // A converge: the record names this release already.
+        report.release_version = plan.record.live.as_ref().map(|live| live.version);
+    } else if report.success() {
         match record::write(world, plan, &release).await {
             Ok(version) => {
                 runner.info(&format!("Recorded the release as version {version} of {}", plan.record.parameter));
@@ -312,7 +325,12 @@ pub async fn apply<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result
             }
         }
     }
-    let (state, text) = if report.success() {
+    let (state, text) = if report.success() && plan.converge.is_some() {
+        (
+            DeploymentState::Success,
+            format!("{} converged: {} drifted instance(s) redeployed", plan.image_tag, report.instances.len()),
+        )
+    } else if report.success() {
         (DeploymentState::Success, format!("{} deployed to {} instances", plan.image_tag, report.instances.len()))
     } else {
         (
@@ -322,6 +340,11 @@ pub async fn apply<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result
     };
     deployment::conclude(world, plan, deployment, state, &text, runner).await;
     Ok(report)
+}
+
+/// A converge whose check found no instance drifted.
+fn nothing_to_converge(plan: &Plan) -> bool {
+    plan.converge.is_some() && plan.instances.is_empty()
 }
 
 /// Build (unless the image is there), render the release, roll it out.
@@ -409,8 +432,19 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         alarm: None,
         planned: plan.instances.len(),
         caught_up: vec![],
+        converge: plan.converge.as_ref().map(|c| crate::report::ConvergeReport {
+            drifted: c.drifted().map(|d| (d.instance.id.clone(), d.why())).collect(),
+            in_step: c.in_step().count(),
+        }),
         seconds: 0.0,
     };
+    if nothing_to_converge(plan) {
+        runner.info(&format!(
+            "Converge: every instance with the tags runs the live release {}: nothing to do",
+            plan.image_tag
+        ));
+        return Ok((report, release));
+    }
     match &plan.rollout {
         Strategy::ByTags { max_concurrency, max_errors, by_ids } => {
             let r = by_tags::run(&rollout, *max_concurrency, *max_errors, *by_ids).await?;

@@ -62,6 +62,7 @@ pub fn request(tag: &str) -> DeployRequest {
         bake_time: 0,
         ignore_alarms_at_start: false,
         rollback: false,
+        converge: false,
         lock_timeout: 600,
         environment_url: None,
         github_deployment: crate::ports::DeploymentMode::Auto,
@@ -742,7 +743,7 @@ async fn an_instance_that_joins_during_the_batches_gets_the_release_as_a_catch_u
     assert!((1..=4).all(|n| running(&w, n) == Some(image("v2"))));
     assert_eq!(records(&w).len(), 2, "recorded after the catch-up");
     let summary = crate::report::summary::summary_markdown(&r);
-    assert!(summary.contains("| 3 | 4 | 1 | 0 |") && summary.contains("4 (catch-up)"), "{summary}");
+    assert!(summary.contains("| 3 | 4 | 1 | 0 | 0 |") && summary.contains("4 (catch-up)"), "{summary}");
     assert!(summary.contains(&format!("`{}` joined the tags after the plan", id(4))), "{summary}");
 }
 
@@ -780,4 +781,133 @@ async fn a_catch_up_batch_that_fails_rolls_back_with_the_rest() {
     assert_eq!(r.rollback.as_ref().unwrap().problems, Vec::<String>::new(), "{log:#?}");
     assert!((1..=4).all(|n| running(&w, n) == Some(image("v1"))), "{:#?}", w.log());
     assert_eq!(records(&w).len(), 1);
+}
+
+/// `converge: true`: the live release from the record, no build, no tag needed.
+fn converging(mut req: DeployRequest) -> DeployRequest {
+    req.converge = true;
+    req.image_tag = ImageTag::parse("from-the-release-record").unwrap();
+    req.build = false;
+    req
+}
+
+/// v1 then v2 recorded on three instances; then instance 2 is put back on v1 by hand.
+async fn v2_live_with_instance_2_on_v1(req: impl Fn(&str) -> DeployRequest) -> World {
+    let w = world(3);
+    for tag in ["v1", "v2"] {
+        let (result, log) = deploy(&w, &req(tag)).await;
+        assert!(report(result, &log).success(), "{log:#?}");
+    }
+    w.set_running(2, &image("v1"), &[]);
+    w
+}
+
+fn since_the_drift(w: &World) -> Vec<String> {
+    let log = fleet_events(&w.log());
+    let start = log.iter().rposition(|e| e.starts_with("send deploy 1,2,3") || e == "in 3").unwrap() + 1;
+    log[start..].to_vec()
+}
+
+#[tokio::test(start_paused = true)]
+async fn converge_redeploys_the_live_release_to_the_drifted_instance_only() {
+    let w = v2_live_with_instance_2_on_v1(request).await;
+    let (result, log) = deploy(&w, &converging(request("v9"))).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    // A read-only check of all three, then the live release by id to instance 2 alone: nothing
+    // built, the others not sent anything.
+    assert_eq!(since_the_drift(&w), ["send check 1,2,3", "send deploy 2"]);
+    assert!((1..=3).all(|n| running(&w, n) == Some(image("v2"))));
+    assert_eq!(r.image_tag, "v2", "the live release's own tag");
+    assert_eq!(records(&w).len(), 2, "the record already names v2: no new version");
+    assert_eq!(r.release_version, Some(2));
+    let c = r.converge.as_ref().unwrap();
+    assert_eq!(c.in_step, 2);
+    assert_eq!(c.drifted.len(), 1);
+    assert_eq!(c.drifted[0].0, id(2));
+    assert!(c.drifted[0].1.starts_with(&format!("another release (runs {})", image("v1"))), "{c:?}");
+    assert!(log.iter().any(|l| l.contains("Plan: converge")), "{log:#?}");
+    let summary = crate::report::summary::summary_markdown(&r);
+    assert!(summary.contains("production converged on `v2`"), "{summary}");
+    assert!(summary.contains("| 1 | 3 | 0 | 0 | 0 |"), "{summary}");
+    assert!(summary.contains("Converge: 1 of 3 instance(s) ran something else"), "{summary}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn converge_behind_a_load_balancer_takes_only_the_drifted_instance_out() {
+    let w = v2_live_with_instance_2_on_v1(|tag| in_batches(request(tag))).await;
+    let (result, log) = deploy(&w, &converging(in_batches(request("v9")))).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert_eq!(since_the_drift(&w), ["send check 1,2,3", "out 2", "send deploy 2", "in 2"]);
+    assert!((1..=3).all(|n| w.in_load_balancer(n)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn converge_with_nothing_drifted_only_asks() {
+    let w = world(2);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success());
+    let (result, log) = deploy(&w, &converging(request("v9"))).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert_eq!(fleet_events(&w.log())[2..], ["send check 1,2"], "after v1's build and deploy");
+    assert!(r.instances.is_empty() && r.deployment_id.is_none());
+    assert!(log.iter().any(|l| l.contains("nothing to do")), "{log:#?}");
+    let summary = crate::report::summary::summary_markdown(&r);
+    assert!(summary.contains("Converge: all 2 instance(s) ran the live release already"), "{summary}");
+}
+
+/// An instance whose agent is offline cannot be asked: it counts as drifted, so the plan stops
+/// as for any deploy (on-offline: fail), having changed nothing.
+#[tokio::test(start_paused = true)]
+async fn converge_counts_an_offline_instance_as_drifted() {
+    let w = v2_live_with_instance_2_on_v1(request).await;
+    w.set_ping(3, crate::model::Ping::ConnectionLost);
+    let (result, log) = deploy(&w, &converging(request("v9"))).await;
+    match result {
+        Err(Error::Plan(errors)) => {
+            assert!(errors.iter().any(|e| matches!(e, crate::plan::PlanError::Offline { .. })), "{errors:?}")
+        }
+        _ => panic!("{log:#?}"),
+    }
+    assert_eq!(since_the_drift(&w), ["send check 1,2"], "the check only; nothing deployed");
+    // With on-offline: skip, the drifted online instance converges and the offline one is named.
+    let mut req = converging(request("v9"));
+    req.skip_offline = true;
+    let (result, log) = deploy(&w, &req).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert_eq!(running(&w, 2), Some(image("v2")));
+    assert_eq!(r.skipped, [id(3)]);
+    assert!(log.iter().any(|l| l.contains("not asked: its SSM agent is ConnectionLost")), "{log:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn converge_without_a_recorded_release_is_refused_before_anything_is_sent() {
+    let w = world(2);
+    let (result, log) = deploy(&w, &converging(request("v9"))).await;
+    match result {
+        Err(Error::Plan(errors)) => {
+            assert!(errors.iter().any(|e| matches!(e, crate::plan::PlanError::NothingToConverge { .. })), "{errors:?}")
+        }
+        _ => panic!("{log:#?}"),
+    }
+    assert_eq!(w.commands_sent(), 0);
+}
+
+/// A converge's dry run asks (the read-only check) and stops: the plan lists the drifted
+/// instance, and nothing else is sent or written.
+#[tokio::test(start_paused = true)]
+async fn a_converge_dry_run_only_asks() {
+    let w = v2_live_with_instance_2_on_v1(request).await;
+    let mut req = converging(request("v9"));
+    req.dry_run = true;
+    let (result, log) = deploy(&w, &req).await;
+    let Ok(Outcome::DryRun(plan)) = result else { panic!("{log:#?}") };
+    assert_eq!(plan.instances.iter().map(|i| i.id.clone()).collect::<Vec<_>>(), [id(2)]);
+    assert_eq!(since_the_drift(&w), ["send check 1,2,3"]);
+    assert_eq!(records(&w).len(), 2);
+    assert!(log.iter().any(|l| l.contains("only the read-only check was sent")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("left alone (on the live release)")), "{log:#?}");
 }

@@ -148,6 +148,20 @@ fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
         }
     };
     match v.get("MODE").map(String::as_str) {
+        Some("check") => {
+            // Read-only, like the script's: what runs, next to the release in the header.
+            let state = match &inst.running {
+                None => "missing",
+                Some(c) if c.image != image => "other-release",
+                Some(c) if c.config != config => "other-settings",
+                Some(_) => "current",
+            };
+            let running = inst.running.as_ref().map(|c| c.image.as_str()).unwrap_or("-");
+            inv.code = Some(0);
+            inv.status = InvocationStatus::Success;
+            inv.detail = StatusDetail::Success;
+            inv.stdout = format!("ec2-deploy-check state={state} image={running} release=-\n");
+        }
         Some("predeploy") => {
             inv.code = Some(inst.faults.pre_deploy_exit);
             if inst.faults.pre_deploy_exit == 0 {

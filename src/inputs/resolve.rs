@@ -348,6 +348,12 @@ fn resolve_service(
     if rollout.rollback && image.digest.is_some() {
         r.missing("rollback", "cannot go with `image-digest`: a rollback deploys the previous recorded release");
     }
+    if rollout.converge && image.digest.is_some() {
+        r.missing("converge", "cannot go with `image-digest`: a converge deploys the live recorded release");
+    }
+    if rollout.converge && rollout.rollback {
+        r.missing("converge", "cannot go with `rollback`: a converge redeploys the live release, a rollback the one before it; run one, then the other");
+    }
     // Each parsed whether or not `pre-deploy` is given: a bad value is an error either way.
     let pre_deploy_target = r.parse("pre-deploy-target", InstanceId::parse);
     let pre_deploy_timeout = r.parse("pre-deploy-timeout", parse_seconds(1, 172_800)).unwrap_or(300);
@@ -394,7 +400,7 @@ fn resolve_service(
     let github_token = raw.get("github-token").map(|t| Secret(t.trim().to_string()));
     // What a build needs on disk, checked now: a missing context fails here, naming the input,
     // not halfway through a deploy.
-    if image.build && image.digest.is_none() && !rollout.rollback {
+    if image.build && image.digest.is_none() && !rollout.rollback && !rollout.converge {
         check_build_files(&mut r, ctx, files, &image.context, &image.dockerfile);
         for secret in &image.build_secrets {
             if let SecretSource::File { path } = &secret.source {
@@ -474,6 +480,7 @@ fn resolve_service(
         service,
         lock_timeout: rollout.lock_timeout,
         rollback: rollout.rollback,
+        converge: rollout.converge,
         environment_url,
         github_deployment,
         commit: ctx.var("GITHUB_SHA"),
@@ -532,6 +539,10 @@ struct ImageInputs {
     build_secrets: Vec<BuildSecret>,
 }
 
+/// The request's tag when a rollback or a converge is given none: never deployed or shown (the
+/// plan takes the recorded release's own tag).
+const FROM_THE_RECORD: &str = "from-the-release-record";
+
 fn image_inputs(r: &mut Resolver, ctx: &RunContext) -> ImageInputs {
     let region = match r.parse("aws-region", Region::parse) {
         Some(v) => Some(v),
@@ -560,6 +571,13 @@ fn image_inputs(r: &mut Resolver, ctx: &RunContext) -> ImageInputs {
             Some(sha) => ImageTag::parse(sha.trim())
                 .map_err(|e| r.missing("image-tag", &format!("defaults to GITHUB_SHA, which is not a tag: {e}")))
                 .ok(),
+            // A rollback or a converge deploys a recorded release: its own tag.
+            None if ["rollback", "converge"]
+                .into_iter()
+                .any(|n| r.get(n).is_some_and(|v| parse_bool(&v.text) == Ok(true))) =>
+            {
+                Some(ImageTag::parse(FROM_THE_RECORD).expect("a valid tag"))
+            }
             None => {
                 r.missing("image-tag", "is required outside GitHub Actions (there is no GITHUB_SHA to default to)");
                 None
@@ -689,6 +707,7 @@ struct RolloutInputs {
     timeout: u32,
     release_parameter: Option<ParameterName>,
     rollback: bool,
+    converge: bool,
     lock_timeout: u32,
     proxy: bool,
     proxy_image: ImageName,
@@ -728,6 +747,7 @@ fn rollout_inputs(r: &mut Resolver, health_check_timeout: u32) -> RolloutInputs 
         timeout,
         release_parameter: r.parse("release-parameter", ParameterName::parse),
         rollback: r.parse("rollback", parse_bool).unwrap_or(false),
+        converge: r.parse("converge", parse_bool).unwrap_or(false),
         lock_timeout: r.parse("lock-timeout", parse_seconds(0, 3600)).unwrap_or(600),
         proxy: r.parse("proxy", parse_bool).unwrap_or(true),
         proxy_image: r

@@ -79,6 +79,9 @@ pub struct Facts {
     pub unreadable: Option<UnreadableVersion>,
     /// The run-order guard's verdict: why this commit must not replace the live one.
     pub older_than_live: Option<String>,
+    /// With `converge`: every instance with the tags, as the read-only check found it (filled in
+    /// by the deploy once these facts name the live release; see `crate::drift`).
+    pub drift: Option<Vec<crate::drift::InstanceDrift>>,
     /// The watched alarms (input `alarms`) as they are now.
     pub alarms: Vec<crate::model::AlarmStatus>,
     /// The deploy lock this run holds while it reads these facts and applies the plan.
@@ -109,7 +112,9 @@ pub async fn gather<W: World>(
     };
     let live = live.cloned();
     let rollback_to = rollback_to.cloned();
-    let (repository, container) = match &rollback_to {
+    // The release a rollback or a converge deploys comes from the record, settings included.
+    let recorded = rollback_to.clone().or_else(|| if req.converge { live.clone() } else { None });
+    let (repository, container) = match &recorded {
         Some(to) => (to.release.image.repository.clone(), to.release.container.clone()),
         None => (req.repository.clone(), req.container.clone()),
     };
@@ -133,7 +138,7 @@ pub async fn gather<W: World>(
         },
     );
     let (auth, exists, missing_groups) = (auth?, exists?, missing_groups?);
-    let (existing_digest, cache_from) = image_facts(world, req, &repository, rollback_to.as_ref(), exists).await?;
+    let (existing_digest, cache_from) = image_facts(world, req, &repository, recorded.as_ref(), exists).await?;
     // A pinned proxy image copied before is not copied again (an unpinned one may have moved).
     let proxy_existing = if container.proxy && exists && req.proxy_image.digest().is_some() {
         world.digest_of(&repository, &super::proxy_tag(&req.proxy_image)).await?
@@ -158,6 +163,7 @@ pub async fn gather<W: World>(
         rollback_to,
         unreadable,
         older_than_live,
+        drift: None,
         alarms,
         lock: lock.cloned(),
         run: run.clone(),

@@ -1,6 +1,6 @@
 //! The run-order guard: a push must not put an older commit over the live release. GitHub's
 //! compare API decides; when GitHub cannot be asked, the commits' times do. Explicit redeploys
-//! (`image-digest`, `workflow_dispatch`) and rollbacks are not pushes and pass.
+//! (`image-digest`, `workflow_dispatch`), rollbacks and converges (the live release again) pass.
 //!
 //! It runs while the plan's facts are gathered, under the deploy lock, so the live release it
 //! compares with is the one the deploy would replace: a push that waited for the lock behind a
@@ -18,7 +18,7 @@ pub async fn older_than_live<G: GitHub>(
     github: Option<&G>,
     run: &RunInfo,
 ) -> Option<String> {
-    if run.event_name.as_deref() != Some("push") || req.rollback || req.image_digest.is_some() {
+    if run.event_name.as_deref() != Some("push") || req.rollback || req.converge || req.image_digest.is_some() {
         return None;
     }
     let live = live?;

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 pub use facts::{gather, Facts, RunInfo};
 
+use crate::drift::InstanceDrift;
 use crate::inputs::DeployRequest;
 use crate::model::{
     ContainerSpec, Digest, EnvironmentName, ImageName, ImageRef, ImageTag, InstanceId, Limit, ManagedInstance,
@@ -147,6 +148,25 @@ pub struct WatchPlan {
     pub ignored: Vec<String>,
 }
 
+/// With `converge`: the live release goes back to the instances that drifted from it, and only
+/// to them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvergePlan {
+    /// Every instance with the tags, as the check found it before anything moved.
+    pub survey: Vec<InstanceDrift>,
+}
+
+impl ConvergePlan {
+    /// The instances that run the live release already: this run leaves them alone.
+    pub fn in_step(&self) -> impl Iterator<Item = &ManagedInstance> {
+        self.survey.iter().filter(|d| !d.drifted()).map(|d| &d.instance)
+    }
+
+    pub fn drifted(&self) -> impl Iterator<Item = &InstanceDrift> {
+        self.survey.iter().filter(|d| d.drifted())
+    }
+}
+
 /// What the run writes to the release record when it succeeds.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordPlan {
@@ -155,6 +175,9 @@ pub struct RecordPlan {
     pub live: Option<Recorded>,
     /// With `rollback`: the recorded release it goes back to.
     pub rollback_to: Option<Recorded>,
+    /// A new version is written after a success; not by a converge (the record names the
+    /// release already).
+    pub write: bool,
     /// The commit recorded with the release (for a rollback, the restored release's own).
     pub commit: Option<String>,
     pub commit_time: Option<String>,
@@ -199,6 +222,8 @@ pub struct Plan {
     pub timeout: u32,
     /// `alarms`: watched during the bake after each batch.
     pub watch: Option<WatchPlan>,
+    /// `converge`: what the check found, and so which instances this run deploys to.
+    pub converge: Option<ConvergePlan>,
     pub record: RecordPlan,
     /// The deploy lock, held while the plan is applied (None: a dry run takes none).
     pub lock: Option<ParameterName>,
@@ -298,6 +323,12 @@ pub enum PlanError {
     #[error("input `rollback`: the release to go back to, version {version} ({image}), is no longer in its repository; redeploy another image with `image-digest`")]
     RollbackImageGone { version: i64, image: String },
     #[error(
+        "input `converge`: {parameter} records no release yet, so there is nothing to converge to; deploy one first"
+    )]
+    NothingToConverge { parameter: String },
+    #[error("input `converge`: the live release, version {version} ({image}), is no longer in its repository; deploy a new one instead")]
+    LiveImageGone { version: i64, image: String },
+    #[error(
         "input `release-parameter`: {0}; fix or remove that version, or upgrade ec2-deploy if a newer one wrote it"
     )]
     Unreadable(String),
@@ -314,7 +345,7 @@ pub enum PlanError {
 }
 
 /// Decides what will happen, or why it cannot.
-pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
+pub fn make(req: &DeployRequest, mut facts: Facts) -> Result<Plan, Vec<PlanError>> {
     let mut errors = vec![];
     if let Some(e) = &facts.unreadable {
         errors.push(PlanError::Unreadable(e.to_string()));
@@ -322,11 +353,20 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
     if req.rollback && facts.rollback_to.is_none() && facts.unreadable.is_none() {
         errors.push(PlanError::NothingToRollBack { parameter: req.release_parameter.to_string() });
     }
+    if req.converge && facts.live.is_none() && facts.unreadable.is_none() {
+        errors.push(PlanError::NothingToConverge { parameter: req.release_parameter.to_string() });
+    }
     if let Some(why) = &facts.older_than_live {
         errors.push(PlanError::OlderThanLive(why.clone()));
     }
-    // A rollback deploys the recorded release: its image, tag and settings.
-    let (registry, repository, image_tag, container) = match &facts.rollback_to {
+    // A rollback deploys the recorded release before the live one; a converge the live one:
+    // its image, tag and settings.
+    let recorded = match &facts.rollback_to {
+        Some(to) => Some(to.clone()),
+        None if req.converge => facts.live.clone(),
+        None => None,
+    };
+    let (registry, repository, image_tag, container) = match &recorded {
         Some(to) => (
             to.release.image.registry.clone(),
             to.release.image.repository.clone(),
@@ -346,7 +386,7 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
             region: facts.region.to_string(),
         });
     }
-    let wanted_digest = match &facts.rollback_to {
+    let wanted_digest = match &recorded {
         Some(to) => Some(to.release.image.digest.clone()),
         None => req.image_digest.clone(),
     };
@@ -354,11 +394,16 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         (Some(digest), _) => ImageSource::Existing { digest: digest.clone() },
         (None, Some(digest)) => {
             if facts.repository_exists {
-                errors.push(match &facts.rollback_to {
-                    Some(to) => {
+                errors.push(match (&recorded, req.converge) {
+                    (Some(to), false) => {
                         PlanError::RollbackImageGone { version: to.version, image: to.release.image.to_string() }
                     }
-                    None => PlanError::DigestMissing { digest: digest.to_string(), repository: repository.to_string() },
+                    (Some(live), true) => {
+                        PlanError::LiveImageGone { version: live.version, image: live.release.image.to_string() }
+                    }
+                    (None, _) => {
+                        PlanError::DigestMissing { digest: digest.to_string(), repository: repository.to_string() }
+                    }
                 });
             }
             ImageSource::Build { spec: req.build_spec.clone(), cache_from: None }
@@ -377,6 +422,11 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
     let targets_text = req.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ");
     if facts.instances.is_empty() {
         errors.push(PlanError::NoInstances { targets: targets_text.clone() });
+    }
+    // A converge deploys to the drifted instances only (the offline ones count as drifted).
+    let converge = facts.drift.take().map(|survey| ConvergePlan { survey });
+    if let Some(c) = &converge {
+        facts.instances.retain(|i| c.drifted().any(|d| d.instance.id == i.id));
     }
     let offline: Vec<&ManagedInstance> = facts.instances.iter().filter(|i| i.ping != Ping::Online).collect();
     let skipped: Vec<ManagedInstance> =
@@ -422,7 +472,7 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         Rollout::ByTags {
             max_concurrency: req.max_concurrency,
             max_errors: req.max_errors,
-            by_ids: !skipped.is_empty(),
+            by_ids: !skipped.is_empty() || converge.is_some(),
         }
     } else {
         let ids: Vec<InstanceId> = instances.iter().map(|i| i.id.clone()).collect();
@@ -437,7 +487,7 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         }
     };
     let proxy = container.proxied_port().map(|port| ProxyPlan {
-        source: match facts.rollback_to.as_ref().and_then(|to| to.release.proxy_image.clone()) {
+        source: match recorded.as_ref().and_then(|to| to.release.proxy_image.clone()) {
             Some(image) => ProxySource::Existing { image },
             None => match &facts.proxy_existing {
                 Some(digest) => ProxySource::Existing {
@@ -455,7 +505,8 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         migration,
     });
     let rollback_to = facts.rollback_to;
-    let pre_deploy = req.pre_deploy.as_ref().map(|p| {
+    // No instance to run it on: a converge with nothing drifted.
+    let pre_deploy = req.pre_deploy.as_ref().and_then(|p| {
         // The canary, or the first instance: the one that would get the release first.
         let first = match &rollout {
             Rollout::Batches { batches, .. } => batches.first().and_then(|b| b.first()).cloned(),
@@ -465,24 +516,29 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
             wanted_digest.as_ref().or(facts.existing_digest.as_ref()) == Some(&live.release.image.digest)
                 && live.release.container == container
         });
-        PreDeployPlan {
+        Some(PreDeployPlan {
             command: p.command.clone(),
-            target: p.target.clone().or(first).expect("the plan has instances"),
+            target: p.target.clone().or(first)?,
             timeout: p.timeout,
             skipped: if rollback_to.is_some() {
                 Some("a rollback never runs it".into())
+            } else if req.converge {
+                Some("a converge redeploys the live release, and does not run it again".into())
             } else if live_already {
                 Some("this release is live already, and a redeploy of it does not run it again".into())
             } else {
                 None
             },
-        }
+        })
     });
-    let (what, commit, commit_time) = match &rollback_to {
-        Some(to) => {
+    let (what, commit, commit_time) = match (&rollback_to, &recorded) {
+        (Some(to), _) => {
             (format!("rollback to {}", to.release.tag), to.release.commit.clone(), to.release.commit_time.clone())
         }
-        None => (format!("deploy {image_tag}"), facts.run.commit.clone(), facts.run.commit_time.clone()),
+        (None, Some(live)) => {
+            (format!("converge to {}", live.release.tag), live.release.commit.clone(), live.release.commit_time.clone())
+        }
+        (None, None) => (format!("deploy {image_tag}"), facts.run.commit.clone(), facts.run.commit_time.clone()),
     };
     let announce = Announce {
         sha: facts.run.commit.clone(),
@@ -492,6 +548,7 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
             "image_digest": wanted_digest,
             "repository": repository,
             "rollback": rollback_to.is_some(),
+            "converge": converge.is_some(),
         }),
         what,
         environment_url: req.environment_url.clone(),
@@ -516,10 +573,12 @@ pub fn make(req: &DeployRequest, facts: Facts) -> Result<Plan, Vec<PlanError>> {
         pre_deploy,
         timeout: req.timeout,
         watch,
+        converge,
         record: RecordPlan {
             parameter: req.release_parameter.clone(),
             live: facts.live,
             rollback_to,
+            write: !req.converge,
             commit,
             commit_time,
             run_url: facts.run.run_url.clone(),

@@ -7,7 +7,8 @@ use super::{ImageSource, Plan, ProxySource, Rollout};
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let env = self.environment.as_ref().map(|e| e.as_str()).unwrap_or("(no environment)");
-        writeln!(f, "Plan: deploy {} to {env} in {}", self.image, self.region)?;
+        let what = if self.converge.is_some() { "converge" } else { "deploy" };
+        writeln!(f, "Plan: {what} {} to {env} in {}", self.image, self.region)?;
         match &self.source {
             ImageSource::Build { cache_from, spec } => {
                 writeln!(
@@ -46,6 +47,23 @@ impl fmt::Display for Plan {
                 live.version, record.parameter, live.release.tag, live.release.deployed_at
             )?,
             None => writeln!(f, "  release    first release recorded in {}", record.parameter)?,
+        }
+        if let Some(c) = &self.converge {
+            let drifted: Vec<_> = c.drifted().collect();
+            writeln!(
+                f,
+                "  converge   {} of {} instance(s) run something else than the live release{}",
+                drifted.len(),
+                c.survey.len(),
+                if drifted.is_empty() { ": nothing to do" } else { "; only they get it again:" }
+            )?;
+            for d in &drifted {
+                writeln!(f, "    {}  {:<16} {}", d.instance.id, d.instance.name.as_deref().unwrap_or("-"), d.why())?;
+            }
+            let in_step: Vec<&str> = c.in_step().map(|i| i.id.as_str()).collect();
+            if !in_step.is_empty() {
+                writeln!(f, "             left alone (on the live release): {}", in_step.join(", "))?;
+            }
         }
         match &self.lock {
             Some(lock) => writeln!(f, "  lock       held: {lock} (this plan was made under it)")?,
@@ -222,7 +240,9 @@ impl fmt::Display for Plan {
                 writeln!(f, "    {}  {:<16} {}", i.id, i.name.as_deref().unwrap_or("-"), i.ping)?;
             }
         }
-        if self.dry_run {
+        if self.dry_run && self.converge.is_some() {
+            writeln!(f, "Dry run: nothing was built, pushed or deployed (only the read-only check was sent).")?;
+        } else if self.dry_run {
             writeln!(f, "Dry run: nothing was built, pushed or sent.")?;
         }
         Ok(())

@@ -61,6 +61,32 @@ pub struct InstanceReport {
     /// Milliseconds the proxied port did not answer while this instance moved from publishing it
     /// itself to the proxy (once, on the first deploy with the proxy).
     pub gap_ms: Option<u64>,
+    /// What a read-only check (`MODE=check`) found on the instance.
+    pub check: Option<Check>,
+}
+
+/// A check's line: `ec2-deploy-check state=… image=… release=…`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// `current`, or why not (`missing`, `stopped`, `other-release`, `other-settings`,
+    /// `proxy-down`, `changing`).
+    pub state: String,
+    /// The image the container runs (`-` when there is none).
+    pub image: String,
+    /// Its `ec2-deploy.release` label: the release's tag (`-` when there is none).
+    pub release: String,
+}
+
+fn parse_check(stdout: &str) -> Option<Check> {
+    let line = stdout.lines().rev().find(|l| l.starts_with("ec2-deploy-check "))?;
+    let field = |name: &str| {
+        line.split_whitespace().find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('='))).map(str::to_string)
+    };
+    Some(Check {
+        state: field("state")?,
+        image: field("image")?,
+        release: field("release").unwrap_or_else(|| "-".into()),
+    })
 }
 
 impl InstanceReport {
@@ -87,6 +113,7 @@ impl InstanceReport {
             step: Some("not started".into()),
             reason: Some(why.to_string()),
             gap_ms: None,
+            check: None,
         }
     }
 
@@ -104,6 +131,7 @@ impl InstanceReport {
             step: Some("delivery".into()),
             reason: Some("it was in the plan but SSM did not target it (tags changed or instance gone?)".into()),
             gap_ms: None,
+            check: None,
         }
     }
 }
@@ -199,12 +227,23 @@ pub struct DeployReport {
     pub planned: usize,
     /// Instances that joined the tags during the deploy and got the release too.
     pub caught_up: Vec<InstanceId>,
+    /// A converge: what the check found before anything moved.
+    pub converge: Option<ConvergeReport>,
     pub seconds: f64,
+}
+
+/// What a converge found: the drifted instances (each with why), and how many ran the live
+/// release already and were left alone.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvergeReport {
+    pub drifted: Vec<(InstanceId, String)>,
+    pub in_step: usize,
 }
 
 impl DeployReport {
     pub fn success(&self) -> bool {
-        !self.instances.is_empty()
+        // A converge that found nothing drifted has nothing to deploy, and succeeds.
+        (!self.instances.is_empty() || self.converge.as_ref().is_some_and(|c| c.drifted.is_empty()))
             && !self.cancelled
             && self.stopped.is_none()
             && self.alarm.is_none()
@@ -318,6 +357,7 @@ pub fn instance_reports(
                 step,
                 reason,
                 gap_ms,
+                check: if ok { parse_check(stdout) } else { None },
             }
         })
         .collect();
@@ -398,6 +438,7 @@ pub(crate) mod tests {
             alarm: None,
             planned: 2,
             caught_up: vec![],
+            converge: None,
             instances: instance_reports(&planned(4), &invocations, &outputs),
             seconds: 12.34,
         }

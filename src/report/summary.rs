@@ -40,23 +40,39 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
-/// The job summary: a headline and a table with a row per instance.
 /// The fleet section: what the plan named, what got the release, what joined meanwhile and got
-/// it too, what was left out.
+/// it too, what was left out, and what does not run the release after this run (drifted: what
+/// `ec2-deploy status` would list). A converge counts the instances it left alone, which run the
+/// release already.
 fn fleet(report: &DeployReport) -> String {
+    let in_step = report.converge.as_ref().map(|c| c.in_step).unwrap_or(0);
     let on_release = report
         .instances
         .iter()
         .filter(|i| i.ok())
         .filter(|i| !report.rollback.as_ref().is_some_and(|r| r.instances.iter().any(|b| b.id == i.id && b.ok())))
-        .count();
+        .count()
+        + in_step;
+    let fleet = report.planned + report.caught_up.len() + report.skipped.len() + in_step;
     let mut md = format!(
-        "### Fleet\n\n| Planned | On the release now | Caught up | Skipped (offline) |\n|---|---|---|---|\n| {} | {} | {} | {} |\n\n",
+        "### Fleet\n\n| Planned | On the release now | Caught up | Skipped (offline) | Drifted |\n|---|---|---|---|---|\n| {} | {} | {} | {} | {} |\n\n",
         report.planned,
         on_release,
         report.caught_up.len(),
-        report.skipped.len()
+        report.skipped.len(),
+        fleet.saturating_sub(on_release)
     );
+    if let Some(c) = &report.converge {
+        let drifted: Vec<String> = c.drifted.iter().map(|(id, why)| format!("`{id}`: {}", cell(why))).collect();
+        md.push_str(&match drifted.len() {
+            0 => format!("Converge: all {in_step} instance(s) ran the live release already; nothing was deployed.\n\n"),
+            n => format!(
+                "Converge: {n} of {} instance(s) ran something else than the live release and got it again ({}); the other {in_step} ran it already and were left alone.\n\n",
+                n + in_step,
+                drifted.join("; ")
+            ),
+        });
+    }
     if !report.caught_up.is_empty() {
         let ids: Vec<&str> = report.caught_up.iter().map(|i| i.as_str()).collect();
         md.push_str(&format!(
@@ -74,6 +90,8 @@ pub fn summary_markdown(report: &DeployReport) -> String {
         format!("## ❌ ec2-deploy: `{}` to {env} stopped before its end\n\n{}\n\n", report.image_tag, cell(why))
     } else if report.cancelled {
         format!("## ⏹ ec2-deploy: `{}` to {env} was cancelled\n\nNothing new was started after the cancel; scripts already running on instances finish there.\n\n", report.image_tag)
+    } else if report.success() && report.converge.is_some() {
+        format!("## ✅ ec2-deploy: {env} converged on `{}`\n\n", report.image_tag)
     } else if report.success() {
         format!("## ✅ ec2-deploy: `{}` deployed to {env}\n\n", report.image_tag)
     } else if let Some(alarm) = &report.alarm {

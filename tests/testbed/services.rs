@@ -117,14 +117,20 @@ fn a_web_and_a_worker_from_one_config_have_their_own_records_and_a_rollback_of_o
         assert_eq!(started_at(&bed, &fleet.ids[n], &web), web_started[n]);
     }
     assert_eq!((versions(&bed, &web_record), versions(&bed, &worker_record)), (2, 3));
-    // `status` finds a service's record by its container's name.
+    // `status` of one service, from the same config file: its record, and both instances on it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ec2-deploy.yml");
+    std::fs::write(&file, config(&bed, &repo, &suite, &web, &worker, "2", 3001)).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ec2-deploy"))
-        .args(["status", "--ecr-repository", &repo, "--environment", "test", "--container-name", &worker])
+        .args(["status", "--config", file.to_str().unwrap(), "--environment", "test", "--service", &worker])
         .envs(["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"].map(|k| (k, bed.get(k))))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("# Service {worker}")) && !text.contains(&format!("# Service {web}")), "{text}");
     assert!(text.contains(&format!("{worker_record}: live release v1 (version 3)")), "{text}");
+    assert!(text.contains("2, 0 drifted from the live release v1"), "{text}");
 
     // A replacement instance boots into both, from the user-data for both records.
     let fresh = bed.fleet_in(&unique("asg"), 1, &[]);

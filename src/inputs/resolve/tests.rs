@@ -409,3 +409,17 @@ fn services_that_would_share_a_container_or_a_record_or_are_unknown_are_refused(
         "{err:?}"
     );
 }
+
+/// A rollback or a converge deploys a recorded release with its own tag: outside GitHub Actions
+/// (no GITHUB_SHA) they need no `image-tag`, and they build nothing, so no build context either.
+#[test]
+fn a_rollback_or_a_converge_needs_no_image_tag_and_no_build_context() {
+    for mode in ["rollback", "converge"] {
+        let inputs = [MINIMAL, &[(mode, "true"), ("context", "missing-dir")]].concat();
+        let req = resolve_with(&inputs, &[("AWS_REGION", "eu-west-1")], &[]).unwrap();
+        assert_eq!((req.rollback, req.converge), (mode == "rollback", mode == "converge"));
+    }
+    // A deploy still needs a tag.
+    let errs = resolve_with(MINIMAL, &[("AWS_REGION", "eu-west-1")], &[]).unwrap_err();
+    assert!(errs[0].starts_with("input `image-tag`: is required outside GitHub Actions"), "{errs:?}");
+}

@@ -1,0 +1,225 @@
+//! Drift: which instances of an environment run something other than its live release.
+//!
+//! Each online instance with the environment's tags is asked, by a read-only Run Command, whether
+//! it runs the live release as a deploy of it would leave it: the release's recorded header with
+//! `MODE=check` (see `instance/deploy.sh`). The script compares the container's image and its
+//! settings' identity (the `ec2-deploy.config` label, which covers the secret's values as they
+//! are now), and whether its proxy runs; it takes no lock, pulls nothing and changes nothing.
+//! An instance whose agent is offline cannot be asked: it counts as drifted, since nothing shows
+//! that it runs the release. `ec2-deploy status` prints the survey; `converge` redeploys the live
+//! release to the drifted instances only.
+
+use std::cell::RefCell;
+
+use serde::Serialize;
+
+use crate::apply::command::{Commands, Order, Targets};
+use crate::apply::{Context, Purpose};
+use crate::model::{Limit, ManagedInstance, Ping, TagFilter};
+use crate::ports::World;
+use crate::release::Recorded;
+use crate::Error;
+
+/// Seconds the check may run on one instance: it reads a few container fields and the secret.
+pub const CHECK_TIMEOUT: u32 = 120;
+
+/// What one instance runs, next to the live release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum State {
+    /// It runs the live release, as a deploy of it would leave it.
+    Current,
+    /// It runs something else; `why` in words, `running` the image it runs (if any), `release`
+    /// that container's release label.
+    Drifted { why: String, running: Option<String>, release: Option<String> },
+    /// Its SSM agent is not connected: it could not be asked.
+    Offline { ping: String },
+    /// The check did not say (delivery failed, the script failed): why.
+    Unknown { why: String },
+}
+
+/// One instance of the survey.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceDrift {
+    pub instance: ManagedInstance,
+    #[serde(flatten)]
+    pub state: State,
+}
+
+impl InstanceDrift {
+    /// Anything but a check that found the live release.
+    pub fn drifted(&self) -> bool {
+        !matches!(self.state, State::Current)
+    }
+
+    /// Why it is drifted, in words (empty when it is not).
+    pub fn why(&self) -> String {
+        match &self.state {
+            State::Current => String::new(),
+            State::Drifted { why, .. } => why.clone(),
+            State::Offline { ping } => format!("not asked: its SSM agent is {ping}"),
+            State::Unknown { why } => format!("could not be asked: {why}"),
+        }
+    }
+}
+
+/// The check's state, in words.
+fn describe(state: &str, image: &str, release: &str) -> String {
+    let runs = match (image, release) {
+        ("-", _) => String::new(),
+        (image, "-") => format!(" (runs {image})"),
+        (image, release) => format!(" (runs {release}: {image})"),
+    };
+    let what = match state {
+        "missing" => "no container of this name",
+        "stopped" => "its container is stopped",
+        "other-release" => "another release",
+        "other-settings" => "the live release's image with other settings or secret values",
+        "proxy-down" => "its proxy is not running",
+        "changing" => "a deploy is swapping its container, or one stopped mid-swap",
+        other => return format!("the check said {other:?}{runs}"),
+    };
+    format!("{what}{runs}")
+}
+
+/// Asks each of `instances` (those with the environment's tags) whether it runs `live`. Offline
+/// ones are not asked; the online ones get one read-only command (by id, in chunks of 50).
+pub async fn survey<W: World>(
+    world: &W,
+    cx: &Context<'_>,
+    live: &Recorded,
+    instances: &[ManagedInstance],
+    tags: &[TagFilter],
+    comment: &str,
+) -> Result<Vec<InstanceDrift>, Error> {
+    let script = crate::instance::check_script(&live.release.header)?;
+    let online: Vec<ManagedInstance> = instances.iter().filter(|i| i.ping == Ping::Online).cloned().collect();
+    let ids: Vec<_> = online.iter().map(|i| i.id.clone()).collect();
+    let reports = if ids.is_empty() {
+        vec![]
+    } else {
+        cx.runner.info(&format!(
+            "Asking {} instance(s) which release they run (a read-only check of {} {})",
+            ids.len(),
+            live.release.tag,
+            live.release.image.digest.short()
+        ));
+        let commands = Commands {
+            world,
+            cx,
+            instances: RefCell::new(online),
+            tags,
+            timeout: CHECK_TIMEOUT,
+            comment: comment.to_string(),
+            sent: RefCell::new(vec![]),
+        };
+        let order = Order {
+            targets: Targets::Ids(&ids),
+            script: &script,
+            action: "check",
+            concurrency: Limit::Percent(100),
+            errors: Limit::Percent(100),
+            purpose: Purpose::Deploy,
+        };
+        commands.run(order).await?.reports
+    };
+    Ok(instances
+        .iter()
+        .map(|i| {
+            let state = match reports.iter().find(|r| r.id == i.id) {
+                _ if i.ping != Ping::Online => State::Offline { ping: i.ping.to_string() },
+                Some(r) => match (&r.check, r.ok()) {
+                    (Some(c), true) if c.state == "current" => State::Current,
+                    (Some(c), true) => State::Drifted {
+                        why: describe(&c.state, &c.image, &c.release),
+                        running: (c.image != "-").then(|| c.image.clone()),
+                        release: (c.release != "-").then(|| c.release.clone()),
+                    },
+                    (None, true) => State::Unknown { why: "the check printed no result".into() },
+                    (_, false) => State::Unknown {
+                        why: r.reason.clone().unwrap_or_else(|| format!("{} ({})", r.status, r.detail)),
+                    },
+                },
+                None => State::Unknown { why: "no report from the check".into() },
+            };
+            InstanceDrift { instance: i.clone(), state }
+        })
+        .collect())
+}
+
+/// `ec2-deploy status`'s fleet part: asks every instance with the request's tags (offline ones
+/// included, as not asked) and prints one line each; returns what it found.
+pub async fn show<W: World>(
+    world: &W,
+    cx: &Context<'_>,
+    req: &crate::inputs::DeployRequest,
+    live: &Recorded,
+) -> Result<Vec<InstanceDrift>, Error> {
+    let instances = world.find_instances(&req.targets).await?;
+    let targets: Vec<String> = req.targets.iter().map(ToString::to_string).collect();
+    let env = req.environment.as_ref().map(|e| e.as_str()).unwrap_or("");
+    let comment = format!("ec2-deploy {env} {} status", live.release.tag);
+    let survey = survey(world, cx, live, &instances, &req.targets, &comment).await?;
+    let drifted = survey.iter().filter(|d| d.drifted()).count();
+    cx.runner.info(&format!(
+        "\n  instances with tags {}: {}, {drifted} drifted from the live release {}",
+        targets.join(" and "),
+        survey.len(),
+        live.release.tag
+    ));
+    for d in &survey {
+        let state = if d.drifted() { format!("drifted: {}", d.why()) } else { "on the live release".into() };
+        cx.runner.info(&format!("  {}  {:<16} {state}", d.instance.id, d.instance.name.as_deref().unwrap_or("-")));
+    }
+    Ok(survey)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::tests::{deploy, image, report, request, world};
+    use crate::release::Releases;
+
+    /// Instance 2 put back on v1 by hand, instance 3 offline: the status lists both as drifted,
+    /// each with why, and sends nothing but the read-only check to the online ones.
+    #[tokio::test(start_paused = true)]
+    async fn status_lists_the_drifted_and_the_offline_instances() {
+        let w = world(3);
+        for tag in ["v1", "v2"] {
+            let (result, log) = deploy(&w, &request(tag)).await;
+            assert!(report(result, &log).success(), "{log:#?}");
+        }
+        w.set_running(2, &image("v1"), &[]);
+        w.set_ping(3, Ping::ConnectionLost);
+        let sent = w.commands_sent();
+        let req = request("v2");
+        let history = Releases::new(req.release_parameter.clone()).history(&w).await.unwrap();
+        let live = history.live().unwrap().unwrap();
+        let runner = crate::github::Runner::capture();
+        let cancel = crate::cancel::Cancel::default();
+        let cx = Context {
+            runner: &runner,
+            cancel: &cancel,
+            workdir: std::path::Path::new("."),
+            lock: &crate::apply::Unlocked,
+        };
+        let survey = show(&w, &cx, &req, live).await.unwrap();
+        let states: Vec<bool> = survey.iter().map(InstanceDrift::drifted).collect();
+        assert_eq!(states, [false, true, true]);
+        assert_eq!(w.commands_sent(), sent + 1, "one command: the check");
+        assert_eq!(w.log().last().unwrap(), "send check 1,2");
+        let out = runner.captured().join("\n");
+        assert!(out.contains("3, 2 drifted from the live release v2"), "{out}");
+        assert!(out.contains(&format!("drifted: another release (runs {})", image("v1"))), "{out}");
+        assert!(out.contains("drifted: not asked: its SSM agent is ConnectionLost"), "{out}");
+        assert!((1..=3).all(|n| w.instance(n).running.is_some()), "nothing removed");
+        assert_eq!(w.instance(2).running.unwrap().image, image("v1"), "nothing changed");
+    }
+
+    #[test]
+    fn a_check_line_reads_as_words() {
+        assert_eq!(describe("other-release", "r/app@sha256:1", "v1"), "another release (runs v1: r/app@sha256:1)");
+        assert_eq!(describe("missing", "-", "-"), "no container of this name");
+        assert_eq!(describe("what", "-", "-"), "the check said \"what\"");
+    }
+}
