@@ -193,10 +193,9 @@ async fn status(m: &ArgMatches) -> Exit {
         }
     };
     let runner = Runner::terminal();
-    let first = &requests[0];
-    let ecr_region = first.registry.as_ref().and_then(RegistryHost::ecr_region);
-    let world = match Live::connect(first.region.as_ref(), ecr_region.as_ref(), None, &env, &runner).await {
-        Ok(world) => world,
+    // AWS only: a status reports to no GitHub deployment.
+    let world = match crate::aws::Clients::load(requests[0].region.as_ref(), None).await {
+        Ok(clients) => Live::new(clients, None, None),
         Err(e) => {
             eprintln!("ec2-deploy status: {e}");
             return Exit::BadInput;
@@ -341,7 +340,7 @@ fn print_history<'h>(
                 println!(
                     "  {:>7}  {:<20}  {:<20}  {:<8}  {}{}",
                     r.version,
-                    r.release.tag,
+                    r.release.tag.as_str(),
                     r.release.deployed_at,
                     r.release
                         .commit

@@ -16,11 +16,9 @@ fn status(bed: &Bed, repo: &str, suite: &str, extra: &[&str]) -> (i32, String, S
         .envs(["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"].map(|k| (k, bed.get(k))))
         .output()
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("--- ec2-deploy status {}\n{stdout}{stderr}", extra.join(" "));
+    (out.status.code().unwrap_or(-1), stdout.into_owned(), stderr.into_owned())
 }
 
 #[test]
