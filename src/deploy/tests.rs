@@ -257,6 +257,9 @@ async fn a_failed_batch_rolls_back_itself_and_the_batches_before_and_leaves_the_
     assert_eq!(r.batches[2].outcome, crate::report::BatchOutcome::NotStarted);
     let rollback = r.rollback.as_ref().unwrap();
     assert_eq!(rollback.problems, Vec::<String>::new(), "{log:#?}");
+    // The record still names v1, and every instance runs it again: none drifted.
+    let summary = crate::report::summary::summary_markdown(&r);
+    assert!(summary.contains("| 3 | 0 | 0 | 0 | 0 |"), "{summary}");
     // Batch 2 restored itself and goes back in; batch 1 leaves, rolls back, comes back; batch 3
     // is never touched.
     assert_eq!(

@@ -41,9 +41,11 @@ fn cell(s: &str) -> String {
 }
 
 /// The fleet section: what the plan named, what got the release, what joined meanwhile and got
-/// it too, what was left out, and what does not run the release after this run (drifted: what
-/// `ec2-deploy status` would list). A converge counts the instances it left alone, which run the
-/// release already.
+/// it too, what was left out, and what is drifted after this run — what `ec2-deploy status` would
+/// list: instances with the tags that do not run the live release. After a success (and after
+/// any converge) the live release is this one, so that is every instance not on it; after a
+/// failure the record still names the release before, so it is the instances left on this one.
+/// A converge counts the instances it left alone, which run the release already.
 fn fleet(report: &DeployReport) -> String {
     let in_step = report.converge.as_ref().map(|c| c.in_step).unwrap_or(0);
     let on_release = report
@@ -60,7 +62,7 @@ fn fleet(report: &DeployReport) -> String {
         on_release,
         report.caught_up.len(),
         report.skipped.len(),
-        fleet.saturating_sub(on_release)
+        if report.success() || report.converge.is_some() { fleet.saturating_sub(on_release) } else { on_release }
     );
     if let Some(c) = &report.converge {
         let drifted: Vec<String> = c.drifted.iter().map(|(id, why)| format!("`{id}`: {}", cell(why))).collect();
