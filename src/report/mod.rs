@@ -77,11 +77,17 @@ pub struct Check {
     pub release: String,
 }
 
-fn parse_check(stdout: &str) -> Option<Check> {
-    let line = stdout.lines().rev().find(|l| l.starts_with("ec2-deploy-check "))?;
-    let field = |name: &str| {
+/// The script's last line starting with `prefix` (`ec2-deploy-result `), as a reader of its
+/// `name=value` fields.
+fn script_line<'a>(stdout: &'a str, prefix: &str) -> Option<impl Fn(&str) -> Option<String> + 'a> {
+    let line = stdout.lines().rev().find(|l| l.starts_with(prefix))?;
+    Some(move |name: &str| {
         line.split_whitespace().find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('='))).map(str::to_string)
-    };
+    })
+}
+
+fn parse_check(stdout: &str) -> Option<Check> {
+    let field = script_line(stdout, "ec2-deploy-check ")?;
     Some(Check {
         state: field("state")?,
         image: field("image")?,
@@ -265,10 +271,7 @@ impl DeployReport {
 /// `ec2-deploy-result outcome=… previous=… current=… [previous_config=… current_config=…]
 /// [gap_ms=…]` from the script's stdout.
 fn parse_result(stdout: &str) -> Option<(Outcome, Running, Running, Option<u64>)> {
-    let line = stdout.lines().rev().find(|l| l.starts_with("ec2-deploy-result "))?;
-    let field = |name: &str| {
-        line.split_whitespace().find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('='))).map(str::to_string)
-    };
+    let field = script_line(stdout, "ec2-deploy-result ")?;
     let running =
         |image: &str, config: &str| Some(Running { image: field(image)?, config: field(config).unwrap_or_default() });
     Some((
