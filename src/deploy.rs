@@ -166,11 +166,7 @@ async fn plan<W: World>(
     let planned = async {
         let mut facts = plan::gather(world, req, run, lock).await?;
         if let (true, Some(live)) = (req.converge, &facts.live) {
-            let comment = format!(
-                "ec2-deploy {} {}",
-                req.environment.as_ref().map(|e| e.as_str()).unwrap_or(""),
-                live.release.tag
-            );
+            let comment = apply::command::comment(req.environment.as_ref(), &live.release.tag);
             facts.drift = Some(crate::drift::survey(world, cx, live, &facts.instances, &req.targets, &comment).await?);
         }
         plan::make(req, facts).map_err(Error::Plan)

@@ -29,9 +29,8 @@ pub const CHECK_TIMEOUT: u32 = 120;
 pub enum State {
     /// It runs the live release, as a deploy of it would leave it.
     Current,
-    /// It runs something else; `why` in words, `running` the image it runs (if any), `release`
-    /// that container's release label.
-    Drifted { why: String, running: Option<String>, release: Option<String> },
+    /// It runs something else: why, in words (with the release and image it runs, if any).
+    Drifted { why: String },
     /// Its SSM agent is not connected: it could not be asked.
     Offline { ping: String },
     /// The check did not say (delivery failed, the script failed): why.
@@ -130,11 +129,7 @@ pub async fn survey<W: World>(
                 _ if i.ping != Ping::Online => State::Offline { ping: i.ping.to_string() },
                 Some(r) => match (&r.check, r.ok()) {
                     (Some(c), true) if c.state == "current" => State::Current,
-                    (Some(c), true) => State::Drifted {
-                        why: describe(&c.state, &c.image, &c.release),
-                        running: (c.image != "-").then(|| c.image.clone()),
-                        release: (c.release != "-").then(|| c.release.clone()),
-                    },
+                    (Some(c), true) => State::Drifted { why: describe(&c.state, &c.image, &c.release) },
                     (None, true) => State::Unknown { why: "the check printed no result".into() },
                     (_, false) => State::Unknown {
                         why: r.reason.clone().unwrap_or_else(|| format!("{} ({})", r.status, r.detail)),
@@ -157,8 +152,7 @@ pub async fn show<W: World>(
 ) -> Result<Vec<InstanceDrift>, Error> {
     let instances = world.find_instances(&req.targets).await?;
     let targets: Vec<String> = req.targets.iter().map(ToString::to_string).collect();
-    let env = req.environment.as_ref().map(|e| e.as_str()).unwrap_or("");
-    let comment = format!("ec2-deploy {env} {} status", live.release.tag);
+    let comment = format!("{} status", crate::apply::command::comment(req.environment.as_ref(), &live.release.tag));
     let survey = survey(world, cx, live, &instances, &req.targets, &comment).await?;
     let drifted = survey.iter().filter(|d| d.drifted()).count();
     cx.runner.info(&format!(

@@ -23,7 +23,8 @@ use std::time::{Duration, SystemTime};
 
 use super::{Context, Purpose, Stop};
 use crate::model::{
-    CommandId, InstanceId, Invocation, InvocationStatus, Limit, ManagedInstance, StatusDetail, TagFilter,
+    CommandId, EnvironmentName, ImageTag, InstanceId, Invocation, InvocationStatus, Limit, ManagedInstance,
+    StatusDetail, TagFilter,
 };
 use crate::ports::{CommandRequest, CommandTargets, ErrorKind, World, IDS_PER_COMMAND};
 use crate::report::{instance_reports, InstanceReport};
@@ -36,6 +37,12 @@ const POLL_MIN: Duration = Duration::from_secs(1);
 const POLL_MAX: Duration = Duration::from_secs(5);
 /// The longest pause between polls that keep failing.
 const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What a run's commands say in their comment (`ec2-deploy production v2`); `Commands::run` adds
+/// what each one does (`deploy`, `rollback`, `check`).
+pub fn comment(environment: Option<&EnvironmentName>, tag: &ImageTag) -> String {
+    format!("ec2-deploy {} {tag}", environment.map(|e| e.as_str()).unwrap_or(""))
+}
 
 /// Where a command goes.
 pub enum Targets<'a> {

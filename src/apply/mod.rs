@@ -305,8 +305,8 @@ pub async fn apply<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result
     };
     report.seconds = world.now().duration_since(started).unwrap_or_default().as_secs_f64();
     report.deployment_id = deployment;
-    if report.success() && !plan.record.write {
-        // A converge: the record names this release already.
+    if report.success() && plan.converge.is_some() {
+        // A converge writes no new version: the record names this release already.
         report.release_version = plan.record.live.as_ref().map(|live| live.version);
     } else if report.success() {
         match record::write(world, plan, &release).await {
@@ -391,7 +391,6 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         }
         None => {}
     }
-    let env = plan.environment.as_ref().map(|e| e.as_str()).unwrap_or("");
     let rollout = Rollout {
         commands: Commands {
             world,
@@ -399,7 +398,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
             instances: RefCell::new(plan.instances.clone()),
             tags: &plan.targets,
             timeout: plan.timeout,
-            comment: format!("ec2-deploy {env} {}", plan.image_tag),
+            comment: command::comment(plan.environment.as_ref(), &plan.image_tag),
             sent: RefCell::new(vec![]),
         },
         script: format!("{header}{}", instance::SCRIPT),

@@ -89,6 +89,16 @@ pub struct Facts {
     pub run: RunInfo,
 }
 
+/// The recorded release a run deploys, settings included, instead of the request's: the one a
+/// rollback goes back to, or for a converge the live one.
+pub fn recorded_release<'a>(
+    req: &DeployRequest,
+    rollback_to: Option<&'a Recorded>,
+    live: Option<&'a Recorded>,
+) -> Option<&'a Recorded> {
+    rollback_to.or(if req.converge { live } else { None })
+}
+
 /// Asks the world for everything the plan needs.
 pub async fn gather<W: World>(
     world: &W,
@@ -112,8 +122,7 @@ pub async fn gather<W: World>(
     };
     let live = live.cloned();
     let rollback_to = rollback_to.cloned();
-    // The release a rollback or a converge deploys comes from the record, settings included.
-    let recorded = rollback_to.clone().or_else(|| if req.converge { live.clone() } else { None });
+    let recorded = recorded_release(req, rollback_to.as_ref(), live.as_ref()).cloned();
     let (repository, container) = match &recorded {
         Some(to) => (to.release.image.repository.clone(), to.release.container.clone()),
         None => (req.repository.clone(), req.container.clone()),

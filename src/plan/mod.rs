@@ -175,9 +175,6 @@ pub struct RecordPlan {
     pub live: Option<Recorded>,
     /// With `rollback`: the recorded release it goes back to.
     pub rollback_to: Option<Recorded>,
-    /// A new version is written after a success; not by a converge (the record names the
-    /// release already).
-    pub write: bool,
     /// The commit recorded with the release (for a rollback, the restored release's own).
     pub commit: Option<String>,
     pub commit_time: Option<String>,
@@ -361,11 +358,7 @@ pub fn make(req: &DeployRequest, mut facts: Facts) -> Result<Plan, Vec<PlanError
     }
     // A rollback deploys the recorded release before the live one; a converge the live one:
     // its image, tag and settings.
-    let recorded = match &facts.rollback_to {
-        Some(to) => Some(to.clone()),
-        None if req.converge => facts.live.clone(),
-        None => None,
-    };
+    let recorded = facts::recorded_release(req, facts.rollback_to.as_ref(), facts.live.as_ref()).cloned();
     let (registry, repository, image_tag, container) = match &recorded {
         Some(to) => (
             to.release.image.registry.clone(),
@@ -578,7 +571,6 @@ pub fn make(req: &DeployRequest, mut facts: Facts) -> Result<Plan, Vec<PlanError
             parameter: req.release_parameter.clone(),
             live: facts.live,
             rollback_to,
-            write: !req.converge,
             commit,
             commit_time,
             run_url: facts.run.run_url.clone(),
