@@ -12,6 +12,12 @@ Layout: a bridge (10.77.0.1, the "AWS side": moto, the registry) with one networ
 simulated host: the runner (10.77.0.2, where images are built) and each instance (10.77.0.11+),
 each with its own Docker engine. haproxy on 127.0.0.1 balances over the instances' port 3000.
 Everything it starts is recorded with its pid under the state directory, and only that is stopped.
+
+Load balancer slices: LB_SLICES target groups, each followed by its own haproxy backend and
+frontend (its own port), so tests that need a load balancer run side by side, each with a slice
+of its own (claimed by a lock file, `slices/N.lock`). Slice 0 is the one the env file names
+TESTBED_TARGET_GROUP_ARN / TESTBED_LB_URL (the demo, the benchmarks, the self-test). An instance
+becomes a server of a slice's backend when it is first registered in that slice's target group.
 """
 
 import argparse
@@ -32,11 +38,12 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATE = os.environ.get("TESTBED_STATE", "/var/tmp/ec2-deploy-testbed")
 RUN = "/run/edtb"  # short paths for containerd's sockets
-BRIDGE, NET, HOST_IP = "edtb0", "10.77.0", "10.77.0.1"
+BRIDGE, HOST_IP = "edtb0", "10.77.0.1"
 NS_PREFIX = "edtb-"
 REGION, ACCOUNT = "ap-northeast-2", "123456789012"
 REGISTRY_PASSWORD = f"{ACCOUNT}-auth-token"  # what moto's ECR GetAuthorizationToken hands out
 DEREGISTRATION_DELAY = 5
+LB_SLICES = int(os.environ.get("TESTBED_LB_SLICES", "8"))
 DOCKER = "/usr/bin/docker"  # Debian's client: it still builds with BuildKit (the other has no buildx)
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
@@ -178,15 +185,20 @@ def aws(state, service):
 
 # ---- network namespaces ------------------------------------------------------------------
 
+def address(index):
+    """Host INDEX of the bed's network 10.77.0.0/16 (a long suite adds hundreds of instances)."""
+    return f"10.77.{index // 256}.{index % 256}"
+
+
 def make_host(netns, index):
-    """A namespace with address 10.77.0.INDEX on the bridge, loopback up, default route to the bridge."""
-    ip = f"{NET}.{index}"
+    """A namespace with address `address(INDEX)` on the bridge, loopback up, default route to the bridge."""
+    ip = address(index)
     sh("ip", "netns", "add", netns)
     sh("ip", "link", "add", f"edtbv{index}", "type", "veth", "peer", "name", f"edtbp{index}")
     sh("ip", "link", "set", f"edtbp{index}", "netns", netns)
     sh("ip", "link", "set", f"edtbv{index}", "master", BRIDGE, "up")
     for cmd in (["ip", "link", "set", f"edtbp{index}", "name", "eth0"],
-                ["ip", "addr", "add", f"{ip}/24", "dev", "eth0"],
+                ["ip", "addr", "add", f"{ip}/16", "dev", "eth0"],
                 ["ip", "link", "set", "eth0", "up"],
                 ["ip", "link", "set", "lo", "up"],
                 ["ip", "route", "add", "default", "via", HOST_IP],
@@ -259,12 +271,17 @@ def _up(n):
     os.makedirs(RUN, exist_ok=True)
     os.makedirs("/var/lib/ec2-deploy", exist_ok=True)  # mount point for each instance's own copy
     sh("ip", "link", "add", BRIDGE, "type", "bridge")
-    sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", BRIDGE)
+    # A fixed MAC: a bridge without one takes the lowest of its ports', so it changes as instances
+    # come and go, and every namespace's ARP entry for the AWS side goes stale (connections to the
+    # registry and moto then stall for seconds: seen as `docker login` timing out mid-suite).
+    sh("ip", "link", "set", BRIDGE, "address", "02:ed:7b:00:00:01")
+    sh("ip", "addr", "add", f"{HOST_IP}/16", "dev", BRIDGE)
     sh("ip", "link", "set", BRIDGE, "up")
     # The instance metadata address lives on the bed's own bridge (moto_ext answers IMDSv2 there).
     sh("ip", "addr", "add", "169.254.169.254/32", "dev", BRIDGE)
 
-    moto_port, registry_port, hook_port, lb_port = (free_port() for _ in range(4))
+    moto_port, registry_port, hook_port = (free_port() for _ in range(3))
+    lb_ports = [free_port() for _ in range(LB_SLICES)]
     # The registry is `localhost:PORT` on every host of the bed: BuildKit (inside dockerd 20.10)
     # speaks plain HTTP only to localhost registries (it ignores --insecure-registry), and a
     # registry cache it cannot reach is silently skipped. It listens on the host's loopback; a
@@ -276,7 +293,7 @@ def _up(n):
         "registry": registry, "registry_url": f"http://127.0.0.1:{registry_port}", "registry_password": REGISTRY_PASSWORD,
         "registry_port": registry_port,
         "hook_url": f"http://127.0.0.1:{hook_port}",
-        "lb_url": f"http://127.0.0.1:{lb_port}",
+        "lb_url": f"http://127.0.0.1:{lb_ports[0]}",
         "haproxy_socket": path("haproxy.sock"),
         "instances": {}, "target_groups": {}, "next_index": 11,
     }
@@ -317,7 +334,8 @@ notifications:
     reg = spawn("registry", ["docker-registry", "serve", path("registry.yml")])
     spawn("registry-forward", ["socat", f"TCP-LISTEN:{registry_port},bind={HOST_IP},fork,reuseaddr", f"TCP:127.0.0.1:{registry_port}"])
 
-    # Load balancer: servers are added per instance, in maintenance until registered.
+    # Load balancer: one frontend and backend per slice; servers are added when an instance is
+    # first registered in the slice's target group (moto_ext), in maintenance until then.
     with open(path("haproxy.cfg"), "w") as f:
         f.write(f"""global
   stats socket {state['haproxy_socket']} level admin
@@ -327,10 +345,12 @@ defaults
   timeout client 30s
   timeout server 30s
   retries 0
-frontend lb
-  bind 127.0.0.1:{lb_port}
-  default_backend web
-backend web
+""")
+        for k, port in enumerate(lb_ports):
+            f.write(f"""frontend lb{k}
+  bind 127.0.0.1:{port}
+  default_backend {backend_name(k)}
+backend {backend_name(k)}
   balance roundrobin
   option httpchk GET /health
   http-check expect status 200
@@ -349,14 +369,19 @@ backend web
     # AWS fixtures: a VPC and subnet for the instances, the target group haproxy follows.
     ec2 = aws(state, "ec2")
     vpc = ec2.create_vpc(CidrBlock="10.77.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.77.0.0/24")["Subnet"]["SubnetId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.77.0.0/16")["Subnet"]["SubnetId"]
     elb = aws(state, "elbv2")
-    tg = elb.create_target_group(Name="testbed-web", Protocol="HTTP", Port=3000, VpcId=vpc, TargetType="instance",
-                                 HealthCheckPath="/health", HealthCheckIntervalSeconds=5,
-                                 HealthyThresholdCount=2, UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
-    elb.modify_target_group_attributes(TargetGroupArn=tg, Attributes=[
-        {"Key": "deregistration_delay.timeout_seconds", "Value": str(DEREGISTRATION_DELAY)}])
-    state.update(vpc=vpc, subnet=subnet, target_group_arn=tg, target_groups={tg: "web"},
+    slices = []
+    for k, port in enumerate(lb_ports):
+        name = "testbed-web" if k == 0 else f"testbed-web-{k}"
+        tg = elb.create_target_group(Name=name, Protocol="HTTP", Port=3000, VpcId=vpc, TargetType="instance",
+                                     HealthCheckPath="/health", HealthCheckIntervalSeconds=5,
+                                     HealthyThresholdCount=2, UnhealthyThresholdCount=2)["TargetGroups"][0]["TargetGroupArn"]
+        elb.modify_target_group_attributes(TargetGroupArn=tg, Attributes=[
+            {"Key": "deregistration_delay.timeout_seconds", "Value": str(DEREGISTRATION_DELAY)}])
+        slices.append({"target_group_arn": tg, "lb_url": f"http://127.0.0.1:{port}", "backend": backend_name(k)})
+    state.update(vpc=vpc, subnet=subnet, target_group_arn=slices[0]["target_group_arn"], slices=slices,
+                 target_groups={s["target_group_arn"]: s["backend"] for s in slices},
                  ami=ec2.describe_images()["Images"][0]["ImageId"])
     save(state)
     wait_for("runner docker", lambda: docker_ping(runner_sock), proc=runner)
@@ -368,6 +393,10 @@ backend web
     for iid, proc in pending:
         wait_for(f"instance {iid} docker", lambda s=state["instances"][iid]["docker_sock"]: docker_ping(s), proc=proc)
     write_env(state)
+
+
+def backend_name(k):
+    return "web" if k == 0 else f"web{k}"
 
 
 def push_proxy_image(state):
@@ -396,12 +425,15 @@ def push_proxy_image(state):
 
 
 def _add_instance(state, name, tags, lb, wait=True):
+    # Never reused: EC2 (moto) keeps a terminated instance's address.
     index = state["next_index"]
+    while address(index).endswith((".0", ".255")):
+        index += 1
     state["next_index"] = index + 1
     name = name or f"{tags.get('Role', 'host')}-{index - 10}"
     tags = {"Name": name, **tags}
     ec2 = aws(state, "ec2")
-    ip = f"{NET}.{index}"
+    ip = address(index)
     inst = ec2.run_instances(ImageId=state["ami"], MinCount=1, MaxCount=1, InstanceType="t3.micro",
                              SubnetId=state["subnet"], PrivateIpAddress=ip,
                              TagSpecifications=[{"ResourceType": "instance",
@@ -419,10 +451,8 @@ def _add_instance(state, name, tags, lb, wait=True):
         f.write(f"INSTANCE_NETNS={netns}\nINSTANCE_DOCKER_HOST=unix://{sock}\n"
                 f"INSTANCE_AWS_ENDPOINT_URL={state['aws_endpoint_url']}\n"
                 f"INSTANCE_PATH={venv_bin}:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin\n")
-    state["instances"][iid] = {"name": name, "ip": ip, "netns": netns, "docker_sock": sock, "tags": tags, "lb": lb}
-    if lb:
-        haproxy(state, f"add server web/{iid} {ip}:3000 check inter 500ms fall 2 rise 2")
-        haproxy(state, f"enable health web/{iid}")
+    state["instances"][iid] = {"name": name, "ip": ip, "index": index, "netns": netns, "docker_sock": sock,
+                               "tags": tags, "lb": lb}
     save(state)
     if wait:
         wait_for(f"instance {iid} docker", lambda: docker_ping(sock), proc=proc)
@@ -445,6 +475,9 @@ def write_env(state):
         "TESTBED_PROXY_IMAGE": state["proxy_image"],
         "TESTBED_HOOK_URL": state["hook_url"],
         "TESTBED_TARGET_GROUP_ARN": state["target_group_arn"],
+        "TESTBED_LB_SLICES": str(len(state["slices"])),
+        **{f"TESTBED_LB_{k}_URL": sl["lb_url"] for k, sl in enumerate(state["slices"])},
+        **{f"TESTBED_TG_{k}_ARN": sl["target_group_arn"] for k, sl in enumerate(state["slices"])},
         "TESTBED_INSTANCE_IDS": ",".join(web),
         "TESTBED_DOCKER": DOCKER,
         "TESTBED_AWS": os.path.join(os.path.dirname(sys.executable), "aws"),
@@ -589,10 +622,11 @@ def remove_instance(args):
             for mp in sorted(mounts, key=len, reverse=True):
                 sh("umount", "-l", mp, check=False)
             sh("ip", "netns", "del", inst["netns"], check=False)
-            sh("ip", "link", "del", f"edtbv{inst['ip'].rsplit('.', 1)[1]}", check=False)
-            if inst.get("lb"):
-                haproxy(state, f"set server web/{iid} state maint")
-                haproxy(state, f"del server web/{iid}")
+            sh("ip", "link", "del", f"edtbv{inst['index']}", check=False)
+            for backend in state["target_groups"].values():
+                # An error answer (no such server: never registered there) changes nothing.
+                haproxy(state, f"set server {backend}/{iid} state maint")
+                haproxy(state, f"del server {backend}/{iid}")
             aws(state, "ec2").terminate_instances(InstanceIds=[iid])
             shutil.rmtree(base, ignore_errors=True)
             shutil.rmtree(os.path.join(RUN, iid), ignore_errors=True)

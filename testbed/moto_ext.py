@@ -764,17 +764,26 @@ def register_targets(self, target_group_arn, instances):
     backend = managed_backend(target_group_arn)
     if not backend:
         return
+    stats = haproxy_stats()
     for target in instances:
         iid = target["Id"]
         with LOCK:
             DRAINING.pop((target_group_arn, iid), None)
+        if (backend, iid) not in stats:
+            # First registration in this group: the instance becomes a server of its backend
+            # (created in maintenance), checked as the group checks its targets.
+            inst = bed().get("instances", {}).get(iid)
+            if inst is None or not inst.get("lb", True):
+                continue  # no host behind it (or kept out of the load balancer): moto's bookkeeping only
+            haproxy(f"add server {backend}/{iid} {inst['ip']}:3000 check inter 500ms fall 2 rise 2")
+            haproxy(f"enable health {backend}/{iid}")
         # Out of maintenance straight into DOWN, so the target takes traffic only after it
         # passes its checks, as an ALB target stays "initial" until healthy. The two commands go
         # in one line so haproxy schedules nothing between them.
         haproxy(f"set server {backend}/{iid} state ready; set server {backend}/{iid} health down")
-        stats = haproxy_stats().get((backend, iid), {})
+        row = haproxy_stats().get((backend, iid), {})
         with LOCK:
-            BASELINE[(target_group_arn, iid)] = int(stats.get("chkdown") or 0)
+            BASELINE[(target_group_arn, iid)] = int(row.get("chkdown") or 0)
 
 
 def deregister_targets(self, target_group_arn, instances):
