@@ -7,25 +7,25 @@
 
 use std::time::{Duration, Instant};
 
-use super::support::{unique, wait_until, ActionRun, Bed, Fleet, Load};
-use super::{inputs, load_balancer, run_with, set, version_of};
+use super::support::{unique, wait_until, ActionRun, Bed, Fleet, LbSlice, Load};
+use super::{inputs, run_with, set, version_of};
 
-/// Three instances of a suite of their own, running v1 of a new repository through the load
-/// balancer: (fleet, its ids in batch order, repository, suite).
-fn three_on_v1<'a>(bed: &'a Bed, name: &str) -> (Fleet<'a>, Vec<String>, String, String) {
+/// Three instances of a suite of their own, running v1 of a new repository through the test's
+/// slice of the load balancer: (fleet, its ids in batch order, repository, suite).
+fn three_on_v1<'a>(bed: &'a Bed, lb: &LbSlice, name: &str) -> (Fleet<'a>, Vec<String>, String, String) {
     let suite = unique("s");
     let web = bed.fleet_in(&suite, 3, &["Role=web"]);
     let order = sorted(&web.ids);
     let repo = unique(name);
     bed.create_repository(&repo);
-    let r1 = run_with(bed, lb_inputs(bed, &repo, &suite, "v1", "VERSION=v1"));
+    let r1 = run_with(bed, lb_inputs(bed, lb, &repo, &suite, "v1", "VERSION=v1"));
     assert_eq!(r1.code, 0, "{}", r1.log());
     (web, order, repo, suite)
 }
 
-fn lb_inputs(bed: &Bed, repo: &str, suite: &str, tag: &str, build_args: &str) -> Vec<(String, String)> {
+fn lb_inputs(bed: &Bed, lb: &LbSlice, repo: &str, suite: &str, tag: &str, build_args: &str) -> Vec<(String, String)> {
     let mut i = inputs(bed, repo, suite, tag, build_args);
-    set(&mut i, "target-groups", bed.get("TESTBED_TARGET_GROUP_ARN"));
+    set(&mut i, "target-groups", &lb.target_group_arn);
     set(&mut i, "batch-size", "1");
     // The drain path: each batch leaves the load balancer while it swaps (proxy.rs and the test
     // below cover the proxy behind the load balancer).
@@ -33,9 +33,8 @@ fn lb_inputs(bed: &Bed, repo: &str, suite: &str, tag: &str, build_args: &str) ->
     i
 }
 
-fn health(bed: &Bed, ids: &[String]) -> Vec<String> {
-    let mut args =
-        vec!["elbv2", "describe-target-health", "--target-group-arn", bed.get("TESTBED_TARGET_GROUP_ARN"), "--targets"];
+fn health(bed: &Bed, lb: &LbSlice, ids: &[String]) -> Vec<String> {
+    let mut args = vec!["elbv2", "describe-target-health", "--target-group-arn", &lb.target_group_arn, "--targets"];
     let targets: Vec<String> = ids.iter().map(|id| format!("Id={id}")).collect();
     args.extend(targets.iter().map(String::as_str));
     let out = bed.aws_json(&args);
@@ -52,8 +51,8 @@ fn health(bed: &Bed, ids: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn all_healthy(bed: &Bed, ids: &[String]) {
-    let states = health(bed, ids);
+fn all_healthy(bed: &Bed, lb: &LbSlice, ids: &[String]) {
+    let states = health(bed, lb, ids);
     assert!(states.iter().all(|s| s == "healthy"), "not all registered and healthy: {states:?}");
 }
 
@@ -94,13 +93,13 @@ fn row<'a>(summary: &'a str, starts: &str) -> &'a str {
 #[test]
 fn a_rolling_deploy_behind_the_load_balancer_drops_no_request() {
     let bed = Bed::load();
-    let _lb = load_balancer();
-    let (web, _, repo, suite) = three_on_v1(&bed, "rolling");
-    all_healthy(&bed, &web.ids);
+    let lb = bed.load_balancer();
+    let (web, _, repo, suite) = three_on_v1(&bed, &lb, "rolling");
+    all_healthy(&bed, &lb, &web.ids);
 
-    let load = Load::start(&format!("{}/version", bed.get("TESTBED_LB_URL")), 3);
+    let load = Load::start(&format!("{}/version", lb.url), 3);
     let started = Instant::now();
-    let r2 = run_with(&bed, lb_inputs(&bed, &repo, &suite, "v2", "VERSION=v2"));
+    let r2 = run_with(&bed, lb_inputs(&bed, &lb, &repo, &suite, "v2", "VERSION=v2"));
     let count = load.stop();
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(r2.code, 0, "{}", r2.log());
@@ -124,15 +123,15 @@ fn a_rolling_deploy_behind_the_load_balancer_drops_no_request() {
     for ip in &web.ips {
         assert_eq!(version_of(ip).as_deref(), Some("v2"));
     }
-    all_healthy(&bed, &web.ids);
+    all_healthy(&bed, &lb, &web.ids);
     assert_eq!(r2.outputs["command-id"].split(' ').count(), 3, "one command per batch");
 
     // With the proxy (v3 moves each instance to it, so its batches still drain; v4 does not need
     // to): no request dropped either way.
     for (tag, drained) in [("v3", true), ("v4", false)] {
-        let mut i = lb_inputs(&bed, &repo, &suite, tag, &format!("VERSION={tag}"));
+        let mut i = lb_inputs(&bed, &lb, &repo, &suite, tag, &format!("VERSION={tag}"));
         set(&mut i, "proxy", "true");
-        let load = Load::start(&format!("{}/version", bed.get("TESTBED_LB_URL")), 3);
+        let load = Load::start(&format!("{}/version", lb.url), 3);
         let started = Instant::now();
         let r = run_with(&bed, i);
         let count = load.stop();
@@ -148,20 +147,20 @@ fn a_rolling_deploy_behind_the_load_balancer_drops_no_request() {
         for n in 1..=3 {
             assert!(row(&r.summary, &format!("| {n} |")).contains(expected), "{}", r.summary);
         }
-        all_healthy(&bed, &web.ids);
+        all_healthy(&bed, &lb, &web.ids);
     }
 }
 
 #[test]
 fn a_failed_batch_rolls_back_itself_and_the_batches_before_it_and_leaves_the_rest() {
     let bed = Bed::load();
-    let _lb = load_balancer();
-    let (web, order, repo, suite) = three_on_v1(&bed, "batchfail");
+    let lb = bed.load_balancer();
+    let (web, order, repo, suite) = three_on_v1(&bed, &lb, "batchfail");
 
     // v2 needs a dependency that the instance of batch 2 cannot reach.
     cut_off(&bed, &order[1], &dependency(&bed));
-    let load = Load::start(&format!("{}/version", bed.get("TESTBED_LB_URL")), 3);
-    let mut i = lb_inputs(&bed, &repo, &suite, "v2", &format!("VERSION=v2\nHEALTH=tcp:{}", dependency(&bed)));
+    let load = Load::start(&format!("{}/version", lb.url), 3);
+    let mut i = lb_inputs(&bed, &lb, &repo, &suite, "v2", &format!("VERSION=v2\nHEALTH=tcp:{}", dependency(&bed)));
     set(&mut i, "health-check-timeout", "5");
     let r2 = run_with(&bed, i);
     let count = load.stop();
@@ -181,15 +180,15 @@ fn a_failed_batch_rolls_back_itself_and_the_batches_before_it_and_leaves_the_res
     let instances: serde_json::Value = serde_json::from_str(&r2.outputs["instances"]).unwrap();
     let first = instances.as_array().unwrap().iter().find(|i| i["id"] == order[0].as_str()).unwrap();
     assert_eq!(first["rollback"], "rolled-back", "{instances}");
-    all_healthy(&bed, &web.ids);
+    all_healthy(&bed, &lb, &web.ids);
     assert!(r2.stdout.contains("::error title=ec2-deploy%3A batch failed::batch 2/3 failed at swap"), "{}", r2.stdout);
 }
 
 #[test]
 fn a_container_killed_mid_batch_and_a_failed_rollback_are_reported_not_hidden() {
     let bed = Bed::load();
-    let _lb = load_balancer();
-    let (web, order, repo, suite) = three_on_v1(&bed, "killed");
+    let lb = bed.load_balancer();
+    let (web, order, repo, suite) = three_on_v1(&bed, &lb, "killed");
 
     // While v2 rolls: once batch 1's instance runs v2, its kept previous container is removed (so
     // its rollback cannot work); once batch 2's v2 container exists, it is killed and removed
@@ -218,7 +217,7 @@ fn a_container_killed_mid_batch_and_a_failed_rollback_are_reported_not_hidden() 
             (removed_previous, killed)
         })
     };
-    let mut i = lb_inputs(&bed, &repo, &suite, "v2", "VERSION=v2\nHEALTH=delay:4");
+    let mut i = lb_inputs(&bed, &lb, &repo, &suite, "v2", "VERSION=v2\nHEALTH=delay:4");
     set(&mut i, "health-check-timeout", "20");
     let r2 = run_with(&bed, i);
     assert_eq!(watcher.join().unwrap(), (true, true), "the faults were not injected");
@@ -238,7 +237,7 @@ fn a_container_killed_mid_batch_and_a_failed_rollback_are_reported_not_hidden() 
     assert_eq!(version_of(&ip(&order[0])).as_deref(), Some("v2"));
     assert_eq!(version_of(&ip(&order[1])).as_deref(), Some("v1"));
     assert_eq!(version_of(&ip(&order[2])).as_deref(), Some("v1"));
-    all_healthy(&bed, &web.ids);
+    all_healthy(&bed, &lb, &web.ids);
 }
 
 #[test]
@@ -289,12 +288,12 @@ fn without_target_groups_past_max_errors_the_switched_instances_go_back() {
 #[test]
 fn a_signal_mid_rollout_leaves_every_instance_on_a_release_and_in_the_load_balancer() {
     let bed = Bed::load();
-    let _lb = load_balancer();
-    let (web, order, repo, suite) = three_on_v1(&bed, "signal");
+    let lb = bed.load_balancer();
+    let (web, order, repo, suite) = three_on_v1(&bed, &lb, "signal");
     let ip = |id: &String| web.ips[web.ids.iter().position(|x| x == id).unwrap()].clone();
 
     // v2 takes 4 s to turn healthy: the signal lands while batch 2's script waits for it.
-    let mut i = lb_inputs(&bed, &repo, &suite, "v2", "VERSION=v2\nHEALTH=delay:4");
+    let mut i = lb_inputs(&bed, &lb, &repo, &suite, "v2", "VERSION=v2\nHEALTH=delay:4");
     set(&mut i, "health-check-timeout", "20");
     let borrowed: Vec<(&str, &str)> = i.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let action = ActionRun::new(&borrowed);
@@ -320,20 +319,20 @@ fn a_signal_mid_rollout_leaves_every_instance_on_a_release_and_in_the_load_balan
     assert!(matches!(version_of(&ip(&order[1])).as_deref(), Some("v1" | "v2")));
     assert_eq!(version_of(&ip(&order[2])).as_deref(), Some("v1"));
     wait_until("every instance healthy in the load balancer", Duration::from_secs(30), || {
-        health(&bed, &web.ids).iter().all(|s| s == "healthy")
+        health(&bed, &lb, &web.ids).iter().all(|s| s == "healthy")
     });
 }
 
 #[test]
 fn a_signal_during_the_rollback_of_a_failed_batch_lets_it_finish_every_instance_in_and_on_v1() {
     let bed = Bed::load();
-    let _lb = load_balancer();
-    let (web, order, repo, suite) = three_on_v1(&bed, "sigrollback");
+    let lb = bed.load_balancer();
+    let (web, order, repo, suite) = three_on_v1(&bed, &lb, "sigrollback");
     let ip = |id: &String| web.ips[web.ids.iter().position(|x| x == id).unwrap()].clone();
     // v2 needs a dependency; instance 2 is cut off from it: batch 2 fails, batch 1 goes back.
     let dep = dependency(&bed);
     cut_off(&bed, &order[1], &dep);
-    let mut i = lb_inputs(&bed, &repo, &suite, "v2", &format!("VERSION=v2\nHEALTH=tcp:{dep}"));
+    let mut i = lb_inputs(&bed, &lb, &repo, &suite, "v2", &format!("VERSION=v2\nHEALTH=tcp:{dep}"));
     set(&mut i, "health-check-timeout", "8");
     let borrowed: Vec<(&str, &str)> = i.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let action = ActionRun::new(&borrowed);
@@ -364,7 +363,7 @@ fn a_signal_during_the_rollback_of_a_failed_batch_lets_it_finish_every_instance_
         assert_eq!(version_of(&ip(id)).as_deref(), Some("v1"), "{id}:\n{seen}");
     }
     wait_until("every instance registered and healthy", Duration::from_secs(30), || {
-        health(&bed, &web.ids).iter().all(|s| s == "healthy")
+        health(&bed, &lb, &web.ids).iter().all(|s| s == "healthy")
     });
 }
 
@@ -400,8 +399,8 @@ fn set_alarm(bed: &Bed, name: &str, state: &str, reason: &str) {
 #[test]
 fn an_alarm_during_the_bake_of_batch_2_rolls_back_batches_1_and_2_and_leaves_batch_3() {
     let bed = Bed::load();
-    let _lb = load_balancer();
-    let (web, order, repo, suite) = three_on_v1(&bed, "bake");
+    let lb = bed.load_balancer();
+    let (web, order, repo, suite) = three_on_v1(&bed, &lb, "bake");
     let name = unique("shop-5xx");
     alarm(&bed, &name);
     // Once batch 2's instance runs v2, the alarm goes off: batch 1's bake is over by then, and
@@ -421,7 +420,7 @@ fn an_alarm_during_the_bake_of_batch_2_rolls_back_batches_1_and_2_and_leaves_bat
             false
         })
     };
-    let mut i = lb_inputs(&bed, &repo, &suite, "v2", "VERSION=v2");
+    let mut i = lb_inputs(&bed, &lb, &repo, &suite, "v2", "VERSION=v2");
     set(&mut i, "alarms", &format!("{name}\n{}*", &name[..name.len() - 2]));
     set(&mut i, "bake-time", "8");
     let r2 = run_with(&bed, i);
@@ -440,10 +439,10 @@ fn an_alarm_during_the_bake_of_batch_2_rolls_back_batches_1_and_2_and_leaves_bat
         let ip = &web.ips[web.ids.iter().position(|x| x == id).unwrap()];
         assert_eq!(version_of(ip).as_deref(), Some("v1"), "{id}");
     }
-    all_healthy(&bed, &web.ids);
+    all_healthy(&bed, &lb, &web.ids);
 
     // Still in ALARM: the next deploy stops before anything moves.
-    let mut i = lb_inputs(&bed, &repo, &suite, "v3", "VERSION=v3");
+    let mut i = lb_inputs(&bed, &lb, &repo, &suite, "v3", "VERSION=v3");
     set(&mut i, "alarms", &name);
     let r3 = run_with(&bed, i);
     assert_eq!(r3.code, 2, "{}", r3.log());
@@ -458,8 +457,8 @@ fn an_alarm_during_the_bake_of_batch_2_rolls_back_batches_1_and_2_and_leaves_bat
 #[test]
 fn an_instance_that_joins_during_a_3_batch_deploy_ends_on_the_new_release() {
     let bed = Bed::load();
-    let _lb = load_balancer();
-    let (web, order, repo, suite) = three_on_v1(&bed, "catchup");
+    let lb = bed.load_balancer();
+    let (web, order, repo, suite) = three_on_v1(&bed, &lb, "catchup");
     let parameter = format!("/ec2-deploy/test/{repo}");
     // Once batch 1's instance runs v2, the launch: the instance joins the tags and runs its
     // user-data (which reads v1 from the record unless the catch-up got there first).
@@ -484,7 +483,7 @@ fn an_instance_that_joins_during_a_3_batch_deploy_ends_on_the_new_release() {
             (id, boot)
         })
     };
-    let r2 = run_with(&bed, lb_inputs(&bed, &repo, &suite, "v2", "VERSION=v2"));
+    let r2 = run_with(&bed, lb_inputs(&bed, &lb, &repo, &suite, "v2", "VERSION=v2"));
     let (joined, boot) = launch.join().unwrap();
     assert!(boot.status.success(), "user-data: {}", String::from_utf8_lossy(&boot.stderr));
     assert_eq!(r2.code, 0, "{}", r2.log());
@@ -501,6 +500,6 @@ fn an_instance_that_joins_during_a_3_batch_deploy_ends_on_the_new_release() {
     for ip in &web.ips {
         assert_eq!(version_of(ip).as_deref(), Some("v2"));
     }
-    all_healthy(&bed, &web.ids);
+    all_healthy(&bed, &lb, &web.ids);
     bed.testbed(&["remove-instance", &joined]);
 }

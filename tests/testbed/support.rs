@@ -85,6 +85,38 @@ impl Bed {
         format!("/tmp/{name}")
     }
 
+    /// A slice of the bed's load balancer for this test alone: a target group and the haproxy
+    /// frontend that follows it. Held until dropped; a test that finds every slice taken waits
+    /// for one (the lock is a file lock, so it holds across test processes).
+    pub fn load_balancer(&self) -> LbSlice {
+        let n: usize = self.get("TESTBED_LB_SLICES").parse().expect("TESTBED_LB_SLICES is a number");
+        let dir = Path::new(self.get("TESTBED_STATE")).join("slices");
+        std::fs::create_dir_all(&dir).unwrap();
+        let open = |k: usize| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(format!("{k}.lock")))
+                .unwrap()
+        };
+        let slice = |k: usize, lock: std::fs::File| LbSlice {
+            target_group_arn: self.get(&format!("TESTBED_TG_{k}_ARN")).to_string(),
+            url: self.get(&format!("TESTBED_LB_{k}_URL")).to_string(),
+            _lock: lock,
+        };
+        for k in 0..n {
+            let file = open(k);
+            if file.try_lock().is_ok() {
+                return slice(k, file);
+            }
+        }
+        let k = std::process::id() as usize % n;
+        let file = open(k);
+        file.lock().unwrap();
+        slice(k, file)
+    }
+
     /// Instances tagged `Suite=<suite>` plus `tags`, terminated when the fleet is dropped.
     pub fn fleet_in(&self, suite: &str, n: usize, tags: &[&str]) -> Fleet<'_> {
         let mut args =
@@ -182,6 +214,14 @@ impl Bed {
             .cloned()
             .collect()
     }
+}
+
+/// A target group of the bed with the load balancer (haproxy) that follows it, held by one test.
+pub struct LbSlice {
+    pub target_group_arn: String,
+    /// Where the load balancer answers (`http://127.0.0.1:PORT`).
+    pub url: String,
+    _lock: std::fs::File,
 }
 
 pub struct Fleet<'a> {
