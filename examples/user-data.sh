@@ -32,7 +32,7 @@ for parameter in "${parameters[@]}"; do
     printf '%s' "$record" | python3 -c 'import json, sys; sys.stdout.write(json.load(sys.stdin)["header"])' >"$script"
   fi
   cat >>"$script" <<'EC2_DEPLOY_SCRIPT'
-# ---- ec2-deploy on-instance script (src/instance/deploy.sh) ----
+# ---- ec2-deploy on-instance script (src/instance/script/*.sh, assembled in order) ----
 # shellcheck shell=bash
 # Runs as root through SSM Run Command (AWS-RunShellScript) or from user-data, after a header of
 # shell assignments that ec2-deploy generates and quotes:
@@ -82,6 +82,29 @@ for parameter in "${parameters[@]}"; do
 # third. A run interrupted after the switch is completed by the next run.
 # Written for bash 4.2 and later (Amazon Linux 2): an array that may be empty is expanded as
 # ${a[@]+"${a[@]}"} (bash before 4.4 calls an empty one unbound under set -u).
+#
+# The parts, in order (src/instance/script/, one job each): common (this: parameters, logging,
+# prerequisites, region), containers (names and docker helpers), environment (the env file and
+# the settings' identity), check (MODE=check, read-only), lock (the instance's deploy lock),
+# proxy, guard (the swap marker, restore, traps, the repair of an interrupted run), health, swap
+# (switch, undo, finish), rollback (MODE=rollback), pull (login and pull), predeploy (MODE=
+# predeploy), deploy (the new release's container).
+# Globals that more than one part uses (beyond the header's parameters):
+#   region            the AWS region the instance's aws CLI calls (common)
+#   state_dir         /var/lib/ec2-deploy/<name>: lock, env files, swap marker, proxy files (common)
+#   secret_values     the secret's values, masked in everything printed (common, set by environment)
+#   next kept         <name>-next, <name>-previous: the container being started, the one kept (containers)
+#   proxy_name        ec2-deploy-proxy-<name>, the proxy's container (containers)
+#   network           the Docker network the proxy reaches containers on (containers)
+#   swap_marker       present while a swap may have left what ran before stopped (containers)
+#   proxy_spec        the proxy's identity, image and port, kept as its label (proxy)
+#   proxy_error       why the proxy did not start, for the message (proxy, set by its functions)
+#   DOCKER_CONFIG     this run's private registry credentials, removed on exit (lock)
+#   previous_image    what ran before this run (guard), previous_config its settings' identity
+#   health_reason     why the last health wait failed (health)
+#   gap_ms            how long the port did not answer, when it did not (swap)
+#   stopped_previous  what ran before was stopped before the new container was healthy (swap)
+#   env_new           the new release's env file (predeploy), resource_args its docker options
 set -Eeuo pipefail
 umask 077
 export LC_ALL=C

@@ -2,7 +2,7 @@
 //!
 //! Each online instance with the environment's tags is asked, by a read-only Run Command, whether
 //! it runs the live release as a deploy of it would leave it: the release's recorded header with
-//! `MODE=check` (see `instance/deploy.sh`). The script compares the container's image and its
+//! `MODE=check` (see `instance/script/03-check.sh`). The script compares the container's image and its
 //! settings' identity (the `ec2-deploy.config` label, which covers the secret's values as they
 //! are now), and whether its proxy runs; it takes no lock, pulls nothing and changes nothing.
 //! An instance whose agent is offline cannot be asked: it counts as drifted, since nothing shows

@@ -244,7 +244,7 @@ fn the_dockerfile_pins_its_bases_by_digest_and_builds_with_a_new_enough_rust() {
 /// sketch provides it.
 #[test]
 fn the_cloudformation_sketch_provides_what_the_deploy_script_checks_for() {
-    let script = include_str!("../src/instance/deploy.sh");
+    let script = ec2_deploy_action::instance::SCRIPT;
     let needed: Vec<&str> = script
         .lines()
         .find_map(|l| l.strip_prefix("for tool in ").and_then(|l| l.strip_suffix("; do")))

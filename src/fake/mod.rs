@@ -12,7 +12,7 @@
 //!   offline agent's invocation stays `Delayed` until the delivery timeout, then `Delivery Timed
 //!   Out`; a script that outlives its execution timeout ends `Execution Timed Out`; a cancel
 //!   stops only what has not started. Each instance runs the script header it is sent the way
-//!   `deploy.sh` does: a deploy keeps the running container as the previous one, a failed health
+//!   the on-instance script does: a deploy keeps the running container as the previous one, a failed health
 //!   check puts it back, a rollback swaps back to the kept one, a redeploy of what runs changes
 //!   nothing.
 //! - **Load balancer**: a registered target is `initial` until its checks pass (or fail), a
@@ -54,7 +54,7 @@ pub const REGISTRY: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
     pub image: String,
-    /// The identity of its settings, as `deploy.sh` computes it (image, ports, environment).
+    /// The identity of its settings, as the on-instance script computes it (image, ports, environment).
     pub config: String,
     pub env: Vec<String>,
 }

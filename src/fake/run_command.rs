@@ -1,5 +1,5 @@
 //! Run Command in the fake world: invocations that start and end as time and the limits allow,
-//! and a script that changes an instance the way `deploy.sh` would.
+//! and a script that changes an instance the way the on-instance script would.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -91,7 +91,7 @@ impl World {
     }
 }
 
-/// What `deploy.sh` computes as `ec2-deploy.config`: the image, ports and environment.
+/// What the on-instance script computes as `ec2-deploy.config`: the image, ports and environment.
 pub fn config_id(image: &str, ports: &[String], env: &[String]) -> String {
     let text = format!("{image}\n{}\n{}", ports.join("\n"), env.join("\n"));
     digest_of(&text).as_str()[7..23].to_string()
@@ -118,7 +118,7 @@ fn array(values: &BTreeMap<String, String>, name: &str) -> Vec<String> {
     (0..).map_while(|i| values.get(&format!("{name}_{i}")).cloned()).collect()
 }
 
-/// The script, as `deploy.sh` would run it on this instance.
+/// The script, as the on-instance script would run it on this instance.
 fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
     let v = header_values(script);
     let image = v.get("IMAGE").cloned().unwrap_or_default();

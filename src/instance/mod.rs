@@ -1,5 +1,6 @@
-//! What runs on each instance: a static script (`instance/deploy.sh`, embedded in the binary)
-//! behind a generated header of shell assignments.
+//! What runs on each instance: a static script (the parts in `instance/script/`, assembled in
+//! the order of their names into one text at build time and embedded in the binary) behind a
+//! generated header of shell assignments.
 //!
 //! The header is the only generated shell, and every value in it goes through [`quote`], so no
 //! input can become code. Secret *values* are never in it: the script fetches them on the
@@ -10,8 +11,24 @@ use std::fmt::Write as _;
 
 use crate::model::{ContainerSpec, EnvVar, ImageRef, ImageTag, ParameterName, PortMapping, RegistryHost, Running};
 
-/// The script body, shellcheck-clean (CI runs shellcheck over it).
-pub const SCRIPT: &str = include_str!("deploy.sh");
+/// The script body: its parts, one job each, in order (a unit test checks that this list is
+/// every file of `script/` in the order of its name). Shellcheck-clean, each part and the whole
+/// (scripts/lint).
+pub const SCRIPT: &str = concat!(
+    include_str!("script/00-common.sh"),
+    include_str!("script/01-containers.sh"),
+    include_str!("script/02-environment.sh"),
+    include_str!("script/03-check.sh"),
+    include_str!("script/04-lock.sh"),
+    include_str!("script/05-proxy.sh"),
+    include_str!("script/06-guard.sh"),
+    include_str!("script/07-health.sh"),
+    include_str!("script/08-swap.sh"),
+    include_str!("script/09-rollback.sh"),
+    include_str!("script/10-pull.sh"),
+    include_str!("script/11-predeploy.sh"),
+    include_str!("script/12-deploy.sh"),
+);
 
 /// Exit codes of the script, and the step each one means.
 pub fn step_for_exit_code(code: i32) -> &'static str {
@@ -383,9 +400,20 @@ mod tests {
         assert!(bare.is_empty(), "bare expansions of arrays that may be empty:\n{}", bare.join("\n"));
     }
 
+    /// SCRIPT is every part of `script/`, in the order of their names, nothing else.
+    #[test]
+    fn the_script_is_its_parts_in_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/instance/script");
+        let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        names.sort();
+        let whole: String = names.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+        assert!(names.len() > 1 && names.iter().all(|p| p.extension().is_some_and(|e| e == "sh")), "{names:?}");
+        assert!(whole == SCRIPT, "SCRIPT's include_str! list differs from the files in {}", dir.display());
+    }
+
     #[test]
     fn the_script_logs_in_to_the_region_an_ecr_host_names() {
-        let script = include_str!("deploy.sh");
+        let script = SCRIPT;
         let start = script.find("registry_region() {").unwrap();
         let function = &script[start..start + script[start..].find("\n}\n").unwrap() + 3];
         let region_for = |registry: &str| {
@@ -405,35 +433,44 @@ mod tests {
         assert_eq!(region_for("localhost:5000"), "eu-west-1");
     }
 
+    /// One function of the script, as its text: `name() {` to the first `}` at the start of a line
+    /// (or the line itself for a one-line function).
+    fn script_function(name: &str) -> String {
+        let start = SCRIPT.find(&format!("\n{name}() {{")).unwrap() + 1;
+        let end = start
+            + SCRIPT[start..]
+                .find("\n}\n")
+                .map(|e| e + 3)
+                .unwrap_or_else(|| SCRIPT[start..].find('\n').unwrap() + 1);
+        SCRIPT[start..end].to_string()
+    }
+
+    /// `wait_healthy` with `docker` replaced by `docker_stub` (a bash function), for a container
+    /// named `app` without a health path; prints the reason and whether it was healthy.
+    fn wait_healthy_with(docker_stub: &str) -> String {
+        let body = format!(
+            "set -eu\n{docker_stub}\n{}{}{}{}network=n HEALTH_TIMEOUT=8 HEALTH_PATH= HEALTH_PORT=80\nif wait_healthy app; then echo healthy; else echo \"$health_reason\"; fi",
+            script_function("inspect"),
+            script_function("upstream_of"),
+            script_function("now_ms"),
+            script_function("wait_healthy"),
+        );
+        let out = std::process::Command::new("bash").arg("-c").arg(&body).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// A container removed with `docker rm --force` while the script waits on it passes through
     /// `removing` (and can be `dead`) before it is gone; the bed met that state only by chance
     /// (a CI run reported "the container is removing"). A `docker` stand-in replays the states so
     /// every one of them is asked about, in order, on every run.
     #[test]
     fn a_container_removed_while_the_script_waits_is_reported_as_disappeared() {
-        let script = include_str!("deploy.sh");
-        let function = |name: &str| {
-            let start = script.find(&format!("\n{name}() {{")).unwrap() + 1;
-            let end = start
-                + script[start..]
-                    .find("\n}\n")
-                    .map(|e| e + 3)
-                    .unwrap_or_else(|| script[start..].find('\n').unwrap() + 1);
-            script[start..end].to_string()
-        };
         for state in ["removing", "dead", ""] {
             let docker = format!(
                 "docker() {{ case \"$*\" in *State.Status*) [ -z '{state}' ] || echo '{state} 0 137' ;; *RestartCount*) echo 0 ;; esac; }}"
             );
-            let body = format!(
-                "set -eu\n{docker}\n{}{}{}network=n HEALTH_TIMEOUT=5 HEALTH_PATH= HEALTH_PORT=80\nwait_healthy app || true\necho \"$health_reason\"",
-                function("inspect"),
-                function("upstream_of"),
-                function("wait_healthy"),
-            );
-            let out = std::process::Command::new("bash").arg("-c").arg(&body).output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let reason = String::from_utf8(out.stdout).unwrap();
+            let reason = wait_healthy_with(&docker);
             assert!(reason.starts_with("the container disappeared"), "state {state:?}: {reason}");
         }
     }

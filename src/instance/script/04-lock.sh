@@ -1,0 +1,34 @@
+mkdir -p "$state_dir"
+chmod 700 /var/lib/ec2-deploy "$state_dir"
+
+# One deploy at a time on this instance.
+exec 9>"$state_dir/lock"
+if command -v flock >/dev/null 2>&1; then
+  flock -w 120 9 || fail 17 "another deploy of $CONTAINER_NAME is running on this instance"
+fi
+
+# A boot (the user-data sets EC2_DEPLOY_BOOT_SINCE: when it started, in ms) after which a deploy
+# finished here (it waited for that deploy's lock, or came later): the deploy sent a newer release
+# than the record this boot read, so the instance keeps what the deploy left.
+if [ -n "${EC2_DEPLOY_BOOT_SINCE:-}" ] &&
+  [ "$(cat "$state_dir/deployed-at" 2>/dev/null || echo 0)" -ge "$EC2_DEPLOY_BOOT_SINCE" ]; then
+  log "a deploy reached this instance while it booted: it keeps the release that deploy left"
+  exit 0
+fi
+
+# Registry credentials live in a private directory for this run only.
+DOCKER_CONFIG=$(mktemp -d)
+export DOCKER_CONFIG
+
+retry() {
+  local attempt=1 max=$1
+  shift
+  until "$@"; do
+    if [ "$attempt" -ge "$max" ]; then
+      return 1
+    fi
+    sleep $((attempt * 2))
+    attempt=$((attempt + 1))
+  done
+}
+

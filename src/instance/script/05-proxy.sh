@@ -1,0 +1,91 @@
+# ---- the proxy ----
+# Caddy reads where to send each request from the file /ec2-deploy/upstream in its container
+# ({file.*} placeholder), so the switch is an atomic rename of that file: no config reload (a
+# reload reopens the listening socket and loses connections queued on the old one). Nothing
+# listens for commands: there is no admin API. Keep-alive connections to the app close after 2 s
+# idle, so a container with no connection from the proxy has no request in flight; a request
+# whose connection to a stopped container is refused is retried, reading the file again.
+proxy_spec="$PROXY_IMAGE port $PROXY_PORT"
+proxy_config() {
+  printf '%s\n' '{"admin":{"disabled":true},"apps":{"http":{"servers":{"ec2-deploy":{"listen":[":80"],"automatic_https":{"disable":true},"routes":[{"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{"retries":3,"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]}]}}}}}'
+}
+# Creates the proxy (not started) sending requests to DIAL.
+prepare_proxy() {
+  local files=$state_dir/proxy err
+  docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
+  rm -rf "$files"
+  mkdir -p "$files"
+  proxy_config >"$files/caddy.json"
+  printf '%s' "$1" >"$files/upstream"
+  chmod 755 "$files"
+  chmod 644 "$files/caddy.json" "$files/upstream"
+  if ! err=$(docker create --name "$proxy_name" --restart unless-stopped --network "$network" \
+    --publish "$PROXY_PORT:80" --env XDG_CONFIG_HOME=/config --env XDG_DATA_HOME=/data \
+    --label "ec2-deploy.proxy-for=$CONTAINER_NAME" --label "ec2-deploy.proxy=$proxy_spec" \
+    "$PROXY_IMAGE" /usr/bin/caddy run --config /ec2-deploy/caddy.json 2>&1 >/dev/null) ||
+    ! err=$(docker cp "$files" "$proxy_name:/ec2-deploy" 2>&1); then
+    proxy_error=$(docker_reason "$err")
+    return 1
+  fi
+}
+# Starts the proxy and waits (15 s at most) until its port answers.
+start_proxy() {
+  local err deadline=$((SECONDS + 15))
+  if ! err=$(docker start "$proxy_name" 2>&1 >/dev/null); then
+    proxy_error=$(docker_reason "$err")
+    return 1
+  fi
+  until curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PROXY_PORT/"; do
+    if [ "$SECONDS" -ge "$deadline" ] || ! running "$proxy_name"; then
+      proxy_error="it did not answer on port $PROXY_PORT ($(docker logs --tail 1 "$proxy_name" 2>&1 || true))"
+      return 1
+    fi
+    sleep 0.05
+  done
+}
+# Points the proxy at DIAL: an atomic rename in the running proxy's root (requests read the
+# old file or the new one, never half of one), or a copy into a stopped one.
+set_upstream() {
+  local pid root
+  pid=$(inspect "$proxy_name" '{{.State.Pid}}')
+  if [ -n "$pid" ] && [ "$pid" != 0 ]; then
+    root=/proc/$pid/root/ec2-deploy
+    printf '%s' "$1" >"$root/upstream.new" && mv -f "$root/upstream.new" "$root/upstream"
+  else
+    printf '%s' "$1" >"$state_dir/proxy/upstream" &&
+      docker cp "$state_dir/proxy/upstream" "$proxy_name:/ec2-deploy/upstream" >/dev/null
+  fi
+}
+# Sends the proxy's requests to container $1, starting (or, for another image or port,
+# replacing) the proxy when needed.
+route() {
+  local dial
+  dial=$(upstream_of "$1")
+  mkdir -p "$state_dir/proxy"
+  if exists "$proxy_name" && [ "$(inspect "$proxy_name" '{{index .Config.Labels "ec2-deploy.proxy"}}')" = "$proxy_spec" ]; then
+    set_upstream "$dial" || { proxy_error="cannot write its upstream"; return 1; }
+    running "$proxy_name" || start_proxy
+    return
+  fi
+  if ! prepare_proxy "$dial" || ! start_proxy; then
+    docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
+    return 1
+  fi
+}
+# Waits (30 s at most) until container $1 has no connection from the proxy left, i.e. no
+# request in flight (its own network namespace's TCP table, read from /proc).
+drain() {
+  local pid port deadline=$((SECONDS + 30))
+  pid=$(inspect "$1" '{{.State.Pid}}')
+  port=$(printf '%04X' "${2##*:}")
+  [ -n "$pid" ] && [ "$pid" != 0 ] || return 0
+  while [ "$(cat "/proc/$pid/net/tcp" "/proc/$pid/net/tcp6" 2>/dev/null |
+    awk -v p=":$port" '$4 == "01" && substr($2, length($2) - 4) == p' | wc -l)" != 0 ]; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "connections to the previous container still open after 30s: stopping it anyway"
+      return 0
+    fi
+    sleep 0.1
+  done
+}
+

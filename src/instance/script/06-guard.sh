@@ -1,0 +1,100 @@
+# ---- the swap guard ----
+# While the marker exists, <name>-next may be serving or starting and what ran before may be
+# stopped. If this script dies then, restore puts back what ran before: the EXIT trap when the
+# script can still run it (an error, SIGTERM, SIGINT), the guard when it cannot (SIGKILL).
+# Marker lines: the script's pid; what <name>-next is (discard: a new container,
+# previous: the kept container of a rollback); 1 when <name> was running.
+restore() {
+  [ -f "$swap_marker" ] || return 0
+  local kind was_running
+  kind=$(sed -n 2p "$swap_marker")
+  was_running=$(sed -n 3p "$swap_marker")
+  if exists "$next"; then
+    if [ "$kind" = previous ] && ! exists "$kept"; then
+      docker stop --time 10 "$next" >/dev/null 2>&1 || true
+      docker rename "$next" "$kept"
+    else
+      docker rm --force "$next" >/dev/null 2>&1 || true
+    fi
+  fi
+  if exists "$CONTAINER_NAME" && [ "$was_running" = 1 ]; then
+    if [ -n "$(upstream_of "$CONTAINER_NAME")" ]; then
+      running "$CONTAINER_NAME" || docker start "$CONTAINER_NAME" >/dev/null
+      route "$CONTAINER_NAME" || log "the proxy did not come back: ${proxy_error:-}"
+    else
+      # It publishes its port itself: a proxy started meanwhile would hold it.
+      docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
+      running "$CONTAINER_NAME" || docker start "$CONTAINER_NAME" >/dev/null
+    fi
+  fi
+  rm -f "$swap_marker"
+}
+# The guard: its own session (a SIGKILL of the script's process group does not reach it), the
+# same lock (no other deploy of this container starts while it works), the same restore.
+guard_script=$state_dir/guard.sh
+begin_swap() {
+  local was_running=0
+  running "$CONTAINER_NAME" && was_running=1
+  printf '%s\n%s\n%s\n' "$$" "$1" "$was_running" >"$swap_marker"
+  command -v setsid >/dev/null 2>&1 || return 0
+  {
+    declare -p CONTAINER_NAME PROXY_IMAGE PROXY_PORT state_dir next kept proxy_name network swap_marker proxy_spec
+    declare -f log inspect exists running upstream_of docker_reason proxy_config prepare_proxy start_proxy set_upstream route restore
+    # shellcheck disable=SC2016 # expanded by the guard
+    printf '%s\n' 'pid=$1' \
+      'while kill -0 "$pid" 2>/dev/null; do sleep 1; done' \
+      '[ "$(sed -n 1p "$swap_marker" 2>/dev/null)" = "$pid" ] || exit 0' \
+      'exec 9>"$state_dir/lock"' \
+      'command -v flock >/dev/null 2>&1 && flock -w 300 9' \
+      '[ "$(sed -n 1p "$swap_marker" 2>/dev/null)" = "$pid" ] || exit 0' \
+      'log "$(date -u +%FT%TZ) the deploy script $pid died mid-swap: putting back what ran before"' \
+      'restore'
+  } >"$guard_script"
+  setsid bash "$guard_script" "$$" >>"$state_dir/guard.log" 2>&1 </dev/null 9>&- &
+}
+end_swap() { rm -f "$swap_marker"; }
+
+on_exit() {
+  local code=$?
+  if [ "$code" -ne 0 ] && [ -f "$swap_marker" ]; then
+    log "interrupted mid-swap (exit $code): putting back what ran before"
+    restore || true
+  fi
+  rm -rf "$DOCKER_CONFIG" "$state_dir/env.new"
+}
+trap on_exit EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+trap 'exit 129' HUP
+
+# Moves what runs to <name>-next for good: <name> becomes <name>-previous, stopped and kept.
+promote() {
+  if exists "$CONTAINER_NAME"; then
+    docker stop --time 10 "$CONTAINER_NAME" >/dev/null 2>&1 || true
+    docker rm --force "$kept" >/dev/null 2>&1 || true
+    docker rename "$CONTAINER_NAME" "$kept"
+  fi
+  docker rename "$next" "$CONTAINER_NAME"
+  # A container that publishes its port itself needs no proxy.
+  if [ -z "$(upstream_of "$CONTAINER_NAME")" ]; then
+    docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
+  fi
+}
+
+# A run that died left its work half done: finish it (the switch happened) or undo it.
+if [ -f "$swap_marker" ]; then
+  log "the last run on this instance stopped mid-swap: putting back what ran before"
+  restore
+elif exists "$next"; then
+  log "the last run on this instance stopped after the switch: completing it"
+  promote
+fi
+
+# What runs now, before this run changes anything.
+previous_image=$(inspect "$CONTAINER_NAME" '{{.Config.Image}}')
+[ -n "$previous_image" ] || previous_image=none
+previous_config=$(config_of "$CONTAINER_NAME")
+health_reason=
+proxy_error=
+gap_ms=
+

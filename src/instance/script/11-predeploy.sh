@@ -1,0 +1,41 @@
+env_new="$state_dir/env.new"
+write_env "$env_new"
+
+# MODE=predeploy: the new release's one-off command, in a container of its own with the new
+# environment, before any instance is switched. Nothing that serves is touched.
+# What the release's container and its pre-deploy one-off share: volumes, limits and user.
+resource_args=()
+for volume in ${VOLUMES[@]+"${VOLUMES[@]}"}; do
+  resource_args+=(--volume "$volume")
+done
+[ -z "$MEMORY" ] || resource_args+=(--memory "$MEMORY")
+[ -z "$CPUS" ] || resource_args+=(--cpus "$CPUS")
+[ -z "$RUN_USER" ] || resource_args+=(--user "$RUN_USER")
+
+if [ "$MODE" = predeploy ]; then
+  one_off=$CONTAINER_NAME-predeploy
+  docker rm --force "$one_off" >/dev/null 2>&1 || true
+  run_args=(create --name "$one_off" --env-file "$env_new" --label "ec2-deploy.predeploy=$RELEASE"
+    ${resource_args[@]+"${resource_args[@]}"})
+  if ! err=$(docker "${run_args[@]}" "$IMAGE" ${PRE_DEPLOY[@]+"${PRE_DEPLOY[@]}"} 2>&1 >/dev/null); then
+    fail 21 "pre-deploy: docker create failed: $(docker_reason "$err")"
+  fi
+  rm -f "$env_new"
+  log "pre-deploy: running $(mask_text "${PRE_DEPLOY[*]}") (at most ${PRE_DEPLOY_TIMEOUT}s)"
+  docker start "$one_off" >/dev/null || fail 21 "pre-deploy: the container did not start"
+  if code=$(timeout "$PRE_DEPLOY_TIMEOUT" docker wait "$one_off"); then
+    timed_out=false
+  else
+    timed_out=true
+    docker kill "$one_off" >/dev/null 2>&1 || true
+  fi
+  docker logs "$one_off" 2>&1 | tail -n 200 | while IFS= read -r line; do
+    printf '  | %s\n' "$(mask_text "$line")"
+  done
+  docker rm --force "$one_off" >/dev/null 2>&1 || true
+  [ "$timed_out" = false ] || fail 21 "pre-deploy did not finish within ${PRE_DEPLOY_TIMEOUT}s: it was stopped"
+  [ "$code" = 0 ] || fail 21 "pre-deploy exited with $code"
+  log "pre-deploy succeeded"
+  exit 0
+fi
+
