@@ -475,6 +475,39 @@ mod tests {
         }
     }
 
+    /// Without a health path or HEALTHCHECK, "healthy" is "still running, not restarted, a few
+    /// seconds on". A CI run under load passed a container that exits 2 s after each start: the
+    /// script looked at the container, then (the daemon slow to answer the next question) found
+    /// the seconds up and called it healthy — from a look taken before they were up, and before
+    /// the exit. Here the stand-in daemon takes 3.1 s over that next question, and the container
+    /// exits meanwhile: only a look taken after the seconds are up may call it healthy.
+    #[test]
+    fn a_container_is_healthy_without_a_check_only_by_a_look_after_its_seconds_are_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::write(&state, "running 0 0\n").unwrap();
+        let docker = format!(
+            r#"docker() {{
+  case "$*" in
+    *State.Status*) cat '{s}' ;;
+    *State.Health*) echo none; if [ ! -e '{s}.crashed' ]; then sleep 3.1; echo 'restarting 1 1' >'{s}'; : >'{s}.crashed'; fi ;;
+    *RestartCount*) cut -d' ' -f2 '{s}' ;;
+  esac
+}}"#,
+            s = state.display()
+        );
+        let reason = wait_healthy_with(&docker);
+        assert!(reason.starts_with("the container keeps restarting"), "{reason}");
+
+        // And one that stays up is healthy, by a look after its seconds.
+        std::fs::write(&state, "running 0 0\n").unwrap();
+        let steady = format!(
+            r#"docker() {{ case "$*" in *State.Status*) cat '{s}' ;; *State.Health*) echo none ;; *RestartCount*) echo 0 ;; esac; }}"#,
+            s = state.display()
+        );
+        assert_eq!(wait_healthy_with(&steady), "healthy\n");
+    }
+
     #[test]
     fn exit_codes_name_steps() {
         assert_eq!(step_for_exit_code(15), "health check");

@@ -1,14 +1,17 @@
 # Healthy means: running without restarting, and the HTTP path answers 2xx (when given), else
 # the image's own HEALTHCHECK says healthy (when it has one), else still running after a few
-# seconds. A container that restarts (a crash loop under its restart policy) is not healthy,
-# whatever it answers in between. A container of the proxy layout is asked directly on the
+# seconds — by a look taken after they are up (a slow daemon can take a second to answer). A
+# container that restarts (a crash loop under its restart policy) is not healthy, whatever it
+# answers in between. A container of the proxy layout is asked directly on the
 # network, before the proxy sends it anything.
 wait_healthy() {
-  local c=$1 deadline=$((SECONDS + HEALTH_TIMEOUT)) status count exit_code health code running_since=$SECONDS restarts url upstream where
+  local c=$1 deadline=$((SECONDS + HEALTH_TIMEOUT)) status count exit_code health code since looked restarts url upstream where
+  since=$(now_ms)
   restarts=$(inspect "$c" '{{.RestartCount}}')
   upstream=$(upstream_of "$c")
   while :; do
-    # One snapshot: the container may be removed between two questions.
+    # One snapshot: the container may be removed between two questions. Taken after `looked`.
+    looked=$(now_ms)
     read -r status count exit_code <<<"$(inspect "$c" '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}')" || true
     if [ -z "$status" ]; then
       health_reason="the container disappeared"
@@ -44,7 +47,7 @@ wait_healthy() {
       case $health in
         healthy) return 0 ;;
         none)
-          if [ $((SECONDS - running_since)) -ge 3 ]; then
+          if [ $((looked - since)) -ge 3000 ]; then
             return 0
           fi
           health_reason="the container has no health check and did not stay up"
