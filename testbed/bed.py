@@ -165,6 +165,21 @@ def docker_ping(sock_path):
         c.close()
 
 
+def aws_server_answers(sock_path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    try:
+        s.connect(sock_path)
+        s.sendall(json.dumps({"args": ["--version"], "env": {}}).encode())
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        return json.loads(data)["code"] == 0
+    finally:
+        s.close()
+
+
 def haproxy(state, command):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(5)
@@ -233,6 +248,7 @@ def healthy(state):
         ("moto", lambda: http_ok(state["aws_endpoint_url"] + "/moto-api/", (200, 404))),
         ("registry", lambda: http_ok(f"{state['registry_url']}/v2/", (401,))),
         ("haproxy", lambda: "Name: HAProxy" in haproxy(state, "show info")),
+        ("the warm aws CLI", lambda: aws_server_answers(path("aws.sock"))),
         ("runner docker", lambda: docker_ping(state["runner_docker_sock"])),
     ] + [(f"instance {iid} docker", (lambda s=i["docker_sock"]: docker_ping(s)))
          for iid, i in state["instances"].items()]
@@ -356,6 +372,8 @@ backend {backend_name(k)}
   http-check expect status 200
 """)
     lb = spawn("haproxy", ["haproxy", "-db", "-f", path("haproxy.cfg")])
+    # The tests' own aws CLI calls, warm (see aws_server.py).
+    aws_server = spawn("aws-server", [sys.executable, os.path.join(HERE, "aws_server.py"), path("aws.sock")])
 
     # The runner: where the action builds and pushes images.
     make_host(f"{NS_PREFIX}runner", 2)
@@ -365,6 +383,7 @@ backend {backend_name(k)}
     wait_for("moto", lambda: http_ok(state["aws_endpoint_url"] + "/moto-api/", (200, 404)), proc=moto)
     wait_for("registry", lambda: http_ok(f"http://127.0.0.1:{registry_port}/v2/", (401,)), proc=reg)
     wait_for("haproxy", lambda: "Name: HAProxy" in haproxy(state, "show info"), proc=lb)
+    wait_for("the warm aws CLI", lambda: aws_server_answers(path("aws.sock")), proc=aws_server)
 
     # AWS fixtures: a VPC and subnet for the instances, the target group haproxy follows.
     ec2 = aws(state, "ec2")
@@ -481,6 +500,7 @@ def write_env(state):
         "TESTBED_INSTANCE_IDS": ",".join(web),
         "TESTBED_DOCKER": DOCKER,
         "TESTBED_AWS": os.path.join(os.path.dirname(sys.executable), "aws"),
+        "TESTBED_AWS_SOCKET": path("aws.sock"),
         "TESTBED_ROOT": os.path.dirname(HERE),
         "DOCKER_HOST": f"unix://{state['runner_docker_sock']}",
     }
