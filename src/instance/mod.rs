@@ -438,10 +438,7 @@ mod tests {
     fn script_function(name: &str) -> String {
         let start = SCRIPT.find(&format!("\n{name}() {{")).unwrap() + 1;
         let end = start
-            + SCRIPT[start..]
-                .find("\n}\n")
-                .map(|e| e + 3)
-                .unwrap_or_else(|| SCRIPT[start..].find('\n').unwrap() + 1);
+            + SCRIPT[start..].find("\n}\n").map(|e| e + 3).unwrap_or_else(|| SCRIPT[start..].find('\n').unwrap() + 1);
         SCRIPT[start..end].to_string()
     }
 

@@ -64,8 +64,8 @@ impl Bed {
         stream.shutdown(std::net::Shutdown::Write).unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
-        let answer: serde_json::Value =
-            serde_json::from_str(&answer).unwrap_or_else(|e| panic!("aws {args:?}: the warm aws CLI answered {answer:?}: {e}"));
+        let answer: serde_json::Value = serde_json::from_str(&answer)
+            .unwrap_or_else(|e| panic!("aws {args:?}: the warm aws CLI answered {answer:?}: {e}"));
         let text = |k: &str| answer[k].as_str().unwrap_or_default().as_bytes().to_vec();
         Output {
             status: std::process::ExitStatus::from_raw((answer["code"].as_i64().unwrap_or(255) as i32 & 0xff) << 8),
