@@ -16,9 +16,8 @@ use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::live::Live;
 use crate::model::{Digest, Secret, SecretSource};
-use crate::ports::{BuildError, BuildRequest, BuildSpec, CopyRequest, ImageBuilder};
+use crate::ports::{BuildError, BuildSpec};
 
 pub struct Docker {
     program: OsString,
@@ -200,21 +199,6 @@ impl Docker {
         cmd.args(["tag", from, to]);
         self.run("copy (tag)", cmd, None).await?;
         self.push(to).await
-    }
-}
-
-impl ImageBuilder for Live {
-    async fn copy_image(&self, r: &CopyRequest<'_>) -> Result<Digest, BuildError> {
-        let docker = self.docker()?;
-        docker.login(r.registry.as_str(), &r.auth.username, &r.auth.password).await?;
-        docker.copy(r.from, r.to).await
-    }
-
-    async fn build_and_push(&self, r: &BuildRequest<'_>) -> Result<Digest, BuildError> {
-        let docker = self.docker()?;
-        docker.login(r.registry.as_str(), &r.auth.username, &r.auth.password).await?;
-        docker.build(r.spec, r.workdir, r.image, r.cache_from).await?;
-        docker.push(r.image).await
     }
 }
 

@@ -11,10 +11,9 @@
 
 use std::cell::RefCell;
 
-use serde::Serialize;
-
 use crate::apply::command::{Commands, Order, Targets};
 use crate::apply::{Context, Purpose};
+pub use crate::model::{DriftState as State, InstanceDrift};
 use crate::model::{Limit, ManagedInstance, Ping, TagFilter};
 use crate::ports::World;
 use crate::release::Recorded;
@@ -22,45 +21,6 @@ use crate::Error;
 
 /// Seconds the check may run on one instance: it reads a few container fields and the secret.
 pub const CHECK_TIMEOUT: u32 = 120;
-
-/// What one instance runs, next to the live release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "kebab-case")]
-pub enum State {
-    /// It runs the live release, as a deploy of it would leave it.
-    Current,
-    /// It runs something else: why, in words (with the release and image it runs, if any).
-    Drifted { why: String },
-    /// Its SSM agent is not connected: it could not be asked.
-    Offline { ping: String },
-    /// The check did not say (delivery failed, the script failed): why.
-    Unknown { why: String },
-}
-
-/// One instance of the survey.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InstanceDrift {
-    pub instance: ManagedInstance,
-    #[serde(flatten)]
-    pub state: State,
-}
-
-impl InstanceDrift {
-    /// Anything but a check that found the live release.
-    pub fn drifted(&self) -> bool {
-        !matches!(self.state, State::Current)
-    }
-
-    /// Why it is drifted, in words (empty when it is not).
-    pub fn why(&self) -> String {
-        match &self.state {
-            State::Current => String::new(),
-            State::Drifted { why, .. } => why.clone(),
-            State::Offline { ping } => format!("not asked: its SSM agent is {ping}"),
-            State::Unknown { why } => format!("could not be asked: {why}"),
-        }
-    }
-}
 
 /// The check's state, in words.
 fn describe(state: &str, image: &str, release: &str) -> String {

@@ -7,8 +7,9 @@ use std::time::{Duration, SystemTime};
 use crate::aws::Clients;
 use crate::docker::Docker;
 use crate::github::api::GitHubApi;
+use crate::model::Digest;
 use crate::model::Region;
-use crate::ports::{BuildError, Clock, World};
+use crate::ports::{BuildError, BuildRequest, Clock, CopyRequest, ImageBuilder, World};
 
 pub struct Live {
     pub aws: Clients,
@@ -74,5 +75,21 @@ impl World for Live {
 
     fn region(&self) -> &Region {
         &self.aws.region
+    }
+}
+
+/// Images are built, copied and pushed by the docker CLI (see [`crate::docker`]).
+impl ImageBuilder for Live {
+    async fn copy_image(&self, r: &CopyRequest<'_>) -> Result<Digest, BuildError> {
+        let docker = self.docker()?;
+        docker.login(r.registry.as_str(), &r.auth.username, &r.auth.password).await?;
+        docker.copy(r.from, r.to).await
+    }
+
+    async fn build_and_push(&self, r: &BuildRequest<'_>) -> Result<Digest, BuildError> {
+        let docker = self.docker()?;
+        docker.login(r.registry.as_str(), &r.auth.username, &r.auth.password).await?;
+        docker.build(r.spec, r.workdir, r.image, r.cache_from).await?;
+        docker.push(r.image).await
     }
 }

@@ -23,16 +23,13 @@ use std::time::{Duration, SystemTime};
 
 use super::{Context, Purpose, Stop};
 use crate::model::{
-    CommandId, EnvironmentName, ImageTag, InstanceId, Invocation, InvocationStatus, Limit, ManagedInstance,
-    StatusDetail, TagFilter,
+    command_deadline, waves, CommandId, EnvironmentName, ImageTag, InstanceId, Invocation, InvocationStatus, Limit,
+    ManagedInstance, StatusDetail, TagFilter, DELIVERY_TIMEOUT,
 };
 use crate::ports::{CommandRequest, CommandTargets, ErrorKind, World, IDS_PER_COMMAND};
 use crate::report::{instance_reports, InstanceReport};
 use crate::Error;
 
-/// Seconds SSM keeps trying to reach an instance's agent. The plan has just seen every agent
-/// online, so a long wait only delays the report of an instance that went away.
-pub const DELIVERY_TIMEOUT: u32 = 120;
 const POLL_MIN: Duration = Duration::from_secs(1);
 const POLL_MAX: Duration = Duration::from_secs(5);
 /// The longest pause between polls that keep failing.
@@ -184,10 +181,8 @@ impl<W: World> Commands<'_, W> {
         let names: BTreeMap<InstanceId, String> =
             self.instances.borrow().iter().filter_map(|i| Some((i.id.clone(), i.name.clone()?))).collect();
         let started = world.now();
-        // One script timeout per wave of MaxConcurrency instances, plus delivery and a margin.
-        let waves = targets.max(1).div_ceil(concurrency.of(targets.max(1), true).max(1)) as u64;
         let timeout = Duration::from_secs(u64::from(self.timeout));
-        let deadline = started + timeout * waves as u32 + Duration::from_secs(u64::from(DELIVERY_TIMEOUT) + 60);
+        let deadline = started + command_deadline(targets, concurrency, self.timeout);
         // Past the deadline, running scripts get their own execution timeout to end.
         let last_word = deadline + timeout;
         let mut seen: BTreeMap<InstanceId, (InvocationStatus, StatusDetail)> = BTreeMap::new();
@@ -202,28 +197,7 @@ impl<W: World> Commands<'_, W> {
                         runner.info(&format!("  following command {id} again after {failures} failed poll(s)"));
                         failures = 0;
                     }
-                    let mut changed = false;
-                    for inv in &now {
-                        let status = (inv.status.clone(), inv.detail.clone());
-                        if seen.get(&inv.instance_id) != Some(&status) {
-                            changed = true;
-                            let name = names.get(&inv.instance_id).map(String::as_str).unwrap_or("-");
-                            let detail = if inv.detail.as_str() != inv.status.as_str() {
-                                format!(" ({})", inv.detail)
-                            } else {
-                                String::new()
-                            };
-                            runner.info(&format!(
-                                "  +{:>5.1}s  {}  {:<16} {}{}",
-                                elapsed(world.now(), started),
-                                inv.instance_id,
-                                name,
-                                inv.status,
-                                detail
-                            ));
-                            seen.insert(inv.instance_id.clone(), status);
-                        }
-                    }
+                    let changed = self.print_changes(&now, &mut seen, &names, started);
                     invocations = now;
                     if state.status.is_terminal() && invocations.iter().all(Invocation::is_done) {
                         runner.info(&format!(
@@ -259,6 +233,7 @@ impl<W: World> Commands<'_, W> {
             let now = world.now();
             if now >= deadline && stopped.is_none() {
                 let took = now.duration_since(started).unwrap_or_default().as_secs();
+                let waves = waves(targets, concurrency);
                 stopped = Some(format!(
                     "command {id} did not finish within {took}s ({waves} wave(s) of `command-timeout` plus delivery); what had not started was cancelled, running scripts were waited for"
                 ));
@@ -279,17 +254,53 @@ impl<W: World> Commands<'_, W> {
                 self.cancel_not_started(id, &invocations, &describe(&stop)).await;
                 return Followed { invocations, stopped, abandoned: vec![] };
             }
-            // A cancel cuts the wait short; for a command that restores, only the second one.
-            match purpose {
-                Purpose::Deploy => tokio::select! {
-                    _ = world.sleep(interval) => {}
-                    _ = self.cx.cancel.cancelled() => {}
-                },
-                Purpose::Restore => tokio::select! {
-                    _ = world.sleep(interval) => {}
-                    _ = self.cx.cancel.hurried() => {}
-                },
+            self.pause(interval, purpose).await;
+        }
+    }
+
+    /// Prints each invocation whose status changed since `seen` (and records it); whether any did.
+    fn print_changes(
+        &self,
+        now: &[Invocation],
+        seen: &mut BTreeMap<InstanceId, (InvocationStatus, StatusDetail)>,
+        names: &BTreeMap<InstanceId, String>,
+        started: std::time::SystemTime,
+    ) -> bool {
+        let mut changed = false;
+        for inv in now {
+            let status = (inv.status.clone(), inv.detail.clone());
+            if seen.get(&inv.instance_id) == Some(&status) {
+                continue;
             }
+            changed = true;
+            let name = names.get(&inv.instance_id).map(String::as_str).unwrap_or("-");
+            let detail =
+                if inv.detail.as_str() != inv.status.as_str() { format!(" ({})", inv.detail) } else { String::new() };
+            self.cx.runner.info(&format!(
+                "  +{:>5.1}s  {}  {:<16} {}{}",
+                elapsed(self.world.now(), started),
+                inv.instance_id,
+                name,
+                inv.status,
+                detail
+            ));
+            seen.insert(inv.instance_id.clone(), status);
+        }
+        changed
+    }
+
+    /// Waits `interval` between polls. A cancel cuts the wait short; for a command that
+    /// restores, only the second one.
+    async fn pause(&self, interval: Duration, purpose: Purpose) {
+        match purpose {
+            Purpose::Deploy => tokio::select! {
+                _ = self.world.sleep(interval) => {}
+                _ = self.cx.cancel.cancelled() => {}
+            },
+            Purpose::Restore => tokio::select! {
+                _ = self.world.sleep(interval) => {}
+                _ = self.cx.cancel.hurried() => {}
+            },
         }
     }
 

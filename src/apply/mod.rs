@@ -356,12 +356,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
     let proxy_image = build::proxy(plan, world, cx).await?;
     // Known before anything moves, so an attestation or a later step has them even when the
     // rollout fails.
-    runner.set_output("image", &image.to_string()).map_err(Error::Output)?;
-    runner.set_output("digest", image.digest.as_str()).map_err(Error::Output)?;
-    runner.set_output("image-tag", plan.image_tag.as_str()).map_err(Error::Output)?;
-    if let Some(live) = &plan.record.live {
-        runner.set_output("previous-image", &live.release.image.to_string()).map_err(Error::Output)?;
-    }
+    image_outputs(plan, &image, runner).map_err(Error::Output)?;
     // The one rendering of this release's header: sent to the instances and recorded.
     let header = instance::header(&ScriptParams {
         mode: Mode::Deploy { image: &image },
@@ -370,26 +365,9 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         container: &plan.container,
         proxy: proxy_image.as_ref(),
     })?;
-    let release = Release {
-        image: image.clone(),
-        tag: plan.image_tag.clone(),
-        commit: plan.record.commit.clone(),
-        commit_time: plan.record.commit_time.clone(),
-        deployed_at: rfc3339(world.now()),
-        run_url: plan.record.run_url.clone(),
-        container: plan.container.clone(),
-        header: header.clone(),
-        // A rollback marks the release it leaves: the next rollback will not come back to it.
-        rolled_back_from: plan.record.rollback_to.as_ref().and(plan.record.live.as_ref()).map(|live| live.version),
-        proxy_image: proxy_image.clone(),
-    };
-    match cx.stop() {
-        Some(Stop::Cancelled) => return Err(Error::Cancelled),
-        Some(Stop::LockLost(lost)) => return Err(Error::LockLost(lost)),
-        Some(Stop::SessionExpired(why)) => {
-            return Err(Error::Service(ServiceError::new("before the rollout", ErrorKind::Expired, why)))
-        }
-        None => {}
+    let release = release(plan, &image, &header, proxy_image.clone(), world.now());
+    if let Some(e) = stopped_before_rollout(cx) {
+        return Err(e);
     }
     let rollout = Rollout {
         commands: Commands {
@@ -411,7 +389,74 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
             None => pre_deploy(&rollout, pre, &image).await?,
         }
     }
-    let mut report = DeployReport {
+    let mut report = starting_report(plan, image);
+    if nothing_to_converge(plan) {
+        runner.info(&format!(
+            "Converge: every instance with the tags runs the live release {}: nothing to do",
+            plan.image_tag
+        ));
+        return Ok((report, release));
+    }
+    run_strategy(&rollout, world, cx, &mut report).await?;
+    match cx.stop() {
+        Some(Stop::Cancelled) => report.cancelled = true,
+        Some(Stop::LockLost(lost)) => report.stopped = Some(lost.to_string()),
+        Some(Stop::SessionExpired(why)) => report.stopped = Some(session_expired(plan, &why)),
+        None => {}
+    }
+    report.command_ids = rollout.commands.sent.take().iter().map(ToString::to_string).collect();
+    Ok((report, release))
+}
+
+/// The outputs known before anything moves: the image, its digest and tag, the one it replaces.
+fn image_outputs(plan: &Plan, image: &ImageRef, runner: &crate::github::Runner) -> std::io::Result<()> {
+    runner.set_output("image", &image.to_string())?;
+    runner.set_output("digest", image.digest.as_str())?;
+    runner.set_output("image-tag", plan.image_tag.as_str())?;
+    if let Some(live) = &plan.record.live {
+        runner.set_output("previous-image", &live.release.image.to_string())?;
+    }
+    Ok(())
+}
+
+/// The release this run records: the image, the commit, the settings and the rendered header.
+fn release(
+    plan: &Plan,
+    image: &ImageRef,
+    header: &str,
+    proxy_image: Option<ImageRef>,
+    now: std::time::SystemTime,
+) -> Release {
+    Release {
+        image: image.clone(),
+        tag: plan.image_tag.clone(),
+        commit: plan.record.commit.clone(),
+        commit_time: plan.record.commit_time.clone(),
+        deployed_at: rfc3339(now),
+        run_url: plan.record.run_url.clone(),
+        container: plan.container.clone(),
+        header: header.to_string(),
+        // A rollback marks the release it leaves: the next rollback will not come back to it.
+        rolled_back_from: plan.record.rollback_to.as_ref().and(plan.record.live.as_ref()).map(|live| live.version),
+        proxy_image,
+    }
+}
+
+/// Nothing has moved yet: a cancel, a lost lock or an expired session stops the run here (why).
+fn stopped_before_rollout(cx: &Context<'_>) -> Option<Error> {
+    match cx.stop() {
+        Some(Stop::Cancelled) => Some(Error::Cancelled),
+        Some(Stop::LockLost(lost)) => Some(Error::LockLost(lost)),
+        Some(Stop::SessionExpired(why)) => {
+            Some(Error::Service(ServiceError::new("before the rollout", ErrorKind::Expired, why)))
+        }
+        None => None,
+    }
+}
+
+/// The report before the rollout: what is deployed, to how many, in which mode.
+fn starting_report(plan: &Plan, image: ImageRef) -> DeployReport {
+    DeployReport {
         environment: plan.environment.as_ref().map(ToString::to_string),
         image,
         image_tag: plan.image_tag.to_string(),
@@ -436,17 +481,20 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
             in_step: c.in_step().count(),
         }),
         seconds: 0.0,
-    };
-    if nothing_to_converge(plan) {
-        runner.info(&format!(
-            "Converge: every instance with the tags runs the live release {}: nothing to do",
-            plan.image_tag
-        ));
-        return Ok((report, release));
     }
+}
+
+/// The rollout itself, by tags or in batches, its results into `report`.
+async fn run_strategy<W: World>(
+    rollout: &Rollout<'_, W>,
+    world: &W,
+    cx: &Context<'_>,
+    report: &mut DeployReport,
+) -> Result<(), Error> {
+    let plan = rollout.plan;
     match &plan.rollout {
         Strategy::ByTags { max_concurrency, max_errors, by_ids } => {
-            let r = by_tags::run(&rollout, *max_concurrency, *max_errors, *by_ids).await?;
+            let r = by_tags::run(rollout, *max_concurrency, *max_errors, *by_ids).await?;
             report.instances = r.instances;
             report.tolerated = r.tolerated;
             report.rollback = r.rollback;
@@ -456,7 +504,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         }
         Strategy::Batches { target_groups, batches, drain, timings } => {
             let traffic = Traffic::new(world, target_groups, *timings, cx.cancel, *drain);
-            let r = batches::run(&rollout, &traffic, batches).await;
+            let r = batches::run(rollout, &traffic, batches).await;
             report.instances = r.instances;
             report.alarm = r.batches.iter().find_map(|b| match &b.outcome {
                 crate::report::BatchOutcome::Failed { phase: crate::report::Phase::Bake, reason } => {
@@ -469,12 +517,5 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
             report.rollback = r.rollback;
         }
     }
-    match cx.stop() {
-        Some(Stop::Cancelled) => report.cancelled = true,
-        Some(Stop::LockLost(lost)) => report.stopped = Some(lost.to_string()),
-        Some(Stop::SessionExpired(why)) => report.stopped = Some(session_expired(plan, &why)),
-        None => {}
-    }
-    report.command_ids = rollout.commands.sent.take().iter().map(ToString::to_string).collect();
-    Ok((report, release))
+    Ok(())
 }

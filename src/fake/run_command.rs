@@ -148,34 +148,8 @@ fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
         }
     };
     match v.get("MODE").map(String::as_str) {
-        Some("check") => {
-            // Read-only, like the script's: what runs, next to the release in the header.
-            let state = match &inst.running {
-                None => "missing",
-                Some(c) if c.image != image => "other-release",
-                Some(c) if c.config != config => "other-settings",
-                Some(_) => "current",
-            };
-            let running = inst.running.as_ref().map(|c| c.image.as_str()).unwrap_or("-");
-            inv.code = Some(0);
-            inv.status = InvocationStatus::Success;
-            inv.detail = StatusDetail::Success;
-            inv.stdout = format!("ec2-deploy-check state={state} image={running} release=-\n");
-        }
-        Some("predeploy") => {
-            inv.code = Some(inst.faults.pre_deploy_exit);
-            if inst.faults.pre_deploy_exit == 0 {
-                inv.status = InvocationStatus::Success;
-                inv.detail = StatusDetail::Success;
-                inv.stdout = "ec2-deploy: pre-deploy succeeded\n".into();
-            } else {
-                inv.code = Some(21);
-                inv.status = InvocationStatus::Failed;
-                inv.detail = StatusDetail::Failed;
-                inv.stdout = "  | migration 7 failed: relation exists\n".into();
-                inv.stderr = format!("ec2-deploy: error: pre-deploy exited with {}\n", inst.faults.pre_deploy_exit);
-            }
-        }
+        Some("check") => check(inst, &image, &config, inv),
+        Some("predeploy") => predeploy(inst, inv),
         Some("rollback") => {
             let expect = v.get("ROLLBACK_CONFIG").cloned().unwrap_or_default();
             let matches_expected =
@@ -219,6 +193,37 @@ fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
             let now = inst.running.clone();
             finish(inv, 0, Some(("deployed", &now)), "")
         }
+    }
+}
+
+/// MODE=check: read-only, like the script's: what runs, next to the release in the header.
+fn check(inst: &Instance, image: &str, config: &str, inv: &mut FakeInvocation) {
+    let state = match &inst.running {
+        None => "missing",
+        Some(c) if c.image != image => "other-release",
+        Some(c) if c.config != config => "other-settings",
+        Some(_) => "current",
+    };
+    let running = inst.running.as_ref().map(|c| c.image.as_str()).unwrap_or("-");
+    inv.code = Some(0);
+    inv.status = InvocationStatus::Success;
+    inv.detail = StatusDetail::Success;
+    inv.stdout = format!("ec2-deploy-check state={state} image={running} release=-\n");
+}
+
+/// MODE=predeploy: the instance's pre-deploy fault decides.
+fn predeploy(inst: &Instance, inv: &mut FakeInvocation) {
+    inv.code = Some(inst.faults.pre_deploy_exit);
+    if inst.faults.pre_deploy_exit == 0 {
+        inv.status = InvocationStatus::Success;
+        inv.detail = StatusDetail::Success;
+        inv.stdout = "ec2-deploy: pre-deploy succeeded\n".into();
+    } else {
+        inv.code = Some(21);
+        inv.status = InvocationStatus::Failed;
+        inv.detail = StatusDetail::Failed;
+        inv.stdout = "  | migration 7 failed: relation exists\n".into();
+        inv.stderr = format!("ec2-deploy: error: pre-deploy exited with {}\n", inst.faults.pre_deploy_exit);
     }
 }
 

@@ -5,7 +5,23 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::InstanceId;
+use super::{InstanceId, Limit};
+
+/// Seconds SSM keeps trying to reach an instance's agent. The plan has just seen every agent
+/// online, so a long wait only delays the report of an instance that went away.
+pub const DELIVERY_TIMEOUT: u32 = 120;
+
+/// The longest one Run Command to `targets` instances, `concurrency` at a time, may take: one
+/// script timeout (`timeout` seconds) per wave, plus delivery and a margin. The run's deadline
+/// and the plan's worst case are both this.
+pub fn command_deadline(targets: usize, concurrency: Limit, timeout: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(waves(targets, concurrency) * u64::from(timeout) + u64::from(DELIVERY_TIMEOUT) + 60)
+}
+
+/// How many waves SSM runs `targets` instances in, `concurrency` at a time.
+pub fn waves(targets: usize, concurrency: Limit) -> u64 {
+    targets.max(1).div_ceil(concurrency.of(targets.max(1), true).max(1)) as u64
+}
 
 /// An SSM command id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

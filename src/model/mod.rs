@@ -12,6 +12,7 @@ mod alarm;
 mod build;
 mod command;
 mod container;
+mod drift;
 mod instance;
 mod limit;
 mod names;
@@ -20,8 +21,12 @@ mod tags;
 
 pub use alarm::{AlarmSelector, AlarmState, AlarmStatus};
 pub use build::{BuildSecret, SecretSource};
-pub use command::{CommandId, CommandState, Invocation, InvocationOutput, InvocationStatus, StatusDetail};
+pub use command::{
+    command_deadline, waves, CommandId, CommandState, Invocation, InvocationOutput, InvocationStatus, StatusDetail,
+    DELIVERY_TIMEOUT,
+};
 pub use container::{ContainerSpec, EnvVar, HealthPath, PortMapping, DEFAULT_PROXY_IMAGE};
+pub use drift::{DriftState, InstanceDrift};
 pub use instance::{InstanceId, ManagedInstance, Ping, Running};
 pub use limit::Limit;
 pub use names::{

@@ -81,7 +81,7 @@ pub struct Facts {
     pub older_than_live: Option<String>,
     /// With `converge`: every instance with the tags, as the read-only check found it (filled in
     /// by the deploy once these facts name the live release; see `crate::drift`).
-    pub drift: Option<Vec<crate::drift::InstanceDrift>>,
+    pub drift: Option<Vec<crate::model::InstanceDrift>>,
     /// The watched alarms (input `alarms`) as they are now.
     pub alarms: Vec<crate::model::AlarmStatus>,
     /// The deploy lock this run holds while it reads these facts and applies the plan.

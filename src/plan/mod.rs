@@ -8,6 +8,7 @@
 
 pub mod facts;
 pub mod guard;
+mod make;
 mod text;
 
 use std::time::Duration;
@@ -15,12 +16,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use facts::{gather, Facts, RunInfo};
+pub use make::make;
 
-use crate::drift::InstanceDrift;
-use crate::inputs::DeployRequest;
 use crate::model::{
-    ContainerSpec, Digest, EnvironmentName, ImageName, ImageRef, ImageTag, InstanceId, Limit, ManagedInstance,
-    ParameterName, Ping, PortMapping, Region, RegistryHost, Repository, TagFilter, TargetGroupArn,
+    command_deadline, ContainerSpec, Digest, EnvironmentName, ImageName, ImageRef, ImageTag, InstanceDrift, InstanceId,
+    Limit, ManagedInstance, ParameterName, PortMapping, Region, RegistryHost, Repository, TagFilter, TargetGroupArn,
 };
 use crate::ports::{BuildSpec, GroupTimings, RegistryAuth};
 use crate::release::Recorded;
@@ -252,12 +252,7 @@ impl WorstCase {
 impl Plan {
     /// See [`WorstCase`]; the same bounds the run's own deadlines use.
     pub fn worst_case(&self) -> WorstCase {
-        let command = |targets: usize, concurrency: Limit| {
-            let waves = targets.max(1).div_ceil(concurrency.of(targets.max(1), true).max(1)) as u64;
-            Duration::from_secs(
-                waves * u64::from(self.timeout) + u64::from(crate::apply::command::DELIVERY_TIMEOUT) + 60,
-            )
-        };
+        let command = |targets: usize, concurrency: Limit| command_deadline(targets, concurrency, self.timeout);
         let rollout = match &self.rollout {
             Rollout::ByTags { max_concurrency, .. } => command(self.instances.len(), *max_concurrency),
             Rollout::Batches { batches, drain, timings, .. } => batches
@@ -339,283 +334,6 @@ pub enum PlanError {
     AlarmAtStart(String),
     #[error("services {first} and {second} both publish host port {port}, and both run on {instances}; give one of them another host port in `ports` (or other `targets`)")]
     SharedHostPort { first: String, second: String, port: u16, instances: String },
-}
-
-/// Decides what will happen, or why it cannot.
-pub fn make(req: &DeployRequest, mut facts: Facts) -> Result<Plan, Vec<PlanError>> {
-    let mut errors = vec![];
-    if let Some(e) = &facts.unreadable {
-        errors.push(PlanError::Unreadable(e.to_string()));
-    }
-    if req.rollback && facts.rollback_to.is_none() && facts.unreadable.is_none() {
-        errors.push(PlanError::NothingToRollBack { parameter: req.release_parameter.to_string() });
-    }
-    if req.converge && facts.live.is_none() && facts.unreadable.is_none() {
-        errors.push(PlanError::NothingToConverge { parameter: req.release_parameter.to_string() });
-    }
-    if let Some(why) = &facts.older_than_live {
-        errors.push(PlanError::OlderThanLive(why.clone()));
-    }
-    // A rollback deploys the recorded release before the live one; a converge the live one:
-    // its image, tag and settings.
-    let recorded = facts::recorded_release(req, facts.rollback_to.as_ref(), facts.live.as_ref()).cloned();
-    let (registry, repository, image_tag, container) = match &recorded {
-        Some(to) => (
-            to.release.image.registry.clone(),
-            to.release.image.repository.clone(),
-            to.release.tag.clone(),
-            to.release.container.clone(),
-        ),
-        None => (
-            req.registry.clone().unwrap_or_else(|| facts.auth.host.clone()),
-            req.repository.clone(),
-            req.image_tag.clone(),
-            req.container.clone(),
-        ),
-    };
-    if !facts.repository_exists {
-        errors.push(PlanError::RepositoryMissing {
-            repository: repository.to_string(),
-            region: facts.region.to_string(),
-        });
-    }
-    let wanted_digest = match &recorded {
-        Some(to) => Some(to.release.image.digest.clone()),
-        None => req.image_digest.clone(),
-    };
-    let source = match (&facts.existing_digest, &wanted_digest) {
-        (Some(digest), _) => ImageSource::Existing { digest: digest.clone() },
-        (None, Some(digest)) => {
-            if facts.repository_exists {
-                errors.push(match (&recorded, req.converge) {
-                    (Some(to), false) => {
-                        PlanError::RollbackImageGone { version: to.version, image: to.release.image.to_string() }
-                    }
-                    (Some(live), true) => {
-                        PlanError::LiveImageGone { version: live.version, image: live.release.image.to_string() }
-                    }
-                    (None, _) => {
-                        PlanError::DigestMissing { digest: digest.to_string(), repository: repository.to_string() }
-                    }
-                });
-            }
-            ImageSource::Build { spec: req.build_spec.clone(), cache_from: None }
-        }
-        (None, None) if req.build => ImageSource::Build {
-            spec: req.build_spec.clone(),
-            cache_from: facts.cache_from.as_ref().map(|tag| format!("{registry}/{repository}:{tag}")),
-        },
-        (None, None) => {
-            if facts.repository_exists {
-                errors.push(PlanError::TagMissing { tag: image_tag.to_string(), repository: repository.to_string() });
-            }
-            ImageSource::Build { spec: req.build_spec.clone(), cache_from: None }
-        }
-    };
-    let targets_text = req.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ");
-    if facts.instances.is_empty() {
-        errors.push(PlanError::NoInstances { targets: targets_text.clone() });
-    }
-    // A converge deploys to the drifted instances only (the offline ones count as drifted).
-    let converge = facts.drift.take().map(|survey| ConvergePlan { survey });
-    if let Some(c) = &converge {
-        facts.instances.retain(|i| c.drifted().any(|d| d.instance.id == i.id));
-    }
-    let offline: Vec<&ManagedInstance> = facts.instances.iter().filter(|i| i.ping != Ping::Online).collect();
-    let skipped: Vec<ManagedInstance> =
-        if req.skip_offline { offline.iter().map(|i| (*i).clone()).collect() } else { vec![] };
-    if req.skip_offline && !facts.instances.is_empty() && offline.len() == facts.instances.len() {
-        errors.push(PlanError::AllOffline { targets: targets_text });
-    }
-    if !offline.is_empty() && !req.skip_offline {
-        errors.push(PlanError::Offline {
-            count: offline.len(),
-            list: offline.iter().map(|i| format!("{} {}", i.id, i.ping)).collect::<Vec<_>>().join(", "),
-        });
-    }
-    let secret_arn = match (&container.secret_id, facts.secret_arn) {
-        (Some(id), Some(None)) | (Some(id), None) => {
-            errors.push(PlanError::SecretMissing { id: id.to_string(), region: facts.region.to_string() });
-            None
-        }
-        (_, Some(arn)) => arn,
-        (None, None) => None,
-    };
-    for arn in &facts.missing_target_groups {
-        errors.push(PlanError::TargetGroupMissing { arn: arn.to_string() });
-    }
-    if let Some(target) = req.pre_deploy.as_ref().and_then(|p| p.target.as_ref()) {
-        if !facts.instances.iter().any(|i| &i.id == target && !skipped.iter().any(|s| &s.id == target)) {
-            errors.push(PlanError::PreDeployTarget { id: target.to_string() });
-        }
-    }
-    let watch = watch_plan(req, &facts.alarms, &mut errors);
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let instances: Vec<ManagedInstance> =
-        facts.instances.into_iter().filter(|i| !skipped.iter().any(|s| s.id == i.id)).collect();
-    // The live release ran without the proxy: this deploy moves each instance to it, with a short
-    // gap on the port while the proxy takes it over.
-    let migration = container.proxied_port().is_some()
-        && facts.live.as_ref().is_some_and(|live| live.release.container.proxied_port().is_none());
-    // Every port of the container keeps answering through each swap: the proxy holds the only one.
-    let zero_downtime = container.proxied_port().is_some() && container.direct_ports().is_empty() && !migration;
-    let rollout = if req.target_groups.is_empty() {
-        Rollout::ByTags {
-            max_concurrency: req.max_concurrency,
-            max_errors: req.max_errors,
-            by_ids: !skipped.is_empty() || converge.is_some(),
-        }
-    } else {
-        let ids: Vec<InstanceId> = instances.iter().map(|i| i.id.clone()).collect();
-        Rollout::Batches {
-            target_groups: req.target_groups.clone(),
-            batches: batches(&ids, req.canary, req.batch_size),
-            drain: !zero_downtime,
-            timings: facts.group_timings.unwrap_or(GroupTimings {
-                deregistration_delay: Duration::from_secs(300),
-                time_to_healthy: Duration::from_secs(155),
-            }),
-        }
-    };
-    let proxy = container.proxied_port().map(|port| ProxyPlan {
-        source: match recorded.as_ref().and_then(|to| to.release.proxy_image.clone()) {
-            Some(image) => ProxySource::Existing { image },
-            None => match &facts.proxy_existing {
-                Some(digest) => ProxySource::Existing {
-                    image: ImageRef {
-                        registry: registry.clone(),
-                        repository: repository.clone(),
-                        digest: digest.clone(),
-                    },
-                },
-                None => ProxySource::Copy { from: req.proxy_image.clone(), to: proxy_tag(&req.proxy_image) },
-            },
-        },
-        port,
-        direct: container.direct_ports().to_vec(),
-        migration,
-    });
-    let rollback_to = facts.rollback_to;
-    // No instance to run it on: a converge with nothing drifted.
-    let pre_deploy = req.pre_deploy.as_ref().and_then(|p| {
-        // The canary, or the first instance: the one that would get the release first.
-        let first = match &rollout {
-            Rollout::Batches { batches, .. } => batches.first().and_then(|b| b.first()).cloned(),
-            Rollout::ByTags { .. } => instances.first().map(|i| i.id.clone()),
-        };
-        let live_already = facts.live.as_ref().is_some_and(|live| {
-            wanted_digest.as_ref().or(facts.existing_digest.as_ref()) == Some(&live.release.image.digest)
-                && live.release.container == container
-        });
-        Some(PreDeployPlan {
-            command: p.command.clone(),
-            target: p.target.clone().or(first)?,
-            timeout: p.timeout,
-            skipped: if rollback_to.is_some() {
-                Some("a rollback never runs it".into())
-            } else if req.converge {
-                Some("a converge redeploys the live release, and does not run it again".into())
-            } else if live_already {
-                Some("this release is live already, and a redeploy of it does not run it again".into())
-            } else {
-                None
-            },
-        })
-    });
-    let (what, commit, commit_time) = match (&rollback_to, &recorded) {
-        (Some(to), _) => {
-            (format!("rollback to {}", to.release.tag), to.release.commit.clone(), to.release.commit_time.clone())
-        }
-        (None, Some(live)) => {
-            (format!("converge to {}", live.release.tag), live.release.commit.clone(), live.release.commit_time.clone())
-        }
-        (None, None) => (format!("deploy {image_tag}"), facts.run.commit.clone(), facts.run.commit_time.clone()),
-    };
-    let announce = Announce {
-        sha: facts.run.commit.clone(),
-        environment: req.environment.clone(),
-        payload: serde_json::json!({
-            "image_tag": image_tag,
-            "image_digest": wanted_digest,
-            "repository": repository,
-            "rollback": rollback_to.is_some(),
-            "converge": converge.is_some(),
-        }),
-        what,
-        environment_url: req.environment_url.clone(),
-        log_url: facts.run.run_url.clone(),
-        mode: req.github_deployment,
-    };
-    Ok(Plan {
-        environment: req.environment.clone(),
-        region: facts.region,
-        image: format!("{registry}/{repository}:{image_tag}"),
-        registry,
-        repository,
-        image_tag,
-        source,
-        targets: req.targets.clone(),
-        instances,
-        skipped,
-        container,
-        secret_arn,
-        proxy,
-        rollout,
-        pre_deploy,
-        timeout: req.timeout,
-        watch,
-        converge,
-        record: RecordPlan {
-            parameter: req.release_parameter.clone(),
-            live: facts.live,
-            rollback_to,
-            commit,
-            commit_time,
-            run_url: facts.run.run_url.clone(),
-        },
-        lock: facts.lock,
-        announce,
-        dry_run: req.dry_run,
-        auth: facts.auth,
-    })
-}
-
-/// The alarms to watch: each name must exist and each prefix match one; one in ALARM already
-/// stops the plan unless `ignore-alarms-at-start`, which leaves it unwatched.
-fn watch_plan(
-    req: &DeployRequest,
-    alarms: &[crate::model::AlarmStatus],
-    errors: &mut Vec<PlanError>,
-) -> Option<WatchPlan> {
-    if req.alarms.is_empty() {
-        return None;
-    }
-    for selector in &req.alarms {
-        if !alarms.iter().any(|a| selector.matches(&a.name)) {
-            errors.push(PlanError::AlarmMissing(match selector {
-                crate::model::AlarmSelector::Name(n) => format!("there is no CloudWatch alarm named {n:?}"),
-                crate::model::AlarmSelector::Prefix(p) => format!("no CloudWatch alarm's name starts with {p:?}"),
-            }));
-        }
-    }
-    let firing: Vec<&crate::model::AlarmStatus> =
-        alarms.iter().filter(|a| a.state == crate::model::AlarmState::Alarm).collect();
-    if !firing.is_empty() && !req.ignore_alarms_at_start {
-        let list: Vec<String> = firing.iter().map(|a| format!("{} ({})", a.name, a.reason)).collect();
-        errors.push(PlanError::AlarmAtStart(format!(
-            "{} {}",
-            list.join(", "),
-            if list.len() == 1 { "is" } else { "are" }
-        )));
-    }
-    Some(WatchPlan {
-        selectors: req.alarms.clone(),
-        bake: req.bake_time,
-        at_start: alarms.to_vec(),
-        ignored: firing.iter().map(|a| a.name.clone()).collect(),
-    })
 }
 
 /// Splits the fleet into batches: a canary of one first (when asked and there is more than one

@@ -1,5 +1,7 @@
 use super::*;
 use crate::fake::REGISTRY;
+use crate::inputs::DeployRequest;
+use crate::model::Ping;
 use crate::model::{ContainerName, EnvVar, HealthPath, PortMapping, Secret, SecretId};
 
 fn tag(k: &str, v: &str) -> TagFilter {

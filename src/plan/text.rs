@@ -9,6 +9,24 @@ impl fmt::Display for Plan {
         let env = self.environment.as_ref().map(|e| e.as_str()).unwrap_or("(no environment)");
         let what = if self.converge.is_some() { "converge" } else { "deploy" };
         writeln!(f, "Plan: {what} {} to {env} in {}", self.image, self.region)?;
+        self.image_lines(f)?;
+        self.release_lines(f)?;
+        self.container_lines(f)?;
+        self.rollout_lines(f)?;
+        self.instance_lines(f)?;
+        if self.dry_run && self.converge.is_some() {
+            writeln!(f, "Dry run: nothing was built, pushed or deployed (only the read-only check was sent).")?;
+        } else if self.dry_run {
+            writeln!(f, "Dry run: nothing was built, pushed or sent.")?;
+        }
+        Ok(())
+    }
+}
+
+/// The plan's sections, in the order they are printed.
+impl Plan {
+    /// How the image is obtained.
+    fn image_lines(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {
             ImageSource::Build { cache_from, spec } => {
                 writeln!(
@@ -29,6 +47,11 @@ impl fmt::Display for Plan {
                 writeln!(f, "  image      already in the registry as {digest}: nothing to build")?
             }
         }
+        Ok(())
+    }
+
+    /// The release record (and the rollback or converge), and the lock.
+    fn release_lines(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let record = &self.record;
         if let Some(to) = &record.rollback_to {
             writeln!(
@@ -69,6 +92,11 @@ impl fmt::Display for Plan {
             Some(lock) => writeln!(f, "  lock       held: {lock} (this plan was made under it)")?,
             None => writeln!(f, "  lock       none taken (dry run)")?,
         }
+        Ok(())
+    }
+
+    /// What runs on each instance: the container, the proxy, its settings, secret and health check.
+    fn container_lines(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.container;
         let ports = if c.ports.is_empty() {
             "none".to_string()
@@ -154,6 +182,11 @@ impl fmt::Display for Plan {
                 c.health_check_timeout
             )?,
         }
+        Ok(())
+    }
+
+    /// How the instances are rolled through: batches, pre-deploy, alarms and the longest it can take.
+    fn rollout_lines(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.rollout {
             Rollout::ByTags { max_concurrency, max_errors, by_ids } => writeln!(
                 f,
@@ -222,6 +255,11 @@ impl fmt::Display for Plan {
             worst.with_rollback.as_secs(),
             worst.role_duration_seconds()
         )?;
+        Ok(())
+    }
+
+    /// The instances found by tag, and those skipped.
+    fn instance_lines(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let targets = self.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ");
         writeln!(f, "  instances  {} with tags {targets}:", self.instances.len())?;
         for i in &self.instances {
@@ -239,11 +277,6 @@ impl fmt::Display for Plan {
             for i in &self.skipped {
                 writeln!(f, "    {}  {:<16} {}", i.id, i.name.as_deref().unwrap_or("-"), i.ping)?;
             }
-        }
-        if self.dry_run && self.converge.is_some() {
-            writeln!(f, "Dry run: nothing was built, pushed or deployed (only the read-only check was sent).")?;
-        } else if self.dry_run {
-            writeln!(f, "Dry run: nothing was built, pushed or sent.")?;
         }
         Ok(())
     }

@@ -86,9 +86,38 @@ fn fleet(report: &DeployReport) -> String {
 }
 
 pub fn summary_markdown(report: &DeployReport) -> String {
-    let env = report.environment.as_deref().unwrap_or("(no environment)");
     let failed = report.failed().count();
-    let mut md = if let Some(why) = &report.stopped {
+    let mut md = title(report, failed);
+    md.push_str(&format!(
+        "Image `{}` · SSM command{} `{}` · {:.1}s\n\n",
+        report.image,
+        if report.command_ids.len() > 1 { "s" } else { "" },
+        report.command_ids.join("`, `"),
+        report.seconds
+    ));
+    if !report.mode.is_empty() {
+        md.push_str(&format!("Mode: {}\n\n", cell(&report.mode)));
+    }
+    md.push_str(&batch_table(report));
+    md.push_str(&fleet(report));
+    if !report.skipped.is_empty() {
+        md.push_str(&format!(
+            "Skipped, SSM agent not connected (`on-offline: skip`): `{}`.\n\n",
+            report.skipped.iter().map(|i| i.as_str()).collect::<Vec<_>>().join("`, `")
+        ));
+    }
+    if report.success() && failed > 0 {
+        md.push_str(&format!("{failed} failed instance(s) are within `max-errors` ({}).\n\n", report.tolerated));
+    }
+    md.push_str(&instance_table(report));
+    md.push_str(&rollback_section(report));
+    md
+}
+
+/// The heading: what happened, in one line.
+fn title(report: &DeployReport, failed: usize) -> String {
+    let env = report.environment.as_deref().unwrap_or("(no environment)");
+    if let Some(why) = &report.stopped {
         format!("## ❌ ec2-deploy: `{}` to {env} stopped before its end\n\n{}\n\n", report.image_tag, cell(why))
     } else if report.cancelled {
         format!("## ⏹ ec2-deploy: `{}` to {env} was cancelled\n\nNothing new was started after the cancel; scripts already running on instances finish there.\n\n", report.image_tag)
@@ -108,17 +137,12 @@ pub fn summary_markdown(report: &DeployReport) -> String {
             report.image_tag,
             report.instances.len()
         )
-    };
-    md.push_str(&format!(
-        "Image `{}` · SSM command{} `{}` · {:.1}s\n\n",
-        report.image,
-        if report.command_ids.len() > 1 { "s" } else { "" },
-        report.command_ids.join("`, `"),
-        report.seconds
-    ));
-    if !report.mode.is_empty() {
-        md.push_str(&format!("Mode: {}\n\n", cell(&report.mode)));
     }
+}
+
+/// The batches, when the rollout went in batches.
+fn batch_table(report: &DeployReport) -> String {
+    let mut md = String::new();
     if !report.batches.is_empty() {
         md.push_str("| Batch | Instances | Result | Time |\n|---|---|---|---|\n");
         for b in &report.batches {
@@ -137,16 +161,12 @@ pub fn summary_markdown(report: &DeployReport) -> String {
         }
         md.push('\n');
     }
-    md.push_str(&fleet(report));
-    if !report.skipped.is_empty() {
-        md.push_str(&format!(
-            "Skipped, SSM agent not connected (`on-offline: skip`): `{}`.\n\n",
-            report.skipped.iter().map(|i| i.as_str()).collect::<Vec<_>>().join("`, `")
-        ));
-    }
-    if report.success() && failed > 0 {
-        md.push_str(&format!("{failed} failed instance(s) are within `max-errors` ({}).\n\n", report.tolerated));
-    }
+    md
+}
+
+/// One row per instance: its outcome, step, image change and why.
+fn instance_table(report: &DeployReport) -> String {
+    let mut md = String::new();
     md.push_str("| Instance | Name | Status | Step | Before → after | Detail |\n|---|---|---|---|---|---|\n");
     for i in &report.instances {
         let change = match (&i.previous, &i.current, i.outcome) {
@@ -169,6 +189,12 @@ pub fn summary_markdown(report: &DeployReport) -> String {
             }),
         ));
     }
+    md
+}
+
+/// The rollback, when there was one: complete or not, per instance.
+fn rollback_section(report: &DeployReport) -> String {
+    let mut md = String::new();
     if let Some(rollback) = &report.rollback {
         if rollback.problems.is_empty() {
             md.push_str(

@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::inputs::action_env_name;
+use crate::model::{EnvVar, Limit, PortMapping, Region, SecretId, TagFilter};
 use std::collections::HashMap;
+use std::path::Path;
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
