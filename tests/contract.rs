@@ -321,3 +321,208 @@ fn action_yml_defaults_never_override_the_config_file() {
         );
     }
 }
+
+fn root_file(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Each step that uses this action, in a workflow file or a README `yaml` block: where, and its
+/// `with:` keys.
+fn action_steps() -> Vec<(String, Vec<String>)> {
+    fn walk(where_: &str, v: &serde_yaml::Value, out: &mut Vec<(String, Vec<String>)>) {
+        match v {
+            serde_yaml::Value::Mapping(m) => {
+                let uses = m.get("uses").and_then(|u| u.as_str()).unwrap_or_default();
+                if uses.contains("ec2-deploy-action") && !uses.starts_with("docker://") {
+                    let keys = m
+                        .get("with")
+                        .and_then(|w| w.as_mapping())
+                        .map(|w| w.keys().filter_map(|k| k.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default();
+                    out.push((where_.to_string(), keys));
+                }
+                m.values().for_each(|v| walk(where_, v, out));
+            }
+            serde_yaml::Value::Sequence(s) => s.iter().for_each(|v| walk(where_, v, out)),
+            _ => {}
+        }
+    }
+    let mut out = vec![];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/workflows");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        walk(&path.display().to_string(), &v, &mut out);
+    }
+    let readme = readme();
+    for (n, block) in readme.split("```yaml\n").skip(1).enumerate() {
+        let block = &block[..block.find("```").unwrap()];
+        if !block.contains("ec2-deploy-action") {
+            continue;
+        }
+        let v: serde_yaml::Value = serde_yaml::from_str(block)
+            .unwrap_or_else(|e| panic!("README yaml block {} does not parse: {e}\n{block}", n + 1));
+        walk(&format!("README yaml block {}", n + 1), &v, &mut out);
+    }
+    out
+}
+
+/// A workflow in examples/ or the README that passes an input action.yml lacks would fail at the
+/// user's first run (GitHub warns "Unexpected input" and the value is never read).
+#[test]
+fn every_example_step_passes_only_inputs_action_yml_declares() {
+    let action = action();
+    let steps = action_steps();
+    assert!(steps.len() >= 5, "too few steps found to be checking anything: {steps:?}");
+    let unknown: Vec<String> = steps
+        .iter()
+        .flat_map(|(w, keys)| keys.iter().filter(|k| !action.inputs.contains_key(*k)).map(move |k| format!("{w}: {k}")))
+        .collect();
+    assert!(unknown.is_empty(), "inputs action.yml does not declare:\n{}", unknown.join("\n"));
+}
+
+/// The IAM actions a policy allows (`Action` as a string or a list), wildcards as written.
+fn policy_actions(path: &str) -> Vec<String> {
+    let policy: serde_json::Value = serde_json::from_str(&root_file(path)).unwrap();
+    let mut out = vec![];
+    for statement in policy["Statement"].as_array().unwrap() {
+        assert_eq!(statement["Effect"], "Allow", "{path}: only Allow statements are expected");
+        match &statement["Action"] {
+            serde_json::Value::String(a) => out.push(a.clone()),
+            serde_json::Value::Array(a) => out.extend(a.iter().map(|a| a.as_str().unwrap().to_string())),
+            other => panic!("{path}: Action {other}"),
+        }
+    }
+    out
+}
+
+fn allows(actions: &[String], wanted: &str) -> bool {
+    actions.iter().any(|a| match a.strip_suffix('*') {
+        Some(prefix) => wanted.starts_with(prefix),
+        None => a == wanted,
+    })
+}
+
+fn pascal(snake_or_kebab: &str) -> String {
+    snake_or_kebab
+        .split(['_', '-'])
+        .map(|w| {
+            let mut c = w.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The runner's policy allows every AWS API call the code makes (found in src/aws/: each
+/// `.<client>.<operation>()` of the SDK clients), plus what `docker push` and a cache pull need
+/// from ECR's registry API (not SDK calls, so not found by the scan).
+#[test]
+fn the_runner_policy_allows_every_call_the_code_makes() {
+    let prefix = |client: &str| match client {
+        "ssm" => "ssm",
+        "ecr" => "ecr",
+        "secrets" => "secretsmanager",
+        "elb" => "elasticloadbalancing",
+        "cloudwatch" => "cloudwatch",
+        other => panic!("a client the test does not know: {other}"),
+    };
+    let call = regex_lite_calls();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/aws");
+    let mut wanted = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for (client, operation) in call(&text) {
+            wanted.insert(format!("{}:{}", prefix(&client), pascal(&operation)));
+        }
+    }
+    assert!(wanted.len() >= 15, "the scan found too few calls to be checking anything: {wanted:?}");
+    for push in [
+        "ecr:BatchCheckLayerAvailability",
+        "ecr:InitiateLayerUpload",
+        "ecr:UploadLayerPart",
+        "ecr:CompleteLayerUpload",
+        "ecr:PutImage",
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
+    ] {
+        wanted.insert(push.to_string());
+    }
+    let allowed = policy_actions("examples/iam/runner-policy.json");
+    let missing: Vec<&String> = wanted.iter().filter(|w| !allows(&allowed, w)).collect();
+    assert!(missing.is_empty(), "examples/iam/runner-policy.json does not allow {missing:?}");
+}
+
+/// `.<client>\s*.<operation>(` in Rust source, across line breaks, for the SDK clients.
+fn regex_lite_calls() -> impl Fn(&str) -> Vec<(String, String)> {
+    |text: &str| {
+        let flat: String = text.split_whitespace().collect::<Vec<_>>().join("");
+        let mut out = vec![];
+        for client in ["ssm", "ecr", "secrets", "elb", "cloudwatch"] {
+            let needle = format!(".{client}.");
+            let mut rest = flat.as_str();
+            while let Some(i) = rest.find(&needle) {
+                rest = &rest[i + needle.len()..];
+                let op: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                if !op.is_empty() && rest[op.len()..].starts_with("()") {
+                    out.push((client.to_string(), op));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The instances' policy allows every `aws <service> <command>` the on-instance script and the
+/// boot script run, plus what `docker pull` from ECR needs.
+#[test]
+fn the_instance_policy_allows_every_call_the_instance_makes() {
+    let script = format!(
+        "{}\n{}",
+        ec2_deploy_action::instance::SCRIPT,
+        ec2_deploy_action::instance::user_data(&[ec2_deploy_action::model::ParameterName::parse(
+            "/ec2-deploy/production/web"
+        )
+        .unwrap()])
+        .unwrap()
+    );
+    let mut wanted = std::collections::BTreeSet::new();
+    for line in script.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for w in words.windows(3) {
+            // `aws …`, `$(aws …`, `x=$(aws …`
+            let w0 = w[0].rsplit(['(', '=', '"']).next().unwrap_or_default();
+            if w0 == "aws" && w[1].chars().all(|c| c.is_ascii_lowercase()) && !w[2].starts_with('-') {
+                let command = w[2].trim_end_matches([')', '"', ';']);
+                let action = match (w[1], command) {
+                    ("ecr", "get-login-password") => "ecr:GetAuthorizationToken".to_string(),
+                    (service, command) => format!("{service}:{}", pascal(command)),
+                };
+                wanted.insert(action);
+            }
+        }
+    }
+    assert!(wanted.len() >= 3, "the scan found too few calls to be checking anything: {wanted:?}");
+    for pull in ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"] {
+        wanted.insert(pull.to_string());
+    }
+    let allowed = policy_actions("examples/iam/instance-policy.json");
+    let missing: Vec<&String> = wanted.iter().filter(|w| !allows(&allowed, w)).collect();
+    assert!(missing.is_empty(), "examples/iam/instance-policy.json does not allow {missing:?} (wanted: {wanted:?})");
+}
+
+/// The README's size of the boot script (`ec2-deploy user-data`, the script it embeds included)
+/// is the size it has, within a tenth.
+#[test]
+fn the_readme_states_the_boot_scripts_size() {
+    let readme = readme();
+    let at = readme.find("at about ").expect("the README states the boot script's size (\"at about N KB\")");
+    let stated: f64 = readme[at + 9..].split_whitespace().next().unwrap().parse().unwrap();
+    assert!(readme[at..].split_whitespace().nth(3) == Some("KB"), "{}", &readme[at..at + 40]);
+    let parameter = ec2_deploy_action::model::ParameterName::parse("/ec2-deploy/production/web").unwrap();
+    let actual = ec2_deploy_action::instance::user_data(&[parameter]).unwrap().len() as f64 / 1000.0;
+    assert!(
+        (stated - actual).abs() <= actual / 10.0,
+        "README: about {stated} KB; `ec2-deploy user-data`: {actual:.1} KB"
+    );
+}
