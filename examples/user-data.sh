@@ -43,7 +43,8 @@ for parameter in "${parameters[@]}"; do
 # <name>-previous container, which must run IMAGE with the settings ROLLBACK_CONFIG (its
 # ec2-deploy.config label), or finds that already running: no pull, the previous container's own
 # environment, the same switch as a deploy. MODE=check changes nothing: it says whether the
-# instance runs this release (below, before the lock).
+# instance runs this release (below, before the lock). MODE=logs changes nothing either: it
+# prints the container's last LOG_LINES lines of output, the secret's values masked.
 # Needs docker, the aws CLI and curl; jq or python3 when SECRET_ID is set. It:
 #   1. logs in to the registry with the instance's own credentials and pulls IMAGE (by digest),
 #      and PROXY_IMAGE with it;
@@ -76,6 +77,7 @@ for parameter in "${parameters[@]}"; do
 #   19 rollback failed: the release to go back to is unhealthy, the newer one serves again
 #   20 the Docker daemon does not answer (nothing was changed)
 #   21 MODE=predeploy: the one-off command failed, timed out or could not start
+#   22 logs: there is no container of this name here
 # From creating <name>-next until the traffic moved to it, a script that fails, is signalled, or
 # is killed outright (SIGKILL, as the SSM agent does at the execution timeout) leaves what ran
 # before serving: a trap handles the first two, a guard process in a session of its own the
@@ -142,7 +144,7 @@ mask_lines() {
 
 MODE=${MODE:-deploy}
 ROLLBACK_CONFIG=${ROLLBACK_CONFIG:-}
-case $MODE in deploy | rollback | predeploy | check) ;; *) fail 2 "MODE must be deploy, rollback, predeploy or check" ;; esac
+case $MODE in deploy | rollback | predeploy | check | logs) ;; *) fail 2 "MODE must be deploy, rollback, predeploy, check or logs" ;; esac
 PRE_DEPLOY_TIMEOUT=${PRE_DEPLOY_TIMEOUT:-600}
 [ -n "${PRE_DEPLOY[0]+x}" ] || PRE_DEPLOY=()
 if [ "$MODE" = predeploy ]; then
@@ -321,6 +323,36 @@ if [ "$MODE" = check ]; then
   exit 0
 fi
 
+# MODE=logs: read-only. The last LOG_LINES lines the container printed (stdout and stderr, with
+# Docker's timestamps), every value of the release's secret masked as in everything this script
+# prints. SSM returns at most 24,000 characters of a script's output: past that, the oldest lines
+# are left out (the newest are what one asks logs for). Then, on stderr, what it had and showed:
+#   ec2-deploy-logs lines=N bytes=B shown_lines=N shown_bytes=B
+if [ "$MODE" = logs ]; then
+  [[ ${LOG_LINES:-} =~ ^[1-9][0-9]*$ ]] || fail 2 "MODE=logs needs LOG_LINES, a positive number"
+  exists "$CONTAINER_NAME" || fail 22 "there is no container $CONTAINER_NAME on this instance"
+  logs_env=$(mktemp)
+  logs_out=$(mktemp)
+  logs_shown=$(mktemp)
+  trap 'rm -f "$logs_env" "$logs_out" "$logs_shown"' EXIT
+  # For its values alone: each of them is masked below.
+  write_env "$logs_env"
+  if [ "${#secret_values[@]}" -eq 0 ]; then
+    docker logs --timestamps --tail "$LOG_LINES" "$CONTAINER_NAME" >"$logs_out" 2>&1
+  else
+    docker logs --timestamps --tail "$LOG_LINES" "$CONTAINER_NAME" 2>&1 | mask_lines >"$logs_out"
+  fi
+  # Bytes, not characters: 23,000 bytes are at most 23,000 characters, with room for the rest.
+  if [ "$(wc -c <"$logs_out")" -gt 23000 ]; then
+    tail -c 23000 "$logs_out" | tail -n +2 >"$logs_shown"
+  else
+    cp "$logs_out" "$logs_shown"
+  fi
+  cat "$logs_shown"
+  printf 'ec2-deploy-logs lines=%s bytes=%s shown_lines=%s shown_bytes=%s\n' "$(wc -l <"$logs_out")" \
+    "$(wc -c <"$logs_out")" "$(wc -l <"$logs_shown")" "$(wc -c <"$logs_shown")" >&2
+  exit 0
+fi
 mkdir -p "$state_dir"
 chmod 700 /var/lib/ec2-deploy "$state_dir"
 

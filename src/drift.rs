@@ -79,6 +79,7 @@ pub async fn survey<W: World>(
             concurrency: Limit::Percent(100),
             errors: Limit::Percent(100),
             purpose: Purpose::Deploy,
+            read_outputs: false,
         };
         commands.run(order).await?.reports
     };

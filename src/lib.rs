@@ -41,6 +41,7 @@ pub mod inputs;
 pub mod instance;
 pub mod live;
 pub mod lock;
+pub mod logs;
 pub mod model;
 pub mod plan;
 pub mod ports;

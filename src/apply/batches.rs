@@ -137,6 +137,7 @@ async fn run_batch<W: World>(
         concurrency: Limit::Count(n),
         errors: Limit::Count(0),
         purpose: Purpose::Deploy,
+        read_outputs: false,
     };
     let swapped = match r.commands.run(order).await {
         Ok(outcome) => outcome,

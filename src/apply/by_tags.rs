@@ -40,6 +40,7 @@ pub async fn run<W: World>(
         concurrency: max_concurrency,
         errors: max_errors,
         purpose: Purpose::Deploy,
+        read_outputs: false,
     };
     let result = r.commands.run(order).await;
     runner.end_group();
@@ -66,6 +67,7 @@ pub async fn run<W: World>(
             concurrency: max_concurrency,
             errors: Limit::Count(max_errors.of(total, false).saturating_sub(failed) as u32),
             purpose: Purpose::Deploy,
+            read_outputs: false,
         };
         let result = r.commands.run(order).await;
         runner.end_group();

@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime};
 
 use super::{Context, Purpose, Stop};
 use crate::model::{
-    command_deadline, waves, CommandId, EnvironmentName, ImageTag, InstanceId, Invocation, InvocationStatus, Limit,
-    ManagedInstance, StatusDetail, TagFilter, DELIVERY_TIMEOUT,
+    command_deadline, waves, CommandId, EnvironmentName, ImageTag, InstanceId, Invocation, InvocationOutput,
+    InvocationStatus, Limit, ManagedInstance, StatusDetail, TagFilter, DELIVERY_TIMEOUT,
 };
 use crate::ports::{CommandRequest, CommandTargets, ErrorKind, World, IDS_PER_COMMAND};
 use crate::report::{instance_reports, InstanceReport};
@@ -53,6 +53,9 @@ pub struct Outcome {
     pub reports: Vec<InstanceReport>,
     /// The command's deadline passed, or it could not be followed to its end.
     pub stopped: Option<String>,
+    /// The full output (GetCommandInvocation's) of each instance whose script failed, and of
+    /// every instance whose script ran when the order asks for them.
+    pub outputs: Vec<(InstanceId, InvocationOutput)>,
 }
 
 /// Sends this deploy's commands and remembers their ids (for the `command-id` output).
@@ -78,6 +81,8 @@ pub struct Order<'a> {
     pub concurrency: Limit,
     pub errors: Limit,
     pub purpose: Purpose,
+    /// Fetch every instance's full output (`Outcome::outputs`), not only the failed ones'.
+    pub read_outputs: bool,
 }
 
 impl<W: World> Commands<'_, W> {
@@ -91,7 +96,7 @@ impl<W: World> Commands<'_, W> {
             Targets::Ids(ids) => ids,
         };
         let (moving, allowed) = (order.concurrency.of(ids.len(), true).max(1), order.errors.of(ids.len(), false));
-        let mut outcome = Outcome { reports: vec![], stopped: None };
+        let mut outcome = Outcome { reports: vec![], stopped: None, outputs: vec![] };
         for chunk in ids.chunks(IDS_PER_COMMAND) {
             let errors_so_far = outcome.reports.iter().filter(|r| counts_as_error(&r.detail)).count();
             let why_not = if errors_so_far > allowed {
@@ -108,6 +113,7 @@ impl<W: World> Commands<'_, W> {
             let limits = (Limit::Count(moving.min(chunk.len()) as u32), Limit::Count((allowed - errors_so_far) as u32));
             let part = self.send_and_follow(CommandTargets::Ids(chunk.to_vec()), Some(chunk), &order, limits).await?;
             outcome.reports.extend(part.reports);
+            outcome.outputs.extend(part.outputs);
             outcome.stopped = outcome.stopped.or(part.stopped);
         }
         Ok(outcome)
@@ -149,13 +155,18 @@ impl<W: World> Commands<'_, W> {
         self.sent.borrow_mut().push(id.clone());
         let followed = self.follow(&id, planned.len(), concurrency, purpose).await;
         let mut outputs = vec![];
-        // The full output of every instance whose script ran and did not succeed.
-        for inv in followed.invocations.iter().filter(|i| i.status != InvocationStatus::Success && ran(i)) {
+        // The full output of every instance whose script ran and did not succeed (printed), and of
+        // every one whose script ran when the order asks.
+        let failed = |i: &&Invocation| i.status != InvocationStatus::Success;
+        let wanted = |i: &&Invocation| (failed(i) && ran(i)) || (order.read_outputs && !failed(i));
+        for inv in followed.invocations.iter().filter(wanted) {
             match self.world.invocation_output(&id, &inv.instance_id).await {
                 Ok(out) => {
-                    runner.group(&format!("Output of {} ({}: {})", inv.instance_id, inv.status, inv.detail));
-                    runner.untrusted(&format!("{}\n--- stderr ---\n{}", out.stdout, out.stderr));
-                    runner.end_group();
+                    if failed(&inv) {
+                        runner.group(&format!("Output of {} ({}: {})", inv.instance_id, inv.status, inv.detail));
+                        runner.untrusted(&format!("{}\n--- stderr ---\n{}", out.stdout, out.stderr));
+                        runner.end_group();
+                    }
                     outputs.push((inv.instance_id.clone(), out));
                 }
                 Err(e) => {
@@ -171,7 +182,7 @@ impl<W: World> Commands<'_, W> {
                 self.timeout
             ));
         }
-        Ok(Outcome { reports, stopped: followed.stopped })
+        Ok(Outcome { reports, stopped: followed.stopped, outputs })
     }
 
     /// Polls a command until it is done, printing each instance's status as it changes. Polls

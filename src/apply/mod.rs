@@ -149,6 +149,7 @@ impl<W: World> Rollout<'_, W> {
                 concurrency: Limit::Count(n),
                 errors: Limit::Percent(100),
                 purpose: Purpose::Restore,
+                read_outputs: false,
             };
             let outcome = self.commands.run(order).await?;
             reports.extend(outcome.reports);
@@ -218,6 +219,7 @@ async fn pre_deploy<W: World>(r: &Rollout<'_, W>, pre: &PreDeployPlan, image: &I
         concurrency: Limit::Count(1),
         errors: Limit::Count(0),
         purpose: Purpose::Deploy,
+        read_outputs: false,
     };
     let outcome = r.commands.run(order).await;
     runner.end_group();

@@ -287,6 +287,11 @@ impl World {
             Some(Container { image: image.to_string(), config, env });
     }
 
+    /// Removes instance `n`'s container (as `docker rm` by hand would).
+    pub fn remove_running(&self, n: u32) {
+        lock(&self.instances).get_mut(&id(n)).expect("an instance").running = None;
+    }
+
     pub fn set_ping(&self, n: u32, ping: Ping) {
         lock(&self.instances).get_mut(&id(n)).expect("an instance").ping = ping;
     }

@@ -150,6 +150,7 @@ fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
     match v.get("MODE").map(String::as_str) {
         Some("check") => check(inst, &image, &config, inv),
         Some("predeploy") => predeploy(inst, inv),
+        Some("logs") => logs(inst, &v, inv),
         Some("rollback") => {
             let expect = v.get("ROLLBACK_CONFIG").cloned().unwrap_or_default();
             let matches_expected =
@@ -209,6 +210,31 @@ fn check(inst: &Instance, image: &str, config: &str, inv: &mut FakeInvocation) {
     inv.status = InvocationStatus::Success;
     inv.detail = StatusDetail::Success;
     inv.stdout = format!("ec2-deploy-check state={state} image={running} release=-\n");
+}
+
+/// MODE=logs: the container's last LOG_LINES lines of a fixed log (a start and the requests it
+/// served), with the script's count on stderr; no container is exit 22, as the script's.
+fn logs(inst: &Instance, v: &BTreeMap<String, String>, inv: &mut FakeInvocation) {
+    let Some(c) = &inst.running else {
+        inv.code = Some(22);
+        inv.status = InvocationStatus::Failed;
+        inv.detail = StatusDetail::Failed;
+        inv.stderr = "ec2-deploy: error: there is no container of this name on this instance\n".into();
+        return;
+    };
+    let all = [format!("2026-12-05T00:00:00Z starting {}", c.image), "2026-12-05T00:00:01Z GET / 200".to_string()];
+    let wanted: usize = v.get("LOG_LINES").and_then(|n| n.parse().ok()).unwrap_or(100);
+    let shown: Vec<&String> = all.iter().skip(all.len().saturating_sub(wanted)).collect();
+    let text: String = shown.iter().map(|l| format!("{l}\n")).collect();
+    inv.code = Some(0);
+    inv.status = InvocationStatus::Success;
+    inv.detail = StatusDetail::Success;
+    inv.stderr = format!(
+        "ec2-deploy-logs lines={n} bytes={b} shown_lines={n} shown_bytes={b}\n",
+        n = shown.len(),
+        b = text.len()
+    );
+    inv.stdout = text;
 }
 
 /// MODE=predeploy: the instance's pre-deploy fault decides.

@@ -19,6 +19,7 @@ pub const SCRIPT: &str = concat!(
     include_str!("script/01-containers.sh"),
     include_str!("script/02-environment.sh"),
     include_str!("script/03-check.sh"),
+    include_str!("script/03-logs.sh"),
     include_str!("script/04-lock.sh"),
     include_str!("script/05-proxy.sh"),
     include_str!("script/06-guard.sh"),
@@ -47,6 +48,7 @@ pub fn step_for_exit_code(code: i32) -> &'static str {
         19 => "rollback (previous release unhealthy, newer one kept)",
         20 => "docker (the daemon does not answer)",
         21 => "pre-deploy",
+        22 => "logs (no container of this name)",
         _ => "script",
     }
 }
@@ -166,6 +168,16 @@ pub fn header(p: &ScriptParams) -> Result<String, QuoteError> {
 /// instance runs that release (`ec2-deploy-check state=…`).
 pub fn check_script(recorded_header: &str) -> Result<String, QuoteError> {
     Ok(format!("{recorded_header}MODE={}\n{SCRIPT}", quote("MODE", "check")?))
+}
+
+/// The last `lines` lines a recorded release's container printed (`MODE=logs`, see the script),
+/// its secret's values masked; on stderr, `ec2-deploy-logs lines=N bytes=B`.
+pub fn logs_script(recorded_header: &str, lines: u32) -> Result<String, QuoteError> {
+    Ok(format!(
+        "{recorded_header}MODE={}\nLOG_LINES={}\n{SCRIPT}",
+        quote("MODE", "logs")?,
+        quote("LOG_LINES", &lines.to_string())?
+    ))
 }
 
 /// The user-data script for an Auto Scaling launch template: on boot it reads the release record

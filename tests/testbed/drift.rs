@@ -5,20 +5,11 @@
 use ec2_deploy_action::instance::SCRIPT;
 
 use super::support::{unique, Bed};
-use super::{inputs, run_with, set, started_at, version_of};
+use super::{inputs, operate, run_with, set, started_at, version_of};
 
 /// `ec2-deploy status` for the suite's web instances, as a scheduled workflow runs it.
 fn status(bed: &Bed, repo: &str, suite: &str, extra: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ec2-deploy"))
-        .args(["status", "--environment", "test", "--ecr-repository", repo])
-        .args(["--targets", &format!("Suite={suite}"), "--targets", "Role=web"])
-        .args(extra)
-        .envs(["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"].map(|k| (k, bed.get(k))))
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("--- ec2-deploy status {}\n{stdout}{stderr}", extra.join(" "));
-    (out.status.code().unwrap_or(-1), stdout.into_owned(), stderr.into_owned())
+    operate(bed, "status", repo, suite, extra)
 }
 
 #[test]

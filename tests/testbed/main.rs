@@ -3,6 +3,7 @@
 //! engines. Needs `scripts/testbed up` and DEMO_CONTEXT (scripts/test does both).
 
 mod drift;
+mod operate;
 mod options;
 mod proxy;
 mod releases;
@@ -48,6 +49,21 @@ fn run_with(bed: &Bed, inputs: Vec<(String, String)>) -> support::RunResult {
 fn set(inputs: &mut Vec<(String, String)>, name: &str, value: &str) {
     inputs.retain(|(k, _)| k != name);
     inputs.push((name.to_string(), value.to_string()));
+}
+
+/// An operator's command (`ec2-deploy status`, `logs`) for the suite's web instances, run as a
+/// workflow or a terminal runs it: exit code, stdout, stderr.
+fn operate(bed: &Bed, command: &str, repo: &str, suite: &str, extra: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ec2-deploy"))
+        .args([command, "--environment", "test", "--ecr-repository", repo])
+        .args(["--targets", &format!("Suite={suite}"), "--targets", "Role=web"])
+        .args(extra)
+        .envs(["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"].map(|k| (k, bed.get(k))))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("--- ec2-deploy {command} {}\n{stdout}{stderr}", extra.join(" "));
+    (out.status.code().unwrap_or(-1), stdout.into_owned(), stderr.into_owned())
 }
 
 fn version_of(ip: &str) -> Option<String> {

@@ -9,7 +9,8 @@
 # <name>-previous container, which must run IMAGE with the settings ROLLBACK_CONFIG (its
 # ec2-deploy.config label), or finds that already running: no pull, the previous container's own
 # environment, the same switch as a deploy. MODE=check changes nothing: it says whether the
-# instance runs this release (below, before the lock).
+# instance runs this release (below, before the lock). MODE=logs changes nothing either: it
+# prints the container's last LOG_LINES lines of output, the secret's values masked.
 # Needs docker, the aws CLI and curl; jq or python3 when SECRET_ID is set. It:
 #   1. logs in to the registry with the instance's own credentials and pulls IMAGE (by digest),
 #      and PROXY_IMAGE with it;
@@ -42,6 +43,7 @@
 #   19 rollback failed: the release to go back to is unhealthy, the newer one serves again
 #   20 the Docker daemon does not answer (nothing was changed)
 #   21 MODE=predeploy: the one-off command failed, timed out or could not start
+#   22 logs: there is no container of this name here
 # From creating <name>-next until the traffic moved to it, a script that fails, is signalled, or
 # is killed outright (SIGKILL, as the SSM agent does at the execution timeout) leaves what ran
 # before serving: a trap handles the first two, a guard process in a session of its own the
@@ -108,7 +110,7 @@ mask_lines() {
 
 MODE=${MODE:-deploy}
 ROLLBACK_CONFIG=${ROLLBACK_CONFIG:-}
-case $MODE in deploy | rollback | predeploy | check) ;; *) fail 2 "MODE must be deploy, rollback, predeploy or check" ;; esac
+case $MODE in deploy | rollback | predeploy | check | logs) ;; *) fail 2 "MODE must be deploy, rollback, predeploy, check or logs" ;; esac
 PRE_DEPLOY_TIMEOUT=${PRE_DEPLOY_TIMEOUT:-600}
 [ -n "${PRE_DEPLOY[0]+x}" ] || PRE_DEPLOY=()
 if [ "$MODE" = predeploy ]; then

@@ -1,4 +1,5 @@
-//! The command line: `ec2-deploy action` for the runner, `plan` / `deploy` for people.
+//! The command line: `ec2-deploy action` for the runner, `plan` / `deploy` for people, and the
+//! commands that operate a live service (`status`, `logs`: [`operate`]).
 //!
 //! The flags of `plan` and `deploy` are generated from the same input table as `action.yml`, so a
 //! flag and an input never disagree. `github-token` has no flag (a flag would put the token in
@@ -9,6 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
+mod operate;
+
 use crate::deploy::{self, Outcome};
 use crate::github::Runner;
 use crate::inputs::{self, Disk, RawInputs, RunContext, INPUTS};
@@ -17,7 +20,6 @@ use crate::lock::Lease;
 use crate::model::ParameterName;
 use crate::model::RegistryHost;
 use crate::plan::RunInfo;
-use crate::release::{Entry, Releases};
 use crate::report::summary::{instances_json, summary_markdown};
 use crate::report::DeployReport;
 use crate::{Error, Exit};
@@ -47,6 +49,19 @@ pub fn command() -> Command {
                     .long("fail-on-drift")
                     .action(ArgAction::SetTrue)
                     .help("Exit 1 when an instance runs something other than the live release, or could not be asked (offline)"),
+            ),
+        )
+        .subcommand(
+            input_flags(Command::new("logs").about(
+                "Print the last lines the service's container printed on each instance with its targets, the secret's values masked, asked by a read-only command",
+            ))
+            .arg(
+                Arg::new("lines")
+                    .long("lines")
+                    .value_name("N")
+                    .default_value("100")
+                    .value_parser(clap::value_parser!(u32).range(1..=100_000))
+                    .help("How many of the newest lines to ask each instance for (SSM returns at most 24,000 characters of each: past that the oldest are left out, and the output says so)"),
             ),
         )
         .subcommand(input_flags(Command::new("converge").about(
@@ -134,9 +149,10 @@ pub fn main() -> ExitCode {
                 }
             };
         }
-        Some(("status", m)) => {
+        Some((name @ ("status" | "logs"), m)) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-            return ExitCode::from(rt.block_on(status(m)) as u8);
+            let exit = if name == "status" { rt.block_on(operate::status(m)) } else { rt.block_on(operate::logs(m)) };
+            return ExitCode::from(exit as u8);
         }
         Some((name, m)) => {
             let mut raw = raw_from_flags(m);
@@ -167,194 +183,6 @@ pub fn main() -> ExitCode {
     };
     let code = rt.block_on(run(&runner, &raw, &env, &workdir));
     ExitCode::from(code as u8)
-}
-
-/// `ec2-deploy status`: for each service, the live release and the history from its record, then
-/// each instance with its targets: on the live release, or drifted (and why). Without the inputs
-/// a deploy would resolve (no `targets` in the flags or the config file), a record named by
-/// `--release-parameter` is still shown, without the instances.
-async fn status(m: &ArgMatches) -> Exit {
-    let fail_on_drift = m.get_flag("fail-on-drift");
-    let env = |k: &str| std::env::var(k).ok();
-    let mut raw = raw_from_flags(m);
-    // What a converge would ask: the live release comes from the record, so no tag is needed.
-    raw.set("converge", "true");
-    let ctx = RunContext { env: &env, workdir: PathBuf::from(".") };
-    let requests = match inputs::resolve(&raw, &ctx, &Disk) {
-        Ok(requests) => requests,
-        Err(errors) => {
-            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            if fail_on_drift || m.get_one::<String>("release-parameter").is_none() {
-                eprintln!("ec2-deploy status: {}", text.join("\n  "));
-                return Exit::BadInput;
-            }
-            println!("(the instances were not asked: {})\n", text.join("; "));
-            return record_only(m).await;
-        }
-    };
-    let runner = Runner::terminal();
-    // AWS only: a status reports to no GitHub deployment.
-    let world = match crate::aws::Clients::load(requests[0].region.as_ref(), None).await {
-        Ok(clients) => Live::new(clients, None, None),
-        Err(e) => {
-            eprintln!("ec2-deploy status: {e}");
-            return Exit::BadInput;
-        }
-    };
-    let cancel = crate::cancel::Cancel::default();
-    cancel.on_signals();
-    let cx = crate::apply::Context {
-        runner: &runner,
-        cancel: &cancel,
-        workdir: std::path::Path::new("."),
-        lock: &crate::apply::Unlocked,
-    };
-    let mut drifted = vec![];
-    for req in &requests {
-        if let Some(service) = &req.service {
-            println!("# Service {service}\n");
-        }
-        let req = match deploy::with_record(req, &world, &runner).await {
-            Ok(req) => req,
-            Err(e) => {
-                eprintln!("ec2-deploy status: {e}");
-                return e.exit();
-            }
-        };
-        let history = match Releases::new(req.release_parameter.clone()).history(&world).await {
-            Ok(h) => h,
-            Err(e) => {
-                eprintln!("ec2-deploy status: {e}");
-                return Exit::Access;
-            }
-        };
-        let live = match print_history(&req.release_parameter, &history) {
-            Ok(Some(live)) => live,
-            Ok(None) => continue,
-            Err(exit) => return exit,
-        };
-        match crate::drift::show(&world, &cx, &req, live).await {
-            Ok(survey) => drifted.extend(survey.into_iter().filter(crate::drift::InstanceDrift::drifted)),
-            Err(e) => {
-                eprintln!("ec2-deploy status: {e}");
-                return e.exit();
-            }
-        }
-        println!();
-    }
-    if drifted.is_empty() {
-        return Exit::Success;
-    }
-    let ids: Vec<&str> = drifted.iter().map(|d| d.instance.id.as_str()).collect();
-    let advice = "`ec2-deploy converge` (the action's `converge: true`) redeploys the live release to them";
-    if fail_on_drift {
-        eprintln!(
-            "ec2-deploy status: drift: {} instance(s) do not run the live release: {}; {advice}",
-            ids.len(),
-            ids.join(", ")
-        );
-        return Exit::DeployFailed;
-    }
-    println!("{} instance(s) drifted: {}; {advice}", ids.len(), ids.join(", "));
-    Exit::Success
-}
-
-/// The record alone (see [`status`]): the one `--release-parameter` names.
-async fn record_only(m: &ArgMatches) -> Exit {
-    let get = |name: &str| m.get_one::<String>(name).cloned();
-    let parameter = match ParameterName::parse(&get("release-parameter").unwrap_or_default()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("ec2-deploy status: --release-parameter: {e}");
-            return Exit::BadInput;
-        }
-    };
-    let region = match get("aws-region").map(|r| crate::model::Region::parse(&r)).transpose() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ec2-deploy status: --aws-region: {e}");
-            return Exit::BadInput;
-        }
-    };
-    let clients = match crate::aws::Clients::load(region.as_ref(), None).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("ec2-deploy status: {e}");
-            return Exit::BadInput;
-        }
-    };
-    let world = Live::new(clients, None, None);
-    let history = match Releases::new(parameter.clone()).history(&world).await {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("ec2-deploy status: {e}");
-            return Exit::Access;
-        }
-    };
-    match print_history(&parameter, &history) {
-        Ok(_) => Exit::Success,
-        Err(exit) => exit,
-    }
-}
-
-/// Prints the live release and the record's versions; returns the live one (`None`: nothing is
-/// recorded yet), or the exit code when the live version cannot be read.
-fn print_history<'h>(
-    parameter: &ParameterName,
-    history: &'h crate::release::History,
-) -> Result<Option<&'h crate::release::Recorded>, Exit> {
-    let live = match history.live() {
-        Ok(Some(live)) => live,
-        Ok(None) => {
-            println!("{parameter}: no release recorded yet");
-            return Ok(None);
-        }
-        Err(e) => {
-            eprintln!("ec2-deploy status: {e}");
-            return Err(Exit::DeployFailed);
-        }
-    };
-    println!(
-        "{parameter}: live release {} (version {}), deployed {}",
-        live.release.tag, live.version, live.release.deployed_at
-    );
-    println!("  image   {}", live.release.image);
-    if let Some(url) = &live.release.run_url {
-        println!("  run     {url}");
-    }
-    println!("\n  version  tag                   deployed              commit    image");
-    let left = history.rolled_back();
-    for entry in history.entries.iter().rev() {
-        match entry {
-            Entry::Release(r) => {
-                let mut notes = vec![];
-                if r.version == live.version {
-                    notes.push("live".to_string());
-                }
-                if let Some(from) = r.release.rolled_back_from {
-                    notes.push(format!("rollback from version {from}"));
-                }
-                if left.contains(&r.version) {
-                    notes.push("rolled back from; rollback skips it".to_string());
-                }
-                println!(
-                    "  {:>7}  {:<20}  {:<20}  {:<8}  {}{}",
-                    r.version,
-                    r.release.tag.as_str(),
-                    r.release.deployed_at,
-                    r.release
-                        .commit
-                        .as_deref()
-                        .map(|c| c.chars().take(8).collect::<String>())
-                        .unwrap_or_else(|| "-".into()),
-                    r.release.image.digest.short(),
-                    if notes.is_empty() { String::new() } else { format!("  ({})", notes.join("; ")) }
-                )
-            }
-            Entry::Unreadable { version, reason } => println!("  {version:>7}  unreadable: {reason}"),
-        }
-    }
-    Ok(Some(live))
 }
 
 /// Runs one deploy and reports it; returns the exit code.

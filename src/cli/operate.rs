@@ -1,0 +1,297 @@
+//! The commands that look at a live service without changing it: `status` (the record's history
+//! and which instances drifted from the live release) and `logs` (what the container printed on
+//! each instance). Both resolve the inputs as a converge would (the live release comes from the
+//! record, so no image is needed), talk to AWS alone and report to no GitHub deployment.
+
+use std::path::PathBuf;
+
+use clap::ArgMatches;
+
+use super::raw_from_flags;
+use crate::deploy;
+use crate::github::Runner;
+use crate::inputs::{self, DeployRequest, Disk, InputError, RunContext};
+use crate::live::Live;
+use crate::model::ParameterName;
+use crate::release::{Entry, Releases};
+use crate::Exit;
+
+/// The requests the flags and the config file resolve to, as a converge would.
+fn requests(m: &ArgMatches) -> Result<Vec<DeployRequest>, Vec<InputError>> {
+    let env = |k: &str| std::env::var(k).ok();
+    let mut raw = raw_from_flags(m);
+    // What a converge would ask: the live release comes from the record, so no tag is needed.
+    raw.set("converge", "true");
+    let ctx = RunContext { env: &env, workdir: PathBuf::from(".") };
+    inputs::resolve(&raw, &ctx, &Disk)
+}
+
+/// AWS alone, in the requests' region.
+async fn aws(req: &DeployRequest, command: &str) -> Result<Live, Exit> {
+    match crate::aws::Clients::load(req.region.as_ref(), None).await {
+        Ok(clients) => Ok(Live::new(clients, None, None)),
+        Err(e) => {
+            eprintln!("ec2-deploy {command}: {e}");
+            Err(Exit::BadInput)
+        }
+    }
+}
+
+/// `ec2-deploy logs`: for each service, the live release's container's last lines on each
+/// instance with its targets (see [`crate::logs`]). Exits 1 when an instance could not answer.
+pub(super) async fn logs(m: &ArgMatches) -> Exit {
+    let lines = *m.get_one::<u32>("lines").expect("has a default");
+    let requests = match requests(m) {
+        Ok(requests) => requests,
+        Err(errors) => {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            eprintln!("ec2-deploy logs: {}", text.join("\n  "));
+            return Exit::BadInput;
+        }
+    };
+    let world = match aws(&requests[0], "logs").await {
+        Ok(world) => world,
+        Err(exit) => return exit,
+    };
+    let runner = Runner::terminal();
+    let cancel = crate::cancel::Cancel::default();
+    cancel.on_signals();
+    let cx = crate::apply::Context {
+        runner: &runner,
+        cancel: &cancel,
+        workdir: std::path::Path::new("."),
+        lock: &crate::apply::Unlocked,
+    };
+    let mut unanswered = vec![];
+    for req in &requests {
+        if let Some(service) = &req.service {
+            println!("# Service {service}\n");
+        }
+        let req = match deploy::with_record(req, &world, &runner).await {
+            Ok(req) => req,
+            Err(e) => {
+                eprintln!("ec2-deploy logs: {e}");
+                return e.exit();
+            }
+        };
+        let history = match Releases::new(req.release_parameter.clone()).history(&world).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("ec2-deploy logs: {e}");
+                return Exit::Access;
+            }
+        };
+        let live = match history.live() {
+            Ok(Some(live)) => live,
+            Ok(None) => {
+                eprintln!(
+                    "ec2-deploy logs: {}: no release recorded yet, so no container to read",
+                    req.release_parameter
+                );
+                return Exit::DeployFailed;
+            }
+            Err(e) => {
+                eprintln!("ec2-deploy logs: {e}");
+                return Exit::DeployFailed;
+            }
+        };
+        match crate::logs::show(&world, &cx, &req, live, lines).await {
+            Ok(found) => unanswered.extend(
+                found
+                    .into_iter()
+                    .filter(|l| !matches!(l.answer, crate::logs::Answer::Lines { .. }))
+                    .map(|l| l.instance.id.to_string()),
+            ),
+            Err(e) => {
+                eprintln!("ec2-deploy logs: {e}");
+                return e.exit();
+            }
+        }
+        println!();
+    }
+    if unanswered.is_empty() {
+        return Exit::Success;
+    }
+    eprintln!("ec2-deploy logs: no logs from {} instance(s): {}", unanswered.len(), unanswered.join(", "));
+    Exit::DeployFailed
+}
+
+/// `ec2-deploy status`: for each service, the live release and the history from its record, then
+/// each instance with its targets: on the live release, or drifted (and why). Without the inputs
+/// a deploy would resolve (no `targets` in the flags or the config file), a record named by
+/// `--release-parameter` is still shown, without the instances.
+pub(super) async fn status(m: &ArgMatches) -> Exit {
+    let fail_on_drift = m.get_flag("fail-on-drift");
+    let requests = match requests(m) {
+        Ok(requests) => requests,
+        Err(errors) => {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            if fail_on_drift || m.get_one::<String>("release-parameter").is_none() {
+                eprintln!("ec2-deploy status: {}", text.join("\n  "));
+                return Exit::BadInput;
+            }
+            println!("(the instances were not asked: {})\n", text.join("; "));
+            return record_only(m).await;
+        }
+    };
+    let runner = Runner::terminal();
+    // AWS only: a status reports to no GitHub deployment.
+    let world = match aws(&requests[0], "status").await {
+        Ok(world) => world,
+        Err(exit) => return exit,
+    };
+    let cancel = crate::cancel::Cancel::default();
+    cancel.on_signals();
+    let cx = crate::apply::Context {
+        runner: &runner,
+        cancel: &cancel,
+        workdir: std::path::Path::new("."),
+        lock: &crate::apply::Unlocked,
+    };
+    let mut drifted = vec![];
+    for req in &requests {
+        if let Some(service) = &req.service {
+            println!("# Service {service}\n");
+        }
+        let req = match deploy::with_record(req, &world, &runner).await {
+            Ok(req) => req,
+            Err(e) => {
+                eprintln!("ec2-deploy status: {e}");
+                return e.exit();
+            }
+        };
+        let history = match Releases::new(req.release_parameter.clone()).history(&world).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("ec2-deploy status: {e}");
+                return Exit::Access;
+            }
+        };
+        let live = match print_history(&req.release_parameter, &history) {
+            Ok(Some(live)) => live,
+            Ok(None) => continue,
+            Err(exit) => return exit,
+        };
+        match crate::drift::show(&world, &cx, &req, live).await {
+            Ok(survey) => drifted.extend(survey.into_iter().filter(crate::drift::InstanceDrift::drifted)),
+            Err(e) => {
+                eprintln!("ec2-deploy status: {e}");
+                return e.exit();
+            }
+        }
+        println!();
+    }
+    if drifted.is_empty() {
+        return Exit::Success;
+    }
+    let ids: Vec<&str> = drifted.iter().map(|d| d.instance.id.as_str()).collect();
+    let advice = "`ec2-deploy converge` (the action's `converge: true`) redeploys the live release to them";
+    if fail_on_drift {
+        eprintln!(
+            "ec2-deploy status: drift: {} instance(s) do not run the live release: {}; {advice}",
+            ids.len(),
+            ids.join(", ")
+        );
+        return Exit::DeployFailed;
+    }
+    println!("{} instance(s) drifted: {}; {advice}", ids.len(), ids.join(", "));
+    Exit::Success
+}
+
+/// The record alone (see [`status`]): the one `--release-parameter` names.
+async fn record_only(m: &ArgMatches) -> Exit {
+    let get = |name: &str| m.get_one::<String>(name).cloned();
+    let parameter = match ParameterName::parse(&get("release-parameter").unwrap_or_default()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ec2-deploy status: --release-parameter: {e}");
+            return Exit::BadInput;
+        }
+    };
+    let region = match get("aws-region").map(|r| crate::model::Region::parse(&r)).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ec2-deploy status: --aws-region: {e}");
+            return Exit::BadInput;
+        }
+    };
+    let clients = match crate::aws::Clients::load(region.as_ref(), None).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ec2-deploy status: {e}");
+            return Exit::BadInput;
+        }
+    };
+    let world = Live::new(clients, None, None);
+    let history = match Releases::new(parameter.clone()).history(&world).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("ec2-deploy status: {e}");
+            return Exit::Access;
+        }
+    };
+    match print_history(&parameter, &history) {
+        Ok(_) => Exit::Success,
+        Err(exit) => exit,
+    }
+}
+
+/// Prints the live release and the record's versions; returns the live one (`None`: nothing is
+/// recorded yet), or the exit code when the live version cannot be read.
+fn print_history<'h>(
+    parameter: &ParameterName,
+    history: &'h crate::release::History,
+) -> Result<Option<&'h crate::release::Recorded>, Exit> {
+    let live = match history.live() {
+        Ok(Some(live)) => live,
+        Ok(None) => {
+            println!("{parameter}: no release recorded yet");
+            return Ok(None);
+        }
+        Err(e) => {
+            eprintln!("ec2-deploy status: {e}");
+            return Err(Exit::DeployFailed);
+        }
+    };
+    println!(
+        "{parameter}: live release {} (version {}), deployed {}",
+        live.release.tag, live.version, live.release.deployed_at
+    );
+    println!("  image   {}", live.release.image);
+    if let Some(url) = &live.release.run_url {
+        println!("  run     {url}");
+    }
+    println!("\n  version  tag                   deployed              commit    image");
+    let left = history.rolled_back();
+    for entry in history.entries.iter().rev() {
+        match entry {
+            Entry::Release(r) => {
+                let mut notes = vec![];
+                if r.version == live.version {
+                    notes.push("live".to_string());
+                }
+                if let Some(from) = r.release.rolled_back_from {
+                    notes.push(format!("rollback from version {from}"));
+                }
+                if left.contains(&r.version) {
+                    notes.push("rolled back from; rollback skips it".to_string());
+                }
+                println!(
+                    "  {:>7}  {:<20}  {:<20}  {:<8}  {}{}",
+                    r.version,
+                    r.release.tag.as_str(),
+                    r.release.deployed_at,
+                    r.release
+                        .commit
+                        .as_deref()
+                        .map(|c| c.chars().take(8).collect::<String>())
+                        .unwrap_or_else(|| "-".into()),
+                    r.release.image.digest.short(),
+                    if notes.is_empty() { String::new() } else { format!("  ({})", notes.join("; ")) }
+                )
+            }
+            Entry::Unreadable { version, reason } => println!("  {version:>7}  unreadable: {reason}"),
+        }
+    }
+    Ok(Some(live))
+}

@@ -1,0 +1,200 @@
+//! Logs: the last lines each instance's container printed, without SSH.
+//!
+//! `ec2-deploy logs` sends the live release's recorded header with `MODE=logs` (see
+//! `instance/script/03-logs.sh`) to every online instance with the environment's tags: a read-only
+//! Run Command that prints `docker logs --tail N` of the service's container, each value of the
+//! release's secret masked on the instance (it reads the secret there, as a deploy does). SSM
+//! returns at most 24,000 characters of a script's output; past that the script leaves out the
+//! oldest lines and says how many it had, and this says that they were cut.
+
+use std::cell::RefCell;
+
+use crate::apply::command::{Commands, Order, Targets};
+use crate::apply::{Context, Purpose};
+use crate::model::{InvocationOutput, Limit, ManagedInstance, Ping};
+use crate::ports::World;
+use crate::release::Recorded;
+use crate::Error;
+
+/// Seconds the logs command may run on one instance: it reads the secret and the container's log.
+pub const LOGS_TIMEOUT: u32 = 120;
+
+/// What one instance answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceLogs {
+    pub instance: ManagedInstance,
+    pub answer: Answer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The lines (newest last), and what was left out when SSM's limit cut them.
+    Lines { lines: Vec<String>, cut: Option<Cut> },
+    /// Not asked: its SSM agent is not connected.
+    Offline { ping: String },
+    /// The command failed there: why.
+    Failed { why: String },
+}
+
+/// The script had more than SSM returns: `shown` of `lines` lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    pub lines: usize,
+    pub shown: usize,
+}
+
+/// Asks every instance with the request's tags for its container's last `lines` lines, and
+/// prints them, each line prefixed with the instance's id.
+pub async fn show<W: World>(
+    world: &W,
+    cx: &Context<'_>,
+    req: &crate::inputs::DeployRequest,
+    live: &Recorded,
+    lines: u32,
+) -> Result<Vec<InstanceLogs>, Error> {
+    let instances = world.find_instances(&req.targets).await?;
+    let script = crate::instance::logs_script(&live.release.header, lines)?;
+    let online: Vec<ManagedInstance> = instances.iter().filter(|i| i.ping == Ping::Online).cloned().collect();
+    let ids: Vec<_> = online.iter().map(|i| i.id.clone()).collect();
+    let comment = format!("{} logs", crate::apply::command::comment(req.environment.as_ref(), &live.release.tag));
+    let outcome = if ids.is_empty() {
+        None
+    } else {
+        cx.runner.info(&format!(
+            "Asking {} instance(s) for the last {lines} lines of {}",
+            ids.len(),
+            live.release.container.name
+        ));
+        let commands = Commands {
+            world,
+            cx,
+            instances: RefCell::new(online),
+            tags: &req.targets,
+            timeout: LOGS_TIMEOUT,
+            comment,
+            sent: RefCell::new(vec![]),
+        };
+        let order = Order {
+            targets: Targets::Ids(&ids),
+            script: &script,
+            action: "logs",
+            concurrency: Limit::Percent(100),
+            errors: Limit::Percent(100),
+            purpose: Purpose::Deploy,
+            read_outputs: true,
+        };
+        Some(commands.run(order).await?)
+    };
+    let found: Vec<InstanceLogs> = instances
+        .iter()
+        .map(|i| {
+            let report = outcome.as_ref().and_then(|o| o.reports.iter().find(|r| r.id == i.id));
+            let output = outcome.as_ref().and_then(|o| o.outputs.iter().find(|(id, _)| *id == i.id)).map(|(_, o)| o);
+            let answer = match (report, output) {
+                _ if i.ping != Ping::Online => Answer::Offline { ping: i.ping.to_string() },
+                (Some(r), Some(out)) if r.ok() => lines_of(out),
+                (Some(r), _) => {
+                    Answer::Failed { why: r.reason.clone().unwrap_or_else(|| format!("{} ({})", r.status, r.detail)) }
+                }
+                (None, _) => Answer::Failed { why: "no report from the command".into() },
+            };
+            InstanceLogs { instance: i.clone(), answer }
+        })
+        .collect();
+    for l in &found {
+        print(cx, l);
+    }
+    Ok(found)
+}
+
+/// The lines of a successful answer, with the script's count (`ec2-deploy-logs …` on stderr).
+fn lines_of(out: &InvocationOutput) -> Answer {
+    let lines: Vec<String> = out.stdout.lines().map(str::to_string).collect();
+    let field = |name: &str| -> Option<usize> {
+        let line = out.stderr.lines().rev().find(|l| l.starts_with("ec2-deploy-logs "))?;
+        line.split_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+    };
+    let cut = match (field("lines"), field("shown_lines")) {
+        (Some(all), Some(shown)) if shown < all => Some(Cut { lines: all, shown }),
+        _ => None,
+    };
+    Answer::Lines { lines, cut }
+}
+
+fn print(cx: &Context<'_>, l: &InstanceLogs) {
+    let id = &l.instance.id;
+    let name = l.instance.name.as_deref().unwrap_or("-");
+    match &l.answer {
+        Answer::Lines { lines, cut } => {
+            cx.runner.info(&format!("==> {id} ({name}): {} line(s)", lines.len()));
+            if let Some(c) = cut {
+                cx.runner.info(&format!(
+                    "    cut: SSM returns at most 24,000 characters of output, so only the newest {} of {} lines are shown; ask for fewer with --lines",
+                    c.shown, c.lines
+                ));
+            }
+            // Printed as they came, never as workflow commands: a line could look like one.
+            let text: Vec<String> = lines.iter().map(|line| format!("{id} | {line}")).collect();
+            if !text.is_empty() {
+                cx.runner.untrusted(&text.join("\n"));
+            }
+        }
+        Answer::Offline { ping } => cx.runner.info(&format!("==> {id} ({name}): not asked: its SSM agent is {ping}")),
+        Answer::Failed { why } => cx.runner.info(&format!("==> {id} ({name}): no logs: {why}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::tests::{deploy, report, request, world};
+    use crate::release::Releases;
+
+    /// Instance 1 answers its lines, instance 2 has no container (removed by hand), instance 3 is
+    /// offline: each is named with what it answered, and only the online ones are sent anything.
+    #[tokio::test(start_paused = true)]
+    async fn logs_come_from_every_online_instance_each_line_prefixed_and_the_others_say_why() {
+        let w = world(3);
+        let (result, log) = deploy(&w, &request("v1")).await;
+        assert!(report(result, &log).success(), "{log:#?}");
+        w.remove_running(2);
+        w.set_ping(3, Ping::ConnectionLost);
+        let req = request("v1");
+        let history = Releases::new(req.release_parameter.clone()).history(&w).await.unwrap();
+        let live = history.live().unwrap().unwrap();
+        let runner = crate::github::Runner::capture();
+        let cancel = crate::cancel::Cancel::default();
+        let cx = Context {
+            runner: &runner,
+            cancel: &cancel,
+            workdir: std::path::Path::new("."),
+            lock: &crate::apply::Unlocked,
+        };
+        let found = show(&w, &cx, &req, live, 1).await.unwrap();
+        assert_eq!(w.log().last().unwrap(), "send logs 1,2");
+        assert!(
+            matches!(&found[0].answer, Answer::Lines { lines, cut: None } if lines == &["2026-12-05T00:00:01Z GET / 200"]),
+            "{found:?}"
+        );
+        assert!(matches!(&found[1].answer, Answer::Failed { why } if why.contains("no container")), "{found:?}");
+        assert!(matches!(&found[2].answer, Answer::Offline { .. }), "{found:?}");
+        let out = runner.captured().join("\n");
+        let first = &found[0].instance.id;
+        assert!(out.contains(&format!("{first} | 2026-12-05T00:00:01Z GET / 200")), "{out}");
+        assert!(out.contains("not asked: its SSM agent is ConnectionLost"), "{out}");
+        assert!(w.instance(1).running.is_some(), "nothing changed");
+    }
+
+    #[test]
+    fn an_answer_cut_by_ssm_says_how_many_lines_it_had() {
+        let out = |stderr: &str| InvocationOutput { stdout: "a\nb\n".into(), stderr: stderr.into() };
+        assert_eq!(
+            lines_of(&out("ec2-deploy-logs lines=900 bytes=40000 shown_lines=2 shown_bytes=4\n")),
+            Answer::Lines { lines: vec!["a".into(), "b".into()], cut: Some(Cut { lines: 900, shown: 2 }) }
+        );
+        assert_eq!(
+            lines_of(&out("ec2-deploy-logs lines=2 bytes=4 shown_lines=2 shown_bytes=4\n")),
+            Answer::Lines { lines: vec!["a".into(), "b".into()], cut: None }
+        );
+    }
+}
