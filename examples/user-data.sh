@@ -37,7 +37,7 @@ for parameter in "${parameters[@]}"; do
 # Runs as root through SSM Run Command (AWS-RunShellScript) or from user-data, after a header of
 # shell assignments that ec2-deploy generates and quotes:
 #   MODE IMAGE REGISTRY CONTAINER_NAME PORTS ENV_VARS SECRET_ID HEALTH_PATH HEALTH_PORT
-#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT, and the run options MEMORY CPUS
+#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT PROXY_TRUSTED, and the run options MEMORY CPUS
 #   LOG_DRIVER RUN_USER COMMAND VOLUMES LOG_OPTS LABELS (docker create options, each may be empty)
 # MODE=deploy (the default) does the steps below. MODE=rollback goes back to the kept
 # <name>-previous container, which must run IMAGE with the settings ROLLBACK_CONFIG (its
@@ -76,7 +76,7 @@ for parameter in "${parameters[@]}"; do
 #   18 rollback impossible: IMAGE is not the previous container here
 #   19 rollback failed: the release to go back to is unhealthy, the newer one serves again
 #   20 the Docker daemon does not answer (nothing was changed)
-#   21 MODE=predeploy: the one-off command failed, timed out or could not start
+#   21 MODE=predeploy or exec: the one-off command failed, timed out or could not start
 #   22 logs: there is no container of this name here
 # From creating <name>-next until the traffic moved to it, a script that fails, is signalled, or
 # is killed outright (SIGKILL, as the SSM agent does at the execution timeout) leaves what ran
@@ -116,6 +116,8 @@ MEMORY=${MEMORY:-} CPUS=${CPUS:-} LOG_DRIVER=${LOG_DRIVER:-} RUN_USER=${RUN_USER
 [ -n "${VOLUMES[0]+x}" ] || VOLUMES=()
 [ -n "${LOG_OPTS[0]+x}" ] || LOG_OPTS=()
 [ -n "${LABELS[0]+x}" ] || LABELS=()
+# The proxy's trusted hops: none in a release recorded before they existed (as it ran).
+[ -n "${PROXY_TRUSTED[0]+x}" ] || PROXY_TRUSTED=()
 
 log() { printf 'ec2-deploy: %s\n' "$*"; }
 fail() {
@@ -144,11 +146,11 @@ mask_lines() {
 
 MODE=${MODE:-deploy}
 ROLLBACK_CONFIG=${ROLLBACK_CONFIG:-}
-case $MODE in deploy | rollback | predeploy | check | logs) ;; *) fail 2 "MODE must be deploy, rollback, predeploy, check or logs" ;; esac
+case $MODE in deploy | rollback | predeploy | exec | check | logs) ;; *) fail 2 "MODE must be deploy, rollback, predeploy, exec, check or logs" ;; esac
 PRE_DEPLOY_TIMEOUT=${PRE_DEPLOY_TIMEOUT:-600}
 [ -n "${PRE_DEPLOY[0]+x}" ] || PRE_DEPLOY=()
-if [ "$MODE" = predeploy ]; then
-  [ -n "${PRE_DEPLOY[0]+x}" ] || fail 2 "MODE=predeploy needs PRE_DEPLOY"
+if [ "$MODE" = predeploy ] || [ "$MODE" = exec ]; then
+  [ -n "${PRE_DEPLOY[0]+x}" ] || fail 2 "MODE=$MODE needs PRE_DEPLOY"
   case $PRE_DEPLOY_TIMEOUT in '' | *[!0-9]*) fail 2 "PRE_DEPLOY_TIMEOUT must be a number of seconds" ;; esac
 fi
 : "${IMAGE:?}" "${REGISTRY:?}" "${CONTAINER_NAME:?}" "${HEALTH_TIMEOUT:?}" "${RELEASE:?}"
@@ -163,6 +165,9 @@ if [ -n "$PROXY" ]; then
   if [ -z "$PROXY_PORT" ] || [ -z "$APP_PORT" ]; then
     fail 2 "PROXY needs PROXY_PORT and APP_PORT, as numbers"
   fi
+  for range in ${PROXY_TRUSTED[@]+"${PROXY_TRUSTED[@]}"}; do
+    [[ $range =~ ^[0-9A-Fa-f.:]+(/[0-9]+)?$ ]] || fail 2 "PROXY_TRUSTED: $range is not an address or CIDR range"
+  done
 fi
 
 for tool in docker aws curl; do
@@ -394,9 +399,17 @@ retry() {
 # listens for commands: there is no admin API. Keep-alive connections to the app close after 2 s
 # idle, so a container with no connection from the proxy has no request in flight; a request
 # whose connection to a stopped container is refused is retried, reading the file again.
-proxy_spec="$PROXY_IMAGE port $PROXY_PORT"
+# The forwarded headers (X-Forwarded-For, -Proto, -Host) of a peer in PROXY_TRUSTED pass on to
+# the app; from any other peer Caddy sets them to its own view. A change of them replaces the
+# proxy, as one of its image or port does (the spec is its label).
+proxy_spec="$PROXY_IMAGE port $PROXY_PORT${PROXY_TRUSTED[0]+ trusted ${PROXY_TRUSTED[*]}}"
 proxy_config() {
-  printf '%s\n' '{"admin":{"disabled":true},"apps":{"http":{"servers":{"ec2-deploy":{"listen":[":80"],"automatic_https":{"disable":true},"routes":[{"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{"retries":3,"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]}]}}}}}'
+  local trusted='' range
+  for range in ${PROXY_TRUSTED[@]+"${PROXY_TRUSTED[@]}"}; do
+    trusted="$trusted${trusted:+,}\"$range\""
+  done
+  [ -z "$trusted" ] || trusted=',"trusted_proxies":{"source":"static","ranges":['"$trusted"']}'
+  printf '%s\n' '{"admin":{"disabled":true},"apps":{"http":{"servers":{"ec2-deploy":{"listen":[":80"],"automatic_https":{"disable":true}'"$trusted"',"routes":[{"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{"retries":3,"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]}]}}}}}'
 }
 # Creates the proxy (not started) sending requests to DIAL.
 prepare_proxy() {
@@ -817,7 +830,9 @@ env_new="$state_dir/env.new"
 write_env "$env_new"
 
 # MODE=predeploy: the new release's one-off command, in a container of its own with the new
-# environment, before any instance is switched. Nothing that serves is touched.
+# environment, before any instance is switched. MODE=exec: the same for an operator's command
+# (`ec2-deploy exec`) in the live release. Nothing that serves is touched. The last stdout line
+# is `ec2-deploy-one-off exit=<code>` (exit=timeout when it was stopped).
 # What the release's container and its pre-deploy one-off share: volumes, limits and user.
 resource_args=()
 for volume in ${VOLUMES[@]+"${VOLUMES[@]}"}; do
@@ -827,17 +842,23 @@ done
 [ -z "$CPUS" ] || resource_args+=(--cpus "$CPUS")
 [ -z "$RUN_USER" ] || resource_args+=(--user "$RUN_USER")
 
-if [ "$MODE" = predeploy ]; then
-  one_off=$CONTAINER_NAME-predeploy
+if [ "$MODE" = predeploy ] || [ "$MODE" = exec ]; then
+  one_off=$CONTAINER_NAME-$MODE
+  what=exec
+  [ "$MODE" = exec ] || what=pre-deploy
   docker rm --force "$one_off" >/dev/null 2>&1 || true
-  run_args=(create --name "$one_off" --env-file "$env_new" --label "ec2-deploy.predeploy=$RELEASE"
+  run_args=(create --name "$one_off" --env-file "$env_new" --label "ec2-deploy.$MODE=$RELEASE"
     ${resource_args[@]+"${resource_args[@]}"})
   if ! err=$(docker "${run_args[@]}" "$IMAGE" ${PRE_DEPLOY[@]+"${PRE_DEPLOY[@]}"} 2>&1 >/dev/null); then
-    fail 21 "pre-deploy: docker create failed: $(docker_reason "$err")"
+    rm -f "$env_new"
+    fail 21 "$what: docker create failed: $(docker_reason "$err")"
   fi
   rm -f "$env_new"
-  log "pre-deploy: running $(mask_text "${PRE_DEPLOY[*]}") (at most ${PRE_DEPLOY_TIMEOUT}s)"
-  docker start "$one_off" >/dev/null || fail 21 "pre-deploy: the container did not start"
+  log "$what: running $(mask_text "${PRE_DEPLOY[*]}") (at most ${PRE_DEPLOY_TIMEOUT}s)"
+  if ! err=$(docker start "$one_off" 2>&1 >/dev/null); then
+    docker rm --force "$one_off" >/dev/null 2>&1 || true
+    fail 21 "$what: the container did not start: $(docker_reason "$err")"
+  fi
   if code=$(timeout "$PRE_DEPLOY_TIMEOUT" docker wait "$one_off"); then
     timed_out=false
   else
@@ -848,9 +869,13 @@ if [ "$MODE" = predeploy ]; then
     printf '  | %s\n' "$(mask_text "$line")"
   done
   docker rm --force "$one_off" >/dev/null 2>&1 || true
-  [ "$timed_out" = false ] || fail 21 "pre-deploy did not finish within ${PRE_DEPLOY_TIMEOUT}s: it was stopped"
-  [ "$code" = 0 ] || fail 21 "pre-deploy exited with $code"
-  log "pre-deploy succeeded"
+  if [ "$timed_out" = true ]; then
+    printf 'ec2-deploy-one-off exit=timeout\n'
+    fail 21 "$what did not finish within ${PRE_DEPLOY_TIMEOUT}s: it was stopped"
+  fi
+  printf 'ec2-deploy-one-off exit=%s\n' "$code"
+  [ "$code" = 0 ] || fail 21 "$what exited with $code"
+  log "$what succeeded"
   exit 0
 fi
 

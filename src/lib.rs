@@ -34,6 +34,7 @@ pub mod cli;
 pub mod deploy;
 pub mod docker;
 pub mod drift;
+pub mod exec;
 #[cfg(test)]
 pub mod fake;
 pub mod github;

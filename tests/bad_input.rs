@@ -216,6 +216,10 @@ fn catalogue() -> Vec<Case> {
         },
         case("proxy image with a space", "proxy-image", "caddy 2", &["input `proxy-image`"]),
         case("proxy image with a bad digest", "proxy-image", "caddy@sha256:abc", &["input `proxy-image`"]),
+        case("trusted hop that is not an address", "proxy-trusted", "10.0.0.0/40", &["input `proxy-trusted`", "CIDR range"]),
+        case("trusting none and some", "proxy-trusted", "none\n10.0.0.0/8", &["input `proxy-trusted`", "`none` trusts no hop"]),
+        case("rollback to a version that is no number", "rollback-to", "latest", &["input `rollback-to`", "a version of the release record"]),
+        case("rollback to version 0", "rollback-to", "0", &["input `rollback-to`", "a version of the release record"]),
         case("batch size zero", "batch-size", "0", &["input `batch-size`"]),
         case(
             "on-offline neither fail nor skip",

@@ -81,6 +81,7 @@ proptest! {
             health_check_path: Some(HealthPath::parse(&path).unwrap()),
             health_check_timeout: 30,
             proxy: false,
+            proxy_trusted: vec![],
             options: Default::default(),
         };
         let h = header(&ScriptParams { mode: Mode::Deploy { image: &image }, registry: &image.registry, release: &release, container: &container, proxy: None }).unwrap();

@@ -197,9 +197,10 @@ pub fn rollback_targets(ids: &[InstanceId], instances: &[InstanceReport]) -> (Ve
     (targets, first_deploys)
 }
 
-/// Runs `pre-deploy` on its instance; an error (with the command's output) when it fails, before
-/// anything is switched.
-async fn pre_deploy<W: World>(r: &Rollout<'_, W>, pre: &PreDeployPlan, image: &ImageRef) -> Result<(), Error> {
+/// Runs `pre-deploy` on its instance and prints its output (the script's last 200 lines of it,
+/// secrets masked there); an error (with the output's tail) when it fails, before anything is
+/// switched. Its line for the summary: what ran, where, how long.
+async fn pre_deploy<W: World>(r: &Rollout<'_, W>, pre: &PreDeployPlan, image: &ImageRef) -> Result<String, Error> {
     let runner = r.commands.cx.runner;
     let words = shlex::try_join(pre.command.iter().map(String::as_str)).unwrap_or_default();
     runner.group(&format!("Pre-deploy on {}: {words}", pre.target));
@@ -219,16 +220,30 @@ async fn pre_deploy<W: World>(r: &Rollout<'_, W>, pre: &PreDeployPlan, image: &I
         concurrency: Limit::Count(1),
         errors: Limit::Count(0),
         purpose: Purpose::Deploy,
-        read_outputs: false,
+        read_outputs: true,
     };
+    let started = r.world().now();
     let outcome = r.commands.run(order).await;
-    runner.end_group();
-    let outcome = outcome?;
+    let seconds = r.world().now().duration_since(started).unwrap_or_default().as_secs_f64();
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            runner.end_group();
+            return Err(e);
+        }
+    };
     let report = outcome.reports.first();
     if outcome.stopped.is_none() && report.is_some_and(InstanceReport::ok) {
-        runner.info(&format!("Pre-deploy succeeded on {}", pre.target));
-        return Ok(());
+        // Printed as it came, never as workflow commands: the app's output could look like one.
+        if let Some((_, out)) = outcome.outputs.iter().find(|(id, _)| *id == pre.target) {
+            let lines: Vec<&str> = out.stdout.lines().filter(|l| !l.starts_with("ec2-deploy-one-off ")).collect();
+            runner.untrusted(&lines.join("\n"));
+        }
+        runner.end_group();
+        runner.info(&format!("Pre-deploy succeeded on {} in {seconds:.1}s", pre.target));
+        return Ok(format!("`{words}` on `{}` succeeded in {seconds:.1}s", pre.target));
     }
+    runner.end_group();
     let reason = outcome
         .stopped
         .or_else(|| report.map(|i| i.reason.clone().unwrap_or_else(|| i.detail.to_string())))
@@ -385,13 +400,15 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         plan,
         proxy_image,
     };
+    let mut ran_first = None;
     if let Some(pre) = &plan.pre_deploy {
         match &pre.skipped {
             Some(why) => cx.runner.info(&format!("Pre-deploy: not run: {why}")),
-            None => pre_deploy(&rollout, pre, &image).await?,
+            None => ran_first = Some(pre_deploy(&rollout, pre, &image).await?),
         }
     }
     let mut report = starting_report(plan, image);
+    report.pre_deploy = ran_first;
     if nothing_to_converge(plan) {
         runner.info(&format!(
             "Converge: every instance with the tags runs the live release {}: nothing to do",
@@ -482,6 +499,7 @@ fn starting_report(plan: &Plan, image: ImageRef) -> DeployReport {
             drifted: c.drifted().map(|d| (d.instance.id.clone(), d.why())).collect(),
             in_step: c.in_step().count(),
         }),
+        pre_deploy: None,
         seconds: 0.0,
     }
 }

@@ -1,5 +1,5 @@
 //! The command line: `ec2-deploy action` for the runner, `plan` / `deploy` for people, and the
-//! commands that operate a live service (`status`, `logs`: [`operate`]).
+//! commands that operate a live service (`status`, `logs`, `exec`: [`operate`]).
 //!
 //! The flags of `plan` and `deploy` are generated from the same input table as `action.yml`, so a
 //! flag and an input never disagree. `github-token` has no flag (a flag would put the token in
@@ -36,10 +36,12 @@ pub fn command() -> Command {
         .subcommand(input_flags(
             Command::new("plan").about("Show what a deploy would do, changing nothing (deploy --dry-run)"),
         ))
-        .subcommand(input_flags(
-            Command::new("rollback")
-                .about("Redeploy the release before the live one, from the release record (no build)"),
-        ))
+        .subcommand(
+            input_flags(Command::new("rollback").about(
+                "Redeploy the release before the live one, or the version --to names, from the release record (no build)",
+            ))
+            .mut_arg("rollback-to", |a| a.visible_alias("to")),
+        )
         .subcommand(
             input_flags(Command::new("status").about(
                 "Show an environment's live release and its history (from the release record), and which instances with its targets run something else (drifted), asked by a read-only command",
@@ -62,6 +64,35 @@ pub fn command() -> Command {
                     .default_value("100")
                     .value_parser(clap::value_parser!(u32).range(1..=100_000))
                     .help("How many of the newest lines to ask each instance for (SSM returns at most 24,000 characters of each: past that the oldest are left out, and the output says so)"),
+            ),
+        )
+        .subcommand(
+            input_flags(Command::new("exec").about(
+                "Run a one-off command in a new container of the live release (its image, environment, secret, volumes, limits and user) on one instance, or all, beside the serving container, which it does not touch; print its output and exit code",
+            ))
+            .arg(
+                Arg::new("instance")
+                    .long("instance")
+                    .value_name("ID")
+                    .conflicts_with("all")
+                    .help("The instance to run it on (one with the targets). Default: the first online one, by id"),
+            )
+            .arg(Arg::new("all").long("all").action(ArgAction::SetTrue).help("Run it on every online instance with the targets, at once"))
+            .arg(
+                Arg::new("exec-timeout")
+                    .long("exec-timeout")
+                    .value_name("SECONDS")
+                    .default_value("300")
+                    .value_parser(clap::value_parser!(u32).range(1..=3600))
+                    .help("Seconds the command may run before it is stopped (and counted as failed)"),
+            )
+            .arg(
+                Arg::new("cmd")
+                    .value_name("COMMAND")
+                    .num_args(1..)
+                    .last(true)
+                    .required(true)
+                    .help("The command and its arguments, after `--`: run as the image's entrypoint would run them, without a shell"),
             ),
         )
         .subcommand(input_flags(Command::new("converge").about(
@@ -149,9 +180,13 @@ pub fn main() -> ExitCode {
                 }
             };
         }
-        Some((name @ ("status" | "logs"), m)) => {
+        Some((name @ ("status" | "logs" | "exec"), m)) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-            let exit = if name == "status" { rt.block_on(operate::status(m)) } else { rt.block_on(operate::logs(m)) };
+            let exit = match name {
+                "status" => rt.block_on(operate::status(m)),
+                "logs" => rt.block_on(operate::logs(m)),
+                _ => rt.block_on(operate::exec(m)),
+            };
             return ExitCode::from(exit as u8);
         }
         Some((name, m)) => {

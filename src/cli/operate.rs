@@ -1,7 +1,8 @@
-//! The commands that look at a live service without changing it: `status` (the record's history
-//! and which instances drifted from the live release) and `logs` (what the container printed on
-//! each instance). Both resolve the inputs as a converge would (the live release comes from the
-//! record, so no image is needed), talk to AWS alone and report to no GitHub deployment.
+//! The commands that operate a live service without changing its release: `status` (the record's
+//! history and which instances drifted from the live release), `logs` (what the container printed
+//! on each instance) and `exec` (a one-off command in a new container of the live release). They
+//! resolve the inputs as a converge would (the live release comes from the record, so no image is
+//! needed), talk to AWS alone and report to no GitHub deployment.
 
 use std::path::PathBuf;
 
@@ -14,7 +15,7 @@ use crate::inputs::{self, DeployRequest, Disk, InputError, RunContext};
 use crate::live::Live;
 use crate::model::ParameterName;
 use crate::release::{Entry, Releases};
-use crate::Exit;
+use crate::{Error, Exit};
 
 /// The requests the flags and the config file resolve to, as a converge would.
 fn requests(m: &ArgMatches) -> Result<Vec<DeployRequest>, Vec<InputError>> {
@@ -37,65 +38,86 @@ async fn aws(req: &DeployRequest, command: &str) -> Result<Live, Exit> {
     }
 }
 
+/// What `logs` and `exec` share: the flags' requests, AWS, a terminal context.
+struct Operator {
+    command: &'static str,
+    requests: Vec<DeployRequest>,
+    world: Live,
+    runner: Runner,
+    cancel: crate::cancel::Cancel,
+}
+
+impl Operator {
+    async fn new(m: &ArgMatches, command: &'static str) -> Result<Operator, Exit> {
+        let requests = requests(m).map_err(|errors| {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            eprintln!("ec2-deploy {command}: {}", text.join("\n  "));
+            Exit::BadInput
+        })?;
+        let world = aws(&requests[0], command).await?;
+        let cancel = crate::cancel::Cancel::default();
+        cancel.on_signals();
+        Ok(Operator { command, requests, world, runner: Runner::terminal(), cancel })
+    }
+
+    fn cx(&self) -> crate::apply::Context<'_> {
+        crate::apply::Context {
+            runner: &self.runner,
+            cancel: &self.cancel,
+            workdir: std::path::Path::new("."),
+            lock: &crate::apply::Unlocked,
+        }
+    }
+
+    /// The request completed from its record, and the record's live release.
+    async fn live(&self, req: &DeployRequest) -> Result<(DeployRequest, crate::release::Recorded), Exit> {
+        let command = self.command;
+        let req = deploy::with_record(req, &self.world, &self.runner).await.map_err(|e| {
+            eprintln!("ec2-deploy {command}: {e}");
+            e.exit()
+        })?;
+        let history = Releases::new(req.release_parameter.clone()).history(&self.world).await.map_err(|e| {
+            eprintln!("ec2-deploy {command}: {e}");
+            Exit::Access
+        })?;
+        match history.live() {
+            Ok(Some(live)) => {
+                let live = live.clone();
+                Ok((req, live))
+            }
+            Ok(None) => {
+                eprintln!(
+                    "ec2-deploy {command}: {}: no release recorded yet, so no container to run",
+                    req.release_parameter
+                );
+                Err(Exit::DeployFailed)
+            }
+            Err(e) => {
+                eprintln!("ec2-deploy {command}: {e}");
+                Err(Exit::DeployFailed)
+            }
+        }
+    }
+}
+
 /// `ec2-deploy logs`: for each service, the live release's container's last lines on each
 /// instance with its targets (see [`crate::logs`]). Exits 1 when an instance could not answer.
 pub(super) async fn logs(m: &ArgMatches) -> Exit {
     let lines = *m.get_one::<u32>("lines").expect("has a default");
-    let requests = match requests(m) {
-        Ok(requests) => requests,
-        Err(errors) => {
-            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            eprintln!("ec2-deploy logs: {}", text.join("\n  "));
-            return Exit::BadInput;
-        }
-    };
-    let world = match aws(&requests[0], "logs").await {
-        Ok(world) => world,
+    let op = match Operator::new(m, "logs").await {
+        Ok(op) => op,
         Err(exit) => return exit,
     };
-    let runner = Runner::terminal();
-    let cancel = crate::cancel::Cancel::default();
-    cancel.on_signals();
-    let cx = crate::apply::Context {
-        runner: &runner,
-        cancel: &cancel,
-        workdir: std::path::Path::new("."),
-        lock: &crate::apply::Unlocked,
-    };
     let mut unanswered = vec![];
-    for req in &requests {
+    for req in &op.requests {
         if let Some(service) = &req.service {
             println!("# Service {service}\n");
         }
-        let req = match deploy::with_record(req, &world, &runner).await {
-            Ok(req) => req,
-            Err(e) => {
-                eprintln!("ec2-deploy logs: {e}");
-                return e.exit();
-            }
+        let (req, live) = match op.live(req).await {
+            Ok(found) => found,
+            Err(exit) => return exit,
         };
-        let history = match Releases::new(req.release_parameter.clone()).history(&world).await {
-            Ok(h) => h,
-            Err(e) => {
-                eprintln!("ec2-deploy logs: {e}");
-                return Exit::Access;
-            }
-        };
-        let live = match history.live() {
-            Ok(Some(live)) => live,
-            Ok(None) => {
-                eprintln!(
-                    "ec2-deploy logs: {}: no release recorded yet, so no container to read",
-                    req.release_parameter
-                );
-                return Exit::DeployFailed;
-            }
-            Err(e) => {
-                eprintln!("ec2-deploy logs: {e}");
-                return Exit::DeployFailed;
-            }
-        };
-        match crate::logs::show(&world, &cx, &req, live, lines).await {
+        match crate::logs::show(&op.world, &op.cx(), &req, &live, lines).await {
             Ok(found) => unanswered.extend(
                 found
                     .into_iter()
@@ -114,6 +136,72 @@ pub(super) async fn logs(m: &ArgMatches) -> Exit {
     }
     eprintln!("ec2-deploy logs: no logs from {} instance(s): {}", unanswered.len(), unanswered.join(", "));
     Exit::DeployFailed
+}
+
+/// `ec2-deploy exec -- COMMAND…`: the command in a new container of the live release, on one
+/// instance or all (see [`crate::exec`]). One service: the config's services are named with
+/// `--service`. Exits 0 when it exited 0 everywhere it was run, 1 otherwise (each named).
+pub(super) async fn exec(m: &ArgMatches) -> Exit {
+    use crate::exec::{chosen, Where};
+    let command: Vec<String> = m.get_many::<String>("cmd").expect("required").cloned().collect();
+    let timeout = *m.get_one::<u32>("exec-timeout").expect("has a default");
+    let at = match (m.get_one::<String>("instance"), m.get_flag("all")) {
+        (Some(id), _) => match crate::model::InstanceId::parse(id) {
+            Ok(id) => Where::Instance(id),
+            Err(e) => {
+                eprintln!("ec2-deploy exec: --instance: {e}");
+                return Exit::BadInput;
+            }
+        },
+        (None, true) => Where::All,
+        (None, false) => Where::One,
+    };
+    let op = match Operator::new(m, "exec").await {
+        Ok(op) => op,
+        Err(exit) => return exit,
+    };
+    if op.requests.len() > 1 {
+        let names: Vec<&str> = op.requests.iter().filter_map(|r| r.service.as_deref()).collect();
+        eprintln!(
+            "ec2-deploy exec: the environment has {} services ({}): name one with --service",
+            names.len(),
+            names.join(", ")
+        );
+        return Exit::BadInput;
+    }
+    let (req, live) = match op.live(&op.requests[0]).await {
+        Ok(found) => found,
+        Err(exit) => return exit,
+    };
+    let instances = match crate::ports::RunCommand::find_instances(&op.world, &req.targets).await {
+        Ok(all) => all,
+        Err(e) => {
+            eprintln!("ec2-deploy exec: {e}");
+            return Error::from(e).exit();
+        }
+    };
+    let on = match chosen(&instances, &at) {
+        Ok(on) => on,
+        Err(why) => {
+            eprintln!("ec2-deploy exec: {why}; nothing was run");
+            return Exit::BadInput;
+        }
+    };
+    match crate::exec::run(&op.world, &op.cx(), &req, &live, &command, timeout, on).await {
+        Ok(found) => {
+            let failed: Vec<String> =
+                found.iter().filter(|e| !e.succeeded()).map(|e| e.instance.id.to_string()).collect();
+            if failed.is_empty() {
+                return Exit::Success;
+            }
+            eprintln!("ec2-deploy exec: did not exit 0 on {} instance(s): {}", failed.len(), failed.join(", "));
+            Exit::DeployFailed
+        }
+        Err(e) => {
+            eprintln!("ec2-deploy exec: {e}");
+            e.exit()
+        }
+    }
 }
 
 /// `ec2-deploy status`: for each service, the live release and the history from its record, then

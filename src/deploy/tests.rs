@@ -46,6 +46,7 @@ pub fn request(tag: &str) -> DeployRequest {
             health_check_path: HealthPath::parse("/health").ok(),
             health_check_timeout: 30,
             proxy: false,
+            proxy_trusted: vec![],
             options: Default::default(),
         },
         max_concurrency: Limit::Percent(50),
@@ -62,6 +63,7 @@ pub fn request(tag: &str) -> DeployRequest {
         bake_time: 0,
         ignore_alarms_at_start: false,
         rollback: false,
+        rollback_to: None,
         converge: false,
         lock_timeout: 600,
         environment_url: None,
@@ -511,7 +513,12 @@ async fn pre_deploy_runs_once_on_the_canary_before_any_switch_and_not_again() {
     req.pre_deploy =
         Some(crate::inputs::PreDeploy { command: vec!["bin/migrate".into(), "up".into()], target: None, timeout: 300 });
     let (result, log) = deploy(&w, &req).await;
-    assert!(report(result, &log).success(), "{log:#?}");
+    let done = report(result, &log);
+    assert!(done.success(), "{log:#?}");
+    // Its output is in the log when it succeeds too, and the summary says how long it took.
+    assert!(log.iter().any(|l| l.contains("  | migrated 3 tables")), "{log:#?}");
+    let line = done.pre_deploy.as_deref().unwrap_or_default();
+    assert!(line.starts_with("`bin/migrate up` on `i-00000000000000001` succeeded in "), "{line}");
     let events = fleet_events(&w.log());
     assert_eq!(events[..3], ["build shop:v1", "send predeploy 1", "out 1"], "{events:#?}");
     assert_eq!(w.log().iter().filter(|e| e.starts_with("send predeploy")).count(), 1);
@@ -913,4 +920,41 @@ async fn a_converge_dry_run_only_asks() {
     assert_eq!(records(&w).len(), 2);
     assert!(log.iter().any(|l| l.contains("only the read-only check was sent")), "{log:#?}");
     assert!(log.iter().any(|l| l.contains("left alone (on the live release)")), "{log:#?}");
+}
+
+/// `rollback-to`: any recorded version but the live one, deployed as a rollback (the version it
+/// leaves is marked); a version the record does not have, or the live one, is refused by the plan
+/// before anything is sent, naming the versions there are.
+#[tokio::test(start_paused = true)]
+async fn a_rollback_to_a_named_version_deploys_that_release_and_a_wrong_one_is_refused() {
+    let w = world(2);
+    for tag in ["v1", "v2", "v3"] {
+        let (result, log) = deploy(&w, &request(tag)).await;
+        assert!(report(result, &log).success(), "{log:#?}");
+    }
+    let mut back = request("v3");
+    back.rollback = true;
+    back.rollback_to = Some(1);
+    let (result, log) = deploy(&w, &back).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    assert_eq!(running(&w, 1), Some(image("v1")));
+    assert_eq!(running(&w, 2), Some(image("v1")));
+    let last = records(&w).pop().unwrap();
+    assert_eq!((last.tag.as_str(), last.rolled_back_from), ("v1", Some(3)));
+
+    let sent = w.commands_sent();
+    for (version, expected) in [
+        (9, "input `rollback-to`: /ec2-deploy/production/shop has no version 9 (its versions: 1, 2, 3, 4)"),
+        (4, "input `rollback-to`: version 4 is the live release; nothing to roll back"),
+    ] {
+        back.rollback_to = Some(version);
+        let (result, log) = deploy(&w, &back).await;
+        match result {
+            Err(Error::Plan(errors)) => {
+                assert!(errors.iter().any(|e| e.to_string().starts_with(expected)), "{errors:?}")
+            }
+            _ => panic!("{log:#?}"),
+        }
+    }
+    assert_eq!(w.commands_sent(), sent, "a refused rollback sent a command");
 }

@@ -150,6 +150,7 @@ fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
     match v.get("MODE").map(String::as_str) {
         Some("check") => check(inst, &image, &config, inv),
         Some("predeploy") => predeploy(inst, inv),
+        Some("exec") => exec(inst, inv),
         Some("logs") => logs(inst, &v, inv),
         Some("rollback") => {
             let expect = v.get("ROLLBACK_CONFIG").cloned().unwrap_or_default();
@@ -237,13 +238,32 @@ fn logs(inst: &Instance, v: &BTreeMap<String, String>, inv: &mut FakeInvocation)
     inv.stdout = text;
 }
 
+/// MODE=exec: the one-off's exit code is the instance's pre-deploy fault; its output one line, then
+/// the script's `ec2-deploy-one-off exit=N`. The serving container is not touched.
+fn exec(inst: &Instance, inv: &mut FakeInvocation) {
+    let code = inst.faults.pre_deploy_exit;
+    inv.stdout =
+        format!("ec2-deploy: exec: running it\n  | one-off on {}\nec2-deploy-one-off exit={code}\n", inst.name);
+    if code == 0 {
+        inv.code = Some(0);
+        inv.status = InvocationStatus::Success;
+        inv.detail = StatusDetail::Success;
+    } else {
+        inv.code = Some(21);
+        inv.status = InvocationStatus::Failed;
+        inv.detail = StatusDetail::Failed;
+        inv.stderr = format!("ec2-deploy: error: exec exited with {code}\n");
+    }
+}
+
 /// MODE=predeploy: the instance's pre-deploy fault decides.
 fn predeploy(inst: &Instance, inv: &mut FakeInvocation) {
     inv.code = Some(inst.faults.pre_deploy_exit);
     if inst.faults.pre_deploy_exit == 0 {
         inv.status = InvocationStatus::Success;
         inv.detail = StatusDetail::Success;
-        inv.stdout = "ec2-deploy: pre-deploy succeeded\n".into();
+        inv.stdout =
+            "ec2-deploy: pre-deploy: running it\n  | migrated 3 tables\nec2-deploy: pre-deploy succeeded\n".into();
     } else {
         inv.code = Some(21);
         inv.status = InvocationStatus::Failed;

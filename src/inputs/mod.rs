@@ -111,9 +111,11 @@ pub const INPUTS: &[InputSpec] = &[
     with_default(input("command-timeout", "Seconds the on-instance script may run on each instance (SSM's execution timeout; not a limit for the whole step). Default: 600. Also in the config file."), "600"),
     input("release-parameter", "SSM parameter holding the environment's release record (history = its versions). Default: /ec2-deploy/<environment>/<container-name>; a record under the earlier default, /ec2-deploy/<environment>/<ecr-repository>, of the same container is used where it is. Also in the config file."),
     not_in_config(with_default(input("rollback", "true: redeploy the latest earlier release that runs something else (image or settings) and that no rollback has left, from the release record, without building."), "false")),
+    not_in_config(input("rollback-to", "A version of the release record to roll back to (the versions `ec2-deploy status` lists), instead of the one before the live release: any version but the live one whose image is still in its repository; implies `rollback`.")),
     not_in_config(with_default(input("converge", "true: redeploy the live release, from the release record and without building, to the instances with `targets` that run something else (drifted: another release, other settings, a stopped or missing container, the secret's values changed); the others are not touched and the record gets no new version. `ec2-deploy status` lists the drifted ones."), "false")),
     with_default(input("proxy", "true: a proxy on each instance (Caddy) holds the first of `ports` and switches it to a new container only once that one is healthy, so no request is dropped, with or without a load balancer; false: the container publishes its ports itself (each instance is briefly dark during its swap). Default: true. Also in the config file."), "true"),
     input("proxy-image", "Image of the per-instance proxy: Caddy 2.11 or later (the version tested); the action copies it into the deploy's ECR repository, where instances pull it. Default: caddy:2.11.7-alpine, pinned by digest. Also in the config file."),
+    with_default(lines("proxy-trusted", "With `proxy`: the hops in front of the instance (a load balancer) whose X-Forwarded-For, -Proto and -Host the proxy passes on to the app, so it sees the client's address and the original scheme and host: `private` (the private and loopback address ranges, where a load balancer in the VPC connects from), addresses or CIDR ranges one per line, or `none` (the app sees the proxy's own view: the peer's address, http). Default: private. Also in the config file."), "private"),
     with_default(input("lock-timeout", "Seconds to wait while another deploy of the same environment holds its lock, before failing (0: fail at once). Default: 600. Also in the config file."), "600"),
     input("environment-url", "URL of the deployed service, shown on the GitHub deployment. Also in the config file."),
     with_default(input("github-deployment", "Which GitHub deployment the run reports to: auto (the job's own when the job sets `environment:`, so a run makes one; else a new one), create (always a new one), or off. Default: auto. Also in the config file."), "auto"),
@@ -204,6 +206,8 @@ pub struct DeployRequest {
     /// The config file's service this request deploys, when it lists `services`.
     pub service: Option<String>,
     pub rollback: bool,
+    /// With `rollback`: the record's version to go back to (default: the one before the live one).
+    pub rollback_to: Option<i64>,
     /// Redeploy the live release to the drifted instances only.
     pub converge: bool,
     pub lock_timeout: u32,

@@ -390,6 +390,7 @@ fn resolve_service(
         service,
         lock_timeout: rollout.lock_timeout,
         rollback: rollout.rollback,
+        rollback_to: rollout.rollback_to,
         converge: rollout.converge,
         environment_url: report.environment_url,
         github_deployment: report.github_deployment,

@@ -139,6 +139,8 @@ pub fn header(p: &ScriptParams) -> Result<String, QuoteError> {
     assign("PROXY_IMAGE", &p.proxy.filter(|_| proxied.is_some()).map(ToString::to_string).unwrap_or_default())?;
     assign("PROXY_PORT", &proxied.map(|p| p.host.to_string()).unwrap_or_default())?;
     assign("APP_PORT", &proxied.map(|p| p.container.to_string()).unwrap_or_default())?;
+    let trusted = c.proxy_trusted.iter().filter(|_| proxied.is_some()).map(ToString::to_string);
+    h.push_str(&array("PROXY_TRUSTED", trusted)?);
     let direct = if proxied.is_some() { c.direct_ports() } else { &c.ports[..] };
     h.push_str(&array("PORTS", direct.iter().map(PortMapping::to_string))?);
     h.push_str(&array("ENV_VARS", c.env.iter().map(|EnvVar { name, value }| format!("{name}={value}")))?);
@@ -177,6 +179,19 @@ pub fn logs_script(recorded_header: &str, lines: u32) -> Result<String, QuoteErr
         "{recorded_header}MODE={}\nLOG_LINES={}\n{SCRIPT}",
         quote("MODE", "logs")?,
         quote("LOG_LINES", &lines.to_string())?
+    ))
+}
+
+/// `command` in a new container of a recorded release (`MODE=exec`, see the script): the
+/// release's image, environment (its secret read on the instance), volumes, limits and user,
+/// beside the serving container, which it does not touch. Stopped after `timeout` seconds. Its
+/// output's lines are `  | `-prefixed; its last stdout line is `ec2-deploy-one-off exit=N`.
+pub fn exec_script(recorded_header: &str, command: &[String], timeout: u32) -> Result<String, QuoteError> {
+    Ok(format!(
+        "{recorded_header}MODE={}\nPRE_DEPLOY_TIMEOUT={}\n{}{SCRIPT}",
+        quote("MODE", "exec")?,
+        quote("PRE_DEPLOY_TIMEOUT", &timeout.to_string())?,
+        array("PRE_DEPLOY", command.iter().cloned())?
     ))
 }
 
@@ -263,6 +278,7 @@ mod tests {
             health_check_path: Some(HealthPath::parse("/health").unwrap()),
             health_check_timeout: 45,
             proxy: false,
+            proxy_trusted: vec![],
             options: Default::default(),
         }
     }
@@ -294,6 +310,7 @@ mod tests {
             health_check_path: None,
             health_check_timeout: 60,
             proxy: false,
+            proxy_trusted: vec![],
             options: Default::default(),
         };
         insta::assert_snapshot!(header(&params(&c, &image(), &tag())).unwrap());
@@ -303,12 +320,14 @@ mod tests {
     fn header_with_the_proxy() {
         let mut c = container();
         c.proxy = true;
+        c.proxy_trusted = ["10.0.0.0/8", "2001:db8::/32"].map(|r| crate::model::IpRange::parse(r).unwrap()).to_vec();
         let proxy = ImageRef::parse(&format!("{}/shop@sha256:{}", image().registry, "f".repeat(64))).unwrap();
         let (image, tag) = (image(), tag());
         let p = ScriptParams { proxy: Some(&proxy), ..params(&c, &image, &tag) };
         let h = header(&p).unwrap();
         assert!(h.contains("\nPROXY=1\n") && h.contains("\nPROXY_PORT=80\nAPP_PORT=3000\n"), "{h}");
         assert!(h.contains("\nPORTS_0=9090:9090\nPORTS=(\"$PORTS_0\")\n"), "only the other port is published: {h}");
+        assert!(h.contains("\nPROXY_TRUSTED_1=2001:db8::/32\n"), "{h}");
         insta::assert_snapshot!(h);
     }
 

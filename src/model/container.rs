@@ -72,6 +72,33 @@ text_newtype!(
     }
 );
 
+text_newtype!(
+    /// An address or a CIDR range (`10.0.0.0/8`, `2001:db8::/32`, `203.0.113.7`) whose
+    /// forwarded headers the proxy believes.
+    IpRange,
+    |text| {
+        let (address, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let bad = || format!("expected an IP address or a CIDR range such as 10.0.0.0/8, got {:?}", excerpt(text, 64));
+        let max = match address.parse::<std::net::IpAddr>().map_err(|_| bad())? {
+            std::net::IpAddr::V4(_) => 32,
+            std::net::IpAddr::V6(_) => 128,
+        };
+        match prefix {
+            None => Ok(()),
+            Some(p) if p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u8>().is_ok_and(|n| n <= max) => Ok(()),
+            Some(_) => Err(bad()),
+        }
+    }
+);
+
+/// What `proxy-trusted: private` stands for: the private and loopback ranges (Caddy's
+/// `private_ranges`), where a load balancer in the instance's VPC connects from.
+pub const PRIVATE_RANGES: [&str; 6] =
+    ["192.168.0.0/16", "172.16.0.0/12", "10.0.0.0/8", "127.0.0.1/8", "fd00::/8", "::1"];
+
 /// What runs on each instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContainerSpec {
@@ -85,6 +112,10 @@ pub struct ContainerSpec {
     /// The first port goes through the instance's proxy (which holds its host port) instead of
     /// being published by the container.
     pub proxy: bool,
+    /// The hops in front of the proxy whose `X-Forwarded-*` headers it passes on (the client's
+    /// address, scheme and host); from any other peer it sets them to its own view. Empty without
+    /// the proxy.
+    pub proxy_trusted: Vec<IpRange>,
     /// `docker create` options beyond ports and environment.
     pub options: RunOptions,
 }

@@ -25,7 +25,7 @@ pub use command::{
     command_deadline, waves, CommandId, CommandState, Invocation, InvocationOutput, InvocationStatus, StatusDetail,
     DELIVERY_TIMEOUT,
 };
-pub use container::{ContainerSpec, EnvVar, HealthPath, PortMapping, DEFAULT_PROXY_IMAGE};
+pub use container::{ContainerSpec, EnvVar, HealthPath, IpRange, PortMapping, DEFAULT_PROXY_IMAGE, PRIVATE_RANGES};
 pub use drift::{DriftState, InstanceDrift};
 pub use instance::{InstanceId, ManagedInstance, Ping, Running};
 pub use limit::Limit;

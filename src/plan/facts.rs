@@ -75,6 +75,8 @@ pub struct Facts {
     pub live: Option<Recorded>,
     /// With `rollback`: the recorded release to go back to (None: there is none).
     pub rollback_to: Option<Recorded>,
+    /// The record's readable versions, oldest first (for a `rollback-to` that names none of them).
+    pub versions: Vec<i64>,
     /// A version of the record that had to be read and could not be.
     pub unreadable: Option<UnreadableVersion>,
     /// The run-order guard's verdict: why this commit must not replace the live one.
@@ -113,13 +115,18 @@ pub async fn gather<W: World>(
         None
     });
     let rollback_to = if req.rollback && unreadable.is_none() {
-        history.rollback_target().unwrap_or_else(|e| {
+        let found = match req.rollback_to {
+            Some(version) => history.release_at(version),
+            None => history.rollback_target(),
+        };
+        found.unwrap_or_else(|e| {
             unreadable = Some(e);
             None
         })
     } else {
         None
     };
+    let versions = history.versions();
     let live = live.cloned();
     let rollback_to = rollback_to.cloned();
     let recorded = recorded_release(req, rollback_to.as_ref(), live.as_ref()).cloned();
@@ -170,6 +177,7 @@ pub async fn gather<W: World>(
         group_timings: if missing_groups.is_empty() { timings? } else { None },
         live,
         rollback_to,
+        versions,
         unreadable,
         older_than_live,
         drift: None,

@@ -97,8 +97,19 @@ fn refusals(req: &DeployRequest, facts: &Facts) -> Vec<PlanError> {
     if let Some(e) = &facts.unreadable {
         errors.push(PlanError::Unreadable(e.to_string()));
     }
-    if req.rollback && facts.rollback_to.is_none() && facts.unreadable.is_none() {
-        errors.push(PlanError::NothingToRollBack { parameter: req.release_parameter.to_string() });
+    let parameter = req.release_parameter.to_string();
+    match (req.rollback_to, &facts.rollback_to, &facts.live) {
+        _ if !req.rollback || facts.unreadable.is_some() => {}
+        (Some(version), None, _) => {
+            let known = facts.versions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            let known = if known.is_empty() { "none".to_string() } else { known };
+            errors.push(PlanError::NoSuchVersion { parameter, version, known });
+        }
+        (Some(version), Some(_), Some(live)) if live.version == version => {
+            errors.push(PlanError::RollbackToLive { version });
+        }
+        (None, None, _) => errors.push(PlanError::NothingToRollBack { parameter }),
+        _ => {}
     }
     if req.converge && facts.live.is_none() && facts.unreadable.is_none() {
         errors.push(PlanError::NothingToConverge { parameter: req.release_parameter.to_string() });

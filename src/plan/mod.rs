@@ -312,6 +312,10 @@ pub enum PlanError {
     DigestMissing { digest: String, repository: String },
     #[error("input `rollback`: {parameter} records no earlier release that runs something else to go back to (releases rolled back from are skipped)")]
     NothingToRollBack { parameter: String },
+    #[error("input `rollback-to`: {parameter} has no version {version} (its versions: {known}); `ec2-deploy status` lists them")]
+    NoSuchVersion { parameter: String, version: i64, known: String },
+    #[error("input `rollback-to`: version {version} is the live release; nothing to roll back (a `converge` redeploys it to instances that drifted)")]
+    RollbackToLive { version: i64 },
     #[error("input `rollback`: the release to go back to, version {version} ({image}), is no longer in its repository; redeploy another image with `image-digest`")]
     RollbackImageGone { version: i64, image: String },
     #[error(

@@ -123,6 +123,29 @@ impl History {
     /// something else (image or settings) and that no rollback has left. An unreadable version
     /// met on the way is an error naming it: skipping it could restore an older release than
     /// the one the user means.
+    /// The release recorded as `version` (`None`: the record has no such version).
+    pub fn release_at(&self, version: i64) -> Result<Option<&Recorded>, UnreadableVersion> {
+        for entry in &self.entries {
+            match entry {
+                Entry::Unreadable { version: v, reason } if *v == version => return Err(self.unreadable(*v, reason)),
+                Entry::Release(r) if r.version == version => return Ok(Some(r)),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record's readable versions, oldest first.
+    pub fn versions(&self) -> Vec<i64> {
+        self.entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Release(r) => Some(r.version),
+                Entry::Unreadable { .. } => None,
+            })
+            .collect()
+    }
+
     pub fn rollback_target(&self) -> Result<Option<&Recorded>, UnreadableVersion> {
         let Some(live) = self.live()? else {
             return Ok(None);
@@ -215,6 +238,7 @@ pub(crate) mod tests {
                 health_check_path: None,
                 health_check_timeout: 60,
                 proxy: false,
+                proxy_trusted: vec![],
                 options: Default::default(),
             },
             header: String::new(),

@@ -14,6 +14,10 @@
 //!   Written only when the release has options, so that a release without any stays readable by
 //!   an ec2-deploy that knows schema 3; one that has them is refused by such a version, which
 //!   would otherwise run the container without them.
+//! - **5**: adds `container.proxy_trusted` (the hops whose forwarded headers the proxy passes on;
+//!   absent: none, as every release before it ran). Written only when the list is not empty: an
+//!   ec2-deploy that knows schema 4 refuses such a release rather than run its proxy trusting
+//!   nobody.
 //!
 //! A record with a schema newer than [`CURRENT`] is refused with a message naming its version
 //! and schema: it was written by a newer ec2-deploy, and reading part of it could deploy
@@ -23,12 +27,12 @@ use serde::{Deserialize, Serialize};
 
 use super::Release;
 use crate::model::{
-    ContainerName, ContainerSpec, Cpus, EnvVar, HealthPath, ImageRef, ImageTag, KeyValue, LogDriver, Memory,
+    ContainerName, ContainerSpec, Cpus, EnvVar, HealthPath, ImageRef, ImageTag, IpRange, KeyValue, LogDriver, Memory,
     PortMapping, RegistryHost, RunOptions, SecretId, User, Volume,
 };
 
 /// The schema this version writes.
-pub const CURRENT: u32 = 4;
+pub const CURRENT: u32 = 5;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredPort {
@@ -54,6 +58,8 @@ struct StoredContainer {
     proxy: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     options: Option<StoredOptions>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    proxy_trusted: Vec<String>,
 }
 
 /// Schema 4: each option as text, read back through the same parsers as the inputs.
@@ -134,7 +140,12 @@ struct Stored {
 pub fn encode(release: &Release) -> String {
     let c = &release.container;
     let stored = Stored {
-        schema: Some(if c.options.is_empty() { 3 } else { CURRENT }),
+        // The oldest schema that holds it all, so that older versions read what they can run.
+        schema: Some(match (c.proxy_trusted.is_empty(), c.options.is_empty()) {
+            (false, _) => 5,
+            (true, false) => 4,
+            (true, true) => 3,
+        }),
         image: release.image.to_string(),
         tag: release.tag.to_string(),
         registry: release.image.registry.to_string(),
@@ -151,6 +162,7 @@ pub fn encode(release: &Release) -> String {
             health_check_timeout: c.health_check_timeout,
             proxy: c.proxy,
             options: StoredOptions::of(&c.options),
+            proxy_trusted: c.proxy_trusted.iter().map(ToString::to_string).collect(),
         },
         header: release.header.clone(),
         rolled_back_from: release.rolled_back_from,
@@ -203,6 +215,12 @@ pub fn decode(text: &str) -> Result<Release, String> {
             .map_err(|e| field("container.health_check_path", e))?,
         health_check_timeout: c.health_check_timeout,
         proxy: c.proxy,
+        proxy_trusted: c
+            .proxy_trusted
+            .iter()
+            .map(|r| IpRange::parse(r))
+            .collect::<Result<_, _>>()
+            .map_err(|e| field("container.proxy_trusted", e))?,
         options,
     };
     let image = ImageRef::parse(&stored.image).map_err(|e| field("image", e))?;
@@ -263,9 +281,22 @@ mod tests {
     }
 
     #[test]
+    fn trusted_hops_are_schema_5_and_read_back_and_a_bad_one_is_named() {
+        let mut r = decode(V1).unwrap();
+        r.container.proxy = true;
+        r.proxy_image = Some(r.image.clone());
+        r.container.proxy_trusted = vec![IpRange::parse("10.0.0.0/8").unwrap()];
+        let text = encode(&r);
+        assert!(text.contains("\"schema\":5") && text.contains("\"proxy_trusted\":[\"10.0.0.0/8\"]"), "{text}");
+        assert_eq!(decode(&text).unwrap(), r);
+        let bad = text.replace("10.0.0.0/8", "10.0.0.0/99");
+        assert!(decode(&bad).unwrap_err().starts_with("field `container.proxy_trusted`: expected an IP address"));
+    }
+
+    #[test]
     fn a_newer_schema_or_a_broken_value_fails_loudly() {
-        let newer = V1.replacen('{', "{\"schema\": 5,", 1);
-        assert!(decode(&newer).unwrap_err().contains("schema 5, written by a newer ec2-deploy"));
+        let newer = V1.replacen('{', "{\"schema\": 6,", 1);
+        assert!(decode(&newer).unwrap_err().contains("schema 6, written by a newer ec2-deploy"));
         let bad = V1.replace("\"tag\": \"v7\"", "\"tag\": \"-bad\"");
         assert!(decode(&bad).unwrap_err().starts_with("field `tag`: expected a Docker tag"));
         assert!(decode("{}").unwrap_err().starts_with("not a schema 1 release record"));

@@ -235,6 +235,8 @@ pub struct DeployReport {
     pub caught_up: Vec<InstanceId>,
     /// A converge: what the check found before anything moved.
     pub converge: Option<ConvergeReport>,
+    /// The `pre-deploy` command that ran (and succeeded) before the rollout: what, where, how long.
+    pub pre_deploy: Option<String>,
     pub seconds: f64,
 }
 
@@ -442,6 +444,7 @@ pub(crate) mod tests {
             planned: 2,
             caught_up: vec![],
             converge: None,
+            pre_deploy: None,
             instances: instance_reports(&planned(4), &invocations, &outputs),
             seconds: 12.34,
         }

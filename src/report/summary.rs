@@ -98,6 +98,9 @@ pub fn summary_markdown(report: &DeployReport) -> String {
     if !report.mode.is_empty() {
         md.push_str(&format!("Mode: {}\n\n", cell(&report.mode)));
     }
+    if let Some(pre) = &report.pre_deploy {
+        md.push_str(&format!("Pre-deploy: {}\n\n", cell(pre)));
+    }
     md.push_str(&batch_table(report));
     md.push_str(&fleet(report));
     if !report.skipped.is_empty() {

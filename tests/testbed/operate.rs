@@ -1,9 +1,10 @@
 //! Operating the service without SSH: `ec2-deploy logs` reads each instance's container log
 //! through the bed's SSM (a read-only Run Command), with the release's secret masked on the
-//! instance, and says when SSM's output limit cut what it had.
+//! instance, and says when SSM's output limit cut what it had; `ec2-deploy exec` runs a one-off
+//! command in a new container of the live release, beside the serving one.
 
 use super::support::{unique, Bed};
-use super::{inputs, operate, run_with, set};
+use super::{inputs, operate, run_with, set, version_of};
 
 #[test]
 fn logs_show_each_instances_last_lines_with_the_secret_masked_and_say_when_ssm_cut_them() {
@@ -62,4 +63,66 @@ fn logs_show_each_instances_last_lines_with_the_secret_masked_and_say_when_ssm_c
     let (code, _, err) = operate(&bed, "logs", &repo, &suite, &["--lines", "0"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--lines"), "{err}");
+}
+
+#[test]
+fn exec_runs_a_one_off_in_the_live_release_and_leaves_the_serving_container_alone() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 2, &["Role=web"]);
+    let repo = unique("exec");
+    bed.create_repository(&repo);
+    let secret = unique("exec/secret");
+    let value = unique("s3cr3t-exec");
+    bed.create_secret(&secret, &format!(r#"{{"SESSION_KEY": "{value}"}}"#));
+    let mut i = inputs(&bed, &repo, &suite, "v1", "VERSION=v1");
+    set(&mut i, "secret-id", &secret);
+    set(&mut i, "env", "DEMO_LOG_ENV=SESSION_KEY");
+    let r = run_with(&bed, i);
+    assert_eq!(r.code, 0, "{}", r.log());
+    let serving = |id: &str| {
+        let out = bed.on_instance(id, &["docker", "inspect", "--format", "{{.Id}} {{.State.StartedAt}}", &repo]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let before: Vec<String> = web.ids.iter().map(|id| serving(id)).collect();
+    let mut ids = web.ids.clone();
+    ids.sort();
+
+    // By default on the first instance (by id): the release's environment and secret (masked),
+    // the command's output and exit code; a failure exits 1 naming the instance.
+    let (code, out, err) = operate(&bed, "exec", &repo, &suite, &["--", "--exit", "3"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains(&format!("==> {} (", ids[0])) && out.contains("exit code 3"), "{out}");
+    assert!(out.contains(&format!("{} | SESSION_KEY=***", ids[0])), "{out}");
+    assert!(out.contains(&format!("{} | demo-app: migration 7 failed, exiting with 3 as asked", ids[0])), "{out}");
+    assert!(!out.contains(&format!("{} | ", ids[1])), "it ran on one instance only:\n{out}");
+    assert!(err.contains(&format!("did not exit 0 on 1 instance(s): {}", ids[0])), "{err}");
+
+    // On every instance: both exit 0.
+    let (code, out, err) = operate(&bed, "exec", &repo, &suite, &["--all", "--", "--exit", "0"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for id in &ids {
+        assert!(out.contains(&format!("{id} | demo-app: migration 7 failed, exiting with 0 as asked")), "{out}");
+    }
+    for text in [&out, &err] {
+        assert!(!text.contains(&value), "the secret's value is shown:\n{text}");
+    }
+
+    // The serving containers are the same ones, never restarted; no one-off container is left.
+    let after: Vec<String> = web.ids.iter().map(|id| serving(id)).collect();
+    assert_eq!(before, after, "a serving container was replaced or restarted");
+    for (id, ip) in web.ids.iter().zip(&web.ips) {
+        let names = bed.on_instance(id, &["docker", "ps", "--all", "--format", "{{.Names}}"]);
+        let names = String::from_utf8_lossy(&names.stdout).to_string();
+        assert!(!names.lines().any(|n| n == format!("{repo}-exec")), "{names}");
+        assert_eq!(version_of(ip).as_deref(), Some("v1"));
+    }
+
+    // Bad input: exit 2, nothing run.
+    let (code, _, err) = operate(&bed, "exec", &repo, &suite, &[]);
+    assert_eq!(code, 2, "no command: {err}");
+    let (code, _, err) =
+        operate(&bed, "exec", &repo, &suite, &["--instance", "i-0123456789abcdef0", "--", "--exit", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("i-0123456789abcdef0 is not among the instances with the targets"), "{err}");
 }

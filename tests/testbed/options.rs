@@ -249,7 +249,8 @@ fn build_secrets_reach_the_build_and_their_values_appear_nowhere_else() {
 
 /// `pre-deploy` on the bed: a command that writes a marker into a named volume runs on one
 /// instance only (the volume is per Docker engine: each instance has its own), before the
-/// rollout; one that exits 3 switches nothing, fails the run and puts its output in the summary.
+/// rollout, and its output is in the log; one that exits 3 switches nothing, fails the run and
+/// puts its output in the summary.
 #[test]
 fn pre_deploy_runs_once_before_the_rollout_and_a_failing_one_switches_nothing() {
     let bed = Bed::load();
@@ -268,11 +269,21 @@ fn pre_deploy_runs_once_before_the_rollout_and_a_failing_one_switches_nothing() 
     assert_eq!(r.code, 0, "{}", r.log());
 
     // The demo image's entrypoint is the app: these words are its arguments.
+    // It prints a line (its configuration, as the app does at start): the log shows it.
     let mut i = base("v2");
     set(&mut i, "pre-deploy", "--length-of /etc/hostname /marker/ran");
+    set(&mut i, "env", "DEMO_LOG_ENV=GREETING\nGREETING=hello-from-the-migration");
     let r = run_with(&bed, i);
     assert_eq!(r.code, 0, "{}", r.log());
     let pre = r.stdout.find("Pre-deploy succeeded").unwrap_or_else(|| panic!("{}", r.stdout));
+    let printed = r.stdout.find("  | GREETING=hello-from-the-migration").unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(printed < pre, "{}", r.stdout);
+    assert!(
+        r.summary.contains("Pre-deploy: `--length-of /etc/hostname /marker/ran` on `i-")
+            && r.summary.contains("` succeeded in "),
+        "{}",
+        r.summary
+    );
     let first_switch = r.stdout.find("(deploy)").unwrap_or_else(|| panic!("{}", r.stdout));
     assert!(pre < first_switch, "the rollout started before the pre-deploy ended:\n{}", r.stdout);
     let has_marker: Vec<&String> = web

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::support::{unique, wait_until, Bed, Load, LoadCount};
+use super::support::{http_get_with, unique, wait_until, Bed, Load, LoadCount};
 use super::{inputs, run_with, set, version_of};
 
 fn report(what: &str, count: &LoadCount) {
@@ -197,4 +197,92 @@ fn the_proxy_and_its_route_survive_a_restart_of_the_proxy_and_of_the_docker_engi
     let count = load.stop();
     assert_eq!(r.code, 0, "{}", r.log());
     assert_eq!(count.failed, 0, "requests failed: {:?}", count.failures);
+}
+
+/// Behind a load balancer that terminates TLS, the app must see the client's scheme and address
+/// (Rails' force_ssl, Django's SECURE_PROXY_SSL_HEADER, rate limits): the proxy passes on the
+/// forwarded headers of a trusted hop (the bed's host is one, in 10.77.0.0/16, a private range as
+/// an ALB's subnet is) and, with `proxy-trusted: none`, replaces them with its own view.
+#[test]
+fn the_app_sees_the_clients_scheme_and_address_from_a_trusted_hop_and_the_proxys_view_otherwise() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let repo = unique("fwd");
+    bed.create_repository(&repo);
+    let url = format!("http://{}:3000/forwarded", web.ips[0]);
+    let as_the_alb = || {
+        let headers = [
+            ("X-Forwarded-For", "203.0.113.7"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "shop.example.com"),
+        ];
+        let (status, body) = http_get_with(&url, &headers).expect("the instance answers");
+        assert_eq!(status, 200, "{body}");
+        println!("the app saw: {body}");
+        body.trim().to_string()
+    };
+    let field = |seen: &str, name: &str| {
+        seen.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{name}="))).unwrap_or_default().to_string()
+    };
+
+    let r = run_with(&bed, inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r.code, 0, "{}", r.log());
+    let seen = as_the_alb();
+    assert_eq!(field(&seen, "proto"), "https", "{seen}");
+    assert_eq!(field(&seen, "host"), "shop.example.com", "{seen}");
+    assert!(seen.contains(" for=203.0.113.7, "), "the client's address comes first: {seen}");
+
+    // Trusting nobody: the same request reaches the app as the proxy saw it.
+    let mut i = inputs(&bed, &repo, &suite, "v1", "VERSION=v1");
+    set(&mut i, "proxy-trusted", "none");
+    let r = run_with(&bed, i);
+    assert_eq!(r.code, 0, "{}", r.log());
+    let seen = as_the_alb();
+    assert_eq!(field(&seen, "proto"), "http", "{seen}");
+    assert!(!seen.contains("203.0.113.7") && !seen.contains("shop.example.com"), "{seen}");
+    assert_eq!(version_of(&web.ips[0]).as_deref(), Some("v1"));
+}
+
+/// `rollback-to`: back to a named version of the record, past the one before the live one, under
+/// steady load on the instance's port: no request fails, and the record marks what it left.
+#[test]
+fn a_rollback_to_an_older_version_under_load_drops_no_request() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let repo = unique("back");
+    bed.create_repository(&repo);
+    for tag in ["v1", "v2", "v3"] {
+        let r = run_with(&bed, inputs(&bed, &repo, &suite, tag, &format!("VERSION={tag}")));
+        assert_eq!(r.code, 0, "{}", r.log());
+    }
+    let ip = &web.ips[0];
+    let load = Load::start(&format!("http://{ip}:3000/version"), 4);
+    let mut i = inputs(&bed, &repo, &suite, "ignored", "VERSION=ignored");
+    set(&mut i, "rollback-to", "1");
+    let r = run_with(&bed, i);
+    let count = load.stop();
+    report("a rollback v3 -> v1 (rollback-to: 1), one instance", &count);
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert!(count.ok + count.failed >= 500, "too little load to tell: {count:?}");
+    assert_eq!(count.failed, 0, "requests failed: {:?}", count.failures);
+    assert_eq!(version_of(ip).as_deref(), Some("v1"));
+    assert_eq!(r.outputs["release-version"], "4", "{:?}", r.outputs);
+    let history = bed.aws_json(&["ssm", "get-parameter-history", "--name", &format!("/ec2-deploy/test/{repo}")]);
+    let last: serde_json::Value = serde_json::from_str(history["Parameters"][3]["Value"].as_str().unwrap()).unwrap();
+    assert_eq!((last["tag"].as_str(), last["rolled_back_from"].as_i64()), (Some("v1"), Some(3)));
+
+    // A version the record does not have: refused by the plan, exit 2, v1 still serving.
+    let mut i = inputs(&bed, &repo, &suite, "ignored", "VERSION=ignored");
+    set(&mut i, "rollback-to", "9");
+    let r = run_with(&bed, i);
+    assert_eq!(r.code, 2, "{}", r.log());
+    assert!(
+        r.stderr.contains("has no version 9 (its versions: 1, 2, 3, 4)")
+            || r.stdout.contains("has no version 9 (its versions: 1, 2, 3, 4)"),
+        "{}",
+        r.log()
+    );
+    assert_eq!(version_of(ip).as_deref(), Some("v1"));
 }

@@ -448,13 +448,19 @@ pub fn parse_github_output(text: &str) -> BTreeMap<String, String> {
 
 /// A plain HTTP/1.1 GET: (status, body), or None when nothing answers.
 pub fn http_get(url: &str) -> Option<(u16, String)> {
+    http_get_with(url, &[])
+}
+
+/// A GET with extra request headers (`Name: value`, as a load balancer adds them).
+pub fn http_get_with(url: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let mut stream = TcpStream::connect_timeout(&host.parse().ok()?, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     stream.set_nodelay(true).ok()?;
     // One write: see the demo app on Nagle and delayed ACKs.
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers.iter().map(|(n, v)| format!("{n}: {v}\r\n")).collect();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;

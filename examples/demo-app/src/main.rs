@@ -10,6 +10,9 @@
 //! - `GET /version` — the release it was built as (`DEMO_VERSION`, set by the image);
 //! - `GET /env` — the *names* of the environment variables it received, one per line. Never
 //!   values: tests use it to check that a secret's keys arrived without reading them.
+//! - `GET /forwarded` — what a framework behind a proxy reads to tell the client and the scheme:
+//!   `peer=<address> for=<X-Forwarded-For> proto=<X-Forwarded-Proto> host=<X-Forwarded-Host>`
+//!   (`-` for a header that is absent).
 //!
 //! `demo-app --probe` asks the server on 127.0.0.1 for `/health` and exits 0 or 1, so the image
 //! can declare its own `HEALTHCHECK` without a shell or curl.
@@ -21,7 +24,8 @@
 //!
 //! `demo-app --exit N` prints a line and exits with N: a one-off command (a migration) that fails.
 //!
-//! `DEMO_LOG_ENV=NAME,…` makes it print `NAME=value` for those variables when it starts: an app
+//! `DEMO_LOG_ENV=NAME,…` makes it print `NAME=value` for those variables when it starts (as a
+//! server or for `--exit`): an app
 //! that logs its configuration, secrets included, as real ones do (tests check that ec2-deploy
 //! masks such values in what it shows of a failing container).
 
@@ -36,6 +40,9 @@ fn port() -> u16 {
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("--probe") {
         std::process::exit(if probe() { 0 } else { 1 });
+    }
+    for name in std::env::var("DEMO_LOG_ENV").unwrap_or_default().split(',').filter(|n| !n.is_empty()) {
+        println!("{name}={}", std::env::var(name).unwrap_or_default());
     }
     if std::env::args().nth(1).as_deref() == Some("--exit") {
         let code: i32 = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(1);
@@ -65,9 +72,6 @@ fn main() {
         libc::signal(libc::SIGINT, on_term as *const () as libc::sighandler_t);
     }
     STARTED.get_or_init(Instant::now);
-    for name in std::env::var("DEMO_LOG_ENV").unwrap_or_default().split(',').filter(|n| !n.is_empty()) {
-        println!("{name}={}", std::env::var(name).unwrap_or_default());
-    }
     if let Some(secs) =
         std::env::var("DEMO_HEALTH").ok().and_then(|h| h.strip_prefix("crash:").and_then(|n| n.parse::<u64>().ok()))
     {
@@ -121,11 +125,20 @@ fn serve(mut stream: TcpStream) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    // Headers up to the blank line; the body (if any) is ignored.
+    // Headers up to the blank line (the forwarded ones kept); the body (if any) is ignored.
+    let mut forwarded =
+        [("x-forwarded-for", String::from("-")), ("x-forwarded-proto", "-".into()), ("x-forwarded-host", "-".into())];
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
             break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            for (wanted, seen) in forwarded.iter_mut() {
+                if name.trim().eq_ignore_ascii_case(wanted) {
+                    *seen = value.trim().to_string();
+                }
+            }
         }
     }
     let path = request_line.split_whitespace().nth(1).unwrap_or("/");
@@ -137,6 +150,11 @@ fn serve(mut stream: TcpStream) -> std::io::Result<()> {
             let mut names: Vec<String> = std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()).collect();
             names.sort();
             ("200 OK", names.join("\n") + "\n")
+        }
+        "/forwarded" => {
+            let peer = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|_| "-".into());
+            let [(_, f), (_, p), (_, h)] = &forwarded;
+            ("200 OK", format!("peer={peer} for={f} proto={p} host={h}\n"))
         }
         "/" => ("200 OK", format!("demo-app {}\n", version())),
         _ => ("404 Not Found", "not found\n".to_string()),

@@ -12,9 +12,9 @@ use super::{
 use crate::inputs::{Files, InputError, PreDeploy, RunContext};
 use crate::model::{
     parse_command, BuildSecret, ContainerName, ContainerSpec, Cpus, Digest, EnvVar, EnvironmentName, HealthPath,
-    ImageName, ImageTag, InstanceId, KeyValue, Limit, LogDriver, Memory, ParameterName, Platform, PortMapping, Region,
-    RegistryHost, Repository, RunOptions, SecretId, SecretSource, TagFilter, TargetGroupArn, User, Volume,
-    DEFAULT_PROXY_IMAGE,
+    ImageName, ImageTag, InstanceId, IpRange, KeyValue, Limit, LogDriver, Memory, ParameterName, Platform, PortMapping,
+    Region, RegistryHost, Repository, RunOptions, SecretId, SecretSource, TagFilter, TargetGroupArn, User, Volume,
+    DEFAULT_PROXY_IMAGE, PRIVATE_RANGES,
 };
 use crate::ports::{BuildSpec, DeploymentMode};
 
@@ -200,7 +200,8 @@ pub(super) fn image_inputs(r: &mut Resolver, ctx: &RunContext) -> ImageInputs {
             // A rollback or a converge deploys a recorded release: its own tag.
             None if ["rollback", "converge"]
                 .into_iter()
-                .any(|n| r.get(n).is_some_and(|v| parse_bool(&v.text) == Ok(true))) =>
+                .any(|n| r.get(n).is_some_and(|v| parse_bool(&v.text) == Ok(true)))
+                || r.get("rollback-to").is_some() =>
             {
                 Some(ImageTag::parse(FROM_THE_RECORD).expect("a valid tag"))
             }
@@ -257,6 +258,7 @@ pub(super) struct ContainerInputs {
     pub(super) secret_id: Option<SecretId>,
     pub(super) health_check_path: Option<HealthPath>,
     pub(super) health_check_timeout: u32,
+    pub(super) proxy_trusted: Vec<IpRange>,
     pub(super) options: RunOptions,
 }
 
@@ -266,6 +268,7 @@ impl ContainerInputs {
         ContainerSpec {
             name,
             proxy: proxy && !self.ports.is_empty(),
+            proxy_trusted: if proxy && !self.ports.is_empty() { self.proxy_trusted } else { vec![] },
             ports: self.ports,
             env: self.env,
             secret_id: self.secret_id,
@@ -302,7 +305,32 @@ pub(super) fn container_inputs(r: &mut Resolver, repository: Option<&Repository>
     }
     let health_check_timeout = r.parse("health-check-timeout", parse_seconds(1, 3600)).unwrap_or(60);
     let options = run_options(r);
-    ContainerInputs { name, ports, env, secret_id, health_check_path, health_check_timeout, options }
+    let proxy_trusted = proxy_trusted(r);
+    ContainerInputs { name, ports, env, secret_id, health_check_path, health_check_timeout, proxy_trusted, options }
+}
+
+/// `proxy-trusted`: `private` (the default), `none`, or addresses and CIDR ranges, one per line.
+fn proxy_trusted(r: &mut Resolver) -> Vec<IpRange> {
+    let private = || PRIVATE_RANGES.iter().map(|t| IpRange::parse(t).expect("a valid range")).collect::<Vec<_>>();
+    if r.get("proxy-trusted").is_none() {
+        return private();
+    }
+    // None for `none`: trusting nobody cannot go with trusting someone.
+    let lines = r.parse_lines("proxy-trusted", |line| match line.trim() {
+        "private" => Ok(Some(private())),
+        "none" => Ok(None),
+        other => IpRange::parse(other).map(|range| Some(vec![range])).map_err(|e| {
+            format!("{e}; or `private` (the private address ranges, the default) or `none` (trust no hop)")
+        }),
+    });
+    if lines.len() > 1 && lines.iter().any(Option::is_none) {
+        if let Some(v) = r.get("proxy-trusted") {
+            r.error(&v.origin, "`none` trusts no hop: give it alone, or list the ranges to trust without it");
+        }
+    }
+    let mut ranges: Vec<IpRange> = lines.into_iter().flatten().flatten().collect();
+    ranges.dedup();
+    ranges
 }
 
 /// `build-secrets`: each from a variable that is set, or a file of the workspace that exists.
@@ -349,6 +377,7 @@ pub(super) struct RolloutInputs {
     pub(super) timeout: u32,
     pub(super) release_parameter: Option<ParameterName>,
     pub(super) rollback: bool,
+    pub(super) rollback_to: Option<i64>,
     pub(super) converge: bool,
     pub(super) lock_timeout: u32,
     pub(super) proxy: bool,
@@ -379,6 +408,12 @@ pub(super) fn rollout_inputs(r: &mut Resolver, health_check_timeout: u32) -> Rol
             );
         }
     }
+    let rollback_to = r.parse("rollback-to", |text| match text.trim().parse::<i64>() {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(format!(
+            "expected a version of the release record (1, 2, …), got {text:?}; `ec2-deploy status` lists them"
+        )),
+    });
     RolloutInputs {
         max_concurrency,
         max_errors,
@@ -388,7 +423,8 @@ pub(super) fn rollout_inputs(r: &mut Resolver, health_check_timeout: u32) -> Rol
         canary,
         timeout,
         release_parameter: r.parse("release-parameter", ParameterName::parse),
-        rollback: r.parse("rollback", parse_bool).unwrap_or(false),
+        rollback: r.parse("rollback", parse_bool).unwrap_or(false) || rollback_to.is_some(),
+        rollback_to,
         converge: r.parse("converge", parse_bool).unwrap_or(false),
         lock_timeout: r.parse("lock-timeout", parse_seconds(0, 3600)).unwrap_or(600),
         proxy: r.parse("proxy", parse_bool).unwrap_or(true),

@@ -425,3 +425,32 @@ fn a_rollback_or_a_converge_needs_no_image_tag_and_no_build_context() {
     let errs = resolve_with(MINIMAL, &[("AWS_REGION", "eu-west-1")], &[]).unwrap_err();
     assert!(errs[0].starts_with("input `image-tag`: is required outside GitHub Actions"), "{errs:?}");
 }
+
+#[test]
+fn the_proxy_trusts_the_private_ranges_unless_told_otherwise_and_nobody_without_ports() {
+    let with = |extra: &[(&str, &str)]| {
+        let mut inputs = vec![("ecr-repository", "web"), ("targets", "A=b"), ("image-tag", "v"), ("ports", "80:3000")];
+        inputs.extend_from_slice(extra);
+        resolve_with(&inputs, &[], &[])
+    };
+    let trusted = |req: DeployRequest| req.container.proxy_trusted.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(trusted(with(&[]).unwrap()), crate::model::PRIVATE_RANGES);
+    assert_eq!(trusted(with(&[("proxy-trusted", "none")]).unwrap()), Vec::<String>::new());
+    assert_eq!(
+        trusted(with(&[("proxy-trusted", "203.0.113.7\n10.1.0.0/16\n2001:db8::/32")]).unwrap()),
+        ["203.0.113.7", "10.1.0.0/16", "2001:db8::/32"]
+    );
+    let both = trusted(with(&[("proxy-trusted", "private\n198.51.100.0/24")]).unwrap());
+    assert_eq!(both.len(), crate::model::PRIVATE_RANGES.len() + 1);
+    // Without the proxy there is no hop to trust: nothing is recorded.
+    assert_eq!(trusted(with(&[("proxy", "false")]).unwrap()), Vec::<String>::new());
+
+    let errs = with(&[("proxy-trusted", "10.0.0.0/33")]).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("input `proxy-trusted`: expected an IP address or a CIDR range such as 10.0.0.0/8, got \"10.0.0.0/33\"; or `private`"), "{errs:?}");
+    let errs = with(&[("proxy-trusted", "none\n10.0.0.0/8")]).unwrap_err();
+    assert_eq!(
+        errs,
+        ["input `proxy-trusted`: `none` trusts no hop: give it alone, or list the ranges to trust without it"]
+    );
+}

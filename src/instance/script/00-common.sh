@@ -3,7 +3,7 @@
 # Runs as root through SSM Run Command (AWS-RunShellScript) or from user-data, after a header of
 # shell assignments that ec2-deploy generates and quotes:
 #   MODE IMAGE REGISTRY CONTAINER_NAME PORTS ENV_VARS SECRET_ID HEALTH_PATH HEALTH_PORT
-#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT, and the run options MEMORY CPUS
+#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT PROXY_TRUSTED, and the run options MEMORY CPUS
 #   LOG_DRIVER RUN_USER COMMAND VOLUMES LOG_OPTS LABELS (docker create options, each may be empty)
 # MODE=deploy (the default) does the steps below. MODE=rollback goes back to the kept
 # <name>-previous container, which must run IMAGE with the settings ROLLBACK_CONFIG (its
@@ -42,7 +42,7 @@
 #   18 rollback impossible: IMAGE is not the previous container here
 #   19 rollback failed: the release to go back to is unhealthy, the newer one serves again
 #   20 the Docker daemon does not answer (nothing was changed)
-#   21 MODE=predeploy: the one-off command failed, timed out or could not start
+#   21 MODE=predeploy or exec: the one-off command failed, timed out or could not start
 #   22 logs: there is no container of this name here
 # From creating <name>-next until the traffic moved to it, a script that fails, is signalled, or
 # is killed outright (SIGKILL, as the SSM agent does at the execution timeout) leaves what ran
@@ -82,6 +82,8 @@ MEMORY=${MEMORY:-} CPUS=${CPUS:-} LOG_DRIVER=${LOG_DRIVER:-} RUN_USER=${RUN_USER
 [ -n "${VOLUMES[0]+x}" ] || VOLUMES=()
 [ -n "${LOG_OPTS[0]+x}" ] || LOG_OPTS=()
 [ -n "${LABELS[0]+x}" ] || LABELS=()
+# The proxy's trusted hops: none in a release recorded before they existed (as it ran).
+[ -n "${PROXY_TRUSTED[0]+x}" ] || PROXY_TRUSTED=()
 
 log() { printf 'ec2-deploy: %s\n' "$*"; }
 fail() {
@@ -110,11 +112,11 @@ mask_lines() {
 
 MODE=${MODE:-deploy}
 ROLLBACK_CONFIG=${ROLLBACK_CONFIG:-}
-case $MODE in deploy | rollback | predeploy | check | logs) ;; *) fail 2 "MODE must be deploy, rollback, predeploy, check or logs" ;; esac
+case $MODE in deploy | rollback | predeploy | exec | check | logs) ;; *) fail 2 "MODE must be deploy, rollback, predeploy, exec, check or logs" ;; esac
 PRE_DEPLOY_TIMEOUT=${PRE_DEPLOY_TIMEOUT:-600}
 [ -n "${PRE_DEPLOY[0]+x}" ] || PRE_DEPLOY=()
-if [ "$MODE" = predeploy ]; then
-  [ -n "${PRE_DEPLOY[0]+x}" ] || fail 2 "MODE=predeploy needs PRE_DEPLOY"
+if [ "$MODE" = predeploy ] || [ "$MODE" = exec ]; then
+  [ -n "${PRE_DEPLOY[0]+x}" ] || fail 2 "MODE=$MODE needs PRE_DEPLOY"
   case $PRE_DEPLOY_TIMEOUT in '' | *[!0-9]*) fail 2 "PRE_DEPLOY_TIMEOUT must be a number of seconds" ;; esac
 fi
 : "${IMAGE:?}" "${REGISTRY:?}" "${CONTAINER_NAME:?}" "${HEALTH_TIMEOUT:?}" "${RELEASE:?}"
@@ -129,6 +131,9 @@ if [ -n "$PROXY" ]; then
   if [ -z "$PROXY_PORT" ] || [ -z "$APP_PORT" ]; then
     fail 2 "PROXY needs PROXY_PORT and APP_PORT, as numbers"
   fi
+  for range in ${PROXY_TRUSTED[@]+"${PROXY_TRUSTED[@]}"}; do
+    [[ $range =~ ^[0-9A-Fa-f.:]+(/[0-9]+)?$ ]] || fail 2 "PROXY_TRUSTED: $range is not an address or CIDR range"
+  done
 fi
 
 for tool in docker aws curl; do

@@ -5,9 +5,17 @@
 # listens for commands: there is no admin API. Keep-alive connections to the app close after 2 s
 # idle, so a container with no connection from the proxy has no request in flight; a request
 # whose connection to a stopped container is refused is retried, reading the file again.
-proxy_spec="$PROXY_IMAGE port $PROXY_PORT"
+# The forwarded headers (X-Forwarded-For, -Proto, -Host) of a peer in PROXY_TRUSTED pass on to
+# the app; from any other peer Caddy sets them to its own view. A change of them replaces the
+# proxy, as one of its image or port does (the spec is its label).
+proxy_spec="$PROXY_IMAGE port $PROXY_PORT${PROXY_TRUSTED[0]+ trusted ${PROXY_TRUSTED[*]}}"
 proxy_config() {
-  printf '%s\n' '{"admin":{"disabled":true},"apps":{"http":{"servers":{"ec2-deploy":{"listen":[":80"],"automatic_https":{"disable":true},"routes":[{"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{"retries":3,"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]}]}}}}}'
+  local trusted='' range
+  for range in ${PROXY_TRUSTED[@]+"${PROXY_TRUSTED[@]}"}; do
+    trusted="$trusted${trusted:+,}\"$range\""
+  done
+  [ -z "$trusted" ] || trusted=',"trusted_proxies":{"source":"static","ranges":['"$trusted"']}'
+  printf '%s\n' '{"admin":{"disabled":true},"apps":{"http":{"servers":{"ec2-deploy":{"listen":[":80"],"automatic_https":{"disable":true}'"$trusted"',"routes":[{"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{"retries":3,"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]}]}}}}}'
 }
 # Creates the proxy (not started) sending requests to DIAL.
 prepare_proxy() {
