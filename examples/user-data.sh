@@ -299,17 +299,28 @@ config_id_for() {
 # leave it (the same image and settings, the secret's values as they are now), without taking the
 # lock, pulling or changing anything; the line ec2-deploy reads:
 #   ec2-deploy-check state=STATE image=<what runs> release=<its ec2-deploy.release label>
+#     restarts=<Docker's restart count> exit=<its exit code while it is not running, else ->
 # STATE: current, or why not: missing (no container), stopped, other-release, other-settings,
-# proxy-down, changing (a deploy is swapping it, or one died mid-swap and the next completes it).
+# proxy-down, changing (a deploy is swapping it, or one died mid-swap and the next completes it),
+# restarting (Docker is restarting it, or restarted it in the last 300 s: a crash loop looks
+# "running" between its crashes).
 if [ "$MODE" = check ]; then
   check_env=$(mktemp)
   trap 'rm -f "$check_env"' EXIT
   running_image=$(inspect "$CONTAINER_NAME" '{{.Config.Image}}')
   running_release=$(inspect "$CONTAINER_NAME" '{{index .Config.Labels "ec2-deploy.release"}}')
+  restarts=$(inspect "$CONTAINER_NAME" '{{.RestartCount}}')
+  # Docker keeps the exit code only until the next start.
+  last_exit=$(inspect "$CONTAINER_NAME" '{{if .State.Running}}-{{else}}{{.State.ExitCode}}{{end}}')
+  started=$(inspect "$CONTAINER_NAME" '{{.State.StartedAt}}')
+  started_s=$(date -d "$started" +%s 2>/dev/null || echo 0)
   if [ -z "$running_image" ]; then
     state=missing
   elif [ -f "$swap_marker" ] || exists "$next"; then
     state=changing
+  elif [ "$(inspect "$CONTAINER_NAME" '{{.State.Restarting}}')" = true ] ||
+    { running "$CONTAINER_NAME" && [ "${restarts:-0}" != 0 ] && [ $(($(date +%s) - started_s)) -lt 300 ]; }; then
+    state=restarting
   elif ! running "$CONTAINER_NAME"; then
     state=stopped
   elif [ "$running_image" != "$IMAGE" ]; then
@@ -324,7 +335,8 @@ if [ "$MODE" = check ]; then
       state=current
     fi
   fi
-  printf 'ec2-deploy-check state=%s image=%s release=%s\n' "$state" "${running_image:--}" "${running_release:--}"
+  printf 'ec2-deploy-check state=%s image=%s release=%s restarts=%s exit=%s\n' "$state" "${running_image:--}" \
+    "${running_release:--}" "${restarts:--}" "${last_exit:--}"
   exit 0
 fi
 
@@ -844,7 +856,7 @@ done
 
 if [ "$MODE" = predeploy ] || [ "$MODE" = exec ]; then
   one_off=$CONTAINER_NAME-$MODE
-  what=exec
+  what="exec"
   [ "$MODE" = exec ] || what=pre-deploy
   docker rm --force "$one_off" >/dev/null 2>&1 || true
   run_args=(create --name "$one_off" --env-file "$env_new" --label "ec2-deploy.$MODE=$RELEASE"

@@ -23,19 +23,23 @@ use crate::Error;
 pub const CHECK_TIMEOUT: u32 = 120;
 
 /// The check's state, in words.
-fn describe(state: &str, image: &str, release: &str) -> String {
-    let runs = match (image, release) {
+fn describe(c: &crate::report::Check) -> String {
+    let runs = match (c.image.as_str(), c.release.as_str()) {
         ("-", _) => String::new(),
         (image, "-") => format!(" (runs {image})"),
         (image, release) => format!(" (runs {release}: {image})"),
     };
-    let what = match state {
+    let what = match c.state.as_str() {
         "missing" => "no container of this name",
         "stopped" => "its container is stopped",
         "other-release" => "another release",
         "other-settings" => "the live release's image with other settings or secret values",
         "proxy-down" => "its proxy is not running",
         "changing" => "a deploy is swapping its container, or one stopped mid-swap",
+        "restarting" => {
+            let exit = if c.exit == "-" { String::new() } else { format!(", exit code {}", c.exit) };
+            return format!("its container keeps restarting ({} restart(s){exit}){runs}", c.restarts);
+        }
         other => return format!("the check said {other:?}{runs}"),
     };
     format!("{what}{runs}")
@@ -90,7 +94,7 @@ pub async fn survey<W: World>(
                 _ if i.ping != Ping::Online => State::Offline { ping: i.ping.to_string() },
                 Some(r) => match (&r.check, r.ok()) {
                     (Some(c), true) if c.state == "current" => State::Current,
-                    (Some(c), true) => State::Drifted { why: describe(&c.state, &c.image, &c.release) },
+                    (Some(c), true) => State::Drifted { why: describe(c) },
                     (None, true) => State::Unknown { why: "the check printed no result".into() },
                     (_, false) => State::Unknown {
                         why: r.reason.clone().unwrap_or_else(|| format!("{} ({})", r.status, r.detail)),
@@ -135,6 +139,21 @@ mod tests {
     use crate::deploy::tests::{deploy, image, report, request, world};
     use crate::release::Releases;
 
+    #[test]
+    fn a_restart_loop_is_drift_with_its_count_and_last_exit_code() {
+        let c = crate::report::Check {
+            state: "restarting".into(),
+            image: "r/shop@sha256:ab".into(),
+            release: "v2".into(),
+            restarts: "7".into(),
+            exit: "1".into(),
+        };
+        assert_eq!(
+            describe(&c),
+            "its container keeps restarting (7 restart(s), exit code 1) (runs v2: r/shop@sha256:ab)"
+        );
+    }
+
     /// Instance 2 put back on v1 by hand, instance 3 offline: the status lists both as drifted,
     /// each with why, and sends nothing but the read-only check to the online ones.
     #[tokio::test(start_paused = true)]
@@ -171,10 +190,23 @@ mod tests {
         assert_eq!(w.instance(2).running.unwrap().image, image("v1"), "nothing changed");
     }
 
+    fn check(state: &str, image: &str, release: &str) -> crate::report::Check {
+        crate::report::Check {
+            state: state.into(),
+            image: image.into(),
+            release: release.into(),
+            restarts: "0".into(),
+            exit: "-".into(),
+        }
+    }
+
     #[test]
     fn a_check_line_reads_as_words() {
-        assert_eq!(describe("other-release", "r/app@sha256:1", "v1"), "another release (runs v1: r/app@sha256:1)");
-        assert_eq!(describe("missing", "-", "-"), "no container of this name");
-        assert_eq!(describe("what", "-", "-"), "the check said \"what\"");
+        assert_eq!(
+            describe(&check("other-release", "r/app@sha256:1", "v1")),
+            "another release (runs v1: r/app@sha256:1)"
+        );
+        assert_eq!(describe(&check("missing", "-", "-")), "no container of this name");
+        assert_eq!(describe(&check("what", "-", "-")), "the check said \"what\"");
     }
 }

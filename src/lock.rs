@@ -380,8 +380,7 @@ async fn write(
     let expires = if state == State::Held { epoch_seconds(world.now() + lease.lease) } else { 0 };
     let record = Record { id: me.id.clone(), by: me.by.clone(), expires, after: Some(after), state };
     let value = serde_json::to_string(&record).expect("plain data serialises");
-    let version = world
-        .put_parameter(name, &value, true)
+    let version = crate::ports::put_parameter_patiently(world, name, &value, true)
         .await
         .map_err(|e| e.context(format!("writing the deploy lock {name}")))?;
     Ok((version == after + 1).then_some(version))

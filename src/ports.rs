@@ -56,6 +56,12 @@ impl ServiceError {
         ServiceError { context: context.into(), kind, code: None, message: message.into() }
     }
 
+    /// Parameter Store refused the write: throttled, or other writes to the same parameter were
+    /// in flight (TooManyUpdates). Either way nothing was written.
+    pub fn write_refused(&self) -> bool {
+        self.kind == ErrorKind::Throttled
+    }
+
     /// Asking again may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self.kind, ErrorKind::Throttled | ErrorKind::Unavailable)
@@ -231,6 +237,26 @@ pub trait Alarms {
 pub trait Clock {
     fn now(&self) -> SystemTime;
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()>;
+}
+
+/// Writes a parameter, asking again (after 0.25, 0.5, 1, 2 and 4 s) while Parameter Store refuses
+/// the write ([`ServiceError::write_refused`]: nothing was written); any other error at once.
+pub async fn put_parameter_patiently(
+    world: &(impl ParameterStore + Clock),
+    name: &ParameterName,
+    value: &str,
+    overwrite: bool,
+) -> Result<i64> {
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match world.put_parameter(name, value, overwrite).await {
+            Err(e) if e.write_refused() && pause <= Duration::from_secs(4) => {
+                world.sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Seconds since the epoch.

@@ -410,10 +410,17 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
     let mut report = starting_report(plan, image);
     report.pre_deploy = ran_first;
     if nothing_to_converge(plan) {
-        runner.info(&format!(
-            "Converge: every instance with the tags runs the live release {}: nothing to do",
-            plan.image_tag
-        ));
+        if plan.skipped.is_empty() {
+            runner.info(&format!(
+                "Converge: every instance with the tags runs the live release {}: nothing to do",
+                plan.image_tag
+            ));
+        } else {
+            runner.info(&format!(
+                "Converge: the drifted instance(s) are offline and skipped (on-offline: skip), the others run the live release {}: nothing was deployed",
+                plan.image_tag
+            ));
+        }
         return Ok((report, release));
     }
     run_strategy(&rollout, world, cx, &mut report).await?;

@@ -74,8 +74,17 @@ const ACCESS_CODES: &[&str] = &[
     "UnauthorizedOperation",
 ];
 const EXPIRED_CODES: &[&str] = &["ExpiredToken", "ExpiredTokenException", "RequestExpired"];
-const THROTTLING_CODES: &[&str] =
-    &["ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded", "Throttled"];
+/// Throttling, and Parameter Store's TooManyUpdates (writes to one parameter too close together):
+/// the request was refused, so asking again later is safe. The SDK's own retries do not cover the
+/// latter.
+const THROTTLING_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "Throttled",
+    "TooManyUpdates",
+];
 
 /// Classifies an SDK error. `not_found` and `exists` are the operation's own codes for "no such
 /// thing" and "already there".

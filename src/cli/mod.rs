@@ -1,5 +1,5 @@
 //! The command line: `ec2-deploy action` for the runner, `plan` / `deploy` for people, and the
-//! commands that operate a live service (`status`, `logs`, `exec`: [`operate`]).
+//! commands that operate a live service (`status`, `releases`, `logs`, `exec`: [`operate`]).
 //!
 //! The flags of `plan` and `deploy` are generated from the same input table as `action.yml`, so a
 //! flag and an input never disagree. `github-token` has no flag (a flag would put the token in
@@ -53,6 +53,9 @@ pub fn command() -> Command {
                     .help("Exit 1 when an instance runs something other than the live release, or could not be asked (offline)"),
             ),
         )
+        .subcommand(input_flags(Command::new("releases").about(
+            "Show each service's recorded releases: version, tag, when, commit, image, and the rollbacks (the history `status` shows first), without asking any instance",
+        )))
         .subcommand(
             input_flags(Command::new("logs").about(
                 "Print the last lines the service's container printed on each instance with its targets, the secret's values masked, asked by a read-only command",
@@ -180,10 +183,11 @@ pub fn main() -> ExitCode {
                 }
             };
         }
-        Some((name @ ("status" | "logs" | "exec"), m)) => {
+        Some((name @ ("status" | "releases" | "logs" | "exec"), m)) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
             let exit = match name {
                 "status" => rt.block_on(operate::status(m)),
+                "releases" => rt.block_on(operate::releases(m)),
                 "logs" => rt.block_on(operate::logs(m)),
                 _ => rt.block_on(operate::exec(m)),
             };

@@ -204,6 +204,43 @@ pub(super) async fn exec(m: &ArgMatches) -> Exit {
     }
 }
 
+/// `ec2-deploy releases`: for each service, the record's history (what `status` prints first),
+/// without asking any instance; with `--release-parameter` and no targets, that record's.
+pub(super) async fn releases(m: &ArgMatches) -> Exit {
+    // The record alone needs no targets: `--release-parameter` names it.
+    if requests(m).is_err() && m.get_one::<String>("release-parameter").is_some() {
+        return record_only(m).await;
+    }
+    let op = match Operator::new(m, "releases").await {
+        Ok(op) => op,
+        Err(exit) => return exit,
+    };
+    for req in &op.requests {
+        if let Some(service) = &req.service {
+            println!("# Service {service}\n");
+        }
+        let req = match deploy::with_record(req, &op.world, &op.runner).await {
+            Ok(req) => req,
+            Err(e) => {
+                eprintln!("ec2-deploy releases: {e}");
+                return e.exit();
+            }
+        };
+        let history = match Releases::new(req.release_parameter.clone()).history(&op.world).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("ec2-deploy releases: {e}");
+                return Exit::Access;
+            }
+        };
+        if let Err(exit) = print_history(&req.release_parameter, &history) {
+            return exit;
+        }
+        println!();
+    }
+    Exit::Success
+}
+
 /// `ec2-deploy status`: for each service, the live release and the history from its record, then
 /// each instance with its targets: on the live release, or drifted (and why). Without the inputs
 /// a deploy would resolve (no `targets` in the flags or the config file), a record named by

@@ -341,6 +341,50 @@ async fn a_record_that_cannot_be_written_after_a_successful_rollout_is_its_own_e
     assert!(lock.contains("\"state\":\"released\""), "{lock}");
 }
 
+/// A release whose record would not fit in its SSM parameter (8 KB) is refused by the plan, before
+/// anything is built or sent: written after the rollout, the record's failure would leave a
+/// deploy that worked reported as failed, and every later deploy failing the same way.
+#[tokio::test(start_paused = true)]
+async fn a_record_too_big_for_its_parameter_is_refused_before_anything_changes() {
+    let w = world(2);
+    let mut req = request("v1");
+    req.container.env.push(crate::model::EnvVar { name: "BIG".into(), value: "x".repeat(4000) });
+    let (result, log) = deploy(&w, &req).await;
+    match result {
+        Err(Error::Plan(errors)) => assert!(
+            errors.iter().any(|e| matches!(e, PlanError::RecordTooBig { bytes, limit: 8192 } if *bytes > 8000)),
+            "{errors:?}"
+        ),
+        other => panic!("{:?}\n{log:#?}", other.map(|_| ())),
+    }
+    assert_eq!(w.commands_sent(), 0);
+    assert!(!w.log().iter().any(|e| e.starts_with("build")), "{:#?}", w.log());
+    // 1,500 bytes of env fit.
+    req.container.env.last_mut().unwrap().value = "x".repeat(1500);
+    let (result, log) = deploy(&w, &req).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    assert_eq!(records(&w).len(), 1);
+}
+
+/// Parameter Store refuses writes to one parameter that come too close together
+/// (TooManyUpdates): the lock's claim and the release record are asked again, so a busy
+/// parameter neither stops a deploy before it starts nor fails one that succeeded.
+#[tokio::test(start_paused = true)]
+async fn writes_refused_as_too_many_updates_are_asked_again_for_the_lock_and_the_record() {
+    let w = world(2);
+    {
+        let mut faults = w.faults.lock().unwrap();
+        faults.busy_parameters.insert(LOCK.to_string(), 2);
+        faults.busy_parameters.insert(super::tests::RECORD.to_string(), 3);
+    }
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    assert!((1..=2).all(|n| running(&w, n) == Some(image("v1"))));
+    assert_eq!(records(&w).len(), 1, "the release is recorded");
+    let refused = w.log().iter().filter(|e| e.ends_with("refused: TooManyUpdates")).count();
+    assert_eq!(refused, 5, "each refusal was met");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_second_cancel_during_the_rollback_puts_every_instance_back_in_at_once() {
     let w = v1_with_v2_failing_on_2().await;

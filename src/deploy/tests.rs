@@ -893,6 +893,26 @@ async fn converge_counts_an_offline_instance_as_drifted() {
     assert!(log.iter().any(|l| l.contains("not asked: its SSM agent is ConnectionLost")), "{log:#?}");
 }
 
+/// With on-offline: skip, when the only drifted instance is offline the others (online, on the
+/// live release) are not "every instance offline": nothing is deployed, the offline one is named
+/// as skipped, and the log does not claim every instance runs the live release.
+#[tokio::test(start_paused = true)]
+async fn converge_whose_only_drifted_instance_is_offline_skips_it_and_says_so() {
+    let w = world(3);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    w.set_ping(3, crate::model::Ping::ConnectionLost);
+    let mut req = converging(request("v9"));
+    req.skip_offline = true;
+    let (result, log) = deploy(&w, &req).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert_eq!(r.skipped, [id(3)]);
+    assert!(r.instances.is_empty(), "{:?}", r.instances);
+    assert!(!log.iter().any(|l| l.contains("every instance with the tags runs the live release")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("Converge: the drifted instance(s) are offline and skipped")), "{log:#?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn converge_without_a_recorded_release_is_refused_before_anything_is_sent() {
     let w = world(2);

@@ -133,6 +133,9 @@ pub struct CallFaults {
     pub unavailable_progress: usize,
     /// Writes to these parameters fail (access denied).
     pub failing_parameters: BTreeSet<String>,
+    /// The next `n` writes to each of these parameters are refused with TooManyUpdates, as
+    /// Parameter Store refuses writes too close together (nothing is written).
+    pub busy_parameters: std::collections::BTreeMap<String, usize>,
     /// The build fails.
     pub build_fails: bool,
     /// The role session has expired: every AWS call fails with ExpiredToken from now on.
@@ -487,12 +490,29 @@ impl ParameterStore for World {
         if lock(&self.faults).failing_parameters.contains(name.as_str()) {
             return Err(ServiceError::new(format!("writing {name}"), ErrorKind::Access, "AccessDeniedException"));
         }
+        if let Some(n) = lock(&self.faults).busy_parameters.get_mut(name.as_str()).filter(|n| **n > 0) {
+            *n -= 1;
+            self.note(format!("put {name} refused: TooManyUpdates"));
+            let mut e =
+                ServiceError::new(format!("writing {name}"), ErrorKind::Throttled, "TooManyUpdates (try again)");
+            e.code = Some("TooManyUpdates".into());
+            return Err(e);
+        }
         if !overwrite && lock(&self.params).get(name.as_str()).is_some_and(|v| !v.is_empty()) {
             self.traced(format!("put {name} -> exists"));
             return Err(ServiceError::new(
                 format!("writing {name}"),
                 ErrorKind::AlreadyExists,
                 "ParameterAlreadyExists",
+            ));
+        }
+        // Parameter Store's limit (the advanced tier's).
+        if value.len() > 8192 {
+            self.note(format!("put {name} refused: too long"));
+            return Err(ServiceError::new(
+                format!("writing {name}"),
+                ErrorKind::Other,
+                "ValidationException: Standard tier parameters support a maximum parameter value of 4096 characters. Advanced tier parameters support a maximum of 8192",
             ));
         }
         let version = self.put_raw(name.as_str(), value);

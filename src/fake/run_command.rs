@@ -210,7 +210,7 @@ fn check(inst: &Instance, image: &str, config: &str, inv: &mut FakeInvocation) {
     inv.code = Some(0);
     inv.status = InvocationStatus::Success;
     inv.detail = StatusDetail::Success;
-    inv.stdout = format!("ec2-deploy-check state={state} image={running} release=-\n");
+    inv.stdout = format!("ec2-deploy-check state={state} image={running} release=- restarts=0 exit=0\n");
 }
 
 /// MODE=logs: the container's last LOG_LINES lines of a fixed log (a start and the requests it

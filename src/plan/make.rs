@@ -29,6 +29,41 @@ struct Deployed {
     wanted_digest: Option<Digest>,
 }
 
+/// The largest value Parameter Store takes (the advanced tier, which Intelligent-Tiering moves a
+/// record over 4 KB to).
+pub const RECORD_LIMIT: usize = 8192;
+
+/// How long the release record this deploy writes will be, known before anything changes: the
+/// record and its script header rendered with digests of their real length (the image is not
+/// built yet) and the longest dates and versions it can hold.
+fn record_size(facts: &Facts, d: &Deployed) -> usize {
+    let digest = Digest::parse(&format!("sha256:{}", "0".repeat(64))).expect("a digest");
+    let image = ImageRef { registry: d.registry.clone(), repository: d.repository.clone(), digest };
+    let proxy = d.container.proxied_port().map(|_| image.clone());
+    let header = crate::instance::header(&crate::instance::ScriptParams {
+        mode: crate::instance::Mode::Deploy { image: &image },
+        registry: &d.registry,
+        release: &d.image_tag,
+        container: &d.container,
+        proxy: proxy.as_ref(),
+    })
+    .unwrap_or_default();
+    let from = d.recorded.as_ref().map(|r| &r.release);
+    let release = crate::release::Release {
+        image,
+        tag: d.image_tag.clone(),
+        commit: from.map_or(facts.run.commit.clone(), |r| r.commit.clone()),
+        commit_time: from.map_or(facts.run.commit_time.clone(), |r| r.commit_time.clone()),
+        deployed_at: "2026-12-05T00:00:00.000000000+00:00".into(),
+        run_url: facts.run.run_url.clone(),
+        container: d.container.clone(),
+        header,
+        rolled_back_from: Some(i64::MAX),
+        proxy_image: proxy,
+    };
+    crate::release::schema::encode(&release).len()
+}
+
 /// Decides what will happen, or why it cannot.
 pub fn make(req: &DeployRequest, mut facts: Facts) -> Result<Plan, Vec<PlanError>> {
     let mut errors = refusals(req, &facts);
@@ -37,12 +72,14 @@ pub fn make(req: &DeployRequest, mut facts: Facts) -> Result<Plan, Vec<PlanError
     if facts.instances.is_empty() {
         errors.push(PlanError::NoInstances { targets: targets_text(req) });
     }
+    // Judged on every instance with the tags: a converge keeps only the drifted ones below.
+    let every_offline = !facts.instances.is_empty() && facts.instances.iter().all(|i| i.ping != Ping::Online);
     // A converge deploys to the drifted instances only (the offline ones count as drifted).
     let converge = facts.drift.take().map(|survey| ConvergePlan { survey });
     if let Some(c) = &converge {
         facts.instances.retain(|i| c.drifted().any(|d| d.instance.id == i.id));
     }
-    let skipped = offline_instances(req, &facts, &mut errors);
+    let skipped = offline_instances(req, &facts, every_offline, &mut errors);
     let secret_arn = secret_arn(&deployed.container, &facts, &mut errors);
     for arn in &facts.missing_target_groups {
         errors.push(PlanError::TargetGroupMissing { arn: arn.to_string() });
@@ -53,6 +90,10 @@ pub fn make(req: &DeployRequest, mut facts: Facts) -> Result<Plan, Vec<PlanError
         }
     }
     let watch = watch_plan(req, &facts.alarms, &mut errors);
+    let bytes = record_size(&facts, &deployed);
+    if bytes > RECORD_LIMIT {
+        errors.push(PlanError::RecordTooBig { bytes, limit: RECORD_LIMIT });
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -186,10 +227,15 @@ fn image_source(req: &DeployRequest, facts: &Facts, d: &Deployed, errors: &mut V
 }
 
 /// The instances left out because their agent is offline (`on-offline: skip`); without skip, an
-/// offline instance stops the plan, as do all offline.
-fn offline_instances(req: &DeployRequest, facts: &Facts, errors: &mut Vec<PlanError>) -> Vec<ManagedInstance> {
+/// offline instance stops the plan, as does every instance with the tags offline.
+fn offline_instances(
+    req: &DeployRequest,
+    facts: &Facts,
+    every_offline: bool,
+    errors: &mut Vec<PlanError>,
+) -> Vec<ManagedInstance> {
     let offline: Vec<&ManagedInstance> = facts.instances.iter().filter(|i| i.ping != Ping::Online).collect();
-    if req.skip_offline && !facts.instances.is_empty() && offline.len() == facts.instances.len() {
+    if req.skip_offline && every_offline {
         errors.push(PlanError::AllOffline { targets: targets_text(req) });
     }
     if !offline.is_empty() && !req.skip_offline {

@@ -312,6 +312,8 @@ pub enum PlanError {
     DigestMissing { digest: String, repository: String },
     #[error("input `rollback`: {parameter} records no earlier release that runs something else to go back to (releases rolled back from are skipped)")]
     NothingToRollBack { parameter: String },
+    #[error("input `env`: the release record would be {bytes} bytes, over the {limit} an SSM parameter holds (it keeps `env` and the run options twice: as settings and in the script header); move long values into the secret (`secret-id`), which is read on the instance and never recorded")]
+    RecordTooBig { bytes: usize, limit: usize },
     #[error("input `rollback-to`: {parameter} has no version {version} (its versions: {known}); `ec2-deploy status` lists them")]
     NoSuchVersion { parameter: String, version: i64, known: String },
     #[error("input `rollback-to`: version {version} is the live release; nothing to roll back (a `converge` redeploys it to instances that drifted)")]

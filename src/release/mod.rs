@@ -190,9 +190,14 @@ impl Releases {
     }
 
     /// Writes `release` as the parameter's new version; returns the version.
-    pub async fn record(&self, store: &impl ParameterStore, release: &Release) -> Result<i64, ServiceError> {
-        store
-            .put_parameter(&self.parameter, &schema::encode(release), true)
+    /// A refused write (throttled, or TooManyUpdates) is asked again: it comes after a rollout
+    /// that succeeded, which a busy parameter must not turn into a failure.
+    pub async fn record(
+        &self,
+        store: &(impl ParameterStore + crate::ports::Clock),
+        release: &Release,
+    ) -> Result<i64, ServiceError> {
+        crate::ports::put_parameter_patiently(store, &self.parameter, &schema::encode(release), true)
             .await
             .map_err(|e| e.context(format!("recording the release in SSM parameter {}", self.parameter)))
     }

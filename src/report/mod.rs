@@ -69,12 +69,16 @@ pub struct InstanceReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     /// `current`, or why not (`missing`, `stopped`, `other-release`, `other-settings`,
-    /// `proxy-down`, `changing`).
+    /// `proxy-down`, `changing`, `restarting`).
     pub state: String,
     /// The image the container runs (`-` when there is none).
     pub image: String,
     /// Its `ec2-deploy.release` label: the release's tag (`-` when there is none).
     pub release: String,
+    /// How many times Docker restarted it, and its last exit code (`-`: no container, or a check
+    /// by an older script).
+    pub restarts: String,
+    pub exit: String,
 }
 
 /// The script's last line starting with `prefix` (`ec2-deploy-result `), as a reader of its
@@ -92,6 +96,8 @@ fn parse_check(stdout: &str) -> Option<Check> {
         state: field("state")?,
         image: field("image")?,
         release: field("release").unwrap_or_else(|| "-".into()),
+        restarts: field("restarts").unwrap_or_else(|| "-".into()),
+        exit: field("exit").unwrap_or_else(|| "-".into()),
     })
 }
 
@@ -250,8 +256,10 @@ pub struct ConvergeReport {
 
 impl DeployReport {
     pub fn success(&self) -> bool {
-        // A converge that found nothing drifted has nothing to deploy, and succeeds.
-        (!self.instances.is_empty() || self.converge.as_ref().is_some_and(|c| c.drifted.is_empty()))
+        // A converge that found nothing drifted, or only instances left out as offline
+        // (on-offline: skip), has nothing to deploy, and succeeds.
+        (!self.instances.is_empty()
+            || self.converge.as_ref().is_some_and(|c| c.drifted.iter().all(|(id, _)| self.skipped.contains(id))))
             && !self.cancelled
             && self.stopped.is_none()
             && self.alarm.is_none()

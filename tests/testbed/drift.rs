@@ -4,7 +4,7 @@
 
 use ec2_deploy_action::instance::SCRIPT;
 
-use super::support::{unique, Bed};
+use super::support::{unique, wait_until, Bed};
 use super::{inputs, operate, run_with, set, started_at, version_of};
 
 /// `ec2-deploy status` for the suite's web instances, as a scheduled workflow runs it.
@@ -47,6 +47,12 @@ fn status_lists_an_instance_put_back_on_the_previous_release_and_converge_fixes_
         assert!(line(id).contains("on the live release"), "{out}");
     }
     assert!(err.contains(&format!("1 instance(s) do not run the live release: {}", web.ids[1])), "{err}");
+    // `releases`: the same history, and no instance asked.
+    let (code, out, err) = operate(&bed, "releases", &repo, &suite, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("{parameter}: live release v2 (version 2)")), "{out}");
+    assert!(out.lines().any(|l| l.trim_start().starts_with("1  v1 ")), "{out}");
+    assert!(!out.contains("instances with tags") && !out.contains("Asking"), "{out}");
     // The check changed nothing, and without the flag the same listing exits 0.
     assert_eq!(versions(&web.ips), ["v2", "v1", "v2"]);
     let (code, out, _) = status(&bed, &repo, &suite, &[]);
@@ -134,6 +140,23 @@ fn the_check_tells_each_way_an_instance_leaves_the_release_and_changes_nothing()
     assert!(bed.on_instance(id, &["docker", "stop", &proxy]).status.success());
     assert_eq!(state(), "state=proxy-down");
     assert!(bed.on_instance(id, &["docker", "start", &proxy]).status.success());
+    assert_eq!(state(), "state=current");
+    // The app's process dies (killed from outside, as the kernel's OOM killer would): Docker
+    // starts it again under its restart policy. Between crashes a crash loop runs: the check
+    // says restarting, with the count, for 300 s after a restart.
+    let inspect = |format: &str| {
+        let out = bed.on_instance(id, &["docker", "inspect", "--format", format, container]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let pid = inspect("{{.State.Pid}}");
+    assert!(bed.on_instance(id, &["kill", "-KILL", &pid]).status.success());
+    wait_until("Docker restarts the container", std::time::Duration::from_secs(30), || {
+        inspect("{{.RestartCount}} {{.State.Running}}") == "1 true"
+    });
+    assert_eq!(state(), "state=restarting");
+    let out = bed.on_instance(id, &["bash", &path]);
+    let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+    assert!(line.ends_with(" restarts=1 exit=-"), "running again, so no exit code: {line}");
     assert!(bed.on_instance(id, &["docker", "stop", container]).status.success());
     assert_eq!(state(), "state=stopped");
     assert_eq!(version_of(ip), None, "still stopped: the check starts nothing");

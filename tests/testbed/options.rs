@@ -166,12 +166,15 @@ fn build_secrets_reach_the_build_and_their_values_appear_nowhere_else() {
     set(&mut i, "build-secrets", "id=token,env=NPM_TOKEN\nid=config,src=build/config.env");
     let borrowed: Vec<(&str, &str)> = i.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut action = super::support::ActionRun::new(&borrowed);
+    // BuildKit's cache key of a RUN step leaves its secrets out: without this run's own ENV line
+    // before them, a run after another one on the same builder reuses the steps that measured the
+    // other run's values.
     std::fs::write(
         action.workspace.join("Dockerfile.secrets"),
-        "FROM scratch\nCOPY demo-app /demo-app\n\
+        format!("FROM scratch\nCOPY demo-app /demo-app\nENV EC2_DEPLOY_TEST_RUN={repo}\n\
          RUN --mount=type=secret,id=token [\"/demo-app\", \"--length-of\", \"/run/secrets/token\", \"/token-length\"]\n\
          RUN --mount=type=secret,id=config [\"/demo-app\", \"--length-of\", \"/run/secrets/config\", \"/config-length\"]\n\
-         ENV DEMO_VERSION=v1 PORT=3000\nENTRYPOINT [\"/demo-app\"]\n",
+         ENV DEMO_VERSION=v1 PORT=3000\nENTRYPOINT [\"/demo-app\"]\n"),
     )
     .unwrap();
     std::fs::create_dir_all(action.workspace.join("build")).unwrap();

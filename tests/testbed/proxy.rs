@@ -140,7 +140,9 @@ fn the_first_deploy_with_the_proxy_moves_the_port_reports_the_gap_and_a_rollback
     assert!(r2.stdout.contains("migration: the live release publishes port 3000 itself"), "{}", r2.stdout);
     let gaps: Vec<u64> = web.ids.iter().map(|id| gap_ms(&r2.summary, id).expect("a gap in each row")).collect();
     println!("migration gaps (ms, per instance, measured on the instance): {gaps:?}; failed requests at the instance under load: {}", moved.failed);
-    assert!(gaps.iter().all(|g| *g < 5000), "{gaps:?}");
+    // Bounded, not fast: alone on the bed a gap is about 1 s (718 and 1,346 ms, 2026-12-05), but
+    // with the whole suite on 2 cores one took 5.4 s. Past 15 s the proxy counts as not started.
+    assert!(gaps.iter().all(|g| *g < 15_000), "{gaps:?}");
     assert!(r2.summary.contains("this deploy moves each instance"), "{}", r2.summary);
 
     // A rollback to v1 (which published the port itself) takes the proxy away again.

@@ -2,17 +2,28 @@
 # leave it (the same image and settings, the secret's values as they are now), without taking the
 # lock, pulling or changing anything; the line ec2-deploy reads:
 #   ec2-deploy-check state=STATE image=<what runs> release=<its ec2-deploy.release label>
+#     restarts=<Docker's restart count> exit=<its exit code while it is not running, else ->
 # STATE: current, or why not: missing (no container), stopped, other-release, other-settings,
-# proxy-down, changing (a deploy is swapping it, or one died mid-swap and the next completes it).
+# proxy-down, changing (a deploy is swapping it, or one died mid-swap and the next completes it),
+# restarting (Docker is restarting it, or restarted it in the last 300 s: a crash loop looks
+# "running" between its crashes).
 if [ "$MODE" = check ]; then
   check_env=$(mktemp)
   trap 'rm -f "$check_env"' EXIT
   running_image=$(inspect "$CONTAINER_NAME" '{{.Config.Image}}')
   running_release=$(inspect "$CONTAINER_NAME" '{{index .Config.Labels "ec2-deploy.release"}}')
+  restarts=$(inspect "$CONTAINER_NAME" '{{.RestartCount}}')
+  # Docker keeps the exit code only until the next start.
+  last_exit=$(inspect "$CONTAINER_NAME" '{{if .State.Running}}-{{else}}{{.State.ExitCode}}{{end}}')
+  started=$(inspect "$CONTAINER_NAME" '{{.State.StartedAt}}')
+  started_s=$(date -d "$started" +%s 2>/dev/null || echo 0)
   if [ -z "$running_image" ]; then
     state=missing
   elif [ -f "$swap_marker" ] || exists "$next"; then
     state=changing
+  elif [ "$(inspect "$CONTAINER_NAME" '{{.State.Restarting}}')" = true ] ||
+    { running "$CONTAINER_NAME" && [ "${restarts:-0}" != 0 ] && [ $(($(date +%s) - started_s)) -lt 300 ]; }; then
+    state=restarting
   elif ! running "$CONTAINER_NAME"; then
     state=stopped
   elif [ "$running_image" != "$IMAGE" ]; then
@@ -27,7 +38,8 @@ if [ "$MODE" = check ]; then
       state=current
     fi
   fi
-  printf 'ec2-deploy-check state=%s image=%s release=%s\n' "$state" "${running_image:--}" "${running_release:--}"
+  printf 'ec2-deploy-check state=%s image=%s release=%s restarts=%s exit=%s\n' "$state" "${running_image:--}" \
+    "${running_release:--}" "${restarts:--}" "${last_exit:--}"
   exit 0
 fi
 
