@@ -210,6 +210,54 @@ fn the_example_config_resolves_for_each_environment() {
     }
 }
 
+/// One story across the examples: the config's targets, in each environment the infrastructure
+/// allows, are exactly the tags its Auto Scaling group puts on the instances (each tag's value the
+/// stack parameter it refers to: the service's name, the environment's).
+#[test]
+fn the_example_config_targets_the_tags_the_example_infrastructure_puts_on_its_instances() {
+    let read = |path: &str| std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let infra: serde_yaml::Value = serde_yaml::from_str(&read("examples/infrastructure.yml")).unwrap();
+    let config: serde_yaml::Value = serde_yaml::from_str(&read("examples/ec2-deploy.yml")).unwrap();
+    let parameters = &infra["Parameters"];
+    let allowed: Vec<&str> =
+        parameters["Environment"]["AllowedValues"].as_sequence().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    let group = infra["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .find(|r| r["Type"].as_str() == Some("AWS::AutoScaling::AutoScalingGroup"))
+        .expect("an Auto Scaling group");
+    // Each tag: its key, and the parameter its value refers to (`!Ref Name`).
+    let tags: Vec<(&str, &str)> = group["Properties"]["Tags"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|t| match &t["Value"] {
+            serde_yaml::Value::Tagged(r) => (t["Key"].as_str().unwrap(), r.value.as_str().unwrap()),
+            other => panic!("tag {:?}: a fixed value {other:?}", t["Key"]),
+        })
+        .collect();
+    assert_eq!(allowed, ["development", "production"]);
+    for environment in allowed {
+        let mut expected: Vec<String> = tags
+            .iter()
+            .map(|(key, parameter)| match *parameter {
+                "Environment" => format!("{key}={environment}"),
+                other => format!("{key}={}", parameters[other]["Default"].as_str().unwrap()),
+            })
+            .collect();
+        let mut targets: Vec<String> = config["environments"][environment]["targets"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{environment}: no targets"))
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect();
+        expected.sort();
+        targets.sort();
+        assert_eq!(targets, expected, "examples/ec2-deploy.yml, {environment}");
+    }
+}
+
 /// Reproducible image: each base the Dockerfile builds from is pinned by digest, and the Rust one
 /// is at least the crate's `rust-version` (the oldest toolchain the locked dependencies accept).
 #[test]
