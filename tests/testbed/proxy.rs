@@ -288,3 +288,32 @@ fn a_rollback_to_an_older_version_under_load_drops_no_request() {
     );
     assert_eq!(version_of(ip).as_deref(), Some("v1"));
 }
+
+/// A proxy image that cannot serve (here the demo app's image: it has no Caddy, and its app
+/// listens on another port than the proxy's) with a new
+/// release: the release is undone and the proxy that served before serves again before the
+/// script exits; the run fails and says so. Before, the old proxy was removed first and the port
+/// answered nothing after such a run.
+#[test]
+fn a_proxy_image_that_cannot_start_leaves_the_proxy_that_served_serving() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let repo = unique("badproxy");
+    bed.create_repository(&repo);
+    let r1 = run_with(&bed, inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r1.code, 0, "{}", r1.log());
+    let ip = &web.ips[0];
+    assert_eq!(version_of(ip).as_deref(), Some("v1"));
+
+    let mut i = inputs(&bed, &repo, &suite, "v2", "VERSION=v2");
+    set(&mut i, "proxy-image", &r1.outputs["image"]);
+    let r2 = run_with(&bed, i);
+    assert_eq!(r2.code, 1, "{}", r2.log());
+    assert_eq!(version_of(ip).as_deref(), Some("v1"), "the port does not answer v1 after the run");
+    assert!(r2.log().contains("the proxy that served before serves again"), "{}", r2.log());
+    let proxies: Vec<String> =
+        names(&bed, &web.ids[0]).into_iter().filter(|n| n.starts_with("ec2-deploy-proxy-")).collect();
+    assert_eq!(proxies.len(), 1, "{proxies:?}");
+    assert!(!proxies[0].contains("-old "), "{proxies:?}");
+}

@@ -64,21 +64,46 @@ set_upstream() {
       docker cp "$state_dir/proxy/upstream" "$proxy_name:/ec2-deploy/upstream" >/dev/null
   fi
 }
-# Sends the proxy's requests to container $1, starting (or, for another image or port,
-# replacing) the proxy when needed.
+# Sends the proxy's requests to container $1, starting (or, for another image, port or trusted
+# hops, replacing) the proxy when needed; with $2 = keep, any running proxy will do (a restore
+# puts back what served, under the proxy that served it). A replaced proxy is kept, stopped, as
+# <proxy>-old until the new one answers: if the new one does not start, the old one serves again
+# (the port does not answer between the two, as for any change of the proxy).
 route() {
-  local dial
+  local dial old=$proxy_name-old
   dial=$(upstream_of "$1")
   mkdir -p "$state_dir/proxy"
-  if exists "$proxy_name" && [ "$(inspect "$proxy_name" '{{index .Config.Labels "ec2-deploy.proxy"}}')" = "$proxy_spec" ]; then
+  if exists "$proxy_name" && { [ "$(inspect "$proxy_name" '{{index .Config.Labels "ec2-deploy.proxy"}}')" = "$proxy_spec" ] ||
+    { [ "${2:-}" = keep ] && running "$proxy_name"; }; }; then
     set_upstream "$dial" || { proxy_error="cannot write its upstream"; return 1; }
     running "$proxy_name" || start_proxy
     return
   fi
-  if ! prepare_proxy "$dial" || ! start_proxy; then
-    docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
-    return 1
+  docker rm --force --volumes "$old" >/dev/null 2>&1 || true
+  if exists "$proxy_name"; then
+    docker rename "$proxy_name" "$old" || { proxy_error="cannot set the running proxy aside"; return 1; }
   fi
+  if prepare_proxy "$dial"; then
+    # At once, as its removal did before it was kept (a graceful stop waits out keep-alives),
+    # and with no restart policy to bring it back onto the port meanwhile.
+    docker update --restart no "$old" >/dev/null 2>&1 || true
+    docker kill "$old" >/dev/null 2>&1 || true
+    if start_proxy; then
+      docker rm --force --volumes "$old" >/dev/null 2>&1 || true
+      return 0
+    fi
+  fi
+  docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
+  if exists "$old"; then
+    local why=$proxy_error
+    docker update --restart unless-stopped "$old" >/dev/null 2>&1 || true
+    if docker rename "$old" "$proxy_name" && start_proxy; then
+      proxy_error="$why; the proxy that served before serves again"
+    else
+      proxy_error="$why; the proxy that served before did not start again either: $proxy_error"
+    fi
+  fi
+  return 1
 }
 # Waits (30 s at most) until container $1 has no connection from the proxy left, i.e. no
 # request in flight (its own network namespace's TCP table, read from /proc).

@@ -20,7 +20,7 @@ restore() {
   if exists "$CONTAINER_NAME" && [ "$was_running" = 1 ]; then
     if [ -n "$(upstream_of "$CONTAINER_NAME")" ]; then
       running "$CONTAINER_NAME" || docker start "$CONTAINER_NAME" >/dev/null
-      route "$CONTAINER_NAME" || log "the proxy did not come back: ${proxy_error:-}"
+      route "$CONTAINER_NAME" keep || log "the proxy did not come back: ${proxy_error:-}"
     else
       # It publishes its port itself: a proxy started meanwhile would hold it.
       docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
