@@ -9,12 +9,10 @@
 //! that it runs the release. `ec2-deploy status` prints the survey; `converge` redeploys the live
 //! release to the drifted instances only.
 
-use std::cell::RefCell;
-
-use crate::apply::command::{Commands, Order, Targets};
-use crate::apply::{Context, Purpose};
+use crate::apply::command::{ask, Answered, Question};
+use crate::apply::Context;
 pub use crate::model::{DriftState as State, InstanceDrift};
-use crate::model::{Limit, ManagedInstance, Ping, TagFilter};
+use crate::model::{ManagedInstance, TagFilter};
 use crate::ports::World;
 use crate::release::Recorded;
 use crate::Error;
@@ -55,52 +53,33 @@ pub async fn survey<W: World>(
     tags: &[TagFilter],
     comment: &str,
 ) -> Result<Vec<InstanceDrift>, Error> {
-    let script = crate::instance::check_script(&live.release.header)?;
-    let online: Vec<ManagedInstance> = instances.iter().filter(|i| i.ping == Ping::Online).cloned().collect();
-    let ids: Vec<_> = online.iter().map(|i| i.id.clone()).collect();
-    let reports = if ids.is_empty() {
-        vec![]
-    } else {
-        cx.runner.info(&format!(
-            "Asking {} instance(s) which release they run (a read-only check of {} {})",
-            ids.len(),
+    let question = Question {
+        script: &crate::instance::check_script(&live.release.header)?,
+        action: "check",
+        timeout: CHECK_TIMEOUT,
+        comment: comment.to_string(),
+        read_outputs: false,
+    };
+    let answers = ask(world, cx, instances, tags, question, |n| {
+        format!(
+            "Asking {n} instance(s) which release they run (a read-only check of {} {})",
             live.release.tag,
             live.release.image.digest.short()
-        ));
-        let commands = Commands {
-            world,
-            cx,
-            instances: RefCell::new(online),
-            tags,
-            timeout: CHECK_TIMEOUT,
-            comment: comment.to_string(),
-            sent: RefCell::new(vec![]),
-        };
-        let order = Order {
-            targets: Targets::Ids(&ids),
-            script: &script,
-            action: "check",
-            concurrency: Limit::Percent(100),
-            errors: Limit::Percent(100),
-            purpose: Purpose::Deploy,
-            read_outputs: false,
-        };
-        commands.run(order).await?.reports
-    };
+        )
+    })
+    .await?;
     Ok(instances
         .iter()
         .map(|i| {
-            let state = match reports.iter().find(|r| r.id == i.id) {
-                _ if i.ping != Ping::Online => State::Offline { ping: i.ping.to_string() },
-                Some(r) => match (&r.check, r.ok()) {
+            let state = match answers.of(i) {
+                Answered::Offline(ping) => State::Offline { ping },
+                Answered::Report(r, _) => match (&r.check, r.ok()) {
                     (Some(c), true) if c.state == "current" => State::Current,
                     (Some(c), true) => State::Drifted { why: describe(c) },
                     (None, true) => State::Unknown { why: "the check printed no result".into() },
-                    (_, false) => State::Unknown {
-                        why: r.reason.clone().unwrap_or_else(|| format!("{} ({})", r.status, r.detail)),
-                    },
+                    (_, false) => State::Unknown { why: r.why_not() },
                 },
-                None => State::Unknown { why: "no report from the check".into() },
+                Answered::NoReport => State::Unknown { why: "no report from the check".into() },
             };
             InstanceDrift { instance: i.clone(), state }
         })
@@ -137,6 +116,7 @@ pub async fn show<W: World>(
 mod tests {
     use super::*;
     use crate::deploy::tests::{deploy, image, report, request, world};
+    use crate::model::Ping;
     use crate::release::Releases;
 
     #[test]

@@ -6,11 +6,9 @@
 //! user, beside the serving container, which it does not touch. The command's last 200 lines come
 //! back (secrets masked on the instance), with its exit code.
 
-use std::cell::RefCell;
-
-use crate::apply::command::{Commands, Order, Targets};
-use crate::apply::{Context, Purpose};
-use crate::model::{InstanceId, InvocationOutput, Limit, ManagedInstance, Ping};
+use crate::apply::command::{ask, print_prefixed, Answered, Question};
+use crate::apply::Context;
+use crate::model::{InstanceId, InvocationOutput, ManagedInstance, Ping};
 use crate::ports::World;
 use crate::release::Recorded;
 use crate::Error;
@@ -84,51 +82,32 @@ pub async fn run<W: World>(
     timeout: u32,
     instances: Vec<ManagedInstance>,
 ) -> Result<Vec<InstanceExec>, Error> {
-    let script = crate::instance::exec_script(&live.release.header, command, timeout)?;
-    let online: Vec<ManagedInstance> = instances.iter().filter(|i| i.ping == Ping::Online).cloned().collect();
-    let ids: Vec<_> = online.iter().map(|i| i.id.clone()).collect();
-    let outcome = if ids.is_empty() {
-        None
-    } else {
-        let words = shlex::try_join(command.iter().map(String::as_str)).unwrap_or_default();
-        cx.runner.info(&format!(
-            "Running `{words}` in release {} ({}) on {} instance(s), at most {timeout}s",
-            live.release.tag,
-            live.release.image.digest.short(),
-            ids.len()
-        ));
-        let commands = Commands {
-            world,
-            cx,
-            instances: RefCell::new(online),
-            tags: &req.targets,
-            timeout: timeout + SCRIPT_MARGIN,
-            comment: format!("{} exec", crate::apply::command::comment(req.environment.as_ref(), &live.release.tag)),
-            sent: RefCell::new(vec![]),
-        };
-        let order = Order {
-            targets: Targets::Ids(&ids),
-            script: &script,
-            action: "exec",
-            concurrency: Limit::Percent(100),
-            errors: Limit::Percent(100),
-            purpose: Purpose::Deploy,
-            read_outputs: true,
-        };
-        Some(commands.run(order).await?)
+    let words = shlex::try_join(command.iter().map(String::as_str)).unwrap_or_default();
+    let question = Question {
+        script: &crate::instance::exec_script(&live.release.header, command, timeout)?,
+        action: "exec",
+        timeout: timeout + SCRIPT_MARGIN,
+        comment: format!("{} exec", crate::apply::command::comment(req.environment.as_ref(), &live.release.tag)),
+        read_outputs: true,
     };
+    let answers = ask(world, cx, &instances, &req.targets, question, |n| {
+        format!(
+            "Running `{words}` in release {} ({}) on {n} instance(s), at most {timeout}s",
+            live.release.tag,
+            live.release.image.digest.short()
+        )
+    })
+    .await?;
     let found: Vec<InstanceExec> = instances
         .iter()
         .map(|i| {
-            let report = outcome.as_ref().and_then(|o| o.reports.iter().find(|r| r.id == i.id));
-            let output = outcome.as_ref().and_then(|o| o.outputs.iter().find(|(id, _)| *id == i.id)).map(|(_, o)| o);
-            let answer = match (report, output.and_then(exit_of)) {
-                _ if i.ping != Ping::Online => Answer::Offline { ping: i.ping.to_string() },
-                (Some(_), Some(code)) => Answer::Exited { code, lines: output.map(lines_of).unwrap_or_default() },
-                (Some(r), None) => {
-                    Answer::Failed { why: r.reason.clone().unwrap_or_else(|| format!("{} ({})", r.status, r.detail)) }
-                }
-                (None, _) => Answer::Failed { why: "no report from the command".into() },
+            let answer = match answers.of(i) {
+                Answered::Offline(ping) => Answer::Offline { ping },
+                Answered::Report(r, output) => match output.and_then(exit_of) {
+                    Some(code) => Answer::Exited { code, lines: output.map(lines_of).unwrap_or_default() },
+                    None => Answer::Failed { why: r.why_not() },
+                },
+                Answered::NoReport => Answer::Failed { why: "no report from the command".into() },
             };
             InstanceExec { instance: i.clone(), answer }
         })
@@ -164,11 +143,7 @@ fn print(cx: &Context<'_>, e: &InstanceExec) {
                 None => "stopped at the time limit".into(),
             };
             cx.runner.info(&format!("==> {id} ({name}): {how}"));
-            // Printed as they came, never as workflow commands: a line could look like one.
-            let text: Vec<String> = lines.iter().map(|line| format!("{id} | {line}")).collect();
-            if !text.is_empty() {
-                cx.runner.untrusted(&text.join("\n"));
-            }
+            print_prefixed(cx, id, lines);
         }
         Answer::Offline { ping } => cx.runner.info(&format!("==> {id} ({name}): not asked: its SSM agent is {ping}")),
         Answer::Failed { why } => cx.runner.info(&format!("==> {id} ({name}): did not run: {why}")),

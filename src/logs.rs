@@ -7,11 +7,9 @@
 //! returns at most 24,000 characters of a script's output; past that the script leaves out the
 //! oldest lines and says how many it had, and this says that they were cut.
 
-use std::cell::RefCell;
-
-use crate::apply::command::{Commands, Order, Targets};
-use crate::apply::{Context, Purpose};
-use crate::model::{InvocationOutput, Limit, ManagedInstance, Ping};
+use crate::apply::command::{ask, print_prefixed, Answered, Question};
+use crate::apply::Context;
+use crate::model::{InvocationOutput, ManagedInstance};
 use crate::ports::World;
 use crate::release::Recorded;
 use crate::Error;
@@ -53,50 +51,25 @@ pub async fn show<W: World>(
     lines: u32,
 ) -> Result<Vec<InstanceLogs>, Error> {
     let instances = world.find_instances(&req.targets).await?;
-    let script = crate::instance::logs_script(&live.release.header, lines)?;
-    let online: Vec<ManagedInstance> = instances.iter().filter(|i| i.ping == Ping::Online).cloned().collect();
-    let ids: Vec<_> = online.iter().map(|i| i.id.clone()).collect();
-    let comment = format!("{} logs", crate::apply::command::comment(req.environment.as_ref(), &live.release.tag));
-    let outcome = if ids.is_empty() {
-        None
-    } else {
-        cx.runner.info(&format!(
-            "Asking {} instance(s) for the last {lines} lines of {}",
-            ids.len(),
-            live.release.container.name
-        ));
-        let commands = Commands {
-            world,
-            cx,
-            instances: RefCell::new(online),
-            tags: &req.targets,
-            timeout: LOGS_TIMEOUT,
-            comment,
-            sent: RefCell::new(vec![]),
-        };
-        let order = Order {
-            targets: Targets::Ids(&ids),
-            script: &script,
-            action: "logs",
-            concurrency: Limit::Percent(100),
-            errors: Limit::Percent(100),
-            purpose: Purpose::Deploy,
-            read_outputs: true,
-        };
-        Some(commands.run(order).await?)
+    let question = Question {
+        script: &crate::instance::logs_script(&live.release.header, lines)?,
+        action: "logs",
+        timeout: LOGS_TIMEOUT,
+        comment: format!("{} logs", crate::apply::command::comment(req.environment.as_ref(), &live.release.tag)),
+        read_outputs: true,
     };
+    let answers = ask(world, cx, &instances, &req.targets, question, |n| {
+        format!("Asking {n} instance(s) for the last {lines} lines of {}", live.release.container.name)
+    })
+    .await?;
     let found: Vec<InstanceLogs> = instances
         .iter()
         .map(|i| {
-            let report = outcome.as_ref().and_then(|o| o.reports.iter().find(|r| r.id == i.id));
-            let output = outcome.as_ref().and_then(|o| o.outputs.iter().find(|(id, _)| *id == i.id)).map(|(_, o)| o);
-            let answer = match (report, output) {
-                _ if i.ping != Ping::Online => Answer::Offline { ping: i.ping.to_string() },
-                (Some(r), Some(out)) if r.ok() => lines_of(out),
-                (Some(r), _) => {
-                    Answer::Failed { why: r.reason.clone().unwrap_or_else(|| format!("{} ({})", r.status, r.detail)) }
-                }
-                (None, _) => Answer::Failed { why: "no report from the command".into() },
+            let answer = match answers.of(i) {
+                Answered::Offline(ping) => Answer::Offline { ping },
+                Answered::Report(r, Some(out)) if r.ok() => lines_of(out),
+                Answered::Report(r, _) => Answer::Failed { why: r.why_not() },
+                Answered::NoReport => Answer::Failed { why: "no report from the command".into() },
             };
             InstanceLogs { instance: i.clone(), answer }
         })
@@ -133,11 +106,7 @@ fn print(cx: &Context<'_>, l: &InstanceLogs) {
                     c.shown, c.lines
                 ));
             }
-            // Printed as they came, never as workflow commands: a line could look like one.
-            let text: Vec<String> = lines.iter().map(|line| format!("{id} | {line}")).collect();
-            if !text.is_empty() {
-                cx.runner.untrusted(&text.join("\n"));
-            }
+            print_prefixed(cx, id, lines);
         }
         Answer::Offline { ping } => cx.runner.info(&format!("==> {id} ({name}): not asked: its SSM agent is {ping}")),
         Answer::Failed { why } => cx.runner.info(&format!("==> {id} ({name}): no logs: {why}")),
@@ -148,6 +117,7 @@ fn print(cx: &Context<'_>, l: &InstanceLogs) {
 mod tests {
     use super::*;
     use crate::deploy::tests::{deploy, report, request, world};
+    use crate::model::Ping;
     use crate::release::Releases;
 
     /// Instance 1 answers its lines, instance 2 has no container (removed by hand), instance 3 is

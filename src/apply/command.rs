@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use super::{Context, Purpose, Stop};
 use crate::model::{
     command_deadline, waves, CommandId, EnvironmentName, ImageTag, InstanceId, Invocation, InvocationOutput,
-    InvocationStatus, Limit, ManagedInstance, StatusDetail, TagFilter, DELIVERY_TIMEOUT,
+    InvocationStatus, Limit, ManagedInstance, Ping, StatusDetail, TagFilter, DELIVERY_TIMEOUT,
 };
 use crate::ports::{CommandRequest, CommandTargets, ErrorKind, World, IDS_PER_COMMAND};
 use crate::report::{instance_reports, InstanceReport};
@@ -56,6 +56,95 @@ pub struct Outcome {
     /// The full output (GetCommandInvocation's) of each instance whose script failed, and of
     /// every instance whose script ran when the order asks for them.
     pub outputs: Vec<(InstanceId, InvocationOutput)>,
+}
+
+/// A question for the instances of a list that changes nothing on them (`status`'s check, `logs`,
+/// `exec`): one command to the online ones at once (by id, in chunks), none to the others.
+pub struct Question<'a> {
+    pub script: &'a str,
+    /// For the log and the command's comment (`check`, `logs`, `exec`).
+    pub action: &'static str,
+    /// Seconds the script may run on each instance.
+    pub timeout: u32,
+    pub comment: String,
+    /// Fetch every instance's full output, not only the failed ones'.
+    pub read_outputs: bool,
+}
+
+/// What one instance answered a [`Question`].
+pub enum Answered<'o> {
+    /// Not asked: its SSM agent is not connected (its ping status).
+    Offline(String),
+    /// Its report, and its full output when there is one (asked for, or it failed).
+    Report(&'o InstanceReport, Option<&'o InvocationOutput>),
+    /// Asked, but no report came back.
+    NoReport,
+}
+
+/// The answers to a [`Question`], each instance's found by [`Answers::of`].
+pub struct Answers {
+    outcome: Option<Outcome>,
+}
+
+impl Answers {
+    pub fn of(&self, instance: &ManagedInstance) -> Answered<'_> {
+        if instance.ping != Ping::Online {
+            return Answered::Offline(instance.ping.to_string());
+        }
+        let Some(outcome) = &self.outcome else { return Answered::NoReport };
+        match outcome.reports.iter().find(|r| r.id == instance.id) {
+            Some(report) => {
+                Answered::Report(report, outcome.outputs.iter().find(|(id, _)| *id == instance.id).map(|(_, out)| out))
+            }
+            None => Answered::NoReport,
+        }
+    }
+}
+
+/// Asks the online ones of `instances` the `question`, saying first `announce(how many)` (nothing
+/// is said or sent when none is online).
+pub async fn ask<W: World>(
+    world: &W,
+    cx: &Context<'_>,
+    instances: &[ManagedInstance],
+    tags: &[TagFilter],
+    question: Question<'_>,
+    announce: impl FnOnce(usize) -> String,
+) -> Result<Answers, Error> {
+    let online: Vec<ManagedInstance> = instances.iter().filter(|i| i.ping == Ping::Online).cloned().collect();
+    if online.is_empty() {
+        return Ok(Answers { outcome: None });
+    }
+    let ids: Vec<InstanceId> = online.iter().map(|i| i.id.clone()).collect();
+    cx.runner.info(&announce(ids.len()));
+    let commands = Commands {
+        world,
+        cx,
+        instances: RefCell::new(online),
+        tags,
+        timeout: question.timeout,
+        comment: question.comment,
+        sent: RefCell::new(vec![]),
+    };
+    let order = Order {
+        targets: Targets::Ids(&ids),
+        script: question.script,
+        action: question.action,
+        concurrency: Limit::Percent(100),
+        errors: Limit::Percent(100),
+        purpose: Purpose::Deploy,
+        read_outputs: question.read_outputs,
+    };
+    Ok(Answers { outcome: Some(commands.run(order).await?) })
+}
+
+/// Prints `lines` as they came, each prefixed with the instance's id, never as workflow commands
+/// (an app's line could look like one).
+pub fn print_prefixed(cx: &Context<'_>, id: &InstanceId, lines: &[String]) {
+    if !lines.is_empty() {
+        let text: Vec<String> = lines.iter().map(|line| format!("{id} | {line}")).collect();
+        cx.runner.untrusted(&text.join("\n"));
+    }
 }
 
 /// Sends this deploy's commands and remembers their ids (for the `command-id` output).

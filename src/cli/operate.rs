@@ -38,7 +38,7 @@ async fn aws(req: &DeployRequest, command: &str) -> Result<Live, Exit> {
     }
 }
 
-/// What `logs` and `exec` share: the flags' requests, AWS, a terminal context.
+/// What the commands here share: the flags' requests, AWS, a terminal context.
 struct Operator {
     command: &'static str,
     requests: Vec<DeployRequest>,
@@ -54,6 +54,11 @@ impl Operator {
             eprintln!("ec2-deploy {command}: {}", text.join("\n  "));
             Exit::BadInput
         })?;
+        Operator::with(requests, command).await
+    }
+
+    /// For requests resolved already. AWS only: these commands report to no GitHub deployment.
+    async fn with(requests: Vec<DeployRequest>, command: &'static str) -> Result<Operator, Exit> {
         let world = aws(&requests[0], command).await?;
         let cancel = crate::cancel::Cancel::default();
         cancel.on_signals();
@@ -69,8 +74,8 @@ impl Operator {
         }
     }
 
-    /// The request completed from its record, and the record's live release.
-    async fn live(&self, req: &DeployRequest) -> Result<(DeployRequest, crate::release::Recorded), Exit> {
+    /// The request completed from its record, and the record's history.
+    async fn history(&self, req: &DeployRequest) -> Result<(DeployRequest, crate::release::History), Exit> {
         let command = self.command;
         let req = deploy::with_record(req, &self.world, &self.runner).await.map_err(|e| {
             eprintln!("ec2-deploy {command}: {e}");
@@ -80,6 +85,13 @@ impl Operator {
             eprintln!("ec2-deploy {command}: {e}");
             Exit::Access
         })?;
+        Ok((req, history))
+    }
+
+    /// The request completed from its record, and the record's live release.
+    async fn live(&self, req: &DeployRequest) -> Result<(DeployRequest, crate::release::Recorded), Exit> {
+        let command = self.command;
+        let (req, history) = self.history(req).await?;
         match history.live() {
             Ok(Some(live)) => {
                 let live = live.clone();
@@ -219,19 +231,9 @@ pub(super) async fn releases(m: &ArgMatches) -> Exit {
         if let Some(service) = &req.service {
             println!("# Service {service}\n");
         }
-        let req = match deploy::with_record(req, &op.world, &op.runner).await {
-            Ok(req) => req,
-            Err(e) => {
-                eprintln!("ec2-deploy releases: {e}");
-                return e.exit();
-            }
-        };
-        let history = match Releases::new(req.release_parameter.clone()).history(&op.world).await {
-            Ok(h) => h,
-            Err(e) => {
-                eprintln!("ec2-deploy releases: {e}");
-                return Exit::Access;
-            }
+        let (req, history) = match op.history(req).await {
+            Ok(found) => found,
+            Err(exit) => return exit,
         };
         if let Err(exit) = print_history(&req.release_parameter, &history) {
             return exit;
@@ -259,45 +261,25 @@ pub(super) async fn status(m: &ArgMatches) -> Exit {
             return record_only(m).await;
         }
     };
-    let runner = Runner::terminal();
-    // AWS only: a status reports to no GitHub deployment.
-    let world = match aws(&requests[0], "status").await {
-        Ok(world) => world,
+    let op = match Operator::with(requests, "status").await {
+        Ok(op) => op,
         Err(exit) => return exit,
     };
-    let cancel = crate::cancel::Cancel::default();
-    cancel.on_signals();
-    let cx = crate::apply::Context {
-        runner: &runner,
-        cancel: &cancel,
-        workdir: std::path::Path::new("."),
-        lock: &crate::apply::Unlocked,
-    };
     let mut drifted = vec![];
-    for req in &requests {
+    for req in &op.requests {
         if let Some(service) = &req.service {
             println!("# Service {service}\n");
         }
-        let req = match deploy::with_record(req, &world, &runner).await {
-            Ok(req) => req,
-            Err(e) => {
-                eprintln!("ec2-deploy status: {e}");
-                return e.exit();
-            }
-        };
-        let history = match Releases::new(req.release_parameter.clone()).history(&world).await {
-            Ok(h) => h,
-            Err(e) => {
-                eprintln!("ec2-deploy status: {e}");
-                return Exit::Access;
-            }
+        let (req, history) = match op.history(req).await {
+            Ok(found) => found,
+            Err(exit) => return exit,
         };
         let live = match print_history(&req.release_parameter, &history) {
             Ok(Some(live)) => live,
             Ok(None) => continue,
             Err(exit) => return exit,
         };
-        match crate::drift::show(&world, &cx, &req, live).await {
+        match crate::drift::show(&op.world, &op.cx(), &req, live).await {
             Ok(survey) => drifted.extend(survey.into_iter().filter(crate::drift::InstanceDrift::drifted)),
             Err(e) => {
                 eprintln!("ec2-deploy status: {e}");

@@ -106,6 +106,11 @@ impl InstanceReport {
         self.status == InvocationStatus::Success
     }
 
+    /// Why its command did not succeed: the script's reason, else SSM's status and detail.
+    pub fn why_not(&self) -> String {
+        self.reason.clone().unwrap_or_else(|| format!("{} ({})", self.status, self.detail))
+    }
+
     /// The new release runs here, switched by this deploy (not already running).
     pub fn switched(&self) -> bool {
         self.ok() && self.outcome == Some(Outcome::Deployed)
