@@ -70,13 +70,16 @@ impl Docker {
         self.run("registry login", cmd, Some(&password.0)).await.map(|_| ())
     }
 
-    /// `docker build` of `spec` (paths relative to `workdir`) tagged `image`.
+    /// `docker build` of `spec` (paths relative to `workdir`) tagged `image`, of the stage
+    /// `target`, with the layer caches of the images `cache_from` (those the registry does not
+    /// have yet are passed over by BuildKit).
     pub async fn build(
         &self,
         spec: &BuildSpec,
         workdir: &Path,
         image: &str,
-        cache_from: Option<&str>,
+        cache_from: &[&str],
+        target: Option<&str>,
     ) -> Result<(), BuildError> {
         let context = workdir.join(&spec.context);
         if !context.is_dir() {
@@ -88,13 +91,13 @@ impl Docker {
         let mut cmd = self.command();
         cmd.current_dir(workdir);
         cmd.args(["build", "--tag", image, "--build-arg", "BUILDKIT_INLINE_CACHE=1"]);
-        if let Some(cache) = cache_from {
+        for cache in cache_from {
             cmd.args(["--cache-from", cache]);
         }
         if let Some(dockerfile) = &spec.dockerfile {
             cmd.arg("--file").arg(workdir.join(dockerfile));
         }
-        if let Some(target) = &spec.target {
+        if let Some(target) = target {
             cmd.args(["--target", target]);
         }
         if let Some(platform) = &spec.platform {
@@ -146,6 +149,13 @@ impl Docker {
             });
         }
         Ok(())
+    }
+
+    /// Pushes `image` without its progress in the log.
+    pub async fn push_quietly(&self, image: &str) -> Result<(), BuildError> {
+        let mut cmd = self.command();
+        cmd.args(["push", "--quiet", image]);
+        self.run("push", cmd, None).await.map(|_| ())
     }
 
     /// Pushes `image` and returns the digest the registry stored it under.

@@ -9,7 +9,7 @@ use crate::docker::Docker;
 use crate::github::api::GitHubApi;
 use crate::model::Digest;
 use crate::model::Region;
-use crate::ports::{BuildError, BuildRequest, Clock, CopyRequest, ImageBuilder, World};
+use crate::ports::{BuildError, BuildRequest, Built, Clock, CopyRequest, ImageBuilder, World};
 
 pub struct Live {
     pub aws: Clients,
@@ -86,10 +86,37 @@ impl ImageBuilder for Live {
         docker.copy(r.from, r.to).await
     }
 
-    async fn build_and_push(&self, r: &BuildRequest<'_>) -> Result<Digest, BuildError> {
+    /// The stages the image copies from are built first, each with its own inline cache (the
+    /// image's build then finds them in BuildKit's local cache), and pushed after the image.
+    async fn build_and_push(&self, r: &BuildRequest<'_>) -> Result<Built, BuildError> {
         let docker = self.docker()?;
         docker.login(r.registry.as_str(), &r.auth.username, &r.auth.password).await?;
-        docker.build(r.spec, r.workdir, r.image, r.cache_from).await?;
-        docker.push(r.image).await
+        let mut cache_from: Vec<&str> = r.stage_caches.iter().map(|s| s.image.as_str()).collect();
+        cache_from.extend(r.cache_from);
+        for stage in &r.stage_caches {
+            println!("Stage {}, kept as {} for the next build's layer cache", stage.stage, stage.image);
+            docker.build(r.spec, r.workdir, &stage.image, &cache_from, Some(&stage.stage)).await?;
+        }
+        docker.build(r.spec, r.workdir, r.image, &cache_from, r.spec.target.as_deref()).await?;
+        let digest = docker.push(r.image).await?;
+        let mut warnings = vec![];
+        let pushing = std::time::Instant::now();
+        for stage in &r.stage_caches {
+            if let Err(e) = docker.push_quietly(&stage.image).await {
+                warnings.push(format!(
+                    "the layer cache of stage {} was not pushed to {} ({e}): the next build runs that stage again. \
+                     A repository with immutable tags refuses to move its tag: exclude ec2-deploy-cache-* from immutability",
+                    stage.stage, stage.image
+                ));
+            }
+        }
+        if !r.stage_caches.is_empty() {
+            println!(
+                "Pushed the layer cache of {} stage(s) in {:.1}s",
+                r.stage_caches.len(),
+                pushing.elapsed().as_secs_f64()
+            );
+        }
+        Ok(Built { digest, warnings })
     }
 }

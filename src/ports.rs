@@ -275,6 +275,8 @@ pub struct BuildSpec {
     pub platform: Option<crate::model::Platform>,
     /// BuildKit secrets (`RUN --mount=type=secret,id=…`).
     pub secrets: Vec<crate::model::BuildSecret>,
+    /// The stages the image copies from, each cached as an image of its own.
+    pub stage_cache: crate::model::StageCache,
 }
 
 /// One build and push.
@@ -287,6 +289,8 @@ pub struct BuildRequest<'a> {
     pub image: &'a str,
     /// An image to take the layer cache from.
     pub cache_from: Option<&'a str>,
+    /// The stages built and pushed beside the image, each as its own layer cache.
+    pub stage_caches: Vec<StageImage>,
     /// The registry to log in to (the deploy's, which may not be the token's own host).
     pub registry: &'a RegistryHost,
     pub auth: &'a RegistryAuth,
@@ -310,15 +314,31 @@ pub struct CopyRequest<'a> {
     pub auth: &'a RegistryAuth,
 }
 
+/// A stage of the Dockerfile kept as an image: `registry/repository:ec2-deploy-cache-<stage>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageImage {
+    pub stage: String,
+    pub image: String,
+}
+
+/// What a build and push made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// The digest the registry stored the image under.
+    pub digest: Digest,
+    /// What went wrong without failing the build (a stage's cache that was not pushed).
+    pub warnings: Vec<String>,
+}
+
 /// Builds an image and pushes it (BuildKit through the docker CLI).
 pub trait ImageBuilder {
     /// Copies an image into the deploy's registry; returns the digest stored there.
     fn copy_image(&self, request: &CopyRequest<'_>) -> impl Future<Output = std::result::Result<Digest, BuildError>>;
-    /// Returns the digest the registry stored the image under.
+    /// Builds the stages to cache and the image, then pushes the image and the stages.
     fn build_and_push(
         &self,
         request: &BuildRequest<'_>,
-    ) -> impl Future<Output = std::result::Result<Digest, BuildError>>;
+    ) -> impl Future<Output = std::result::Result<Built, BuildError>>;
 }
 
 /// The state of a GitHub deployment status.

@@ -267,6 +267,14 @@ fn catalogue() -> Vec<Case> {
             "deploy/Dockerfile",
             &["input `dockerfile`", "deploy/Dockerfile is not a file"],
         ),
+        // The workspace's Dockerfile is `FROM scratch`: one stage, without a name.
+        case("a target that is no stage", "target", "app", &["input `target`", "no stage of the Dockerfile is named \"app\""]),
+        case(
+            "a tag ec2-deploy keeps for itself",
+            "image-tag",
+            "ec2-deploy-cache-deps",
+            &["input `image-tag`", "starts like the tags ec2-deploy keeps for itself"],
+        ),
         case("short digest", "image-digest", "sha256:abc", &["input `image-digest`", "64 hex digits"]),
         case(
             "digest of another kind",

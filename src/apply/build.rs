@@ -2,8 +2,8 @@
 
 use super::Context;
 use crate::model::{Digest, ImageRef};
-use crate::plan::{ImageSource, Plan, ProxySource};
-use crate::ports::{BuildRequest, CopyRequest, World};
+use crate::plan::{cache_tag, ImageSource, Plan, ProxySource};
+use crate::ports::{BuildRequest, CopyRequest, StageImage, World};
 use crate::Error;
 
 /// The per-instance proxy's image in the deploy's registry: copied there now, or already there.
@@ -46,6 +46,15 @@ pub async fn obtain<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Resul
                 workdir: cx.workdir,
                 image: &plan.image,
                 cache_from: cache_from.as_deref(),
+                stage_caches: spec
+                    .stage_cache
+                    .stages
+                    .iter()
+                    .map(|stage| StageImage {
+                        stage: stage.clone(),
+                        image: format!("{}/{}:{}", plan.registry, plan.repository, cache_tag(stage)),
+                    })
+                    .collect(),
                 registry: &plan.registry,
                 auth: &plan.auth,
             };
@@ -57,7 +66,11 @@ pub async fn obtain<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Resul
                 }
             };
             runner.end_group();
-            let digest = result?;
+            let built = result?;
+            for warning in &built.warnings {
+                runner.warning("Layer cache", warning);
+            }
+            let digest = built.digest;
             let took = world.now().duration_since(started).unwrap_or_default().as_secs_f64();
             runner.info(&format!("Built and pushed {} in {took:.1}s", plan.image));
             Ok(digest)

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use super::{classify, unless_missing};
 use crate::live::Live;
 use crate::model::{Digest, ImageTag, RegistryHost, Repository, Secret};
-use crate::plan::is_proxy_tag;
+use crate::plan::is_reserved_tag;
 use crate::ports::{ErrorKind, Registry, RegistryAuth, Result, ServiceError};
 
 impl Live {
@@ -81,8 +81,9 @@ impl Registry for Live {
             };
             let page = page.map_err(|e| classify(format!("listing images of {repository}"), e, &[]))?;
             for image in page.image_details() {
-                // The proxy's copy is no release: never a layer cache.
-                let tag = image.image_tags().iter().filter(|t| !is_proxy_tag(t)).find_map(|t| ImageTag::parse(t).ok());
+                // The proxy's copy and the stages' caches are no release: never the image's layer cache.
+                let tag =
+                    image.image_tags().iter().filter(|t| !is_reserved_tag(t)).find_map(|t| ImageTag::parse(t).ok());
                 if let (Some(pushed), Some(tag)) = (image.image_pushed_at(), tag) {
                     if best.as_ref().is_none_or(|(t, _)| pushed > t) {
                         best = Some((*pushed, tag));

@@ -36,6 +36,7 @@ pub fn request(tag: &str) -> DeployRequest {
             target: None,
             platform: None,
             secrets: vec![],
+            stage_cache: Default::default(),
         },
         targets: vec![TagFilter { key: "Role".into(), values: vec!["web".into()] }],
         container: ContainerSpec {
@@ -182,6 +183,44 @@ async fn redeploying_what_runs_restarts_nothing_and_builds_nothing() {
     assert_eq!(w.log().iter().filter(|e| e.starts_with("build")).count(), 1, "{:#?}", w.log());
     assert!(r.instances.iter().all(|i| i.outcome == Some(crate::report::Outcome::Unchanged)));
     assert!(log.iter().any(|l| l.contains("is already in the registry")), "{log:#?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_build_keeps_each_stage_copied_from_beside_the_image_but_never_as_a_release() {
+    let w = world(1);
+    // "a1" sorts before the cache's tag: the fake's newest tag would be the cache's without the filter
+    let mut req = request("a1");
+    req.build_spec.stage_cache.stages = vec!["deps".into()];
+    let (result, log) = deploy(&w, &req).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    assert!(w.log().contains(&"push stage deps as shop:ec2-deploy-cache-deps".to_string()), "{:#?}", w.log());
+    assert!(
+        log.iter().any(|l| l.contains("stage deps copied from: built and pushed as :ec2-deploy-cache-deps")),
+        "{log:#?}"
+    );
+    // The next build's own layer cache is the last release, never a stage's image.
+    let mut next = request("b2");
+    next.build_spec.stage_cache.stages = vec!["deps".into()];
+    let (result, log) = deploy(&w, &next).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains(&format!("(layer cache from {REGISTRY}/shop:a1)"))), "{log:#?}");
+    assert!(crate::plan::is_reserved_tag(&crate::plan::cache_tag("deps")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stage_cache_that_cannot_be_pushed_is_a_warning_not_a_failed_deploy() {
+    let w = world(1);
+    w.faults.lock().unwrap().stage_cache_push_fails = true;
+    let mut req = request("v1");
+    req.build_spec.stage_cache.stages = vec!["deps".into()];
+    let (result, log) = deploy(&w, &req).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert_eq!(running(&w, 1), Some(image("v1")));
+    assert!(
+        log.iter().any(|l| l.starts_with("warning: Layer cache: the layer cache of stage deps was not pushed")),
+        "{log:#?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

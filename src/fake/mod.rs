@@ -39,7 +39,7 @@ use crate::model::{
     StatusDetail, TagFilter, TargetGroupArn,
 };
 use crate::ports::{
-    BuildError, BuildRequest, Clock, CommandRequest, CommandTargets, Comparison, CopyRequest, DeploymentState,
+    BuildError, BuildRequest, Built, Clock, CommandRequest, CommandTargets, Comparison, CopyRequest, DeploymentState,
     ErrorKind, GitHub, GitHubError, GroupTimings, ImageBuilder, LoadBalancer, Parameter, ParameterStore, Registry,
     RegistryAuth, Result, RunCommand, Secrets, ServiceError, TargetState,
 };
@@ -138,6 +138,8 @@ pub struct CallFaults {
     pub busy_parameters: std::collections::BTreeMap<String, usize>,
     /// The build fails.
     pub build_fails: bool,
+    /// Pushing a stage's layer cache fails (as an ECR repository with immutable tags refuses it).
+    pub stage_cache_push_fails: bool,
     /// The role session has expired: every AWS call fails with ExpiredToken from now on.
     pub session_expired: bool,
 }

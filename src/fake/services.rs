@@ -109,7 +109,7 @@ impl Registry for World {
     async fn latest_tag(&self, repository: &Repository) -> Result<Option<ImageTag>> {
         Ok(lock(&self.images)
             .keys()
-            .rfind(|(r, t)| r == repository.as_str() && !crate::plan::is_proxy_tag(t))
+            .rfind(|(r, t)| r == repository.as_str() && !crate::plan::is_reserved_tag(t))
             .and_then(|(_, t)| ImageTag::parse(t).ok()))
     }
 }
@@ -146,14 +146,29 @@ impl ImageBuilder for World {
         Ok(self.push_image(repository, tag))
     }
 
-    async fn build_and_push(&self, r: &BuildRequest<'_>) -> std::result::Result<Digest, BuildError> {
+    async fn build_and_push(&self, r: &BuildRequest<'_>) -> std::result::Result<Built, BuildError> {
         if lock(&self.faults).build_fails {
             return Err(BuildError { step: "build", message: "docker build exited with 1".into() });
         }
-        let (repo_part, tag) = r.image.rsplit_once(':').expect("registry/repository:tag");
-        let repository = repo_part.split_once('/').map(|(_, r)| r).unwrap_or(repo_part);
+        let split = |image: &str| {
+            let (repo_part, tag) = image.rsplit_once(':').expect("registry/repository:tag");
+            let repository = repo_part.split_once('/').map(|(_, r)| r).unwrap_or(repo_part).to_string();
+            (repository, tag.to_string())
+        };
+        let (repository, tag) = split(r.image);
         self.note(format!("build {repository}:{tag}"));
-        Ok(self.push_image(repository, tag))
+        let digest = self.push_image(&repository, &tag);
+        let mut warnings = vec![];
+        for stage in &r.stage_caches {
+            let (repository, tag) = split(&stage.image);
+            if lock(&self.faults).stage_cache_push_fails {
+                warnings.push(format!("the layer cache of stage {} was not pushed: tag invalid", stage.stage));
+            } else {
+                self.note(format!("push stage {} as {repository}:{tag}", stage.stage));
+                self.push_image(&repository, &tag);
+            }
+        }
+        Ok(Built { digest, warnings })
     }
 }
 

@@ -350,8 +350,9 @@ fn resolve_service(
     let github_token = raw.get("github-token").map(|t| Secret(t.trim().to_string()));
     // What a build needs on disk, checked now: a missing context fails here, naming the input,
     // not halfway through a deploy.
+    let mut build_spec = image.build_spec();
     if image.build && image.digest.is_none() && !rollout.rollback && !rollout.converge {
-        check_build_inputs(&mut r, ctx, files, &image);
+        build_spec.stage_cache = check_build_inputs(&mut r, ctx, files, &image);
     }
 
     if !r.errors.is_empty() {
@@ -369,7 +370,7 @@ fn resolve_service(
         image_tag: image.tag.clone().expect("checked above"),
         image_digest: image.digest.clone(),
         build: image.build,
-        build_spec: image.build_spec(),
+        build_spec,
         targets,
         container: container.spec(container_name, rollout.proxy),
         proxy_image: rollout.proxy_image,

@@ -12,6 +12,7 @@ mod alarm;
 mod build;
 mod command;
 mod container;
+mod dockerfile;
 mod drift;
 mod instance;
 mod limit;
@@ -26,6 +27,7 @@ pub use command::{
     DELIVERY_TIMEOUT,
 };
 pub use container::{ContainerSpec, EnvVar, HealthPath, IpRange, PortMapping, DEFAULT_PROXY_IMAGE, PRIVATE_RANGES};
+pub use dockerfile::{stage_cache, StageCache};
 pub use drift::{DriftState, InstanceDrift};
 pub use instance::{InstanceId, ManagedInstance, Ping, Running};
 pub use limit::Limit;

@@ -102,9 +102,18 @@ pub fn proxy_tag(image: &ImageName) -> ImageTag {
     ImageTag::parse(&tag).expect("letters, digits, . and -, starting with a letter")
 }
 
-/// Tags that hold a proxy's image, not a release (never a layer cache, never a release to deploy).
-pub fn is_proxy_tag(tag: &str) -> bool {
-    tag.starts_with("ec2-deploy-proxy-")
+/// The tag under which a stage of the Dockerfile keeps its layer cache in the deploy's
+/// repository: `ec2-deploy-cache-` and the stage's name. Each build moves it.
+pub fn cache_tag(stage: &str) -> String {
+    format!("{CACHE_TAG_PREFIX}{stage}").chars().take(128).collect()
+}
+
+const CACHE_TAG_PREFIX: &str = "ec2-deploy-cache-";
+
+/// Tags that are not releases: the proxy's image and the stages' layer caches. None is a release
+/// to deploy, nor the earlier image a build takes its layer cache from.
+pub fn is_reserved_tag(tag: &str) -> bool {
+    tag.starts_with("ec2-deploy-proxy-") || tag.starts_with(CACHE_TAG_PREFIX)
 }
 
 /// How the instances are rolled through.

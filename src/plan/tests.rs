@@ -23,6 +23,7 @@ pub fn request() -> DeployRequest {
             target: None,
             platform: None,
             secrets: vec![],
+            stage_cache: Default::default(),
         },
         targets: vec![tag("Role", "web"), tag("Env", "prod")],
         container: ContainerSpec {

@@ -38,6 +38,20 @@ impl Plan {
                         .map(|c| format!(" (layer cache from {c})"))
                         .unwrap_or_else(|| " (no earlier image to take a layer cache from)".into())
                 )?;
+                let stages = &spec.stage_cache.stages;
+                if !stages.is_empty() {
+                    let tags: Vec<String> = stages.iter().map(|s| format!(":{}", super::cache_tag(s))).collect();
+                    writeln!(
+                        f,
+                        "             stage{} {} copied from: built and pushed as {} (their layer cache)",
+                        if stages.len() == 1 { "" } else { "s" },
+                        stages.join(", "),
+                        tags.join(", ")
+                    )?;
+                }
+                for note in &spec.stage_cache.notes {
+                    writeln!(f, "             layer cache: {note}")?;
+                }
                 if !spec.secrets.is_empty() {
                     let ids: Vec<String> = spec.secrets.iter().map(ToString::to_string).collect();
                     writeln!(f, "             build secrets: {}", ids.join(", "))?;

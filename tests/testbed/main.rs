@@ -2,6 +2,7 @@
 //! the demo app to simulated instances through emulated SSM, a real registry and real Docker
 //! engines. Needs `scripts/testbed up` and DEMO_CONTEXT (scripts/test does both).
 
+mod build;
 mod drift;
 mod operate;
 mod options;

@@ -137,7 +137,7 @@ fn platform_builds_the_image_for_that_platform() {
 }
 
 /// The content of `path` in `container` on instance `id` (`docker cp` gives a tar of one file).
-fn file_in_container(bed: &Bed, id: &str, container: &str, path: &str) -> String {
+pub(super) fn file_in_container(bed: &Bed, id: &str, container: &str, path: &str) -> String {
     let out = bed.on_instance(id, &["docker", "cp", &format!("{container}:{path}"), "-"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let size =

@@ -22,6 +22,10 @@
 //! "/run/secrets/…", "/secret-length"]`), with which tests show a build secret reached the build
 //! without putting its value anywhere.
 //!
+//! `demo-app --stamp OUT` writes the time in nanoseconds since the epoch into OUT and exits: a
+//! Dockerfile step whose result differs every time it really runs (`RUN ["/demo-app", "--stamp",
+//! "/built-at"]`), with which tests tell a step that ran from one taken from a layer cache.
+//!
 //! `demo-app --exit N` prints a line and exits with N: a one-off command (a migration) that fails.
 //!
 //! `DEMO_LOG_ENV=NAME,…` makes it print `NAME=value` for those variables when it starts (as a
@@ -48,6 +52,18 @@ fn main() {
         let code: i32 = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(1);
         println!("demo-app: migration 7 failed, exiting with {code} as asked");
         std::process::exit(code);
+    }
+    if std::env::args().nth(1).as_deref() == Some("--stamp") {
+        let Some(out) = std::env::args().nth(2) else {
+            eprintln!("usage: demo-app --stamp OUT");
+            std::process::exit(2)
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        std::fs::write(&out, now.as_nanos().to_string()).unwrap_or_else(|e| {
+            eprintln!("demo-app: {out}: {e}");
+            std::process::exit(1)
+        });
+        return;
     }
     if std::env::args().nth(1).as_deref() == Some("--length-of") {
         let args: Vec<String> = std::env::args().skip(2).collect();

@@ -11,10 +11,10 @@ use super::{
 };
 use crate::inputs::{Files, InputError, PreDeploy, RunContext};
 use crate::model::{
-    parse_command, BuildSecret, ContainerName, ContainerSpec, Cpus, Digest, EnvVar, EnvironmentName, HealthPath,
-    ImageName, ImageTag, InstanceId, IpRange, KeyValue, Limit, LogDriver, Memory, ParameterName, Platform, PortMapping,
-    Region, RegistryHost, Repository, RunOptions, SecretId, SecretSource, TagFilter, TargetGroupArn, User, Volume,
-    DEFAULT_PROXY_IMAGE, PRIVATE_RANGES,
+    parse_command, stage_cache, BuildSecret, ContainerName, ContainerSpec, Cpus, Digest, EnvVar, EnvironmentName,
+    HealthPath, ImageName, ImageTag, InstanceId, IpRange, KeyValue, Limit, LogDriver, Memory, ParameterName, Platform,
+    PortMapping, Region, RegistryHost, Repository, RunOptions, SecretId, SecretSource, StageCache, TagFilter,
+    TargetGroupArn, User, Volume, DEFAULT_PROXY_IMAGE, PRIVATE_RANGES,
 };
 use crate::ports::{BuildSpec, DeploymentMode};
 
@@ -98,8 +98,13 @@ pub(super) fn report_inputs(r: &mut Resolver) -> ReportInputs {
 }
 
 /// The build's context, Dockerfile and file secrets exist in the workspace.
-pub(super) fn check_build_inputs(r: &mut Resolver, ctx: &RunContext, files: &dyn Files, image: &ImageInputs) {
-    check_build_files(r, ctx, files, &image.context, &image.dockerfile);
+pub(super) fn check_build_inputs(
+    r: &mut Resolver,
+    ctx: &RunContext,
+    files: &dyn Files,
+    image: &ImageInputs,
+) -> StageCache {
+    let dockerfile = check_build_files(r, ctx, files, &image.context, &image.dockerfile);
     for secret in &image.build_secrets {
         if let SecretSource::File { path } = &secret.source {
             if !files.is_file(&ctx.workdir.join(path)) {
@@ -108,6 +113,24 @@ pub(super) fn check_build_inputs(r: &mut Resolver, ctx: &RunContext, files: &dyn
                     &format!("{}: {} is not a file in the workspace", secret.id, path.display()),
                 );
             }
+        }
+    }
+    let Some((path, shown)) = dockerfile else { return StageCache::default() };
+    let text = match files.read(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            return StageCache {
+                stages: vec![],
+                notes: vec![format!("{shown} could not be read ({e}): only the built stage's layers are cached")],
+            }
+        }
+    };
+    match stage_cache(&text, image.target.as_deref()) {
+        Ok(cache) => cache,
+        Err(e) => {
+            let origin = r.get("target").map(|v| v.origin).unwrap_or(Origin::Input("target"));
+            r.error(&origin, format!("{e} ({shown}); give one of them, or leave `target` out to build the last stage"));
+            StageCache::default()
         }
     }
 }
@@ -161,6 +184,7 @@ impl ImageInputs {
             target: self.target.clone(),
             platform: self.platform.clone(),
             secrets: self.build_secrets.clone(),
+            stage_cache: Default::default(),
         }
     }
 }
@@ -192,6 +216,16 @@ pub(super) fn image_inputs(r: &mut Resolver, ctx: &RunContext) -> ImageInputs {
         );
     }
     let tag = match r.get("image-tag") {
+        Some(v) if crate::plan::is_reserved_tag(v.text.trim()) => {
+            r.error(
+                &v.origin,
+                format!(
+                    "{:?} starts like the tags ec2-deploy keeps for itself (ec2-deploy-proxy-…, ec2-deploy-cache-…), which are never releases; choose another tag",
+                    v.text.trim()
+                ),
+            );
+            None
+        }
         Some(_) => r.parse("image-tag", ImageTag::parse),
         None => match ctx.var("GITHUB_SHA") {
             Some(sha) => ImageTag::parse(sha.trim())
@@ -465,7 +499,7 @@ pub(super) fn check_build_files(
     files: &dyn Files,
     context: &Option<(PathBuf, Origin)>,
     dockerfile: &Option<(PathBuf, Origin)>,
-) {
+) -> Option<(PathBuf, String)> {
     let hint = "or set `build: false` to deploy a tag the repository already has";
     let (context_path, context_origin) = match context {
         Some((p, o)) => (p.clone(), o.clone()),
@@ -477,26 +511,29 @@ pub(super) fn check_build_files(
             &context_origin,
             format!("the build context {} is not a directory in the workspace; check out the code first, fix the path, {hint}", context_path.display()),
         );
-        return;
+        return None;
     }
     match dockerfile {
         Some((p, origin)) => {
-            if !files.is_file(&ctx.workdir.join(p)) {
-                r.error(origin, format!("{} is not a file in the workspace; fix the path, {hint}", p.display()));
+            if files.is_file(&ctx.workdir.join(p)) {
+                return Some((ctx.workdir.join(p), p.display().to_string()));
             }
+            r.error(origin, format!("{} is not a file in the workspace; fix the path, {hint}", p.display()));
         }
         None => {
-            if !files.is_file(&context_dir.join("Dockerfile")) {
-                r.missing(
-                    "dockerfile",
-                    &format!(
-                        "the build context {} has no Dockerfile; give `dockerfile`, {hint}",
-                        display_dir(&context_path)
-                    ),
-                );
+            if files.is_file(&context_dir.join("Dockerfile")) {
+                return Some((context_dir.join("Dockerfile"), context_path.join("Dockerfile").display().to_string()));
             }
+            r.missing(
+                "dockerfile",
+                &format!(
+                    "the build context {} has no Dockerfile; give `dockerfile`, {hint}",
+                    display_dir(&context_path)
+                ),
+            );
         }
     }
+    None
 }
 
 pub(super) fn display_dir(p: &Path) -> String {

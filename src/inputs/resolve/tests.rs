@@ -51,7 +51,7 @@ fn resolve_all(
     let ctx = RunContext { env: &lookup, workdir: PathBuf::from("/ws") };
     let mut files: HashMap<PathBuf, String> =
         files.iter().map(|(p, t)| (Path::new("/ws").join(p), t.to_string())).collect();
-    files.insert(PathBuf::from("/ws/Dockerfile"), "FROM scratch".into());
+    files.entry(PathBuf::from("/ws/Dockerfile")).or_insert_with(|| "FROM scratch".into());
     resolve(&raw, &ctx, &MapFiles(files)).map_err(|errs| errs.iter().map(ToString::to_string).collect())
 }
 
@@ -453,4 +453,56 @@ fn the_proxy_trusts_the_private_ranges_unless_told_otherwise_and_nobody_without_
         errs,
         ["input `proxy-trusted`: `none` trusts no hop: give it alone, or list the ranges to trust without it"]
     );
+}
+
+const MULTI_STAGE: &str = "FROM base AS deps\nRUN make deps\nFROM deps AS build\nCOPY . .\nRUN make\n\
+                           FROM base AS runtime\nCOPY --from=build /out /out\n";
+
+#[test]
+fn a_build_knows_the_stages_its_image_copies_from() {
+    let inputs =
+        [("ecr-repository", "web"), ("targets", "Role=web"), ("image-tag", "v1"), ("dockerfile", "app/Dockerfile")];
+    let req = resolve_with(&inputs, &[], &[("app/Dockerfile", MULTI_STAGE)]).unwrap();
+    assert_eq!(req.build_spec.stage_cache.stages, ["build"]);
+    // a deploy that builds nothing reads no Dockerfile
+    let req = resolve_with(&[inputs[0], inputs[1], inputs[2], ("build", "false")], &[], &[]).unwrap();
+    assert!(req.build_spec.stage_cache.stages.is_empty());
+}
+
+#[test]
+fn a_target_that_is_no_stage_of_the_dockerfile_is_refused_naming_the_stages() {
+    let inputs = [
+        ("ecr-repository", "web"),
+        ("targets", "Role=web"),
+        ("image-tag", "v1"),
+        ("dockerfile", "app/Dockerfile"),
+        ("target", "runtim"),
+    ];
+    let errs = resolve_with(&inputs, &[], &[("app/Dockerfile", MULTI_STAGE)]).unwrap_err();
+    assert_eq!(
+        errs,
+        ["input `target`: no stage of the Dockerfile is named \"runtim\"; its stages are deps, build, runtime (app/Dockerfile); give one of them, or leave `target` out to build the last stage"]
+    );
+}
+
+#[test]
+fn a_dockerfile_that_cannot_be_read_still_builds_with_a_note() {
+    let inputs = [("ecr-repository", "web"), ("targets", "Role=web"), ("image-tag", "v1")];
+    // the workspace's Dockerfile, with text no parser takes
+    let req = resolve_with(&inputs, &[], &[("Dockerfile", "FROM base AS a\nCOPY --from=a\n")]).unwrap();
+    assert!(req.build_spec.stage_cache.stages.is_empty());
+    assert!(req.build_spec.stage_cache.notes[0].starts_with("the Dockerfile was not understood here"));
+}
+
+#[test]
+fn tags_ec2_deploy_keeps_for_itself_are_no_image_tag() {
+    for tag in ["ec2-deploy-cache-deps", "ec2-deploy-proxy-d8542f48d34a"] {
+        let errs = resolve_with(&[MINIMAL[0], MINIMAL[1], ("image-tag", tag)], &[], &[]).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0]
+                .starts_with(&format!("input `image-tag`: \"{tag}\" starts like the tags ec2-deploy keeps for itself")),
+            "{errs:?}"
+        );
+    }
 }
