@@ -375,6 +375,28 @@ async fn a_failed_rollback_is_reported_and_never_leaves_an_instance_without_a_re
     assert!((1..=3).all(|n| w.in_load_balancer(n)));
 }
 
+/// The script writes `-` for the settings of a container it adopted (one without its label);
+/// the rollback to it must ask for no settings, not for settings called `-` (it exited 18).
+#[tokio::test(start_paused = true)]
+async fn a_failed_first_deploy_goes_back_to_the_adopted_containers() {
+    let w = world(2);
+    let by_hand = format!("{REGISTRY}/shop@{}", crate::fake::digest_of("shop:by-hand"));
+    for n in 1..=2 {
+        w.set_adopted(n, &by_hand);
+    }
+    w.set_faults(2, |f| {
+        f.unhealthy_images.insert(image("v1"));
+    });
+    let mut req = request("v1");
+    req.max_concurrency = Limit::Count(1);
+    let (result, log) = deploy(&w, &req).await;
+    let r = report(result, &log);
+    assert!(!r.success(), "{log:#?}");
+    let rollback = r.rollback.as_ref().expect("a rollback");
+    assert_eq!(rollback.problems, Vec::<String>::new(), "{log:#?}");
+    assert_eq!((running(&w, 1), running(&w, 2)), (Some(by_hand.clone()), Some(by_hand)));
+}
+
 #[tokio::test(start_paused = true)]
 async fn by_tags_past_max_errors_the_switched_instances_go_back() {
     let w = world(3);

@@ -292,6 +292,13 @@ impl World {
             Some(Container { image: image.to_string(), config, env });
     }
 
+    /// A container ec2-deploy did not start (run by hand before the first deploy): it has no
+    /// settings label, so the script knows no identity for its settings.
+    pub fn set_adopted(&self, n: u32, image: &str) {
+        lock(&self.instances).get_mut(&id(n)).expect("an instance").running =
+            Some(Container { image: image.to_string(), config: String::new(), env: vec![] });
+    }
+
     /// Removes instance `n`'s container (as `docker rm` by hand would).
     pub fn remove_running(&self, n: u32) {
         lock(&self.instances).get_mut(&id(n)).expect("an instance").running = None;

@@ -118,6 +118,14 @@ fn array(values: &BTreeMap<String, String>, name: &str) -> Vec<String> {
     (0..).map_while(|i| values.get(&format!("{name}_{i}")).cloned()).collect()
 }
 
+fn or_dash(config: &str) -> &str {
+    if config.is_empty() {
+        "-"
+    } else {
+        config
+    }
+}
+
 /// The script, as the on-instance script would run it on this instance.
 fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
     let v = header_values(script);
@@ -138,6 +146,8 @@ fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
             let (cur_image, cur_config) = describe(now);
             inv.status = InvocationStatus::Success;
             inv.detail = StatusDetail::Success;
+            // As the script writes it: `-` for a container without settings (one it adopted).
+            let (prev_config, cur_config) = (or_dash(&prev_config), or_dash(&cur_config));
             inv.stdout = format!(
                 "ec2-deploy-result outcome={outcome} previous={prev_image} current={cur_image} previous_config={prev_config} current_config={cur_config}\n"
             );

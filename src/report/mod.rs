@@ -287,8 +287,11 @@ impl DeployReport {
 /// [gap_ms=…]` from the script's stdout.
 fn parse_result(stdout: &str) -> Option<(Outcome, Running, Running, Option<u64>)> {
     let field = script_line(stdout, "ec2-deploy-result ")?;
-    let running =
-        |image: &str, config: &str| Some(Running { image: field(image)?, config: field(config).unwrap_or_default() });
+    // The script writes `-` for the settings of a container it did not start (it has no label):
+    // no settings, which is how a rollback must ask for it back.
+    let running = |image: &str, config: &str| {
+        Some(Running { image: field(image)?, config: field(config).filter(|c| c != "-").unwrap_or_default() })
+    };
     Some((
         Outcome::parse(&field("outcome")?)?,
         running("previous", "previous_config")?,
