@@ -147,3 +147,38 @@ fn a_failing_container_that_prints_its_secret_shows_it_masked() {
     let answer = http_get(&format!("http://{}:3000/version", web.ips[0]));
     assert_eq!(answer.map(|(_, b)| b.trim().to_string()).as_deref(), Some("v1"));
 }
+
+/// A release that fails its health check, where what ran before cannot start again (its bind
+/// mount's source can no longer be made: its directory became a file): the script says why and
+/// exits 16, "what ran before could not be restored". It used to stop under `set -e` at the
+/// failed `docker start` (exit 1, no reason of its own).
+#[test]
+fn a_previous_container_that_cannot_start_again_is_reported_as_not_restored() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let repo = unique("norestore");
+    bed.create_repository(&repo);
+    // A path of the instance's Docker engine (it runs on this machine's file system).
+    let dir = std::path::Path::new(bed.get("TESTBED_STATE")).join("binds").join(&repo);
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("sub/marker"), "v1").unwrap();
+    let release = |tag: &str, args: &str, volumes: &str| {
+        let mut i = inputs(&bed, &repo, &suite, tag, args);
+        set(&mut i, "proxy", "false"); // v1 stops before v2 starts: the restore must start it
+        set(&mut i, "volumes", volumes);
+        set(&mut i, "health-check-timeout", "5");
+        i
+    };
+    let r = run_with(&bed, release("v1", "VERSION=v1", &format!("{}:/marker:ro", dir.join("sub/marker").display())));
+    assert_eq!(r.code, 0, "{}", r.log());
+
+    std::fs::remove_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("sub"), "a file where the mount's directory was").unwrap();
+    let r = run_with(&bed, release("v2", "VERSION=v2\nHEALTH=fail", ""));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(r.code, 1, "{}", r.log());
+    let row = r.summary.lines().find(|l| l.contains(web.ids[0].as_str())).unwrap();
+    assert!(row.contains("health check, previous NOT restored"), "exit 16: {row}");
+    assert!(row.contains("what ran before could not be started again") && row.contains("not a directory"), "{row}");
+}

@@ -4,30 +4,34 @@
 # script can still run it (an error, SIGTERM, SIGINT), the guard when it cannot (SIGKILL).
 # Marker lines: the script's pid; what <name>-next is (discard: a new container,
 # previous: the kept container of a rollback); 1 when <name> was running.
+# Returns non-zero, with restore_error set, when what ran before cannot be started again: the
+# caller says so (exit 16), where a bare failure under set -e would end the script with 1.
 restore() {
+  restore_error=
   [ -f "$swap_marker" ] || return 0
-  local kind was_running
+  local kind was_running err
   kind=$(sed -n 2p "$swap_marker")
   was_running=$(sed -n 3p "$swap_marker")
   if exists "$next"; then
     if [ "$kind" = previous ] && ! exists "$kept"; then
       docker stop --time 10 "$next" >/dev/null 2>&1 || true
-      docker rename "$next" "$kept"
+      err=$(docker rename "$next" "$kept" 2>&1) || restore_error="docker rename $next $kept: $(docker_reason "$err")"
     else
       docker rm --force "$next" >/dev/null 2>&1 || true
     fi
   fi
   if exists "$CONTAINER_NAME" && [ "$was_running" = 1 ]; then
+    # A container that publishes its port itself: a proxy started meanwhile would hold it.
+    [ -n "$(upstream_of "$CONTAINER_NAME")" ] || docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
+    if ! running "$CONTAINER_NAME" && ! err=$(docker start "$CONTAINER_NAME" 2>&1 >/dev/null); then
+      restore_error="docker start $CONTAINER_NAME: $(docker_reason "$err")"
+    fi
     if [ -n "$(upstream_of "$CONTAINER_NAME")" ]; then
-      running "$CONTAINER_NAME" || docker start "$CONTAINER_NAME" >/dev/null
       route "$CONTAINER_NAME" keep || log "the proxy did not come back: ${proxy_error:-}"
-    else
-      # It publishes its port itself: a proxy started meanwhile would hold it.
-      docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
-      running "$CONTAINER_NAME" || docker start "$CONTAINER_NAME" >/dev/null
     fi
   fi
   rm -f "$swap_marker"
+  [ -z "$restore_error" ]
 }
 # The guard: its own session (a SIGKILL of the script's process group does not reach it), the
 # same lock (no other deploy of this container starts while it works), the same restore.
@@ -84,7 +88,8 @@ promote() {
 # A run that died left its work half done: finish it (the switch happened) or undo it.
 if [ -f "$swap_marker" ]; then
   log "the last run on this instance stopped mid-swap: putting back what ran before"
-  restore
+  # What cannot start again is no reason to leave the instance without its app: this run goes on.
+  restore || log "what ran before could not be started again ($restore_error): this run goes on"
 elif exists "$next"; then
   log "the last run on this instance stopped after the switch: completing it"
   promote

@@ -4,7 +4,7 @@ undo() {
   local code=$1 reason=$2 was_running
   was_running=$(sed -n 3p "$swap_marker" 2>/dev/null || true)
   last_logs "$next"
-  restore
+  restore || fail 16 "$reason, and what ran before could not be started again: $restore_error"
   if [ "$was_running" != 1 ]; then
     if exists "$CONTAINER_NAME"; then
       fail "$code" "$reason (the previous container was not running)"
