@@ -81,8 +81,17 @@ def spawn(name, argv, env=None, netns=None):
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env={**os.environ, **(env or {})}, start_new_session=True)
     with open(path("pids", f"{name}.pid"), "w") as f:
-        f.write(f"{proc.pid}\n")
+        f.write(f"{proc.pid} {start_time(proc.pid)}\n")
     return proc
+
+
+def start_time(pid):
+    """When process `pid` started (clock ticks since boot), or None: with its pid it names one
+    process, never another that was given the same pid later (pids wrap at 32768 here)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(") ", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def alive(pid):
@@ -98,7 +107,11 @@ def recorded_pids():
     if os.path.isdir(path("pids")):
         for name in os.listdir(path("pids")):
             with contextlib.suppress(ValueError, OSError):
-                out[name[:-4]] = int(open(path("pids", name)).read().strip())
+                pid, *start = open(path("pids", name)).read().split()
+                # A recorded process that has exited is left out: its pid may be another's now,
+                # and a signal meant for it would reach that one (a test, say).
+                if not start or start[0] == start_time(int(pid)):
+                    out[name[:-4]] = int(pid)
     return out
 
 

@@ -159,6 +159,10 @@ class Invocation:
 
 
 def kill_group(proc):
+    # A script that has exited (and been reaped) no longer owns its pid: its group id may be a new
+    # process group's by now (another test's), so it is not signalled.
+    if proc.poll() is not None:
+        return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
