@@ -423,6 +423,41 @@ proxy_config() {
   [ -z "$trusted" ] || trusted=',"trusted_proxies":{"source":"static","ranges":['"$trusted"']}'
   printf '%s\n' '{"admin":{"disabled":true},"apps":{"http":{"servers":{"ec2-deploy":{"listen":[":80"],"automatic_https":{"disable":true}'"$trusted"',"routes":[{"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{"retries":3,"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]}]}}}}}'
 }
+# An ECR host names its region (<account>.dkr.ecr.<region>.amazonaws.com): its tokens come from
+# there, which may not be the instance's region. Any other host is a stand-in: the instance's.
+registry_region() {
+  local rest=${REGISTRY#*.dkr.ecr.}
+  [ "$rest" = "$REGISTRY" ] && rest=${REGISTRY#*.dkr.ecr-fips.}
+  if [ "$rest" != "$REGISTRY" ] && [ -n "${rest%%.*}" ]; then
+    printf '%s' "${rest%%.*}"
+  else
+    printf '%s' "$region"
+  fi
+}
+
+registry_login() {
+  local password
+  password=$(aws ecr get-login-password --region "$(registry_region)") || return 1
+  printf '%s' "$password" | docker login --username AWS --password-stdin "$REGISTRY" >/dev/null
+}
+
+# The proxy's image on this instance: pulled, after a registry login, when it is not here (a
+# rollback to a proxied release from one without the proxy finds it pruned).
+logged_in=
+ensure_proxy_image() {
+  docker image inspect "$PROXY_IMAGE" >/dev/null 2>&1 && return 0
+  if [ -z "$logged_in" ]; then
+    retry 3 registry_login || {
+      proxy_error="cannot log in to $REGISTRY with this instance's credentials (does its role allow ecr:GetAuthorizationToken?)"
+      return 1
+    }
+    logged_in=1
+  fi
+  retry 3 docker pull --quiet "$PROXY_IMAGE" >/dev/null || {
+    proxy_error="cannot pull the proxy image $PROXY_IMAGE"
+    return 1
+  }
+}
 # Creates the proxy (not started) sending requests to DIAL.
 prepare_proxy() {
   local files=$state_dir/proxy err
@@ -834,7 +869,11 @@ if [ "$MODE" = rollback ]; then
     fail 18 "cannot roll back to $IMAGE: the previous container here runs ${kept_image:-nothing}${kept_image:+ with other settings}"
   fi
   log "rolling back $CONTAINER_NAME from $previous_image to $IMAGE"
-  [ -z "$(upstream_of "$kept")" ] || ensure_network
+  if [ -n "$(upstream_of "$kept")" ]; then
+    # Back behind the proxy: its image first, while what runs keeps serving.
+    if [ -n "$PROXY" ]; then ensure_proxy_image || fail 14 "the proxy cannot start: $proxy_error"; fi
+    ensure_network
+  fi
   begin_swap previous
   docker rename "$kept" "$next"
   switch
@@ -843,29 +882,12 @@ if [ "$MODE" = rollback ]; then
   exit 0
 fi
 
-# An ECR host names its region (<account>.dkr.ecr.<region>.amazonaws.com): its tokens come from
-# there, which may not be the instance's region. Any other host is a stand-in: the instance's.
-registry_region() {
-  local rest=${REGISTRY#*.dkr.ecr.}
-  [ "$rest" = "$REGISTRY" ] && rest=${REGISTRY#*.dkr.ecr-fips.}
-  if [ "$rest" != "$REGISTRY" ] && [ -n "${rest%%.*}" ]; then
-    printf '%s' "${rest%%.*}"
-  else
-    printf '%s' "$region"
-  fi
-}
-
-registry_login() {
-  local password
-  password=$(aws ecr get-login-password --region "$(registry_region)") || return 1
-  printf '%s' "$password" | docker login --username AWS --password-stdin "$REGISTRY" >/dev/null
-}
-
 log "release $RELEASE: $IMAGE"
 retry 3 registry_login || fail 11 "cannot log in to $REGISTRY with this instance's credentials (does its role allow ecr:GetAuthorizationToken?)"
 retry 3 docker pull --quiet "$IMAGE" >/dev/null || fail 12 "cannot pull $IMAGE (does the instance role allow ECR pulls, and can the instance reach $REGISTRY?)"
-if [ -n "$PROXY" ] && ! docker image inspect "$PROXY_IMAGE" >/dev/null 2>&1; then
-  retry 3 docker pull --quiet "$PROXY_IMAGE" >/dev/null || fail 12 "cannot pull the proxy image $PROXY_IMAGE"
+logged_in=1
+if [ -n "$PROXY" ]; then
+  ensure_proxy_image || fail 12 "$proxy_error"
 fi
 
 env_new="$state_dir/env.new"

@@ -134,12 +134,15 @@ impl<W: World> Rollout<'_, W> {
         }
         let mut reports = vec![];
         for (to, ids) in by_release {
+            // What the instances go back to is, as a rule, the live release: then with its own
+            // settings (its proxy above all: this run's may have none), else with this run's.
+            let live = self.plan.record.live.as_ref().map(|l| &l.release).filter(|l| l.image.to_string() == to.image);
             let script = instance::render(&ScriptParams {
                 mode: Mode::Rollback { to },
                 registry: &self.plan.registry,
-                release: &self.plan.image_tag,
-                container: &self.plan.container,
-                proxy: self.proxy_image.as_ref(),
+                release: live.map_or(&self.plan.image_tag, |l| &l.tag),
+                container: live.map_or(&self.plan.container, |l| &l.container),
+                proxy: live.map_or(self.proxy_image.as_ref(), |l| l.proxy_image.as_ref()),
             })?;
             let n = ids.len() as u32;
             let order = Order {

@@ -397,6 +397,35 @@ async fn a_failed_first_deploy_goes_back_to_the_adopted_containers() {
     assert_eq!((running(&w, 1), running(&w, 2)), (Some(by_hand.clone()), Some(by_hand)));
 }
 
+/// Going back from a release without the proxy to one with it needs that release's proxy: the
+/// rollback was rendered with the failed run's settings (no proxy), so the instance could not
+/// start one and the rollback failed (exit 14 on the bed).
+#[tokio::test(start_paused = true)]
+async fn the_rollback_to_a_proxied_release_carries_that_releases_proxy() {
+    let w = world(2);
+    let (result, log) = deploy(&w, &with_proxy(request("v1"))).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    w.set_faults(2, |f| {
+        f.unhealthy_images.insert(image("v2"));
+    });
+    let mut req = request("v2"); // proxy: false
+    req.max_concurrency = Limit::Count(1);
+    let (result, log) = deploy(&w, &req).await;
+    let r = report(result, &log);
+    assert!(!r.success() && r.rollback.is_some(), "{log:#?}");
+    let scripts = w.scripts_sent();
+    let rollback = scripts
+        .iter()
+        .map(|s| crate::fake::header_values(s))
+        .find(|h| h["MODE"] == "rollback")
+        .expect("a rollback was sent");
+    let v1 = crate::fake::header_values(&records(&w)[0].header);
+    for key in ["PROXY", "PROXY_IMAGE", "PROXY_PORT", "APP_PORT", "RELEASE", "HEALTH_PATH"] {
+        assert_eq!(rollback.get(key), v1.get(key), "{key} of the rollback");
+    }
+    assert_eq!(rollback["PROXY"], "1");
+}
+
 #[tokio::test(start_paused = true)]
 async fn by_tags_past_max_errors_the_switched_instances_go_back() {
     let w = world(3);

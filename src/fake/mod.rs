@@ -419,6 +419,11 @@ impl World {
         lock(&self.groups).values().all(|g| matches!(g.get(&id(n)), Some(Member::Registered { .. })))
     }
 
+    /// The script of every command sent, in order.
+    pub fn scripts_sent(&self) -> Vec<String> {
+        lock(&self.commands).iter().map(|c| c.request.script.clone()).collect()
+    }
+
     pub fn commands_sent(&self) -> usize {
         lock(&self.commands).len()
     }

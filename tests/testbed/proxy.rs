@@ -317,3 +317,47 @@ fn a_proxy_image_that_cannot_start_leaves_the_proxy_that_served_serving() {
     assert_eq!(proxies.len(), 1, "{proxies:?}");
     assert!(!proxies[0].contains("-old "), "{proxies:?}");
 }
+
+/// From a proxied release to one without the proxy (`proxy: false`), and back when it fails.
+/// A release that fails its health check on the one instance: what served before (the proxy and
+/// the release behind it) serves again — the proxy, stopped for the new container's own port,
+/// was left stopped and the port dark. A release that fails on another instance: the instance
+/// that switched goes back to the proxied release with that release's proxy (the rollback was
+/// rendered without one, exit 14).
+#[test]
+fn leaving_the_proxy_in_a_release_that_fails_puts_the_proxy_and_its_release_back() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 2, &["Role=web"]);
+    let repo = unique("unproxy");
+    bed.create_repository(&repo);
+    let proxied =
+        |bed: &Bed, id: &str| names(bed, id).iter().any(|l| l.starts_with(&format!("ec2-deploy-proxy-{repo} ")));
+    let r = run_with(&bed, inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r.code, 0, "{}", r.log());
+    let direct = |tag: &str, args: &str| {
+        let mut i = inputs(&bed, &repo, &suite, tag, args);
+        set(&mut i, "proxy", "false");
+        set(&mut i, "health-check-timeout", "5");
+        set(&mut i, "max-concurrency", "100%");
+        i
+    };
+
+    // Unhealthy everywhere: each instance undoes its own swap.
+    let r = run_with(&bed, direct("v2", "VERSION=v2\nHEALTH=fail"));
+    assert_eq!(r.code, 1, "{}", r.log());
+    for (id, ip) in web.ids.iter().zip(&web.ips) {
+        assert_eq!(version_of(ip).as_deref(), Some("v1"), "{id} after the undo: {}", r.summary);
+        assert!(proxied(&bed, id), "{id}: the proxy is not running: {:?}", names(&bed, id));
+    }
+
+    // Healthy, but the second instance fails (its Docker engine does not answer): the first,
+    // switched to v3 without the proxy, goes back to v1 behind the proxy.
+    bed.testbed(&["docker-stop", &web.ids[1]]);
+    let r = run_with(&bed, direct("v3", "VERSION=v3"));
+    bed.testbed(&["docker-start", &web.ids[1]]);
+    assert_eq!(r.code, 1, "{}", r.log());
+    assert!(!r.summary.contains("rollback failed"), "{}", r.summary);
+    assert_eq!(version_of(&web.ips[0]).as_deref(), Some("v1"), "{}", r.summary);
+    assert!(proxied(&bed, &web.ids[0]), "{:?}", names(&bed, &web.ids[0]));
+}

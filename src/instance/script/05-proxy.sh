@@ -17,6 +17,41 @@ proxy_config() {
   [ -z "$trusted" ] || trusted=',"trusted_proxies":{"source":"static","ranges":['"$trusted"']}'
   printf '%s\n' '{"admin":{"disabled":true},"apps":{"http":{"servers":{"ec2-deploy":{"listen":[":80"],"automatic_https":{"disable":true}'"$trusted"',"routes":[{"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{"retries":3,"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]}]}}}}}'
 }
+# An ECR host names its region (<account>.dkr.ecr.<region>.amazonaws.com): its tokens come from
+# there, which may not be the instance's region. Any other host is a stand-in: the instance's.
+registry_region() {
+  local rest=${REGISTRY#*.dkr.ecr.}
+  [ "$rest" = "$REGISTRY" ] && rest=${REGISTRY#*.dkr.ecr-fips.}
+  if [ "$rest" != "$REGISTRY" ] && [ -n "${rest%%.*}" ]; then
+    printf '%s' "${rest%%.*}"
+  else
+    printf '%s' "$region"
+  fi
+}
+
+registry_login() {
+  local password
+  password=$(aws ecr get-login-password --region "$(registry_region)") || return 1
+  printf '%s' "$password" | docker login --username AWS --password-stdin "$REGISTRY" >/dev/null
+}
+
+# The proxy's image on this instance: pulled, after a registry login, when it is not here (a
+# rollback to a proxied release from one without the proxy finds it pruned).
+logged_in=
+ensure_proxy_image() {
+  docker image inspect "$PROXY_IMAGE" >/dev/null 2>&1 && return 0
+  if [ -z "$logged_in" ]; then
+    retry 3 registry_login || {
+      proxy_error="cannot log in to $REGISTRY with this instance's credentials (does its role allow ecr:GetAuthorizationToken?)"
+      return 1
+    }
+    logged_in=1
+  fi
+  retry 3 docker pull --quiet "$PROXY_IMAGE" >/dev/null || {
+    proxy_error="cannot pull the proxy image $PROXY_IMAGE"
+    return 1
+  }
+}
 # Creates the proxy (not started) sending requests to DIAL.
 prepare_proxy() {
   local files=$state_dir/proxy err

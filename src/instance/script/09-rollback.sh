@@ -16,7 +16,11 @@ if [ "$MODE" = rollback ]; then
     fail 18 "cannot roll back to $IMAGE: the previous container here runs ${kept_image:-nothing}${kept_image:+ with other settings}"
   fi
   log "rolling back $CONTAINER_NAME from $previous_image to $IMAGE"
-  [ -z "$(upstream_of "$kept")" ] || ensure_network
+  if [ -n "$(upstream_of "$kept")" ]; then
+    # Back behind the proxy: its image first, while what runs keeps serving.
+    if [ -n "$PROXY" ]; then ensure_proxy_image || fail 14 "the proxy cannot start: $proxy_error"; fi
+    ensure_network
+  fi
   begin_swap previous
   docker rename "$kept" "$next"
   switch
