@@ -37,8 +37,9 @@ for parameter in "${parameters[@]}"; do
 # Runs as root through SSM Run Command (AWS-RunShellScript) or from user-data, after a header of
 # shell assignments that ec2-deploy generates and quotes:
 #   MODE IMAGE REGISTRY CONTAINER_NAME PORTS ENV_VARS SECRET_ID HEALTH_PATH HEALTH_PORT
-#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT PROXY_TRUSTED, and the run options MEMORY CPUS
-#   LOG_DRIVER RUN_USER COMMAND VOLUMES LOG_OPTS LABELS (docker create options, each may be empty)
+#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT PROXY_TRUSTED DRAIN_TIMEOUT, and
+#   the run options MEMORY CPUS LOG_DRIVER RUN_USER COMMAND VOLUMES LOG_OPTS LABELS (docker create
+#   options, each may be empty)
 # MODE=deploy (the default) does the steps below. MODE=rollback goes back to the kept
 # <name>-previous container, which must run IMAGE with the settings ROLLBACK_CONFIG (its
 # ec2-deploy.config label), or finds that already running: no pull, the previous container's own
@@ -155,6 +156,8 @@ if [ "$MODE" = predeploy ] || [ "$MODE" = exec ]; then
 fi
 : "${IMAGE:?}" "${REGISTRY:?}" "${CONTAINER_NAME:?}" "${HEALTH_TIMEOUT:?}" "${RELEASE:?}"
 case $HEALTH_TIMEOUT in '' | *[!0-9]*) fail 2 "HEALTH_TIMEOUT must be a number of seconds" ;; esac
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-30} # a release recorded before drain-timeout drained 30 s
+case $DRAIN_TIMEOUT in *[!0-9]*) fail 2 "DRAIN_TIMEOUT must be a number of seconds" ;; esac
 if [ -n "$HEALTH_PATH" ] && [ -z "$HEALTH_PORT" ]; then
   fail 2 "HEALTH_PATH needs HEALTH_PORT"
 fi
@@ -546,17 +549,18 @@ route() {
   fi
   return 1
 }
-# Waits (30 s at most) until container $1 has no connection from the proxy left, i.e. no
-# request in flight (its own network namespace's TCP table, read from /proc).
+# Waits (DRAIN_TIMEOUT seconds at most) until container $1 has no connection from the proxy left:
+# no request in flight, no WebSocket or stream open (its own network namespace's TCP table, read
+# from /proc). New requests go to the new container meanwhile.
 drain() {
-  local pid port deadline=$((SECONDS + 30))
+  local pid port deadline=$((SECONDS + DRAIN_TIMEOUT))
   pid=$(inspect "$1" '{{.State.Pid}}')
   port=$(printf '%04X' "${2##*:}")
   [ -n "$pid" ] && [ "$pid" != 0 ] || return 0
   while [ "$(cat "/proc/$pid/net/tcp" "/proc/$pid/net/tcp6" 2>/dev/null |
     awk -v p=":$port" '$4 == "01" && substr($2, length($2) - 4) == p' | wc -l)" != 0 ]; do
     if [ "$SECONDS" -ge "$deadline" ]; then
-      log "connections to the previous container still open after 30s: stopping it anyway"
+      log "connections to the previous container still open after ${DRAIN_TIMEOUT}s (drain-timeout): stopping it"
       return 0
     fi
     sleep 0.1

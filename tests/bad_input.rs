@@ -268,6 +268,7 @@ fn catalogue() -> Vec<Case> {
             &["input `dockerfile`", "deploy/Dockerfile is not a file"],
         ),
         // The workspace's Dockerfile is `FROM scratch`: one stage, without a name.
+        case("drain timeout not a number", "drain-timeout", "30s", &["input `drain-timeout`"]),
         case("a target that is no stage", "target", "app", &["input `target`", "no stage of the Dockerfile is named \"app\""]),
         case(
             "a tag ec2-deploy keeps for itself",

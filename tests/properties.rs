@@ -80,6 +80,7 @@ proptest! {
             secret_id: Some(SecretId::parse(&secret).unwrap()),
             health_check_path: Some(HealthPath::parse(&path).unwrap()),
             health_check_timeout: 30,
+            drain_timeout: 30,
             proxy: false,
             proxy_trusted: vec![],
             options: Default::default(),

@@ -46,6 +46,7 @@ pub fn request(tag: &str) -> DeployRequest {
             secret_id: None,
             health_check_path: HealthPath::parse("/health").ok(),
             health_check_timeout: 30,
+            drain_timeout: 30,
             proxy: false,
             proxy_trusted: vec![],
             options: Default::default(),

@@ -342,6 +342,17 @@ fn resolve_service(
     let container = container_inputs(&mut r, image.repository.as_ref());
     let service = r.service.map(str::to_string);
     let rollout = rollout_inputs(&mut r, container.health_check_timeout);
+    if container.health_check_timeout + container.drain_timeout >= rollout.timeout {
+        if let Some(v) = r.get("drain-timeout") {
+            r.error(
+                &v.origin,
+                format!(
+                    "{}s, after `health-check-timeout` ({}s), does not fit in `command-timeout` ({}s), which bounds the whole script",
+                    container.drain_timeout, container.health_check_timeout, rollout.timeout
+                ),
+            );
+        }
+    }
     mode_conflicts(&mut r, &image, &rollout);
     let pre_deploy = pre_deploy_inputs(&mut r, rollout.timeout);
     let watch = watch_inputs(&mut r);

@@ -139,6 +139,7 @@ pub fn header(p: &ScriptParams) -> Result<String, QuoteError> {
     assign("PROXY_IMAGE", &p.proxy.filter(|_| proxied.is_some()).map(ToString::to_string).unwrap_or_default())?;
     assign("PROXY_PORT", &proxied.map(|p| p.host.to_string()).unwrap_or_default())?;
     assign("APP_PORT", &proxied.map(|p| p.container.to_string()).unwrap_or_default())?;
+    assign("DRAIN_TIMEOUT", &c.drain_timeout.to_string())?;
     let trusted = c.proxy_trusted.iter().filter(|_| proxied.is_some()).map(ToString::to_string);
     h.push_str(&array("PROXY_TRUSTED", trusted)?);
     let direct = if proxied.is_some() { c.direct_ports() } else { &c.ports[..] };
@@ -277,6 +278,7 @@ mod tests {
             secret_id: Some(SecretId::parse("prod/shop").unwrap()),
             health_check_path: Some(HealthPath::parse("/health").unwrap()),
             health_check_timeout: 45,
+            drain_timeout: 30,
             proxy: false,
             proxy_trusted: vec![],
             options: Default::default(),
@@ -309,6 +311,7 @@ mod tests {
             secret_id: None,
             health_check_path: None,
             health_check_timeout: 60,
+            drain_timeout: 30,
             proxy: false,
             proxy_trusted: vec![],
             options: Default::default(),

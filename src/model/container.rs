@@ -99,6 +99,9 @@ text_newtype!(
 pub const PRIVATE_RANGES: [&str; 6] =
     ["192.168.0.0/16", "172.16.0.0/12", "10.0.0.0/8", "127.0.0.1/8", "fd00::/8", "::1"];
 
+/// `drain-timeout`'s default, in seconds.
+pub const DEFAULT_DRAIN_TIMEOUT: u32 = 30;
+
 /// What runs on each instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContainerSpec {
@@ -116,6 +119,9 @@ pub struct ContainerSpec {
     /// address, scheme and host); from any other peer it sets them to its own view. Empty without
     /// the proxy.
     pub proxy_trusted: Vec<IpRange>,
+    /// Seconds the previous container keeps the connections the proxy had open to it at the
+    /// switch (WebSockets, streams, long requests) before it stops.
+    pub drain_timeout: u32,
     /// `docker create` options beyond ports and environment.
     pub options: RunOptions,
 }

@@ -26,7 +26,9 @@ pub use command::{
     command_deadline, waves, CommandId, CommandState, Invocation, InvocationOutput, InvocationStatus, StatusDetail,
     DELIVERY_TIMEOUT,
 };
-pub use container::{ContainerSpec, EnvVar, HealthPath, IpRange, PortMapping, DEFAULT_PROXY_IMAGE, PRIVATE_RANGES};
+pub use container::{
+    ContainerSpec, EnvVar, HealthPath, IpRange, PortMapping, DEFAULT_DRAIN_TIMEOUT, DEFAULT_PROXY_IMAGE, PRIVATE_RANGES,
+};
 pub use dockerfile::{stage_cache, StageCache};
 pub use drift::{DriftState, InstanceDrift};
 pub use instance::{InstanceId, ManagedInstance, Ping, Running};

@@ -33,6 +33,7 @@ pub fn request() -> DeployRequest {
             secret_id: SecretId::parse("prod/shop").ok(),
             health_check_path: HealthPath::parse("/health").ok(),
             health_check_timeout: 60,
+            drain_timeout: 30,
             proxy: true,
             proxy_trusted: vec![],
             options: Default::default(),

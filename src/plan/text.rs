@@ -131,6 +131,11 @@ impl Plan {
                     if proxy.migration { "" } else { ": no request to it dropped" }
                 )?;
                 writeln!(f, "             image {image}")?;
+                writeln!(
+                    f,
+                    "             connections open at the switch (WebSockets, streams, long requests) keep the previous container up to {}s (drain-timeout)",
+                    c.drain_timeout
+                )?;
                 if !proxy.direct.is_empty() {
                     let direct: Vec<String> = proxy.direct.iter().map(ToString::to_string).collect();
                     writeln!(

@@ -242,6 +242,7 @@ pub(crate) mod tests {
                 secret_id: None,
                 health_check_path: None,
                 health_check_timeout: 60,
+                drain_timeout: 30,
                 proxy: false,
                 proxy_trusted: vec![],
                 options: Default::default(),

@@ -18,6 +18,10 @@
 //!   absent: none, as every release before it ran). Written only when the list is not empty: an
 //!   ec2-deploy that knows schema 4 refuses such a release rather than run its proxy trusting
 //!   nobody.
+//! - **6**: adds `container.drain_timeout` (seconds the previous container keeps its connections
+//!   after the switch; absent: 30, as every release before it drained). Written only when it is
+//!   not 30: an ec2-deploy that knows schema 5 refuses such a release rather than cut its
+//!   connections at another time than it was deployed with.
 //!
 //! A record with a schema newer than [`CURRENT`] is refused with a message naming its version
 //! and schema: it was written by a newer ec2-deploy, and reading part of it could deploy
@@ -28,11 +32,11 @@ use serde::{Deserialize, Serialize};
 use super::Release;
 use crate::model::{
     ContainerName, ContainerSpec, Cpus, EnvVar, HealthPath, ImageRef, ImageTag, IpRange, KeyValue, LogDriver, Memory,
-    PortMapping, RegistryHost, RunOptions, SecretId, User, Volume,
+    PortMapping, RegistryHost, RunOptions, SecretId, User, Volume, DEFAULT_DRAIN_TIMEOUT,
 };
 
 /// The schema this version writes.
-pub const CURRENT: u32 = 5;
+pub const CURRENT: u32 = 6;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredPort {
@@ -60,6 +64,16 @@ struct StoredContainer {
     options: Option<StoredOptions>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     proxy_trusted: Vec<String>,
+    #[serde(default = "default_drain_timeout", skip_serializing_if = "is_default_drain_timeout")]
+    drain_timeout: u32,
+}
+
+fn default_drain_timeout() -> u32 {
+    DEFAULT_DRAIN_TIMEOUT
+}
+
+fn is_default_drain_timeout(seconds: &u32) -> bool {
+    *seconds == DEFAULT_DRAIN_TIMEOUT
 }
 
 /// Schema 4: each option as text, read back through the same parsers as the inputs.
@@ -142,6 +156,7 @@ pub fn encode(release: &Release) -> String {
     let stored = Stored {
         // The oldest schema that holds it all, so that older versions read what they can run.
         schema: Some(match (c.proxy_trusted.is_empty(), c.options.is_empty()) {
+            _ if !is_default_drain_timeout(&c.drain_timeout) => 6,
             (false, _) => 5,
             (true, false) => 4,
             (true, true) => 3,
@@ -163,6 +178,7 @@ pub fn encode(release: &Release) -> String {
             proxy: c.proxy,
             options: StoredOptions::of(&c.options),
             proxy_trusted: c.proxy_trusted.iter().map(ToString::to_string).collect(),
+            drain_timeout: c.drain_timeout,
         },
         header: release.header.clone(),
         rolled_back_from: release.rolled_back_from,
@@ -221,6 +237,7 @@ pub fn decode(text: &str) -> Result<Release, String> {
             .map(|r| IpRange::parse(r))
             .collect::<Result<_, _>>()
             .map_err(|e| field("container.proxy_trusted", e))?,
+        drain_timeout: c.drain_timeout,
         options,
     };
     let image = ImageRef::parse(&stored.image).map_err(|e| field("image", e))?;
@@ -281,6 +298,17 @@ mod tests {
     }
 
     #[test]
+    fn a_drain_timeout_other_than_30_is_schema_6_and_an_older_record_drains_30() {
+        let mut r = decode(V1).unwrap();
+        assert_eq!(r.container.drain_timeout, 30, "a record from before drain-timeout drained 30 s");
+        assert!(!encode(&r).contains("drain_timeout"));
+        r.container.drain_timeout = 120;
+        let text = encode(&r);
+        assert!(text.contains("\"schema\":6") && text.contains("\"drain_timeout\":120"), "{text}");
+        assert_eq!(decode(&text).unwrap(), r);
+    }
+
+    #[test]
     fn trusted_hops_are_schema_5_and_read_back_and_a_bad_one_is_named() {
         let mut r = decode(V1).unwrap();
         r.container.proxy = true;
@@ -295,8 +323,8 @@ mod tests {
 
     #[test]
     fn a_newer_schema_or_a_broken_value_fails_loudly() {
-        let newer = V1.replacen('{', "{\"schema\": 6,", 1);
-        assert!(decode(&newer).unwrap_err().contains("schema 6, written by a newer ec2-deploy"));
+        let newer = V1.replacen('{', "{\"schema\": 7,", 1);
+        assert!(decode(&newer).unwrap_err().contains("schema 7, written by a newer ec2-deploy"));
         let bad = V1.replace("\"tag\": \"v7\"", "\"tag\": \"-bad\"");
         assert!(decode(&bad).unwrap_err().starts_with("field `tag`: expected a Docker tag"));
         assert!(decode("{}").unwrap_err().starts_with("not a schema 1 release record"));

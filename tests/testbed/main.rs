@@ -12,6 +12,7 @@ mod rolling;
 mod safety;
 mod script;
 mod services;
+mod streams;
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -14,6 +14,14 @@
 //!   `peer=<address> for=<X-Forwarded-For> proto=<X-Forwarded-Proto> host=<X-Forwarded-Host>`
 //!   (`-` for a header that is absent).
 //!
+//! - `GET /events` — a server-sent event stream: `data: <version> <n>` every 500 ms until the
+//!   client leaves (`?count=N` ends it after N events), each event written at once (no buffering).
+//! - `GET /ws` — a WebSocket (RFC 6455, with `tungstenite`) that answers each text message with
+//!   `<version>: <message>`, until the client closes it.
+//! - `POST /upload` — reads the request body (`Content-Length`) and answers `<version> received N
+//!   bytes`.
+//! - `GET /slow?seconds=N` — answers `<version>` after N seconds (a long request).
+//!
 //! `demo-app --probe` asks the server on 127.0.0.1 for `/health` and exits 0 or 1, so the image
 //! can declare its own `HEALTHCHECK` without a shell or curl.
 //!
@@ -144,6 +152,7 @@ fn serve(mut stream: TcpStream) -> std::io::Result<()> {
     // Headers up to the blank line (the forwarded ones kept); the body (if any) is ignored.
     let mut forwarded =
         [("x-forwarded-for", String::from("-")), ("x-forwarded-proto", "-".into()), ("x-forwarded-host", "-".into())];
+    let (mut length, mut websocket_key) = (0u64, None);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
@@ -155,10 +164,33 @@ fn serve(mut stream: TcpStream) -> std::io::Result<()> {
                     *seen = value.trim().to_string();
                 }
             }
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+            if name.trim().eq_ignore_ascii_case("sec-websocket-key") {
+                websocket_key = Some(value.trim().to_string());
+            }
         }
     }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let target = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let number =
+        |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse::<u64>().ok());
+    match (path, websocket_key) {
+        ("/ws", Some(key)) => return websocket(stream, &key),
+        ("/events", _) => return events(stream, number("count")),
+        _ => {}
+    }
     let (status, body) = match path {
+        "/upload" => {
+            stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+            let received = std::io::copy(&mut reader.by_ref().take(length), &mut std::io::sink())?;
+            ("200 OK", format!("{} received {received} bytes\n", version()))
+        }
+        "/slow" => {
+            std::thread::sleep(Duration::from_secs(number("seconds").unwrap_or(1)));
+            ("200 OK", format!("{}\n", version()))
+        }
         "/health" if healthy() => ("200 OK", "ok\n".to_string()),
         "/health" => ("503 Service Unavailable", "unhealthy\n".to_string()),
         "/version" => ("200 OK", format!("{}\n", version())),
@@ -183,6 +215,43 @@ fn serve(mut stream: TcpStream) -> std::io::Result<()> {
     );
     stream.write_all(answer.as_bytes())?;
     stream.flush()
+}
+
+/// Server-sent events: one every 500 ms, each written (and sent) on its own.
+fn events(mut stream: TcpStream, count: Option<u64>) -> std::io::Result<()> {
+    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n")?;
+    for n in 1.. {
+        stream.write_all(format!("data: {} {n}\n\n", version()).as_bytes())?;
+        stream.flush()?;
+        if count.is_some_and(|c| n >= c) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
+}
+
+/// A WebSocket that echoes each text message with the version, until the client closes it. The
+/// request was read above: the handshake's answer, then tungstenite for the frames.
+fn websocket(mut stream: TcpStream, key: &str) -> std::io::Result<()> {
+    use tungstenite::protocol::{Role, WebSocket};
+    use tungstenite::Message;
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    stream.write_all(
+        format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
+            .as_bytes(),
+    )?;
+    stream.set_read_timeout(None)?;
+    let mut socket = WebSocket::from_raw_socket(stream, Role::Server, None);
+    loop {
+        match socket.read() {
+            Ok(Message::Text(text)) => {
+                let _ = socket.send(Message::text(format!("{}: {text}", version())));
+            }
+            Ok(Message::Close(_)) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+    }
 }
 
 fn probe() -> bool {

@@ -14,7 +14,7 @@ use crate::model::{
     parse_command, stage_cache, BuildSecret, ContainerName, ContainerSpec, Cpus, Digest, EnvVar, EnvironmentName,
     HealthPath, ImageName, ImageTag, InstanceId, IpRange, KeyValue, Limit, LogDriver, Memory, ParameterName, Platform,
     PortMapping, Region, RegistryHost, Repository, RunOptions, SecretId, SecretSource, StageCache, TagFilter,
-    TargetGroupArn, User, Volume, DEFAULT_PROXY_IMAGE, PRIVATE_RANGES,
+    TargetGroupArn, User, Volume, DEFAULT_DRAIN_TIMEOUT, DEFAULT_PROXY_IMAGE, PRIVATE_RANGES,
 };
 use crate::ports::{BuildSpec, DeploymentMode};
 
@@ -293,6 +293,7 @@ pub(super) struct ContainerInputs {
     pub(super) health_check_path: Option<HealthPath>,
     pub(super) health_check_timeout: u32,
     pub(super) proxy_trusted: Vec<IpRange>,
+    pub(super) drain_timeout: u32,
     pub(super) options: RunOptions,
 }
 
@@ -308,6 +309,7 @@ impl ContainerInputs {
             secret_id: self.secret_id,
             health_check_path: self.health_check_path,
             health_check_timeout: self.health_check_timeout,
+            drain_timeout: self.drain_timeout,
             options: self.options,
         }
     }
@@ -340,7 +342,18 @@ pub(super) fn container_inputs(r: &mut Resolver, repository: Option<&Repository>
     let health_check_timeout = r.parse("health-check-timeout", parse_seconds(1, 3600)).unwrap_or(60);
     let options = run_options(r);
     let proxy_trusted = proxy_trusted(r);
-    ContainerInputs { name, ports, env, secret_id, health_check_path, health_check_timeout, proxy_trusted, options }
+    let drain_timeout = r.parse("drain-timeout", parse_seconds(0, 3600)).unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+    ContainerInputs {
+        name,
+        ports,
+        env,
+        secret_id,
+        health_check_path,
+        health_check_timeout,
+        proxy_trusted,
+        drain_timeout,
+        options,
+    }
 }
 
 /// `proxy-trusted`: `private` (the default), `none`, or addresses and CIDR ranges, one per line.

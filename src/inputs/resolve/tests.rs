@@ -506,3 +506,21 @@ fn tags_ec2_deploy_keeps_for_itself_are_no_image_tag() {
         );
     }
 }
+
+#[test]
+fn drain_timeout_defaults_to_30_and_must_fit_with_the_health_check_in_the_command_timeout() {
+    let req = resolve_with(MINIMAL, &[("GITHUB_SHA", "a")], &[]).unwrap();
+    assert_eq!(req.container.drain_timeout, 30);
+    let req = resolve_with(&[MINIMAL[0], MINIMAL[1], ("drain-timeout", "120")], &[("GITHUB_SHA", "a")], &[]).unwrap();
+    assert_eq!(req.container.drain_timeout, 120);
+    let errs = resolve_with(
+        &[MINIMAL[0], MINIMAL[1], ("drain-timeout", "590"), ("health-check-timeout", "20")],
+        &[("GITHUB_SHA", "a")],
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        errs,
+        ["input `drain-timeout`: 590s, after `health-check-timeout` (20s), does not fit in `command-timeout` (600s), which bounds the whole script"]
+    );
+}

@@ -3,8 +3,9 @@
 # Runs as root through SSM Run Command (AWS-RunShellScript) or from user-data, after a header of
 # shell assignments that ec2-deploy generates and quotes:
 #   MODE IMAGE REGISTRY CONTAINER_NAME PORTS ENV_VARS SECRET_ID HEALTH_PATH HEALTH_PORT
-#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT PROXY_TRUSTED, and the run options MEMORY CPUS
-#   LOG_DRIVER RUN_USER COMMAND VOLUMES LOG_OPTS LABELS (docker create options, each may be empty)
+#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT PROXY_TRUSTED DRAIN_TIMEOUT, and
+#   the run options MEMORY CPUS LOG_DRIVER RUN_USER COMMAND VOLUMES LOG_OPTS LABELS (docker create
+#   options, each may be empty)
 # MODE=deploy (the default) does the steps below. MODE=rollback goes back to the kept
 # <name>-previous container, which must run IMAGE with the settings ROLLBACK_CONFIG (its
 # ec2-deploy.config label), or finds that already running: no pull, the previous container's own
@@ -121,6 +122,8 @@ if [ "$MODE" = predeploy ] || [ "$MODE" = exec ]; then
 fi
 : "${IMAGE:?}" "${REGISTRY:?}" "${CONTAINER_NAME:?}" "${HEALTH_TIMEOUT:?}" "${RELEASE:?}"
 case $HEALTH_TIMEOUT in '' | *[!0-9]*) fail 2 "HEALTH_TIMEOUT must be a number of seconds" ;; esac
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-30} # a release recorded before drain-timeout drained 30 s
+case $DRAIN_TIMEOUT in *[!0-9]*) fail 2 "DRAIN_TIMEOUT must be a number of seconds" ;; esac
 if [ -n "$HEALTH_PATH" ] && [ -z "$HEALTH_PORT" ]; then
   fail 2 "HEALTH_PATH needs HEALTH_PORT"
 fi

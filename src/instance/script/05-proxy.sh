@@ -140,17 +140,18 @@ route() {
   fi
   return 1
 }
-# Waits (30 s at most) until container $1 has no connection from the proxy left, i.e. no
-# request in flight (its own network namespace's TCP table, read from /proc).
+# Waits (DRAIN_TIMEOUT seconds at most) until container $1 has no connection from the proxy left:
+# no request in flight, no WebSocket or stream open (its own network namespace's TCP table, read
+# from /proc). New requests go to the new container meanwhile.
 drain() {
-  local pid port deadline=$((SECONDS + 30))
+  local pid port deadline=$((SECONDS + DRAIN_TIMEOUT))
   pid=$(inspect "$1" '{{.State.Pid}}')
   port=$(printf '%04X' "${2##*:}")
   [ -n "$pid" ] && [ "$pid" != 0 ] || return 0
   while [ "$(cat "/proc/$pid/net/tcp" "/proc/$pid/net/tcp6" 2>/dev/null |
     awk -v p=":$port" '$4 == "01" && substr($2, length($2) - 4) == p' | wc -l)" != 0 ]; do
     if [ "$SECONDS" -ge "$deadline" ]; then
-      log "connections to the previous container still open after 30s: stopping it anyway"
+      log "connections to the previous container still open after ${DRAIN_TIMEOUT}s (drain-timeout): stopping it"
       return 0
     fi
     sleep 0.1
