@@ -23,6 +23,8 @@ pub enum Where {
     One,
     /// This instance, which must have the targets.
     Instance(InstanceId),
+    /// The one instance with the targets whose Name tag this is.
+    Named(String),
     /// Every online instance with the targets.
     All,
 }
@@ -63,12 +65,34 @@ pub fn chosen(instances: &[ManagedInstance], at: &Where) -> Result<Vec<ManagedIn
         },
         Where::Instance(id) => match sorted.iter().find(|i| &i.id == id) {
             Some(i) => Ok(vec![i.clone()]),
-            None => Err(format!(
-                "{id} is not among the instances with the targets ({})",
-                sorted.iter().map(|i| i.id.as_str()).collect::<Vec<_>>().join(", ")
+            None => Err(format!("{id} is not among the instances with the targets ({})", listed(&sorted))),
+        },
+        Where::Named(name) => match sorted.iter().filter(|i| i.name.as_deref() == Some(name)).collect::<Vec<_>>()[..] {
+            [one] => Ok(vec![one.clone()]),
+            [] => Err(format!("no instance with the targets is named {name} ({})", listed(&sorted))),
+            ref many => Err(format!(
+                "{} instances with the targets are named {name} ({}): give one's id",
+                many.len(),
+                many.iter().map(|i| i.id.as_str()).collect::<Vec<_>>().join(", ")
             )),
         },
     }
+}
+
+/// `--instance`: an instance id, else a Name tag.
+pub fn where_of(text: &str) -> Where {
+    match InstanceId::parse(text.trim()) {
+        Ok(id) => Where::Instance(id),
+        Err(_) => Where::Named(text.trim().to_string()),
+    }
+}
+
+fn listed(instances: &[ManagedInstance]) -> String {
+    instances
+        .iter()
+        .map(|i| format!("{}{}", i.id, i.name.as_ref().map(|n| format!(" {n}")).unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs `command` in the live release on `instances` (those offline are named, not asked) and
@@ -205,6 +229,11 @@ mod tests {
         let nope = InstanceId::parse("i-0123456789abcdef0").unwrap();
         let e = chosen(&all, &Where::Instance(nope)).unwrap_err();
         assert!(e.starts_with("i-0123456789abcdef0 is not among the instances with the targets ("), "{e}");
+        // By its Name tag; a name that is no instance's names the instances there are.
+        let web2 = all.iter().find(|i| i.name.as_deref() == Some("web-2")).unwrap();
+        assert_eq!(chosen(&all, &where_of("web-2")).unwrap()[0].id, web2.id);
+        let e = chosen(&all, &where_of("web-9")).unwrap_err();
+        assert!(e.starts_with("no instance with the targets is named web-9 (") && e.contains(" web-2"), "{e}");
     }
 
     #[test]

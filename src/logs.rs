@@ -41,28 +41,93 @@ pub struct Cut {
     pub shown: usize,
 }
 
-/// Asks every instance with the request's tags for its container's last `lines` lines, and
+/// What to ask each instance for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// How many of the newest (matching) lines.
+    pub lines: u32,
+    /// `docker logs --since`: a duration back from now (`10m`, `1h30m`) or an RFC 3339 time.
+    pub since: Option<String>,
+    /// An extended regular expression (`grep -E`) the lines must match, after the masking.
+    pub grep: Option<String>,
+}
+
+impl Query {
+    pub fn last(lines: u32) -> Query {
+        Query { lines, since: None, grep: None }
+    }
+}
+
+/// `--since`: a duration as docker reads it (`90s`, `10m`, `1h30m`) or an RFC 3339 time.
+pub fn parse_since(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    let is_duration = !t.is_empty() && {
+        let mut rest = t;
+        let mut ok = true;
+        while !rest.is_empty() && ok {
+            let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+            let unit_end = rest[digits..].find(|c: char| c.is_ascii_digit()).map_or(rest.len(), |i| digits + i);
+            ok = digits > 0
+                && rest[..digits].parse::<f64>().is_ok()
+                && ["ns", "us", "µs", "ms", "s", "m", "h"].contains(&&rest[digits..unit_end]);
+            rest = &rest[unit_end..];
+        }
+        ok
+    };
+    if is_duration || t.parse::<jiff::Timestamp>().is_ok() {
+        Ok(t.to_string())
+    } else {
+        Err(format!("expected a duration like 10m or 1h30m, or an RFC 3339 time like 2026-12-05T10:00:00Z, got {t:?}"))
+    }
+}
+
+/// Asks every instance with the request's tags (or `only` those) for its container's lines, and
 /// prints them, each line prefixed with the instance's id.
 pub async fn show<W: World>(
     world: &W,
     cx: &Context<'_>,
     req: &crate::inputs::DeployRequest,
     live: &Recorded,
-    lines: u32,
+    instances: &[ManagedInstance],
+    query: &Query,
 ) -> Result<Vec<InstanceLogs>, Error> {
-    let instances = world.find_instances(&req.targets).await?;
+    let found = ask_instances(world, cx, req, live, instances, query).await?;
+    for l in &found {
+        print(cx, l);
+    }
+    Ok(found)
+}
+
+/// What each instance answers, without printing it.
+async fn ask_instances<W: World>(
+    world: &W,
+    cx: &Context<'_>,
+    req: &crate::inputs::DeployRequest,
+    live: &Recorded,
+    instances: &[ManagedInstance],
+    query: &Query,
+) -> Result<Vec<InstanceLogs>, Error> {
     let question = Question {
-        script: &crate::instance::logs_script(&live.release.header, lines)?,
+        script: &crate::instance::logs_script(&live.release.header, query)?,
         action: "logs",
         timeout: LOGS_TIMEOUT,
         comment: format!("{} logs", crate::apply::command::comment(req.environment.as_ref(), &live.release.tag)),
         read_outputs: true,
     };
-    let answers = ask(world, cx, &instances, &req.targets, question, |n| {
-        format!("Asking {n} instance(s) for the last {lines} lines of {}", live.release.container.name)
+    let what = match (&query.since, &query.grep) {
+        (None, None) => format!("the last {} lines", query.lines),
+        (since, grep) => format!(
+            "the last {} lines{}{}",
+            query.lines,
+            since.as_ref().map(|s| format!(" since {s}")).unwrap_or_default(),
+            grep.as_ref().map(|g| format!(" matching {g}")).unwrap_or_default()
+        ),
+    };
+    let answers = ask(world, cx, instances, &req.targets, question, |n| {
+        format!("Asking {n} instance(s) for {what} of {}", live.release.container.name)
     })
     .await?;
-    let found: Vec<InstanceLogs> = instances
+    Ok(instances
         .iter()
         .map(|i| {
             let answer = match answers.of(i) {
@@ -73,11 +138,65 @@ pub async fn show<W: World>(
             };
             InstanceLogs { instance: i.clone(), answer }
         })
-        .collect();
-    for l in &found {
-        print(cx, l);
+        .collect())
+}
+
+/// Seconds between two asks of `--follow`.
+pub const FOLLOW_EVERY: u64 = 5;
+
+/// `--follow`: asks again every [`FOLLOW_EVERY`] seconds for the lines since the newest one seen
+/// (a little before, so that none falls between two asks) and prints only the new ones, until
+/// the run is cancelled (Ctrl-C). Each ask is one read-only command.
+pub async fn follow<W: World>(
+    world: &W,
+    cx: &Context<'_>,
+    req: &crate::inputs::DeployRequest,
+    live: &Recorded,
+    instances: &[ManagedInstance],
+    query: &Query,
+) -> Result<(), Error> {
+    use std::collections::HashMap;
+    cx.runner.info(&format!("Following: a read-only command every {FOLLOW_EVERY}s for the new lines; Ctrl-C to stop"));
+    let mut newest: HashMap<String, jiff::Timestamp> = HashMap::new();
+    let mut query = query.clone();
+    loop {
+        let found = match ask_instances(world, cx, req, live, instances, &query).await {
+            // Ctrl-C is how one stops following.
+            Err(Error::Cancelled) => return Ok(()),
+            found => found?,
+        };
+        for l in found {
+            let id = l.instance.id.to_string();
+            match &l.answer {
+                Answer::Lines { lines, .. } => {
+                    let seen = newest.get(&id).copied();
+                    let new: Vec<String> = lines
+                        .iter()
+                        .filter(|line| seen.is_none_or(|s| stamp(line).is_none_or(|t| t > s)))
+                        .cloned()
+                        .collect();
+                    if let Some(t) = lines.iter().filter_map(|line| stamp(line)).max() {
+                        newest.insert(id.clone(), seen.map_or(t, |s| s.max(t)));
+                    }
+                    print_prefixed(cx, &l.instance.id, &new);
+                }
+                _ => print(cx, &l),
+            }
+        }
+        // From the oldest of the newest lines seen (the clocks of the instances may differ).
+        if let Some(from) = newest.values().min() {
+            query.since = Some((*from - jiff::SignedDuration::from_secs(1)).to_string());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(FOLLOW_EVERY)) => {}
+            _ = cx.cancel.cancelled() => return Ok(()),
+        }
     }
-    Ok(found)
+}
+
+/// The time Docker stamped a line with (`--timestamps`: RFC 3339 with nanoseconds, first).
+fn stamp(line: &str) -> Option<jiff::Timestamp> {
+    line.split_whitespace().next()?.parse().ok()
 }
 
 /// The lines of a successful answer, with the script's count (`ec2-deploy-logs …` on stderr).
@@ -94,7 +213,7 @@ fn lines_of(out: &InvocationOutput) -> Answer {
     Answer::Lines { lines, cut }
 }
 
-fn print(cx: &Context<'_>, l: &InstanceLogs) {
+pub fn print(cx: &Context<'_>, l: &InstanceLogs) {
     let id = &l.instance.id;
     let name = l.instance.name.as_deref().unwrap_or("-");
     match &l.answer {
@@ -140,7 +259,8 @@ mod tests {
             workdir: std::path::Path::new("."),
             lock: &crate::apply::Unlocked,
         };
-        let found = show(&w, &cx, &req, live, 1).await.unwrap();
+        let instances = crate::ports::RunCommand::find_instances(&w, &req.targets).await.unwrap();
+        let found = show(&w, &cx, &req, live, &instances, &Query::last(1)).await.unwrap();
         assert_eq!(w.log().last().unwrap(), "send logs 1,2");
         assert!(
             matches!(&found[0].answer, Answer::Lines { lines, cut: None } if lines == &["2026-12-05T00:00:01Z GET / 200"]),
@@ -153,6 +273,24 @@ mod tests {
         assert!(out.contains(&format!("{first} | 2026-12-05T00:00:01Z GET / 200")), "{out}");
         assert!(out.contains("not asked: its SSM agent is ConnectionLost"), "{out}");
         assert!(w.instance(1).running.is_some(), "nothing changed");
+    }
+
+    #[test]
+    fn since_takes_a_duration_or_an_rfc_3339_time_and_nothing_else() {
+        for good in ["90s", "10m", "1h30m", "1.5h", "2026-12-05T10:00:00Z", "2026-12-05T10:00:00.5+09:00"] {
+            assert_eq!(parse_since(good).as_deref(), Ok(good), "{good}");
+        }
+        for bad in ["", "10", "m", "10x", "yesterday", "10m;rm", "2026-12-05"] {
+            let e = parse_since(bad).unwrap_err();
+            assert!(e.starts_with("expected a duration like 10m or 1h30m, or an RFC 3339 time"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_stamp_is_dockers_rfc_3339_time_at_the_start_of_the_line() {
+        let t = stamp("2026-12-05T22:18:14.1Z GET / 200").unwrap();
+        assert!(t < stamp("2026-12-05T22:18:14.12Z x").unwrap(), "by time, not as text");
+        assert_eq!(stamp("no time here"), None);
     }
 
     #[test]

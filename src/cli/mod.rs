@@ -56,48 +56,8 @@ pub fn command() -> Command {
         .subcommand(input_flags(Command::new("releases").about(
             "Show each service's recorded releases: version, tag, when, commit, image, and the rollbacks (the history `status` shows first), without asking any instance",
         )))
-        .subcommand(
-            input_flags(Command::new("logs").about(
-                "Print the last lines the service's container printed on each instance with its targets, the secret's values masked, asked by a read-only command",
-            ))
-            .arg(
-                Arg::new("lines")
-                    .long("lines")
-                    .value_name("N")
-                    .default_value("100")
-                    .value_parser(clap::value_parser!(u32).range(1..=100_000))
-                    .help("How many of the newest lines to ask each instance for (SSM returns at most 24,000 characters of each: past that the oldest are left out, and the output says so)"),
-            ),
-        )
-        .subcommand(
-            input_flags(Command::new("exec").about(
-                "Run a one-off command in a new container of the live release (its image, environment, secret, volumes, limits and user) on one instance, or all, beside the serving container, which it does not touch; print its output and exit code",
-            ))
-            .arg(
-                Arg::new("instance")
-                    .long("instance")
-                    .value_name("ID")
-                    .conflicts_with("all")
-                    .help("The instance to run it on (one with the targets). Default: the first online one, by id"),
-            )
-            .arg(Arg::new("all").long("all").action(ArgAction::SetTrue).help("Run it on every online instance with the targets, at once"))
-            .arg(
-                Arg::new("exec-timeout")
-                    .long("exec-timeout")
-                    .value_name("SECONDS")
-                    .default_value("300")
-                    .value_parser(clap::value_parser!(u32).range(1..=3600))
-                    .help("Seconds the command may run before it is stopped (and counted as failed)"),
-            )
-            .arg(
-                Arg::new("cmd")
-                    .value_name("COMMAND")
-                    .num_args(1..)
-                    .last(true)
-                    .required(true)
-                    .help("The command and its arguments, after `--`: run as the image's entrypoint would run them, without a shell"),
-            ),
-        )
+        .subcommand(logs_command())
+        .subcommand(exec_command())
         .subcommand(input_flags(Command::new("converge").about(
             "Redeploy the live release, from the release record and without building, to the instances that drifted from it (converge: true)",
         )))
@@ -121,6 +81,77 @@ pub fn command() -> Command {
                     .help(inputs::spec("dry-run").expect("dry-run is an input").description),
             ),
         )
+}
+
+/// `ec2-deploy logs`: what the container printed, on each instance (see [`crate::logs`]).
+fn logs_command() -> Command {
+    input_flags(Command::new("logs").about(
+                "Print the last lines the service's container printed on each instance with its targets, the secret's values masked, asked by a read-only command",
+            ))
+            .arg(
+                Arg::new("lines")
+                    .long("lines")
+                    .value_name("N")
+                    .default_value("100")
+                    .value_parser(clap::value_parser!(u32).range(1..=100_000))
+                    .help("How many of the newest lines to ask each instance for (SSM returns at most 24,000 characters of each: past that the oldest are left out, and the output says so)"),
+            )
+            .arg(
+                Arg::new("since")
+                    .long("since")
+                    .value_name("WHEN")
+                    .help("Only lines from then on: a duration back from now (90s, 10m, 1h30m) or an RFC 3339 time (2026-12-05T10:00:00Z)"),
+            )
+            .arg(
+                Arg::new("grep")
+                    .long("grep")
+                    .value_name("PATTERN")
+                    .help("Only lines that match this extended regular expression (grep -E, on the instance, after the secret's values are masked): the last --lines of them"),
+            )
+            .arg(
+                Arg::new("instance")
+                    .long("instance")
+                    .value_name("ID|NAME")
+                    .help("Only this instance (one with the targets), by id or by its Name tag"),
+            )
+            .arg(
+                Arg::new("follow")
+                    .long("follow")
+                    .short('f')
+                    .action(ArgAction::SetTrue)
+                    .help("Keep reading: ask again every 5 s for the new lines (a read-only command each time) until Ctrl-C"),
+            )
+}
+
+/// `ec2-deploy exec`: a one-off command in the live release (see [`crate::exec`]).
+fn exec_command() -> Command {
+    input_flags(Command::new("exec").about(
+                "Run a one-off command in a new container of the live release (its image, environment, secret, volumes, limits and user) on one instance, or all, beside the serving container, which it does not touch; print its output and exit code",
+            ))
+            .arg(
+                Arg::new("instance")
+                    .long("instance")
+                    .value_name("ID|NAME")
+                    .conflicts_with("all")
+                    .help("The instance to run it on (one with the targets), by id or by its Name tag. Default: the first online one, by id"),
+            )
+            .arg(Arg::new("all").long("all").action(ArgAction::SetTrue).help("Run it on every online instance with the targets, at once"))
+            .arg(
+                Arg::new("exec-timeout")
+                    .long("exec-timeout")
+                    .value_name("SECONDS")
+                    .default_value("300")
+                    .value_parser(clap::value_parser!(u32).range(1..=3600))
+                    .help("Seconds the command may run before it is stopped (and counted as failed)"),
+            )
+            .arg(
+                Arg::new("cmd")
+                    .value_name("COMMAND")
+                    .num_args(1..)
+                    .last(true)
+                    .required(true)
+                    .help("The command and its arguments, after `--`: run as the image's entrypoint would run them, without a shell"),
+            )
 }
 
 fn input_flags(mut cmd: Command) -> Command {

@@ -113,13 +113,37 @@ impl Operator {
 }
 
 /// `ec2-deploy logs`: for each service, the live release's container's last lines on each
-/// instance with its targets (see [`crate::logs`]). Exits 1 when an instance could not answer.
+/// instance with its targets, or the one `--instance` names (see [`crate::logs`]); `--follow`
+/// keeps reading (one service). Exits 1 when an instance could not answer.
 pub(super) async fn logs(m: &ArgMatches) -> Exit {
-    let lines = *m.get_one::<u32>("lines").expect("has a default");
+    let since = match m.get_one::<String>("since").map(|s| crate::logs::parse_since(s)).transpose() {
+        Ok(since) => since,
+        Err(e) => {
+            eprintln!("ec2-deploy logs: --since: {e}");
+            return Exit::BadInput;
+        }
+    };
+    let grep = m.get_one::<String>("grep").cloned();
+    if grep.as_deref().is_some_and(|g| g.is_empty() || g.contains('\n')) {
+        eprintln!("ec2-deploy logs: --grep: expected a pattern on one line");
+        return Exit::BadInput;
+    }
+    let query = crate::logs::Query { lines: *m.get_one::<u32>("lines").expect("has a default"), since, grep };
+    let at = m.get_one::<String>("instance").map(|a| crate::exec::where_of(a));
+    let follow = m.get_flag("follow");
     let op = match Operator::new(m, "logs").await {
         Ok(op) => op,
         Err(exit) => return exit,
     };
+    if follow && op.requests.len() > 1 {
+        let names: Vec<&str> = op.requests.iter().filter_map(|r| r.service.as_deref()).collect();
+        eprintln!(
+            "ec2-deploy logs: --follow reads one service; the environment has {} ({}): name one with --service",
+            names.len(),
+            names.join(", ")
+        );
+        return Exit::BadInput;
+    }
     let mut unanswered = vec![];
     for req in &op.requests {
         if let Some(service) = &req.service {
@@ -129,7 +153,30 @@ pub(super) async fn logs(m: &ArgMatches) -> Exit {
             Ok(found) => found,
             Err(exit) => return exit,
         };
-        match crate::logs::show(&op.world, &op.cx(), &req, &live, lines).await {
+        let all = match crate::ports::RunCommand::find_instances(&op.world, &req.targets).await {
+            Ok(all) => all,
+            Err(e) => {
+                eprintln!("ec2-deploy logs: {e}");
+                return Error::from(e).exit();
+            }
+        };
+        let instances = match &at {
+            Some(at) => match crate::exec::chosen(&all, at) {
+                Ok(one) => one,
+                Err(why) => {
+                    eprintln!("ec2-deploy logs: --instance: {why}");
+                    return Exit::BadInput;
+                }
+            },
+            None => all,
+        };
+        let cx = op.cx();
+        let asked = if follow {
+            crate::logs::follow(&op.world, &cx, &req, &live, &instances, &query).await.map(|()| vec![])
+        } else {
+            crate::logs::show(&op.world, &cx, &req, &live, &instances, &query).await
+        };
+        match asked {
             Ok(found) => unanswered.extend(
                 found
                     .into_iter()
@@ -158,13 +205,7 @@ pub(super) async fn exec(m: &ArgMatches) -> Exit {
     let command: Vec<String> = m.get_many::<String>("cmd").expect("required").cloned().collect();
     let timeout = *m.get_one::<u32>("exec-timeout").expect("has a default");
     let at = match (m.get_one::<String>("instance"), m.get_flag("all")) {
-        (Some(id), _) => match crate::model::InstanceId::parse(id) {
-            Ok(id) => Where::Instance(id),
-            Err(e) => {
-                eprintln!("ec2-deploy exec: --instance: {e}");
-                return Exit::BadInput;
-            }
-        },
+        (Some(at), _) => crate::exec::where_of(at),
         (None, true) => Where::All,
         (None, false) => Where::One,
     };

@@ -175,11 +175,13 @@ pub fn check_script(recorded_header: &str) -> Result<String, QuoteError> {
 
 /// The last `lines` lines a recorded release's container printed (`MODE=logs`, see the script),
 /// its secret's values masked; on stderr, `ec2-deploy-logs lines=N bytes=B`.
-pub fn logs_script(recorded_header: &str, lines: u32) -> Result<String, QuoteError> {
+pub fn logs_script(recorded_header: &str, query: &crate::logs::Query) -> Result<String, QuoteError> {
     Ok(format!(
-        "{recorded_header}MODE={}\nLOG_LINES={}\n{SCRIPT}",
+        "{recorded_header}MODE={}\nLOG_LINES={}\nLOG_SINCE={}\nLOG_GREP={}\n{SCRIPT}",
         quote("MODE", "logs")?,
-        quote("LOG_LINES", &lines.to_string())?
+        quote("LOG_LINES", &query.lines.to_string())?,
+        quote("LOG_SINCE", query.since.as_deref().unwrap_or(""))?,
+        quote("LOG_GREP", query.grep.as_deref().unwrap_or(""))?
     ))
 }
 

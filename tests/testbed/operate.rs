@@ -128,3 +128,97 @@ fn exec_runs_a_one_off_in_the_live_release_and_leaves_the_serving_container_alon
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("i-0123456789abcdef0 is not among the instances with the targets"), "{err}");
 }
+
+/// `logs --grep`, `--since`, `--instance` (by Name tag) and `--follow` on real containers: each
+/// narrows what is shown to what was asked, and `--follow` prints a line the app prints after it
+/// started, once, and stops at Ctrl-C with exit 0.
+#[test]
+fn logs_narrow_by_pattern_time_and_instance_and_follow_new_lines_until_interrupted() {
+    use std::io::BufRead;
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 2, &["Role=web"]);
+    let repo = unique("logq");
+    bed.create_repository(&repo);
+    let r = run_with(&bed, inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r.code, 0, "{}", r.log());
+    let say = |ip: &str, text: &str| {
+        let answer = super::support::http_get(&format!("http://{ip}:3000/log?text={text}"));
+        assert_eq!(answer.map(|(s, _)| s), Some(200), "{text}");
+    };
+    let shown = |out: &str, id: &str| -> Vec<String> {
+        out.lines().filter(|l| l.starts_with(&format!("{id} | "))).map(str::to_string).collect()
+    };
+    let before = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let marker = unique("marker");
+    say(&web.ips[0], &marker);
+
+    // --grep: the matching lines only, from each instance.
+    let (code, out, err) = operate(&bed, "logs", &repo, &suite, &["--grep", "marker-[0-9]+"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(shown(&out, &web.ids[0]).len(), 1, "{out}");
+    assert!(shown(&out, &web.ids[0])[0].ends_with(&format!(" {marker}")), "{out}");
+    assert!(shown(&out, &web.ids[1]).is_empty(), "{out}");
+    // --since: what came after that time (the marker alone).
+    let since = (before + jiff::SignedDuration::from_millis(1050)).to_string();
+    let (code, out, err) = operate(&bed, "logs", &repo, &suite, &["--since", &since]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(shown(&out, &web.ids[0]).len(), 1, "{out}");
+    assert!(shown(&out, &web.ids[1]).is_empty(), "{out}");
+    // --instance by its Name tag: that instance alone.
+    let names = bed.aws_json(&[
+        "ec2",
+        "describe-tags",
+        "--filters",
+        &format!("Name=resource-id,Values={}", web.ids[1]),
+        "Name=key,Values=Name",
+    ]);
+    let name = names["Tags"][0]["Value"].as_str().expect("a Name tag").to_string();
+    let (code, out, err) = operate(&bed, "logs", &repo, &suite, &["--instance", &name, "--lines", "3"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!shown(&out, &web.ids[1]).is_empty() && shown(&out, &web.ids[0]).is_empty(), "{out}");
+    // Bad input names the flag and asks nothing.
+    for (flag, value) in [("--since", "yesterday"), ("--instance", "no-such-name")] {
+        let (code, _, err) = operate(&bed, "logs", &repo, &suite, &[flag, value]);
+        assert_eq!(code, 2, "{flag}: {err}");
+        assert!(err.contains(flag), "{err}");
+    }
+
+    // --follow: a line printed after it started comes once, then Ctrl-C ends it with 0.
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_ec2-deploy"))
+        .args(["logs", "--environment", "test", "--ecr-repository", &repo, "--targets", &format!("Suite={suite}")])
+        .args(["--targets", "Role=web", "--instance", &web.ids[0], "--follow", "--lines", "5"])
+        .envs(["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"].map(|k| (k, bed.get(k))))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = std::io::BufReader::new(follow.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || stdout.lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    let mut seen = vec![];
+    let mut wait_for = |what: &dyn Fn(&str) -> bool, secs: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            seen.push(line.clone());
+            if what(&line) {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(wait_for(&|l: &str| l.ends_with(&format!(" {marker}")), 30), "the first ask:\n{seen:#?}");
+    let later = unique("later");
+    say(&web.ips[0], &later);
+    assert!(wait_for(&|l: &str| l.ends_with(&format!(" {later}")), 30), "no new line:\n{seen:#?}");
+    // Two more asks: nothing is printed twice.
+    wait_for(&|_: &str| false, 11);
+    let kill = std::process::Command::new("kill").args(["-INT", &follow.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = follow.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{seen:#?}");
+    for word in [&marker, &later] {
+        assert_eq!(seen.iter().filter(|l| l.ends_with(&format!(" {word}"))).count(), 1, "{word}:\n{seen:#?}");
+    }
+}

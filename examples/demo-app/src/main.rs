@@ -21,6 +21,7 @@
 //! - `POST /upload` — reads the request body (`Content-Length`) and answers `<version> received N
 //!   bytes`.
 //! - `GET /slow?seconds=N` — answers `<version>` after N seconds (a long request).
+//! - `GET /log?text=WORD` — prints `WORD` on its standard output (a line the logs must show).
 //!
 //! `demo-app --probe` asks the server on 127.0.0.1 for `/health` and exits 0 or 1, so the image
 //! can declare its own `HEALTHCHECK` without a shell or curl.
@@ -186,6 +187,11 @@ fn serve(mut stream: TcpStream) -> std::io::Result<()> {
             stream.set_read_timeout(Some(Duration::from_secs(60)))?;
             let received = std::io::copy(&mut reader.by_ref().take(length), &mut std::io::sink())?;
             ("200 OK", format!("{} received {received} bytes\n", version()))
+        }
+        "/log" => {
+            let text = query.split('&').find_map(|kv| kv.strip_prefix("text=")).unwrap_or("-");
+            println!("{text}");
+            ("200 OK", "logged\n".to_string())
         }
         "/slow" => {
             std::thread::sleep(Duration::from_secs(number("seconds").unwrap_or(1)));
