@@ -574,3 +574,18 @@ fn the_readme_states_the_boot_scripts_size() {
         "README: about {stated} KB; `ec2-deploy user-data`: {actual:.1} KB"
     );
 }
+
+/// The ECR lifecycle example expires untagged images only: never a tagged one (a release, which
+/// rollbacks and the record point to; the proxy's `ec2-deploy-proxy-` image; a stage's current
+/// `ec2-deploy-cache-` image), and the README names it.
+#[test]
+fn the_ecr_lifecycle_example_never_expires_a_tagged_image() {
+    let policy: serde_json::Value = serde_json::from_str(&root_file("examples/ecr-lifecycle-policy.json")).unwrap();
+    let rules = policy["rules"].as_array().expect("rules");
+    assert!(!rules.is_empty());
+    for rule in rules {
+        assert_eq!(rule["selection"]["tagStatus"], "untagged", "{rule}");
+        assert_eq!(rule["action"]["type"], "expire", "{rule}");
+    }
+    assert!(readme().contains("examples/ecr-lifecycle-policy.json"));
+}
