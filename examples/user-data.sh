@@ -46,6 +46,7 @@ for parameter in "${parameters[@]}"; do
 # environment, the same switch as a deploy. MODE=check changes nothing: it says whether the
 # instance runs this release (below, before the lock). MODE=logs changes nothing either: it
 # prints the container's last LOG_LINES lines of output, the secret's values masked.
+# MODE=maintenance puts a page in front of the app through the proxy, or takes it away.
 # Needs docker, the aws CLI and curl; jq or python3 when SECRET_ID is set. It:
 #   1. logs in to the registry with the instance's own credentials and pulls IMAGE (by digest),
 #      and PROXY_IMAGE with it;
@@ -78,7 +79,7 @@ for parameter in "${parameters[@]}"; do
 #   19 rollback failed: the release to go back to is unhealthy, the newer one serves again
 #   20 the Docker daemon does not answer (nothing was changed)
 #   21 MODE=predeploy or exec: the one-off command failed, timed out or could not start
-#   22 logs: there is no container of this name here
+#   22 logs or maintenance: there is no (running) container of this name here
 # From creating <name>-next until the traffic moved to it, a script that fails, is signalled, or
 # is killed outright (SIGKILL, as the SSM agent does at the execution timeout) leaves what ran
 # before serving: a trap handles the first two, a guard process in a session of its own the
@@ -90,14 +91,15 @@ for parameter in "${parameters[@]}"; do
 # prerequisites, region), containers (names and docker helpers), environment (the env file and
 # the settings' identity), check (MODE=check, read-only), lock (the instance's deploy lock),
 # proxy, guard (the swap marker, restore, traps, the repair of an interrupted run), health, swap
-# (switch, undo, finish), rollback (MODE=rollback), pull (login and pull), predeploy (MODE=
-# predeploy), deploy (the new release's container).
+# (switch, undo, finish), maintenance (MODE=maintenance), rollback (MODE=rollback), pull (login
+# and pull), predeploy (MODE=predeploy), deploy (the new release's container).
 # Globals that more than one part uses (beyond the header's parameters):
 #   region            the AWS region the instance's aws CLI calls (common)
 #   state_dir         /var/lib/ec2-deploy/<name>: lock, env files, swap marker, proxy files (common)
 #   secret_values     the secret's values, masked in everything printed (common, set by environment)
 #   next kept         <name>-next, <name>-previous: the container being started, the one kept (containers)
 #   proxy_name        ec2-deploy-proxy-<name>, the proxy's container (containers)
+#   page_name         ec2-deploy-maintenance-<name>, the maintenance page's container (containers)
 #   network           the Docker network the proxy reaches containers on (containers)
 #   swap_marker       present while a swap may have left what ran before stopped (containers)
 #   proxy_spec        the proxy's identity, image and port, kept as its label (proxy)
@@ -147,7 +149,10 @@ mask_lines() {
 
 MODE=${MODE:-deploy}
 ROLLBACK_CONFIG=${ROLLBACK_CONFIG:-}
-case $MODE in deploy | rollback | predeploy | exec | check | logs) ;; *) fail 2 "MODE must be deploy, rollback, predeploy, exec, check or logs" ;; esac
+case $MODE in
+  deploy | rollback | predeploy | exec | check | logs | maintenance) ;;
+  *) fail 2 "MODE must be deploy, rollback, predeploy, exec, check, logs or maintenance" ;;
+esac
 PRE_DEPLOY_TIMEOUT=${PRE_DEPLOY_TIMEOUT:-600}
 [ -n "${PRE_DEPLOY[0]+x}" ] || PRE_DEPLOY=()
 if [ "$MODE" = predeploy ] || [ "$MODE" = exec ]; then
@@ -198,6 +203,7 @@ state_dir=/var/lib/ec2-deploy/$CONTAINER_NAME
 next=$CONTAINER_NAME-next
 kept=$CONTAINER_NAME-previous
 proxy_name=ec2-deploy-proxy-$CONTAINER_NAME
+page_name=ec2-deploy-maintenance-$CONTAINER_NAME
 network=ec2-deploy
 swap_marker=$state_dir/swap-in-progress
 
@@ -839,9 +845,14 @@ switch() {
   fi
 }
 
-# After the switch: what ran before is kept, stopped, as <name>-previous.
+# After the switch: what ran before is kept, stopped, as <name>-previous. A maintenance page
+# ended at the switch (the proxy sends requests to the new container): it goes.
 finish() {
   end_swap
+  if exists "$page_name"; then
+    docker rm --force "$page_name" >/dev/null 2>&1 || true
+    log "maintenance ended: the proxy sends requests to the new release"
+  fi
   if [ "$MODE" = rollback ]; then
     if [ -f "$state_dir/env.previous" ]; then
       mv -f "$state_dir/env" "$state_dir/env.tmp" 2>/dev/null || true
@@ -861,6 +872,71 @@ ensure_network() {
     docker network inspect "$network" >/dev/null 2>&1 ||
     fail 14 "cannot create the Docker network $network"
 }
+
+# MODE=maintenance: the proxy answers 503 with a page (MAINTENANCE_MESSAGE, plain text) and
+# Retry-After (MAINTENANCE_RETRY_AFTER seconds) while the app keeps running, untouched; with
+# MAINTENANCE=off it sends requests to the app again. The page is served by a second Caddy, from
+# the proxy's own image, on the proxy's network: the proxy's upstream file points at it, as a
+# deploy's switch points it at a new container, so the proxy is never replaced. The app's health
+# path (HEALTH_PATH) still reaches the app, so a load balancer's health checks keep passing,
+# unless MAINTENANCE_HEALTH=fail. A deploy or rollback ends maintenance (see finish).
+if [ "$MODE" = maintenance ]; then
+  case ${MAINTENANCE:-} in on | off) ;; *) fail 2 "MODE=maintenance needs MAINTENANCE=on or off" ;; esac
+  [ -n "$PROXY" ] || fail 2 "maintenance needs the proxy: this release publishes its ports itself (proxy: false)"
+  running "$CONTAINER_NAME" || fail 22 "there is no running container $CONTAINER_NAME on this instance"
+  running "$proxy_name" || fail 14 "the proxy $proxy_name is not running"
+  app_dial=$(upstream_of "$CONTAINER_NAME")
+  [ -n "$app_dial" ] || fail 2 "$CONTAINER_NAME publishes its ports itself: it is not behind the proxy"
+  answers_page() {
+    curl -s -o /dev/null -D - --max-time 2 "http://127.0.0.1:$PROXY_PORT/" | grep -qi '^x-ec2-deploy-maintenance:'
+  }
+  if [ "$MAINTENANCE" = off ]; then
+    set_upstream "$app_dial" || fail 14 "cannot point the proxy at $CONTAINER_NAME again"
+    docker rm --force "$page_name" >/dev/null 2>&1 || true
+    ! answers_page || fail 14 "the proxy still answers with the maintenance page"
+    log "maintenance off: the proxy sends requests to $CONTAINER_NAME"
+    printf 'ec2-deploy-maintenance state=off\n'
+    exit 0
+  fi
+  [[ ${MAINTENANCE_RETRY_AFTER:-} =~ ^[0-9]+$ ]] || fail 2 "MAINTENANCE_RETRY_AFTER must be a number of seconds"
+  page_files=$state_dir/maintenance
+  rm -rf "$page_files"
+  mkdir -p "$page_files"
+  printf '%s\n' "${MAINTENANCE_MESSAGE:-}" >"$page_files/message"
+  printf '%s' "$app_dial" >"$page_files/upstream"
+  health_route=
+  if [ -n "$HEALTH_PATH" ] && [ "${MAINTENANCE_HEALTH:-pass}" = pass ]; then
+    health_match=${HEALTH_PATH%%\?*}
+    health_match=${health_match//\\/\\\\}
+    health_match=${health_match//\"/\\\"}
+    health_route='{"match":[{"path":["'"$health_match"'"]}],"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}]}]},'
+  fi
+  printf '%s\n' '{"admin":{"disabled":true},"apps":{"http":{"servers":{"page":{"listen":[":80"],"automatic_https":{"disable":true},"routes":['"$health_route"'{"handle":[{"handler":"static_response","status_code":503,"headers":{"Retry-After":["'"$MAINTENANCE_RETRY_AFTER"'"],"Content-Type":["text/plain; charset=utf-8"],"Cache-Control":["no-store"],"X-Ec2-Deploy-Maintenance":["on"]},"body":"{file./ec2-deploy/message}"}]}]}}}}}' >"$page_files/caddy.json"
+  chmod 755 "$page_files"
+  chmod 644 "$page_files"/*
+  docker rm --force "$page_name" >/dev/null 2>&1 || true
+  if ! err=$(docker create --name "$page_name" --restart unless-stopped --network "$network" \
+    --label "ec2-deploy.maintenance-for=$CONTAINER_NAME" \
+    "$PROXY_IMAGE" /usr/bin/caddy run --config /ec2-deploy/caddy.json 2>&1 >/dev/null) ||
+    ! err=$(docker cp "$page_files" "$page_name:/ec2-deploy" 2>&1) ||
+    ! err=$(docker start "$page_name" 2>&1 >/dev/null); then
+    docker rm --force "$page_name" >/dev/null 2>&1 || true
+    fail 14 "the maintenance page did not start: $(docker_reason "$err")"
+  fi
+  set_upstream "$page_name:80" || fail 14 "cannot point the proxy at the maintenance page"
+  deadline=$((SECONDS + 15))
+  until answers_page; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      set_upstream "$app_dial" || true
+      docker rm --force "$page_name" >/dev/null 2>&1 || true
+      fail 14 "the maintenance page did not answer within 15 s: $CONTAINER_NAME serves again"
+    fi
+    sleep 0.2
+  done
+  log "maintenance on: the proxy answers 503 with the page; $CONTAINER_NAME keeps running"
+  printf 'ec2-deploy-maintenance state=on\n'
+  exit 0
+fi
 
 if [ "$MODE" = rollback ]; then
   # The release to go back to: IMAGE with the settings ROLLBACK_CONFIG (a change of settings

@@ -43,6 +43,7 @@ pub mod instance;
 pub mod live;
 pub mod lock;
 pub mod logs;
+pub mod maintenance;
 pub mod model;
 pub mod plan;
 pub mod ports;

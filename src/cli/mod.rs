@@ -58,6 +58,7 @@ pub fn command() -> Command {
         )))
         .subcommand(logs_command())
         .subcommand(exec_command())
+        .subcommand(maintenance_command())
         .subcommand(input_flags(Command::new("converge").about(
             "Redeploy the live release, from the release record and without building, to the instances that drifted from it (converge: true)",
         )))
@@ -121,6 +122,47 @@ fn logs_command() -> Command {
                     .action(ArgAction::SetTrue)
                     .help("Keep reading: ask again every 5 s for the new lines (a read-only command each time) until Ctrl-C"),
             )
+}
+
+/// `ec2-deploy maintenance on|off`: a page in front of the app (see [`crate::maintenance`]).
+fn maintenance_command() -> Command {
+    input_flags(Command::new("maintenance").about(
+        "Put the service in maintenance (the proxy answers 503 with a page and Retry-After, the app keeps running) or take it out, on each instance with its targets",
+    ))
+    .arg(
+        Arg::new("state")
+            .value_name("on|off")
+            .required(true)
+            .value_parser(["on", "off"])
+            .help("on: the page; off: the app again"),
+    )
+    .arg(
+        Arg::new("message")
+            .long("message")
+            .value_name("TEXT")
+            .default_value("This service is down for maintenance. Please try again shortly.")
+            .help("The page's text (plain text)"),
+    )
+    .arg(
+        Arg::new("retry-after")
+            .long("retry-after")
+            .value_name("SECONDS")
+            .default_value("60")
+            .value_parser(clap::value_parser!(u32).range(1..=86_400))
+            .help("The page's Retry-After header"),
+    )
+    .arg(
+        Arg::new("fail-health")
+            .long("fail-health")
+            .action(ArgAction::SetTrue)
+            .help("The health path answers 503 too, so a load balancer takes the instances out (by default it still reaches the app, and health checks keep passing)"),
+    )
+    .arg(
+        Arg::new("instance")
+            .long("instance")
+            .value_name("ID|NAME")
+            .help("Only this instance (one with the targets), by id or by its Name tag"),
+    )
 }
 
 /// `ec2-deploy exec`: a one-off command in the live release (see [`crate::exec`]).
@@ -214,12 +256,13 @@ pub fn main() -> ExitCode {
                 }
             };
         }
-        Some((name @ ("status" | "releases" | "logs" | "exec"), m)) => {
+        Some((name @ ("status" | "releases" | "logs" | "exec" | "maintenance"), m)) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
             let exit = match name {
                 "status" => rt.block_on(operate::status(m)),
                 "releases" => rt.block_on(operate::releases(m)),
                 "logs" => rt.block_on(operate::logs(m)),
+                "maintenance" => rt.block_on(operate::maintenance(m)),
                 _ => rt.block_on(operate::exec(m)),
             };
             return ExitCode::from(exit as u8);

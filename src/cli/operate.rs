@@ -197,6 +197,72 @@ pub(super) async fn logs(m: &ArgMatches) -> Exit {
     Exit::DeployFailed
 }
 
+/// `ec2-deploy maintenance on|off`: for each service, the page in front of its app on each
+/// instance with its targets, or the one `--instance` names (see [`crate::maintenance`]). Exits 1
+/// when an instance did not change.
+pub(super) async fn maintenance(m: &ArgMatches) -> Exit {
+    let wanted = crate::maintenance::Maintenance {
+        on: m.get_one::<String>("state").is_some_and(|s| s == "on"),
+        message: m.get_one::<String>("message").cloned().unwrap_or_default(),
+        retry_after: *m.get_one::<u32>("retry-after").expect("has a default"),
+        fail_health: m.get_flag("fail-health"),
+    };
+    let at = m.get_one::<String>("instance").map(|a| crate::exec::where_of(a));
+    let op = match Operator::new(m, "maintenance").await {
+        Ok(op) => op,
+        Err(exit) => return exit,
+    };
+    let mut unchanged = vec![];
+    for req in &op.requests {
+        if let Some(service) = &req.service {
+            println!("# Service {service}\n");
+        }
+        let (req, live) = match op.live(req).await {
+            Ok(found) => found,
+            Err(exit) => return exit,
+        };
+        if !live.release.container.proxy {
+            eprintln!(
+                "ec2-deploy maintenance: the live release of {} runs without the proxy (proxy: false): there is nothing to put a page in front of it",
+                live.release.container.name
+            );
+            return Exit::BadInput;
+        }
+        let all = match crate::ports::RunCommand::find_instances(&op.world, &req.targets).await {
+            Ok(all) => all,
+            Err(e) => {
+                eprintln!("ec2-deploy maintenance: {e}");
+                return Error::from(e).exit();
+            }
+        };
+        let instances = match &at {
+            Some(at) => match crate::exec::chosen(&all, at) {
+                Ok(one) => one,
+                Err(why) => {
+                    eprintln!("ec2-deploy maintenance: --instance: {why}");
+                    return Exit::BadInput;
+                }
+            },
+            None => all,
+        };
+        match crate::maintenance::set(&op.world, &op.cx(), &req, &live, &instances, &wanted).await {
+            Ok(found) => {
+                unchanged.extend(found.into_iter().filter(|f| f.failed.is_some()).map(|f| f.instance.id.to_string()))
+            }
+            Err(e) => {
+                eprintln!("ec2-deploy maintenance: {e}");
+                return e.exit();
+            }
+        }
+        println!();
+    }
+    if unchanged.is_empty() {
+        return Exit::Success;
+    }
+    eprintln!("ec2-deploy maintenance: not changed on {} instance(s): {}", unchanged.len(), unchanged.join(", "));
+    Exit::DeployFailed
+}
+
 /// `ec2-deploy exec -- COMMAND…`: the command in a new container of the live release, on one
 /// instance or all (see [`crate::exec`]). One service: the config's services are named with
 /// `--service`. Exits 0 when it exited 0 everywhere it was run, 1 otherwise (each named).

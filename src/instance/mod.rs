@@ -25,6 +25,7 @@ pub const SCRIPT: &str = concat!(
     include_str!("script/06-guard.sh"),
     include_str!("script/07-health.sh"),
     include_str!("script/08-swap.sh"),
+    include_str!("script/09-maintenance.sh"),
     include_str!("script/09-rollback.sh"),
     include_str!("script/10-pull.sh"),
     include_str!("script/11-predeploy.sh"),
@@ -48,7 +49,7 @@ pub fn step_for_exit_code(code: i32) -> &'static str {
         19 => "rollback (previous release unhealthy, newer one kept)",
         20 => "docker (the daemon does not answer)",
         21 => "pre-deploy",
-        22 => "logs (no container of this name)",
+        22 => "no (running) container of this name",
         _ => "script",
     }
 }
@@ -173,7 +174,28 @@ pub fn check_script(recorded_header: &str) -> Result<String, QuoteError> {
     Ok(format!("{recorded_header}MODE={}\n{SCRIPT}", quote("MODE", "check")?))
 }
 
-/// The last `lines` lines a recorded release's container printed (`MODE=logs`, see the script),
+/// `MODE=maintenance` of a recorded release (see the script): `on` puts a page (the `message`,
+/// 503 with `Retry-After: retry_after`) in front of the app, `off` takes it away; the health path
+/// still reaches the app unless `fail_health`.
+pub fn maintenance_script(
+    recorded_header: &str,
+    on: bool,
+    message: &str,
+    retry_after: u32,
+    fail_health: bool,
+) -> Result<String, QuoteError> {
+    Ok(format!(
+        "{recorded_header}MODE={}\nMAINTENANCE={}\nMAINTENANCE_MESSAGE={}\nMAINTENANCE_RETRY_AFTER={}\nMAINTENANCE_HEALTH={}\n{SCRIPT}",
+        quote("MODE", "maintenance")?,
+        quote("MAINTENANCE", if on { "on" } else { "off" })?,
+        quote("MAINTENANCE_MESSAGE", message)?,
+        quote("MAINTENANCE_RETRY_AFTER", &retry_after.to_string())?,
+        quote("MAINTENANCE_HEALTH", if fail_health { "fail" } else { "pass" })?
+    ))
+}
+
+/// The last `query.lines` lines a recorded release's container printed (`MODE=logs`, see the
+/// script), from `query.since`, matching `query.grep`,
 /// its secret's values masked; on stderr, `ec2-deploy-logs lines=N bytes=B`.
 pub fn logs_script(recorded_header: &str, query: &crate::logs::Query) -> Result<String, QuoteError> {
     Ok(format!(
@@ -403,6 +425,18 @@ mod tests {
         let with = format!("MEMORY=1g\nCOMMAND=(a 'b c')\n{script}");
         let out = std::process::Command::new("bash").arg("-c").arg(&with).output().unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), "<1g><a><b c>");
+    }
+
+    /// The page's text is an operator's free text: it reaches the script as one quoted value,
+    /// whatever it holds, and runs nothing.
+    #[test]
+    fn the_maintenance_message_is_one_quoted_value() {
+        let message = "Back at 14:00 — $(touch /tmp/x) `id` \"quoted\" 'single'";
+        let script = maintenance_script("#!/bin/bash\n", true, message, 120, false).unwrap();
+        let values = crate::fake::header_values(&script);
+        assert_eq!(values["MAINTENANCE_MESSAGE"], message);
+        assert_eq!((values["MAINTENANCE"].as_str(), values["MAINTENANCE_RETRY_AFTER"].as_str()), ("on", "120"));
+        assert_eq!(values["MAINTENANCE_HEALTH"], "pass");
     }
 
     #[test]

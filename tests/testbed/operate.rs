@@ -222,3 +222,71 @@ fn logs_narrow_by_pattern_time_and_instance_and_follow_new_lines_until_interrupt
         assert_eq!(seen.iter().filter(|l| l.ends_with(&format!(" {word}"))).count(), 1, "{word}:\n{seen:#?}");
     }
 }
+
+/// The whole HTTP answer (status line, headers, body) to a GET of `path` on port 3000.
+fn raw_get(ip: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((ip, 3000)).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+/// `maintenance on`: each request gets 503 with the page and `Retry-After`, while the app keeps
+/// running untouched (same container, not restarted) and its health path still answers; `off`
+/// brings the app back. `--fail-health` fails the health path too, `--instance` asks one
+/// instance, and a deploy ends maintenance.
+#[test]
+fn maintenance_puts_a_page_in_front_of_the_running_app_and_takes_it_away() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 2, &["Role=web"]);
+    let repo = unique("maint");
+    bed.create_repository(&repo);
+    let r = run_with(&bed, inputs(&bed, &repo, &suite, "v1", "VERSION=v1"));
+    assert_eq!(r.code, 0, "{}", r.log());
+    let started = |id: &str| {
+        let out = bed.on_instance(id, &["docker", "inspect", "--format", "{{.Id}} {{.State.StartedAt}}", &repo]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let before: Vec<String> = web.ids.iter().map(|id| started(id)).collect();
+    let pages = |id: &str| {
+        let out = bed.on_instance(id, &["docker", "ps", "--all", "--format", "{{.Names}}"]);
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("ec2-deploy-maintenance-")).count()
+    };
+
+    let (code, out, err) =
+        operate(&bed, "maintenance", &repo, &suite, &["on", "--message", "Back at 14:00", "--retry-after", "120"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for (id, ip) in web.ids.iter().zip(&web.ips) {
+        assert!(out.contains(id.as_str()) && out.matches("maintenance on").count() == 2, "{out}");
+        let page = raw_get(ip, "/version");
+        assert!(page.starts_with("HTTP/1.1 503"), "{page}");
+        assert!(page.to_ascii_lowercase().contains("retry-after: 120"), "{page}");
+        assert!(page.ends_with("\r\n\r\nBack at 14:00"), "{page}");
+        assert_eq!(super::support::http_get(&format!("http://{ip}:3000/health")).map(|(s, _)| s), Some(200));
+    }
+    assert_eq!(web.ids.iter().map(|id| started(id)).collect::<Vec<_>>(), before, "the app was touched");
+
+    let (code, out, err) = operate(&bed, "maintenance", &repo, &suite, &["off"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for (id, ip) in web.ids.iter().zip(&web.ips) {
+        assert_eq!(version_of(ip).as_deref(), Some("v1"));
+        assert_eq!(pages(id), 0, "{id}: the page's container is left");
+    }
+
+    // One instance, its health path failing too; then a deploy ends it.
+    let (code, out, err) =
+        operate(&bed, "maintenance", &repo, &suite, &["on", "--fail-health", "--instance", &web.ids[0]]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(raw_get(&web.ips[0], "/health").starts_with("HTTP/1.1 503"));
+    assert_eq!(version_of(&web.ips[1]).as_deref(), Some("v1"), "the other instance was changed");
+    let r = run_with(&bed, inputs(&bed, &repo, &suite, "v2", "VERSION=v2"));
+    assert_eq!(r.code, 0, "{}", r.log());
+    for (id, ip) in web.ids.iter().zip(&web.ips) {
+        assert_eq!(version_of(ip).as_deref(), Some("v2"));
+        assert_eq!(pages(id), 0, "{id}: the page's container is left after the deploy");
+    }
+}

@@ -12,6 +12,7 @@
 # environment, the same switch as a deploy. MODE=check changes nothing: it says whether the
 # instance runs this release (below, before the lock). MODE=logs changes nothing either: it
 # prints the container's last LOG_LINES lines of output, the secret's values masked.
+# MODE=maintenance puts a page in front of the app through the proxy, or takes it away.
 # Needs docker, the aws CLI and curl; jq or python3 when SECRET_ID is set. It:
 #   1. logs in to the registry with the instance's own credentials and pulls IMAGE (by digest),
 #      and PROXY_IMAGE with it;
@@ -44,7 +45,7 @@
 #   19 rollback failed: the release to go back to is unhealthy, the newer one serves again
 #   20 the Docker daemon does not answer (nothing was changed)
 #   21 MODE=predeploy or exec: the one-off command failed, timed out or could not start
-#   22 logs: there is no container of this name here
+#   22 logs or maintenance: there is no (running) container of this name here
 # From creating <name>-next until the traffic moved to it, a script that fails, is signalled, or
 # is killed outright (SIGKILL, as the SSM agent does at the execution timeout) leaves what ran
 # before serving: a trap handles the first two, a guard process in a session of its own the
@@ -56,14 +57,15 @@
 # prerequisites, region), containers (names and docker helpers), environment (the env file and
 # the settings' identity), check (MODE=check, read-only), lock (the instance's deploy lock),
 # proxy, guard (the swap marker, restore, traps, the repair of an interrupted run), health, swap
-# (switch, undo, finish), rollback (MODE=rollback), pull (login and pull), predeploy (MODE=
-# predeploy), deploy (the new release's container).
+# (switch, undo, finish), maintenance (MODE=maintenance), rollback (MODE=rollback), pull (login
+# and pull), predeploy (MODE=predeploy), deploy (the new release's container).
 # Globals that more than one part uses (beyond the header's parameters):
 #   region            the AWS region the instance's aws CLI calls (common)
 #   state_dir         /var/lib/ec2-deploy/<name>: lock, env files, swap marker, proxy files (common)
 #   secret_values     the secret's values, masked in everything printed (common, set by environment)
 #   next kept         <name>-next, <name>-previous: the container being started, the one kept (containers)
 #   proxy_name        ec2-deploy-proxy-<name>, the proxy's container (containers)
+#   page_name         ec2-deploy-maintenance-<name>, the maintenance page's container (containers)
 #   network           the Docker network the proxy reaches containers on (containers)
 #   swap_marker       present while a swap may have left what ran before stopped (containers)
 #   proxy_spec        the proxy's identity, image and port, kept as its label (proxy)
@@ -113,7 +115,10 @@ mask_lines() {
 
 MODE=${MODE:-deploy}
 ROLLBACK_CONFIG=${ROLLBACK_CONFIG:-}
-case $MODE in deploy | rollback | predeploy | exec | check | logs) ;; *) fail 2 "MODE must be deploy, rollback, predeploy, exec, check or logs" ;; esac
+case $MODE in
+  deploy | rollback | predeploy | exec | check | logs | maintenance) ;;
+  *) fail 2 "MODE must be deploy, rollback, predeploy, exec, check, logs or maintenance" ;;
+esac
 PRE_DEPLOY_TIMEOUT=${PRE_DEPLOY_TIMEOUT:-600}
 [ -n "${PRE_DEPLOY[0]+x}" ] || PRE_DEPLOY=()
 if [ "$MODE" = predeploy ] || [ "$MODE" = exec ]; then

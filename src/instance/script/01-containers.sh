@@ -2,6 +2,7 @@
 next=$CONTAINER_NAME-next
 kept=$CONTAINER_NAME-previous
 proxy_name=ec2-deploy-proxy-$CONTAINER_NAME
+page_name=ec2-deploy-maintenance-$CONTAINER_NAME
 network=ec2-deploy
 swap_marker=$state_dir/swap-in-progress
 

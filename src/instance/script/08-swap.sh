@@ -72,9 +72,14 @@ switch() {
   fi
 }
 
-# After the switch: what ran before is kept, stopped, as <name>-previous.
+# After the switch: what ran before is kept, stopped, as <name>-previous. A maintenance page
+# ended at the switch (the proxy sends requests to the new container): it goes.
 finish() {
   end_swap
+  if exists "$page_name"; then
+    docker rm --force "$page_name" >/dev/null 2>&1 || true
+    log "maintenance ended: the proxy sends requests to the new release"
+  fi
   if [ "$MODE" = rollback ]; then
     if [ -f "$state_dir/env.previous" ]; then
       mv -f "$state_dir/env" "$state_dir/env.tmp" 2>/dev/null || true
