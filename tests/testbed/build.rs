@@ -33,16 +33,17 @@ fn docker_on(bed: &Bed, host: &str, args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-/// A cold build on one empty engine, then a one-line change of the source built on another
-/// empty engine: the second takes the dependencies stage from the registry (its step's stamp is
-/// the first build's) and builds the rest anew; the stage's image is in the repository and holds
+/// A cold build on an empty engine, then a one-line change of the source built on it once it is
+/// emptied again (no image, no build cache, as a new runner): the second build takes the
+/// dependencies stage from the registry (its step's stamp is the first build's) and builds the rest anew; the stage's image is in the repository and holds
 /// neither build's secret value.
 #[test]
 fn a_multi_stage_build_on_a_new_machine_runs_only_what_changed_and_caches_no_secret() {
     let bed = Bed::load();
     let suite = unique("s");
     let web = bed.fleet_in(&suite, 1, &["Role=web"]);
-    let builders = bed.fleet_in(&suite, 2, &["Role=builder"]);
+    let builders = bed.fleet_in(&suite, 1, &["Role=builder"]); // held: dropped, it is removed
+    let builder = engine(&bed, &builders.ids[0]);
     let repo = unique("stages");
     bed.create_repository(&repo);
     let secrets = [unique("npm-token-cold-q7"), unique("npm-token-warm-k2")];
@@ -57,8 +58,14 @@ fn a_multi_stage_build_on_a_new_machine_runs_only_what_changed_and_caches_no_sec
         let mut action = ActionRun::new(&borrowed);
         std::fs::write(action.workspace.join("Dockerfile.stages"), dockerfile(&repo)).unwrap();
         std::fs::write(action.workspace.join("app.txt"), source).unwrap(); // the one-line change
-        action.env =
-            vec![("NPM_TOKEN".into(), secrets[n].clone()), ("DOCKER_HOST".into(), engine(&bed, &builders.ids[n]))];
+        if n > 0 {
+            // A new machine: no image, no build cache (only the registry can supply a cache).
+            docker_on(&bed, &builder, &["system", "prune", "--all", "--force"]);
+            docker_on(&bed, &builder, &["builder", "prune", "--all", "--force"]);
+            let left = String::from_utf8(docker_on(&bed, &builder, &["image", "ls", "--quiet"])).unwrap();
+            assert_eq!(left.trim(), "", "images left on the builder");
+        }
+        action.env = vec![("NPM_TOKEN".into(), secrets[n].clone()), ("DOCKER_HOST".into(), builder.clone())];
         let r = action.run(&bed);
         assert_eq!(r.code, 0, "{}", r.log());
         assert!(
@@ -72,7 +79,7 @@ fn a_multi_stage_build_on_a_new_machine_runs_only_what_changed_and_caches_no_sec
     }
     let ((cold_source, cold_deps, _), (warm_source, warm_deps, warm)) = (&results[0], &results[1]);
     assert_eq!((cold_source.as_str(), warm_source.as_str()), ("cold", "warm"), "the change was built");
-    assert_eq!(warm_deps, cold_deps, "the dependencies stage ran again on the second engine");
+    assert_eq!(warm_deps, cold_deps, "the dependencies stage ran again on the emptied engine");
     // The image's own layer cache is the last release, not the stage's image pushed after it.
     assert!(warm.stdout.contains(&format!("/{repo}:v1)")), "{}", warm.stdout);
 
@@ -90,9 +97,8 @@ fn a_multi_stage_build_on_a_new_machine_runs_only_what_changed_and_caches_no_sec
     ]);
     assert!(tags.split_whitespace().any(|t| t == "ec2-deploy-cache-build"), "{tags}");
     let cache = format!("{}/{repo}:ec2-deploy-cache-build", bed.get("TESTBED_REGISTRY"));
-    let second = engine(&bed, &builders.ids[1]);
-    let saved = docker_on(&bed, &second, &["image", "save", &cache]);
-    let history = String::from_utf8(docker_on(&bed, &second, &["history", "--no-trunc", &cache])).unwrap();
+    let saved = docker_on(&bed, &builder, &["image", "save", &cache]);
+    let history = String::from_utf8(docker_on(&bed, &builder, &["history", "--no-trunc", &cache])).unwrap();
     assert!(history.contains("--stamp"), "{history}");
     let saved_text = String::from_utf8_lossy(&saved);
     // The runner's own mask command carries the value (and hides it from the log): not a leak.

@@ -58,12 +58,12 @@ fn all_healthy(bed: &Bed, lb: &LbSlice, ids: &[String]) {
 
 /// The emulated AWS endpoint's address: a dependency every instance's containers can reach, until
 /// a test cuts one off.
-fn dependency(bed: &Bed) -> String {
+pub(super) fn dependency(bed: &Bed) -> String {
     bed.get("AWS_ENDPOINT_URL").trim_start_matches("http://").to_string()
 }
 
 /// Rejects the instance's containers' connections to `addr`, as a network ACL on that host would.
-fn cut_off(bed: &Bed, id: &str, addr: &str) {
+pub(super) fn cut_off(bed: &Bed, id: &str, addr: &str) {
     let (host, port) = addr.split_once(':').unwrap();
     let out = bed
         .on_instance(id, &["iptables", "-I", "DOCKER-USER", "-d", host, "-p", "tcp", "--dport", port, "-j", "REJECT"]);
