@@ -81,8 +81,8 @@ pub fn parse_since(text: &str) -> Result<String, String> {
     }
 }
 
-/// Asks every instance with the request's tags (or `only` those) for its container's lines, and
-/// prints them, each line prefixed with the instance's id.
+/// Asks `instances` for their container's lines, and prints them, each line prefixed with the
+/// instance's id.
 pub async fn show<W: World>(
     world: &W,
     cx: &Context<'_>,
@@ -114,15 +114,12 @@ async fn ask_instances<W: World>(
         comment: format!("{} logs", crate::apply::command::comment(req.environment.as_ref(), &live.release.tag)),
         read_outputs: true,
     };
-    let what = match (&query.since, &query.grep) {
-        (None, None) => format!("the last {} lines", query.lines),
-        (since, grep) => format!(
-            "the last {} lines{}{}",
-            query.lines,
-            since.as_ref().map(|s| format!(" since {s}")).unwrap_or_default(),
-            grep.as_ref().map(|g| format!(" matching {g}")).unwrap_or_default()
-        ),
-    };
+    let what = format!(
+        "the last {} lines{}{}",
+        query.lines,
+        query.since.as_ref().map(|s| format!(" since {s}")).unwrap_or_default(),
+        query.grep.as_ref().map(|g| format!(" matching {g}")).unwrap_or_default()
+    );
     let answers = ask(world, cx, instances, &req.targets, question, |n| {
         format!("Asking {n} instance(s) for {what} of {}", live.release.container.name)
     })

@@ -88,6 +88,45 @@ impl Operator {
         Ok((req, history))
     }
 
+    /// The one request a command that reads one service runs on; several are bad input, named
+    /// (`why` says what needs one).
+    fn one_service(&self, why: &str) -> Result<&DeployRequest, Exit> {
+        if self.requests.len() > 1 {
+            let names: Vec<&str> = self.requests.iter().filter_map(|r| r.service.as_deref()).collect();
+            eprintln!(
+                "ec2-deploy {}: {why}the environment has {} services ({}): name one with --service",
+                self.command,
+                names.len(),
+                names.join(", ")
+            );
+            return Err(Exit::BadInput);
+        }
+        Ok(&self.requests[0])
+    }
+
+    /// The instances with the request's targets, or the ones `at` picks among them (one that is
+    /// not among them is bad input, named, and nothing is sent).
+    async fn instances(
+        &self,
+        req: &DeployRequest,
+        at: Option<&crate::exec::Where>,
+    ) -> Result<Vec<crate::model::ManagedInstance>, Exit> {
+        let command = self.command;
+        let all = crate::ports::RunCommand::find_instances(&self.world, &req.targets).await.map_err(|e| {
+            eprintln!("ec2-deploy {command}: {e}");
+            Error::from(e).exit()
+        })?;
+        match at {
+            None => Ok(all),
+            Some(at) => crate::exec::chosen(&all, at).map_err(|why| {
+                use crate::exec::Where;
+                let flag = if matches!(at, Where::Instance(_) | Where::Named(_)) { "--instance: " } else { "" };
+                eprintln!("ec2-deploy {command}: {flag}{why}; nothing was sent");
+                Exit::BadInput
+            }),
+        }
+    }
+
     /// The request completed from its record, and the record's live release.
     async fn live(&self, req: &DeployRequest) -> Result<(DeployRequest, crate::release::Recorded), Exit> {
         let command = self.command;
@@ -135,14 +174,10 @@ pub(super) async fn logs(m: &ArgMatches) -> Exit {
         Ok(op) => op,
         Err(exit) => return exit,
     };
-    if follow && op.requests.len() > 1 {
-        let names: Vec<&str> = op.requests.iter().filter_map(|r| r.service.as_deref()).collect();
-        eprintln!(
-            "ec2-deploy logs: --follow reads one service; the environment has {} ({}): name one with --service",
-            names.len(),
-            names.join(", ")
-        );
-        return Exit::BadInput;
+    if follow {
+        if let Err(exit) = op.one_service("--follow reads one service; ") {
+            return exit;
+        }
     }
     let mut unanswered = vec![];
     for req in &op.requests {
@@ -153,22 +188,9 @@ pub(super) async fn logs(m: &ArgMatches) -> Exit {
             Ok(found) => found,
             Err(exit) => return exit,
         };
-        let all = match crate::ports::RunCommand::find_instances(&op.world, &req.targets).await {
-            Ok(all) => all,
-            Err(e) => {
-                eprintln!("ec2-deploy logs: {e}");
-                return Error::from(e).exit();
-            }
-        };
-        let instances = match &at {
-            Some(at) => match crate::exec::chosen(&all, at) {
-                Ok(one) => one,
-                Err(why) => {
-                    eprintln!("ec2-deploy logs: --instance: {why}");
-                    return Exit::BadInput;
-                }
-            },
-            None => all,
+        let instances = match op.instances(&req, at.as_ref()).await {
+            Ok(instances) => instances,
+            Err(exit) => return exit,
         };
         let cx = op.cx();
         let asked = if follow {
@@ -228,22 +250,9 @@ pub(super) async fn maintenance(m: &ArgMatches) -> Exit {
             );
             return Exit::BadInput;
         }
-        let all = match crate::ports::RunCommand::find_instances(&op.world, &req.targets).await {
-            Ok(all) => all,
-            Err(e) => {
-                eprintln!("ec2-deploy maintenance: {e}");
-                return Error::from(e).exit();
-            }
-        };
-        let instances = match &at {
-            Some(at) => match crate::exec::chosen(&all, at) {
-                Ok(one) => one,
-                Err(why) => {
-                    eprintln!("ec2-deploy maintenance: --instance: {why}");
-                    return Exit::BadInput;
-                }
-            },
-            None => all,
+        let instances = match op.instances(&req, at.as_ref()).await {
+            Ok(instances) => instances,
+            Err(exit) => return exit,
         };
         match crate::maintenance::set(&op.world, &op.cx(), &req, &live, &instances, &wanted).await {
             Ok(found) => {
@@ -267,7 +276,7 @@ pub(super) async fn maintenance(m: &ArgMatches) -> Exit {
 /// instance or all (see [`crate::exec`]). One service: the config's services are named with
 /// `--service`. Exits 0 when it exited 0 everywhere it was run, 1 otherwise (each named).
 pub(super) async fn exec(m: &ArgMatches) -> Exit {
-    use crate::exec::{chosen, Where};
+    use crate::exec::Where;
     let command: Vec<String> = m.get_many::<String>("cmd").expect("required").cloned().collect();
     let timeout = *m.get_one::<u32>("exec-timeout").expect("has a default");
     let at = match (m.get_one::<String>("instance"), m.get_flag("all")) {
@@ -279,32 +288,17 @@ pub(super) async fn exec(m: &ArgMatches) -> Exit {
         Ok(op) => op,
         Err(exit) => return exit,
     };
-    if op.requests.len() > 1 {
-        let names: Vec<&str> = op.requests.iter().filter_map(|r| r.service.as_deref()).collect();
-        eprintln!(
-            "ec2-deploy exec: the environment has {} services ({}): name one with --service",
-            names.len(),
-            names.join(", ")
-        );
-        return Exit::BadInput;
-    }
-    let (req, live) = match op.live(&op.requests[0]).await {
+    let req = match op.one_service("") {
+        Ok(req) => req,
+        Err(exit) => return exit,
+    };
+    let (req, live) = match op.live(req).await {
         Ok(found) => found,
         Err(exit) => return exit,
     };
-    let instances = match crate::ports::RunCommand::find_instances(&op.world, &req.targets).await {
-        Ok(all) => all,
-        Err(e) => {
-            eprintln!("ec2-deploy exec: {e}");
-            return Error::from(e).exit();
-        }
-    };
-    let on = match chosen(&instances, &at) {
+    let on = match op.instances(&req, Some(&at)).await {
         Ok(on) => on,
-        Err(why) => {
-            eprintln!("ec2-deploy exec: {why}; nothing was run");
-            return Exit::BadInput;
-        }
+        Err(exit) => return exit,
     };
     match crate::exec::run(&op.world, &op.cx(), &req, &live, &command, timeout, on).await {
         Ok(found) => {
