@@ -200,7 +200,24 @@ impl<W: World> Commands<'_, W> {
                 continue;
             }
             let limits = (Limit::Count(moving.min(chunk.len()) as u32), Limit::Count((allowed - errors_so_far) as u32));
-            let part = self.send_and_follow(CommandTargets::Ids(chunk.to_vec()), Some(chunk), &order, limits).await?;
+            let part =
+                match self.send_and_follow(CommandTargets::Ids(chunk.to_vec()), Some(chunk), &order, limits).await {
+                    Ok(part) => part,
+                    // Nothing was sent yet: nothing changed, the error is the run's.
+                    Err(e) if outcome.reports.is_empty() => return Err(e),
+                    // Earlier chunks ran: their instances are the caller's to put back, as after
+                    // any other failure; this chunk and the ones after it did not start.
+                    Err(e) => {
+                        let why = format!("the command could not be sent ({e})");
+                        outcome.reports.extend(
+                            self.planned(Some(chunk))
+                                .iter()
+                                .map(|i| InstanceReport::not_started(i, &format!("not started: {why}"))),
+                        );
+                        outcome.stopped = Some(why);
+                        continue;
+                    }
+                };
             outcome.reports.extend(part.reports);
             outcome.outputs.extend(part.outputs);
             outcome.stopped = outcome.stopped.or(part.stopped);

@@ -229,6 +229,27 @@ async fn max_concurrency_and_max_errors_hold_across_the_whole_fleet_not_per_50_i
     assert!(r.instances.iter().any(|i| i.reason.as_deref().is_some_and(|why| why.contains("max-errors"))), "{log:#?}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_send_that_fails_after_the_first_chunk_rolls_back_what_the_first_chunk_switched() {
+    let w = World::with_instances(60);
+    w.add_repository("shop");
+    // One offline instance: the command goes by instance id, in chunks of 50.
+    w.set_ping(60, crate::model::Ping::ConnectionLost);
+    let with_skip = |tag| request(tag).tap(|r| r.skip_offline = true);
+    let (result, log) = deploy(&w, &with_skip("v1")).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    // The first chunk's command goes out; the second chunk's SendCommand fails.
+    w.faults.lock().unwrap().send_fails_after = Some(1);
+    let (result, log) = deploy(&w, &with_skip("v2")).await;
+    let r = report(result, &log);
+    assert!(!r.success(), "{log:#?}");
+    assert!(r.rollback.is_some(), "no rollback: {log:#?}");
+    let not_v1: Vec<u32> = (1..=59).filter(|n| running(&w, *n) != Some(image("v1"))).collect();
+    assert!(not_v1.is_empty(), "instances left on v2 or nothing: {not_v1:?}\n{log:#?}");
+    let row = r.instances.iter().find(|i| i.id == crate::fake::id(55)).unwrap();
+    assert!(row.reason.as_deref().unwrap_or_default().contains("SendCommand"), "{row:?}");
+}
+
 trait Tap: Sized {
     fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
         f(&mut self);

@@ -142,6 +142,8 @@ pub struct CallFaults {
     pub stage_cache_push_fails: bool,
     /// The role session has expired: every AWS call fails with ExpiredToken from now on.
     pub session_expired: bool,
+    /// SendCommand succeeds this many more times, then fails once (Run Command unavailable).
+    pub send_fails_after: Option<usize>,
 }
 
 /// The fake world's time. `Paused`: tokio's paused clock (the test runs in a runtime started

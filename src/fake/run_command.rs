@@ -301,6 +301,21 @@ impl RunCommand for World {
 
     async fn send_command(&self, request: &CommandRequest) -> Result<CommandId> {
         self.session("ssm:SendCommand")?;
+        {
+            let mut faults = lock(&self.faults);
+            match faults.send_fails_after {
+                Some(0) => {
+                    faults.send_fails_after = None;
+                    return Err(ServiceError::new(
+                        "ssm:SendCommand",
+                        ErrorKind::Unavailable,
+                        "InternalServerError (the fault the test asked for)",
+                    ));
+                }
+                Some(n) => faults.send_fails_after = Some(n - 1),
+                None => {}
+            }
+        }
         let targets: Vec<InstanceId> = match &request.targets {
             CommandTargets::Ids(ids) => ids.clone(),
             CommandTargets::Tags(tags) => self.find_instances(tags).await?.into_iter().map(|i| i.id).collect(),
