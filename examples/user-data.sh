@@ -47,9 +47,11 @@ for parameter in "${parameters[@]}"; do
 # instance runs this release (below, before the lock). MODE=logs changes nothing either: it
 # prints the container's last LOG_LINES lines of output, the secret's values masked.
 # MODE=maintenance puts a page in front of the app through the proxy, or takes it away.
+# MODE=pull does step 1 and nothing else (the run pulls everywhere before the first batch
+# switches); under the instance's lock, as it may finish what a run that died left.
 # Needs docker, the aws CLI and curl; jq or python3 when SECRET_ID is set. It:
 #   1. logs in to the registry with the instance's own credentials and pulls IMAGE (by digest),
-#      and PROXY_IMAGE with it;
+#      and PROXY_IMAGE with it, unless they are here already;
 #   2. writes the container's environment to a file only root can read: ENV_VARS, then the keys
 #      of the Secrets Manager secret SECRET_ID (fetched here; values never reach argv or logs);
 #   3. starts the new container as <name>-next and waits for it to be healthy, then moves the
@@ -108,6 +110,7 @@ for parameter in "${parameters[@]}"; do
 #   previous_image    what ran before this run (guard), previous_config its settings' identity
 #   health_reason     why the last health wait failed (health)
 #   gap_ms            how long the port did not answer, when it did not (swap)
+#   phases            the phases' durations so far, for the result line (common)
 #   stopped_previous  what ran before was stopped before the new container was healthy (swap)
 #   env_new           the new release's env file (predeploy), resource_args its docker options
 set -Eeuo pipefail
@@ -123,6 +126,16 @@ MEMORY=${MEMORY:-} CPUS=${CPUS:-} LOG_DRIVER=${LOG_DRIVER:-} RUN_USER=${RUN_USER
 [ -n "${PROXY_TRUSTED[0]+x}" ] || PROXY_TRUSTED=()
 
 log() { printf 'ec2-deploy: %s\n' "$*"; }
+now_ms() { date +%s%3N; }
+# Where the time goes: `phase NAME` ends the phase NAME now (it began at the previous mark);
+# the result line carries them all, `phases=prepare:120,login:80,...` in milliseconds.
+phases='' phase_mark=$(now_ms)
+phase() {
+  local t
+  t=$(now_ms)
+  phases+="${phases:+,}$1:$((t - phase_mark))"
+  phase_mark=$t
+}
 fail() {
   local code=$1
   shift
@@ -150,8 +163,8 @@ mask_lines() {
 MODE=${MODE:-deploy}
 ROLLBACK_CONFIG=${ROLLBACK_CONFIG:-}
 case $MODE in
-  deploy | rollback | predeploy | exec | check | logs | maintenance) ;;
-  *) fail 2 "MODE must be deploy, rollback, predeploy, exec, check, logs or maintenance" ;;
+  deploy | rollback | predeploy | exec | check | logs | maintenance | pull) ;;
+  *) fail 2 "MODE must be deploy, rollback, predeploy, exec, check, logs, maintenance or pull" ;;
 esac
 PRE_DEPLOY_TIMEOUT=${PRE_DEPLOY_TIMEOUT:-600}
 [ -n "${PRE_DEPLOY[0]+x}" ] || PRE_DEPLOY=()
@@ -220,7 +233,6 @@ publishes() {
   n=$(inspect "$1" '{{len .HostConfig.PortBindings}}')
   [ -n "$n" ] && [ "$n" != 0 ]
 }
-now_ms() { date +%s%3N; }
 # The daemon's own reason from a failed docker command's stderr (the CLI adds a summary line
 # after it, such as "Error: failed to start containers: NAME", that says less).
 docker_reason() {
@@ -407,6 +419,12 @@ fi
 # Registry credentials live in a private directory for this run only.
 DOCKER_CONFIG=$(mktemp -d)
 export DOCKER_CONFIG
+# Every docker command from here on leaves a mark (subshells too): the result line says how many
+# a run took (docker_calls=), what a swap costs the daemon. Defined after the tools were checked.
+docker() {
+  printf . >>"$DOCKER_CONFIG/calls" 2>/dev/null || true
+  command docker "$@"
+}
 
 retry() {
   local attempt=1 max=$1
@@ -759,8 +777,11 @@ last_logs() {
 result() {
   # When a run last left a release here (see EC2_DEPLOY_BOOT_SINCE above).
   date +%s%3N >"$state_dir/deployed-at" 2>/dev/null || true
-  printf 'ec2-deploy-result outcome=%s previous=%s current=%s previous_config=%s current_config=%s%s\n' \
-    "$1" "$previous_image" "$2" "${previous_config:--}" "${3:--}" "${gap_ms:+ gap_ms=$gap_ms}"
+  phase finish
+  local calls
+  calls=$(wc -c <"$DOCKER_CONFIG/calls" 2>/dev/null || echo 0)
+  printf 'ec2-deploy-result outcome=%s previous=%s current=%s previous_config=%s current_config=%s%s phases=%s docker_calls=%s\n' \
+    "$1" "$previous_image" "$2" "${previous_config:--}" "${3:--}" "${gap_ms:+ gap_ms=$gap_ms}" "$phases" "$((calls))"
 }
 
 # Checks what already runs: healthy, and (proxy layout) the proxy sends requests to it.
@@ -816,8 +837,10 @@ switch() {
   if ! err=$(docker start "$next" 2>&1 >/dev/null); then
     undo 14 "docker start failed: $(docker_reason "$err")"
   fi
+  phase start
   wait_healthy "$next" || undo 15 "$health_reason"
   log "$next is healthy"
+  phase health
   [ -z "$direct_next" ] || return 0
   if running "$CONTAINER_NAME" && [ -z "$(upstream_of "$CONTAINER_NAME")" ] && publishes "$CONTAINER_NAME"; then
     # The one move from the old layout: the port is free only once <name> stops.
@@ -834,14 +857,17 @@ switch() {
     done
     gap_ms=$(($(now_ms) - t0))
     log "port $PROXY_PORT answered again after ${gap_ms} ms"
+    phase switch
     return 0
   fi
   old_dial=
   running "$CONTAINER_NAME" && old_dial=$(upstream_of "$CONTAINER_NAME")
   route "$next" || undo 14 "the proxy did not start: $proxy_error"
   log "the proxy sends requests to $next"
+  phase switch
   if [ -n "$old_dial" ]; then
     drain "$CONTAINER_NAME" "$old_dial"
+    phase drain
   fi
 }
 
@@ -970,15 +996,29 @@ if [ "$MODE" = rollback ]; then
 fi
 
 log "release $RELEASE: $IMAGE"
-retry 3 registry_login || fail 11 "cannot log in to $REGISTRY with this instance's credentials (does its role allow ecr:GetAuthorizationToken?)"
-retry 3 docker pull --quiet "$IMAGE" >/dev/null || fail 12 "cannot pull $IMAGE (does the instance role allow ECR pulls, and can the instance reach $REGISTRY?)"
-logged_in=1
+phase prepare
+# By digest, an image that is here is the release: pulled before the first batch (MODE=pull),
+# or run here before. Otherwise a registry login, then the pull.
+if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  log "$IMAGE is on this instance already"
+else
+  retry 3 registry_login || fail 11 "cannot log in to $REGISTRY with this instance's credentials (does its role allow ecr:GetAuthorizationToken?)"
+  logged_in=1
+  phase login
+  retry 3 docker pull --quiet "$IMAGE" >/dev/null || fail 12 "cannot pull $IMAGE (does the instance role allow ECR pulls, and can the instance reach $REGISTRY?)"
+fi
 if [ -n "$PROXY" ]; then
   ensure_proxy_image || fail 12 "$proxy_error"
 fi
-
+phase pull
+# MODE=pull: the images are here; the deploy that follows switches.
+if [ "$MODE" = pull ]; then
+  printf 'ec2-deploy-pulled image=%s phases=%s\n' "$IMAGE" "$phases"
+  exit 0
+fi
 env_new="$state_dir/env.new"
 write_env "$env_new"
+phase secret
 
 # MODE=predeploy: the new release's one-off command, in a container of its own with the new
 # environment, before any instance is switched. MODE=exec: the same for an operator's command

@@ -91,6 +91,9 @@ pub enum Error {
     /// `pre-deploy` failed: nothing was switched.
     #[error("pre-deploy failed on {instance}: {reason}; no instance was switched. Its last output:\n{output}")]
     PreDeploy { instance: String, reason: String, output: String },
+    /// Pulling the release first failed somewhere: nothing was switched.
+    #[error("{image} could not be pulled everywhere before the first batch, so no instance was switched: {}", .why.join("; "))]
+    Pull { image: String, why: Vec<String> },
     /// The rollout succeeded; writing the release record did not.
     #[error("{release} was deployed to every instance, but the release record {parameter} could not be written: {error}. Auto Scaling boots and rollbacks do not know this release until a deploy records it: fix the runner's ssm:PutParameter access and redeploy (nothing restarts)")]
     NotRecorded { release: String, parameter: String, error: ports::ServiceError },
@@ -119,7 +122,8 @@ impl Error {
             | Error::Cancelled
             | Error::Locked(_)
             | Error::LockLost(_)
-            | Error::PreDeploy { .. } => Exit::DeployFailed,
+            | Error::PreDeploy { .. }
+            | Error::Pull { .. } => Exit::DeployFailed,
             Error::NotRecorded { .. } => Exit::NotRecorded,
         }
     }
@@ -138,6 +142,7 @@ impl Error {
             Error::LockLost(_) => "ec2-deploy: lock lost",
             Error::NotRecorded { .. } => "ec2-deploy: release not recorded",
             Error::PreDeploy { .. } => "ec2-deploy: pre-deploy failed",
+            Error::Pull { .. } => "ec2-deploy: pull failed",
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::ports::{CommandRequest, CommandTargets, ErrorKind, World, IDS_PER_COM
 use crate::report::{instance_reports, InstanceReport};
 use crate::Error;
 
-const POLL_MIN: Duration = Duration::from_secs(1);
+const POLL_MIN: Duration = Duration::from_millis(500);
 const POLL_MAX: Duration = Duration::from_secs(5);
 /// The longest pause between polls that keep failing.
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -292,7 +292,7 @@ impl<W: World> Commands<'_, W> {
     }
 
     /// Polls a command until it is done, printing each instance's status as it changes. Polls
-    /// back off from 1 s to 5 s while nothing changes.
+    /// back off from 0.5 s to 5 s while nothing changes.
     async fn follow(&self, id: &CommandId, targets: usize, concurrency: Limit, purpose: Purpose) -> Followed {
         let (world, runner) = (self.world, self.cx.runner);
         let names: BTreeMap<InstanceId, String> =

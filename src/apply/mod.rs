@@ -18,6 +18,7 @@ pub mod by_tags;
 pub mod catch_up;
 pub mod command;
 pub mod deployment;
+pub mod pull;
 pub mod record;
 pub mod traffic;
 
@@ -403,6 +404,12 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         plan,
         proxy_image,
     };
+    if let Some(concurrency) = plan.pull_first {
+        pull::pull_first(&rollout, &header, concurrency).await?;
+        if let Some(e) = stopped_before_rollout(cx) {
+            return Err(e);
+        }
+    }
     let mut ran_first = None;
     if let Some(pre) = &plan.pre_deploy {
         match &pre.skipped {

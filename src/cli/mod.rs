@@ -494,6 +494,9 @@ fn finish(runner: &Runner, report: &DeployReport) -> Exit {
             report.instances.len(),
             report.seconds
         ));
+        if let Some(slowest) = crate::report::timings::slowest(&report.instances) {
+            runner.info(&format!("Slowest phase: {slowest} (the job summary has every phase per instance)."));
+        }
         Exit::Success
     } else {
         runner.info(&format!("Deploy failed on {} of {} instances.", problems.len(), report.instances.len()));

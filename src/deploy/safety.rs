@@ -47,7 +47,7 @@ async fn a_run_whose_lock_is_taken_over_starts_no_new_batch_and_fails_saying_so(
     assert!(stopped.contains("lost the deploy lock") && stopped.contains("another run took it over"), "{r:#?}");
     // Batch 1 finished and is back in the load balancer; nothing after it was started.
     let events = super::tests::fleet_events(&w.log());
-    assert_eq!(events, ["build shop:v1", "out 1", "send deploy 1", "in 1"], "{log:#?}");
+    assert_eq!(events, ["build shop:v1", "send pull 1,2,3", "out 1", "send deploy 1", "in 1"], "{log:#?}");
     assert!((1..=3).all(|n| w.in_load_balancer(n)));
     assert!(records(&w).is_empty(), "a run that lost its lock records nothing");
     let last = w.parameter(LOCK).last().unwrap().value.clone();
@@ -238,8 +238,9 @@ async fn a_send_that_fails_after_the_first_chunk_rolls_back_what_the_first_chunk
     let with_skip = |tag| request(tag).tap(|r| r.skip_offline = true);
     let (result, log) = deploy(&w, &with_skip("v1")).await;
     assert!(report(result, &log).success(), "{log:#?}");
-    // The first chunk's command goes out; the second chunk's SendCommand fails.
-    w.faults.lock().unwrap().send_fails_after = Some(1);
+    // The pull's two chunks and the first chunk's deploy go out; the second chunk's deploy
+    // SendCommand fails.
+    w.faults.lock().unwrap().send_fails_after = Some(3);
     let (result, log) = deploy(&w, &with_skip("v2")).await;
     let r = report(result, &log);
     assert!(!r.success(), "{log:#?}");
@@ -481,13 +482,15 @@ async fn a_session_shorter_than_the_worst_case_is_warned_about_before_anything_m
     };
     let (result, log) = deploy_as(&w, &req, &Cancel::default(), &info(3600)).await;
     assert!(report(result, &log).success());
-    // 3 batches, each: drain (the fake groups' 5 s delay + 30), one wave of command-timeout
-    // (600 s + 120 delivery + 60), health (10 s + 30) = 855 s; 2,565 s, 5,130 s with a full
-    // rollback → 6,300 s: in whole quarter hours, with a quarter to spare.
+    // The pull before the first batch: one wave of command-timeout (600 s + 120 delivery + 60)
+    // = 780 s. 3 batches, each: drain (the fake groups' 5 s delay + 30), one wave of
+    // command-timeout (780 s), health (10 s + 30) = 855 s. 780 + 2,565 = 3,345 s; with a full
+    // rollback (which pulls nothing) 780 + 5,130 = 5,910 s → 7,200 s: in whole quarter hours,
+    // with a quarter to spare.
     let plan_line = log.iter().find(|l| l.contains("  duration   ")).unwrap_or_else(|| panic!("{log:#?}"));
-    assert!(plan_line.contains("at most 2565s once it starts, 5130s with a full rollback"), "{plan_line}");
+    assert!(plan_line.contains("at most 3345s once it starts, 5910s with a full rollback"), "{plan_line}");
     let warning = log.iter().find(|l| l.contains("AWS session ends in")).unwrap_or_else(|| panic!("{log:#?}"));
-    assert!(warning.contains("role-duration-seconds: 6300"), "{warning}");
+    assert!(warning.contains("role-duration-seconds: 7200"), "{warning}");
     let at = |e: &str| log.iter().position(|l| l.contains(e)).unwrap();
     assert!(at("AWS session ends in") < at("Batch 1/3"), "{log:#?}");
     let w = world(3);

@@ -53,6 +53,7 @@ pub fn request(tag: &str) -> DeployRequest {
         },
         max_concurrency: Limit::Percent(50),
         max_errors: Limit::Count(0),
+        pull_concurrency: Limit::Count(10),
         target_groups: vec![],
         skip_offline: false,
         batch_size: Limit::Count(1),
@@ -152,6 +153,7 @@ async fn a_deploy_by_tags_builds_rolls_out_and_records_the_release_it_sent() {
         [
             "put /ec2-deploy/production/shop-lock v1",
             "build shop:v1",
+            "send pull 1,2,3",
             "send deploy 1,2,3",
             "put /ec2-deploy/production/shop v1",
             "put /ec2-deploy/production/shop-lock v2"
@@ -245,6 +247,7 @@ async fn batches_drain_swap_and_readmit_one_after_another() {
         fleet_events(&w.log()),
         [
             "build shop:v1",
+            "send pull 1,2,3",
             "out 1",
             "send deploy 1",
             "in 1",
@@ -308,6 +311,7 @@ async fn a_failed_batch_rolls_back_itself_and_the_batches_before_and_leaves_the_
         after_v1(&w),
         [
             "build shop:v2",
+            "send pull 1,2,3",
             "out 1",
             "send deploy 1",
             "in 1",
@@ -349,7 +353,7 @@ async fn a_drain_that_never_ends_changes_nothing_and_puts_the_batch_back() {
         matches!(&r.batches[0].outcome, crate::report::BatchOutcome::Failed { phase: crate::report::Phase::Drain, reason } if reason.contains("still draining")),
         "{log:#?}"
     );
-    assert_eq!(after_v1(&w), ["build shop:v2", "out 1", "in 1"]);
+    assert_eq!(after_v1(&w), ["build shop:v2", "send pull 1,2,3", "out 1", "in 1"]);
     assert!((1..=3).all(|n| running(&w, n) == Some(image("v1")) && w.in_load_balancer(n)));
 }
 
@@ -461,9 +465,11 @@ async fn a_cancel_mid_batch_starts_nothing_new_rolls_nothing_back_and_readmits_t
     let cancel = Cancel::default();
     w.set_faults(2, |f| f.script_seconds = Some(60));
     let req = in_batches(request("v2"));
+    let before = w.log().len();
     let (result, log) = tokio::join!(deploy_with(&w, &req, &cancel), async {
-        // Batch 2's script is running (batch 1 took about 20 s of drain, swap and health).
-        while !w.instance(2).busy {
+        // Batch 2's script is running (batch 1 took about 20 s of drain, swap and health; the
+        // pull before it, 60 s on instance 2).
+        while !(w.instance(2).busy && w.log()[before..].iter().any(|e| e == "send deploy 2")) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         cancel.cancel();
@@ -474,7 +480,10 @@ async fn a_cancel_mid_batch_starts_nothing_new_rolls_nothing_back_and_readmits_t
     assert!(r.rollback.is_none(), "a cancel must not start a rollback");
     use crate::report::BatchOutcome::*;
     assert_eq!(r.batches.iter().map(|b| b.outcome.clone()).collect::<Vec<_>>(), [Done, Cancelled, NotStarted]);
-    assert_eq!(after_v1(&w), ["build shop:v2", "out 1", "send deploy 1", "in 1", "out 2", "send deploy 2", "in 2"]);
+    assert_eq!(
+        after_v1(&w),
+        ["build shop:v2", "send pull 1,2,3", "out 1", "send deploy 1", "in 1", "out 2", "send deploy 2", "in 2"]
+    );
     assert!((1..=3).all(|n| w.in_load_balancer(n)), "every instance is registered again");
     assert_eq!(records(&w).len(), 1);
 }
@@ -503,6 +512,7 @@ async fn with_the_proxy_batches_leave_the_load_balancer_alone_and_the_proxy_is_c
         [
             "build shop:v1",
             "copy caddy:2.11.7-alpine@sha256:d8542f48d34a9cf4e4c11a478865229840e87e4c96ea3f439101f31a5d35f75f to shop:ec2-deploy-proxy-d8542f48d34a",
+            "send pull 1,2,3",
             "send deploy 1",
             "in 1",
             "send deploy 2",
@@ -611,7 +621,8 @@ async fn pre_deploy_runs_once_on_the_canary_before_any_switch_and_not_again() {
     let line = done.pre_deploy.as_deref().unwrap_or_default();
     assert!(line.starts_with("`bin/migrate up` on `i-00000000000000001` succeeded in "), "{line}");
     let events = fleet_events(&w.log());
-    assert_eq!(events[..3], ["build shop:v1", "send predeploy 1", "out 1"], "{events:#?}");
+    // Pulled everywhere first, then the one-off, then the first batch.
+    assert_eq!(events[..4], ["build shop:v1", "send pull 1,2,3", "send predeploy 1", "out 1"], "{events:#?}");
     assert_eq!(w.log().iter().filter(|e| e.starts_with("send predeploy")).count(), 1);
     assert!(log.iter().any(|l| l.contains("  pre-deploy bin/migrate up on i-00000000000000001, at most 300s")));
 
@@ -748,6 +759,7 @@ async fn an_alarm_during_the_bake_of_batch_2_rolls_back_batches_1_and_2_and_leav
         after_v1(&w),
         [
             "build shop:v2",
+            "send pull 1,2,3",
             "out 1",
             "send deploy 1",
             "in 1",
@@ -826,6 +838,7 @@ async fn an_instance_that_joins_during_the_batches_gets_the_release_as_a_catch_u
         after_v1(&w),
         [
             "build shop:v2",
+            "send pull 1,2,3",
             "out 1",
             "send deploy 1",
             "in 1",
@@ -952,7 +965,7 @@ async fn converge_with_nothing_drifted_only_asks() {
     let (result, log) = deploy(&w, &converging(request("v9"))).await;
     let r = report(result, &log);
     assert!(r.success(), "{log:#?}");
-    assert_eq!(fleet_events(&w.log())[2..], ["send check 1,2"], "after v1's build and deploy");
+    assert_eq!(fleet_events(&w.log())[3..], ["send check 1,2"], "after v1's build, pull and deploy");
     assert!(r.instances.is_empty() && r.deployment_id.is_none());
     assert!(log.iter().any(|l| l.contains("nothing to do")), "{log:#?}");
     let summary = crate::report::summary::summary_markdown(&r);
@@ -1068,4 +1081,47 @@ async fn a_rollback_to_a_named_version_deploys_that_release_and_a_wrong_one_is_r
         }
     }
     assert_eq!(w.commands_sent(), sent, "a refused rollback sent a command");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pull_that_fails_on_one_instance_stops_the_run_before_any_instance_switched() {
+    let w = world(3);
+    let (result, log) = deploy(&w, &in_batches(request("v1"))).await;
+    assert!(report(result, &log).success());
+    w.set_faults(3, |f| f.pull_fails = true);
+    let before = w.log().len();
+    let (result, log) = deploy(&w, &in_batches(request("v2"))).await;
+    let err = match result {
+        Err(e) => e,
+        Ok(_) => panic!("a failed pull succeeded: {log:#?}"),
+    };
+    assert_eq!(err.exit(), crate::Exit::DeployFailed);
+    let text = err.to_string();
+    assert!(
+        text.contains("no instance was switched") && text.contains("i-00000000000000003 (web-3): cannot pull"),
+        "{text}"
+    );
+    // The pull went to every instance; no deploy was sent, no instance left the load balancer.
+    assert_eq!(fleet_events(&w.log()[before..]), ["build shop:v2", "send pull 1,2,3"]);
+    assert!((1..=3).all(|n| running(&w, n) == Some(image("v1")) && w.in_load_balancer(n)));
+    assert_eq!(records(&w).len(), 1, "nothing recorded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_batch_pulls_in_its_own_swap_and_more_batches_pull_first() {
+    let w = world(2);
+    let mut req = request("v1");
+    req.max_concurrency = Limit::Percent(100);
+    let (result, log) = deploy(&w, &req).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    assert!(!log.iter().any(|l| l.contains("  pull       first")), "{log:#?}");
+    assert_eq!(fleet_events(&w.log()), ["build shop:v1", "send deploy 1,2"]);
+    req = request("v2");
+    req.max_concurrency = Limit::Count(1);
+    let (result, log) = deploy(&w, &req).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    let line = log.iter().find(|l| l.contains("  pull       first")).unwrap_or_else(|| panic!("{log:#?}"));
+    assert!(line.contains("(10 at once), before the first of 2 batches switches"), "{line}");
+    assert_eq!(fleet_events(&w.log())[2..], ["build shop:v2", "send pull 1,2", "send deploy 1,2"]);
+    assert!(log.iter().any(|l| l.starts_with("Pulled v2 on 2 instances in")), "{log:#?}");
 }

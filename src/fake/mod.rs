@@ -81,6 +81,8 @@ pub struct InstanceFaults {
     pub hangs: bool,
     /// What a `pre-deploy` command exits with here (0: it succeeds).
     pub pre_deploy_exit: i32,
+    /// The release cannot be pulled here (the script exits 12).
+    pub pull_fails: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -139,6 +139,9 @@ fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
         None => ("none".to_string(), String::new()),
     };
     let (prev_image, prev_config) = describe(&before);
+    // The script's phases as it reports them: its time (script_seconds) split among three.
+    let ms = inst.faults.script_seconds.unwrap_or(3) * 1000;
+    let phases = format!("pull:{},start:{},health:{}", ms / 4, ms / 4, ms - 2 * (ms / 4));
     let finish = |inv: &mut FakeInvocation, code: i32, outcome: Option<(&str, &Option<Container>)>, error: &str| {
         inv.code = Some(code);
         if code == 0 {
@@ -149,7 +152,7 @@ fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
             // As the script writes it: `-` for a container without settings (one it adopted).
             let (prev_config, cur_config) = (or_dash(&prev_config), or_dash(&cur_config));
             inv.stdout = format!(
-                "ec2-deploy-result outcome={outcome} previous={prev_image} current={cur_image} previous_config={prev_config} current_config={cur_config}\n"
+                "ec2-deploy-result outcome={outcome} previous={prev_image} current={cur_image} previous_config={prev_config} current_config={cur_config} phases={phases}\n"
             );
         } else {
             inv.status = InvocationStatus::Failed;
@@ -160,6 +163,7 @@ fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
     match v.get("MODE").map(String::as_str) {
         Some("check") => check(inst, &image, &config, inv),
         Some("predeploy") => predeploy(inst, inv),
+        Some("pull") => pull(inst, &image, inv),
         Some("exec") => exec(inst, inv),
         Some("logs") => logs(inst, &v, inv),
         Some("rollback") => {
@@ -267,6 +271,20 @@ fn exec(inst: &Instance, inv: &mut FakeInvocation) {
 }
 
 /// MODE=predeploy: the instance's pre-deploy fault decides.
+fn pull(inst: &Instance, image: &str, inv: &mut FakeInvocation) {
+    if inst.faults.pull_fails {
+        inv.code = Some(12);
+        inv.status = InvocationStatus::Failed;
+        inv.detail = StatusDetail::Failed;
+        inv.stderr = format!("ec2-deploy: error: cannot pull {image} (does the instance role allow ECR pulls, and can the instance reach the registry?)\n");
+    } else {
+        inv.code = Some(0);
+        inv.status = InvocationStatus::Success;
+        inv.detail = StatusDetail::Success;
+        inv.stdout = format!("ec2-deploy-pulled image={image} phases=pull:800\n");
+    }
+}
+
 fn predeploy(inst: &Instance, inv: &mut FakeInvocation) {
     inv.code = Some(inst.faults.pre_deploy_exit);
     if inst.faults.pre_deploy_exit == 0 {

@@ -100,6 +100,7 @@ pub const INPUTS: &[InputSpec] = &[
     lines("labels", "Labels of the container, one key=value per line (ec2-deploy.* are ec2-deploy's own). Also in the config file."),
     input("user", "User the container runs as: a name or uid, optionally :group or :gid (e.g. 1000:1000). Default: the image's USER. Also in the config file."),
     with_default(input("max-concurrency", "Without target-groups: instances updated at once, a number of instances or a percentage of them (SSM MaxConcurrency). Default: 50%. Also in the config file."), "50%"),
+    with_default(input("pull-concurrency", "Instances that pull the release's image (and the proxy's) at once, before the first batch switches, when the rollout has more than one batch or wave of instances: a number of instances or a percentage of them. A pull that fails stops the run with no instance switched. Default: 10. Also in the config file."), "10"),
     with_default(input("max-errors", "Without target-groups: failed instances tolerated, a number of instances or a percentage of them (SSM MaxErrors); past it the switched instances are rolled back. Default: 0. Also in the config file."), "0"),
     with_default(input("on-offline", "Instances whose SSM agent is not connected: fail (stop before changing anything) or skip (deploy to the others and name them). Default: fail. Also in the config file."), "fail"),
     lines("target-groups", "ELBv2 target group ARNs, one per line: deploy in batches, each healthy in them before the next batch (and drained from them before its swap, unless the proxy keeps it serving). Also in the config file."),
@@ -192,6 +193,8 @@ pub struct DeployRequest {
     pub container: ContainerSpec,
     pub max_concurrency: Limit,
     pub max_errors: Limit,
+    /// Instances that pull the image at once before the first batch (see `plan::Plan::pull_first`).
+    pub pull_concurrency: Limit,
     pub target_groups: Vec<TargetGroupArn>,
     /// Skip instances whose agent is not connected (instead of stopping the plan).
     pub skip_offline: bool,

@@ -392,6 +392,7 @@ fn resolve_service(
         warnings: std::mem::take(&mut r.warnings),
         max_concurrency: rollout.max_concurrency,
         max_errors: rollout.max_errors,
+        pull_concurrency: rollout.pull_concurrency,
         skip_offline: rollout.skip_offline,
         target_groups: rollout.target_groups,
         batch_size: rollout.batch_size,

@@ -174,6 +174,12 @@ pub fn check_script(recorded_header: &str) -> Result<String, QuoteError> {
     Ok(format!("{recorded_header}MODE={}\n{SCRIPT}", quote("MODE", "check")?))
 }
 
+/// `MODE=pull` of a release (see the script): its image and the proxy's, pulled and nothing else
+/// (before the first batch switches); the deploy that follows finds them there.
+pub fn pull_script(header: &str) -> Result<String, QuoteError> {
+    Ok(format!("{header}MODE={}\n{SCRIPT}", quote("MODE", "pull")?))
+}
+
 /// `MODE=maintenance` of a recorded release (see the script): `on` puts a page (the `message`,
 /// 503 with `Retry-After: retry_after`) in front of the app, `off` takes it away; the health path
 /// still reaches the app unless `fail_health`.

@@ -104,7 +104,7 @@ pub fn make(req: &DeployRequest, mut facts: Facts) -> Result<Plan, Vec<PlanError
     let pre_deploy = pre_deploy_plan(req, &facts, &deployed, &rollout, &instances);
     let (announce, record) = announce_and_record(req, &mut facts, &deployed, converge.is_some());
     let Deployed { registry, repository, image_tag, container, .. } = deployed;
-    Ok(Plan {
+    let mut plan = Plan {
         environment: req.environment.clone(),
         region: facts.region,
         image: format!("{registry}/{repository}:{image_tag}"),
@@ -121,6 +121,7 @@ pub fn make(req: &DeployRequest, mut facts: Facts) -> Result<Plan, Vec<PlanError
         rollout,
         pre_deploy,
         timeout: req.timeout,
+        pull_first: None,
         watch,
         converge,
         record,
@@ -128,7 +129,10 @@ pub fn make(req: &DeployRequest, mut facts: Facts) -> Result<Plan, Vec<PlanError
         announce,
         dry_run: req.dry_run,
         auth: facts.auth,
-    })
+    };
+    // One pull per instance at once beats one per batch; a single batch pulls in its own swap.
+    plan.pull_first = Some(req.pull_concurrency).filter(|_| plan.batches() > 1);
+    Ok(plan)
 }
 
 /// What stops the run whatever it deploys: an unreadable record, nothing to roll back or

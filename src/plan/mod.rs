@@ -226,6 +226,9 @@ pub struct Plan {
     pub pre_deploy: Option<PreDeployPlan>,
     /// Seconds the script may run on one instance.
     pub timeout: u32,
+    /// With more than one batch (or wave): every instance pulls the release first, this many at
+    /// once, before the first one switches; each batch then only starts, checks and switches.
+    pub pull_first: Option<Limit>,
     /// `alarms`: watched during the bake after each batch.
     pub watch: Option<WatchPlan>,
     /// `converge`: what the check found, and so which instances this run deploys to.
@@ -259,6 +262,16 @@ impl WorstCase {
 }
 
 impl Plan {
+    /// How many batches (or SSM waves, by tags) switch one after another.
+    pub fn batches(&self) -> usize {
+        match &self.rollout {
+            Rollout::ByTags { max_concurrency, .. } => {
+                crate::model::waves(self.instances.len(), *max_concurrency) as usize
+            }
+            Rollout::Batches { batches, .. } => batches.len(),
+        }
+    }
+
     /// See [`WorstCase`]; the same bounds the run's own deadlines use.
     pub fn worst_case(&self) -> WorstCase {
         let command = |targets: usize, concurrency: Limit| command_deadline(targets, concurrency, self.timeout);
@@ -281,7 +294,9 @@ impl Plan {
             Rollout::ByTags { .. } => rollout + self.bake(),
             Rollout::Batches { .. } => rollout,
         };
-        WorstCase { rollout, with_rollback: rollout * 2 }
+        // The pull before the first batch: once (a rollback pulls nothing).
+        let pull = self.pull_first.map(|c| command(self.instances.len(), c)).unwrap_or_default();
+        WorstCase { rollout: pull + rollout, with_rollback: pull + rollout * 2 }
     }
 
     /// The hold after each batch while the alarms are watched.

@@ -234,6 +234,13 @@ impl Plan {
                 }
             }
         }
+        if let Some(concurrency) = self.pull_first {
+            writeln!(
+                f,
+                "  pull       first, on every instance ({concurrency} at once), before the first of {} batches switches: a failed pull stops the run with nothing switched",
+                self.batches()
+            )?;
+        }
         if let Some(pre) = &self.pre_deploy {
             let words = shlex::try_join(pre.command.iter().map(String::as_str)).unwrap_or_default();
             match &pre.skipped {

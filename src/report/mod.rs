@@ -3,6 +3,7 @@
 //! the script's own `ec2-deploy-result` / `ec2-deploy: error:` lines.
 
 pub mod summary;
+pub mod timings;
 
 use std::fmt;
 
@@ -61,6 +62,11 @@ pub struct InstanceReport {
     /// Milliseconds the proxied port did not answer while this instance moved from publishing it
     /// itself to the proxy (once, on the first deploy with the proxy).
     pub gap_ms: Option<u64>,
+    /// Where the script's time went: each phase it went through (`login`, `pull`, `start`,
+    /// `health`, …) with its milliseconds, in order.
+    pub phases: Vec<(String, u64)>,
+    /// How many docker commands the script ran from its lock on (absent from older scripts).
+    pub docker_calls: Option<u32>,
     /// What a read-only check (`MODE=check`) found on the instance.
     pub check: Option<Check>,
 }
@@ -130,6 +136,8 @@ impl InstanceReport {
             step: Some("not started".into()),
             reason: Some(why.to_string()),
             gap_ms: None,
+            phases: vec![],
+            docker_calls: None,
             check: None,
         }
     }
@@ -148,6 +156,8 @@ impl InstanceReport {
             step: Some("delivery".into()),
             reason: Some("it was in the plan but SSM did not target it (tags changed or instance gone?)".into()),
             gap_ms: None,
+            phases: vec![],
+            docker_calls: None,
             check: None,
         }
     }
@@ -284,20 +294,42 @@ impl DeployReport {
 }
 
 /// `ec2-deploy-result outcome=… previous=… current=… [previous_config=… current_config=…]
-/// [gap_ms=…]` from the script's stdout.
-fn parse_result(stdout: &str) -> Option<(Outcome, Running, Running, Option<u64>)> {
+/// [gap_ms=…] [phases=NAME:MS,…]` from the script's stdout.
+fn parse_result(stdout: &str) -> Option<ResultLine> {
     let field = script_line(stdout, "ec2-deploy-result ")?;
     // The script writes `-` for the settings of a container it did not start (it has no label):
     // no settings, which is how a rollback must ask for it back.
     let running = |image: &str, config: &str| {
         Some(Running { image: field(image)?, config: field(config).filter(|c| c != "-").unwrap_or_default() })
     };
-    Some((
-        Outcome::parse(&field("outcome")?)?,
-        running("previous", "previous_config")?,
-        running("current", "current_config")?,
-        field("gap_ms").and_then(|g| g.parse().ok()),
-    ))
+    Some(ResultLine {
+        outcome: Outcome::parse(&field("outcome")?)?,
+        previous: running("previous", "previous_config")?,
+        current: running("current", "current_config")?,
+        gap_ms: field("gap_ms").and_then(|g| g.parse().ok()),
+        phases: field("phases").map(|p| parse_phases(&p)).unwrap_or_default(),
+        docker_calls: field("docker_calls").and_then(|n| n.parse().ok()),
+    })
+}
+
+/// What the script's result line says.
+struct ResultLine {
+    outcome: Outcome,
+    previous: Running,
+    current: Running,
+    gap_ms: Option<u64>,
+    phases: Vec<(String, u64)>,
+    docker_calls: Option<u32>,
+}
+
+/// `login:80,pull:412,…`; a part that does not read as `NAME:MS` is left out.
+fn parse_phases(text: &str) -> Vec<(String, u64)> {
+    text.split(',')
+        .filter_map(|part| {
+            let (name, ms) = part.split_once(':')?;
+            Some((name.to_string(), ms.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The script's own explanation of a failure (its last `ec2-deploy: error:` line).
@@ -362,9 +394,9 @@ pub fn instance_reports(
                 };
                 (Some(step.to_string()), Some(ssm_reason(inv)))
             };
-            let (outcome, previous, current, gap_ms) = match result {
-                Some((o, p, c, g)) => (Some(o), Some(p), Some(c), g),
-                None => (None, None, None, None),
+            let (outcome, previous, current, gap_ms, phases, docker_calls) = match result {
+                Some(r) => (Some(r.outcome), Some(r.previous), Some(r.current), r.gap_ms, r.phases, r.docker_calls),
+                None => (None, None, None, None, vec![], None),
             };
             InstanceReport {
                 id: inv.instance_id.clone(),
@@ -378,6 +410,8 @@ pub fn instance_reports(
                 step,
                 reason,
                 gap_ms,
+                phases,
+                docker_calls,
                 check: if ok { parse_check(stdout) } else { None },
             }
         })
@@ -422,7 +456,7 @@ pub(crate) mod tests {
 
     pub fn report() -> DeployReport {
         let ok_out = format!(
-            "ec2-deploy: release v2\nec2-deploy-result outcome=deployed previous=r/shop@{} current=r/shop@{} previous_config=aa current_config=bb\n",
+            "ec2-deploy: release v2\nec2-deploy-result outcome=deployed previous=r/shop@{} current=r/shop@{} previous_config=aa current_config=bb phases=prepare:120,login:80,pull:1432,start:61,health:2210,switch:35,finish:90 docker_calls=31\n",
             digest('1'),
             digest('2')
         );

@@ -113,6 +113,7 @@ pub fn summary_markdown(report: &DeployReport) -> String {
         md.push_str(&format!("{failed} failed instance(s) are within `max-errors` ({}).\n\n", report.tolerated));
     }
     md.push_str(&instance_table(report));
+    md.push_str(&super::timings::table(report));
     md.push_str(&rollback_section(report));
     md
 }
@@ -147,7 +148,7 @@ fn title(report: &DeployReport, failed: usize) -> String {
 fn batch_table(report: &DeployReport) -> String {
     let mut md = String::new();
     if !report.batches.is_empty() {
-        md.push_str("| Batch | Instances | Result | Time |\n|---|---|---|---|\n");
+        md.push_str("| Batch | Instances | Result | Time | Slowest phase |\n|---|---|---|---|---|\n");
         for b in &report.batches {
             let result = match &b.outcome {
                 BatchOutcome::Done if report.drained => "✅ drained, swapped, healthy".to_string(),
@@ -160,7 +161,8 @@ fn batch_table(report: &DeployReport) -> String {
             };
             let ids: Vec<&str> = b.ids.iter().map(|i| i.as_str()).collect();
             let number = if b.catch_up { format!("{} (catch-up)", b.number) } else { b.number.to_string() };
-            md.push_str(&format!("| {number} | {} | {result} | {:.1}s |\n", ids.join(", "), b.seconds));
+            let slowest = super::timings::slowest_of(report, &b.ids).unwrap_or_else(|| "-".into());
+            md.push_str(&format!("| {number} | {} | {result} | {:.1}s | {slowest} |\n", ids.join(", "), b.seconds));
         }
         md.push('\n');
     }

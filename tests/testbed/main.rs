@@ -135,7 +135,9 @@ fn deploys_v1_then_v2_to_the_tagged_instances_only() {
     assert_eq!(o["deployment-id"], "");
     assert_eq!(o["image-tag"], "v2");
     assert_eq!(o["result"], "success");
-    let cmd = bed.aws_json(&["ssm", "list-commands", "--command-id", &o["command-id"]]);
+    // The pull before the first batch, when there was one, then the deploy's command.
+    let deploy_command = o["command-id"].split(' ').next_back().unwrap();
+    let cmd = bed.aws_json(&["ssm", "list-commands", "--command-id", deploy_command]);
     assert_eq!(cmd["Commands"][0]["Status"], "Success");
     let instances: serde_json::Value = serde_json::from_str(&o["instances"]).unwrap();
     let mut ids: Vec<&str> = instances.as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
@@ -255,10 +257,7 @@ fn secret_keys_reach_the_containers_and_values_appear_nowhere_else() {
         assert!(content.contains(&format!("DB_PASSWORD={}", values[0])), "the secret never reached {id}");
     }
 
-    let command_id = &r.outputs["command-id"];
-    let command = bed.aws(&["ssm", "list-commands", "--command-id", command_id, "--output", "json"]);
-    let invocations =
-        bed.aws(&["ssm", "list-command-invocations", "--command-id", command_id, "--details", "--output", "json"]);
+    let (command, invocations) = bed.commands_and_outputs(&r.outputs["command-id"]);
     assert!(command.contains("SECRET_ID="), "the command names the secret it reads");
     for v in &values {
         for (place, text) in [

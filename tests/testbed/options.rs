@@ -226,10 +226,7 @@ fn build_secrets_reach_the_build_and_their_values_appear_nowhere_else() {
     let history = docker(&["history", "--no-trunc", image]);
     assert!(history.contains("--mount=type=secret") || history.contains("/token-length"), "{history}");
     let config = docker(&["image", "inspect", image]);
-    let command_id = &r.outputs["command-id"];
-    let command = bed.aws(&["ssm", "list-commands", "--command-id", command_id, "--output", "json"]);
-    let invocations =
-        bed.aws(&["ssm", "list-command-invocations", "--command-id", command_id, "--details", "--output", "json"]);
+    let (command, invocations) = bed.commands_and_outputs(&r.outputs["command-id"]);
     // The runner's own mask command carries the value (and hides it from the log): not a leak.
     let stdout: String = r.stdout.lines().filter(|l| !l.starts_with("::add-mask::")).collect::<Vec<_>>().join("\n");
     for v in &values {

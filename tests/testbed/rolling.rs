@@ -120,11 +120,23 @@ fn a_rolling_deploy_behind_the_load_balancer_drops_no_request() {
     for n in 1..=3 {
         assert!(row(&r2.summary, &format!("| {n} |")).contains("✅ drained, swapped, healthy"), "{}", r2.summary);
     }
+    // Pulled everywhere before batch 1; where each instance's time went, and its docker commands:
+    // 29 per swap measured here, 38 with the proxy (2026-12-06); this ceiling catches growth.
+    assert!(r2.stdout.contains("Pulled v2 on 3 instances in"), "{}", r2.log());
+    let phases = r2.summary.split("### Time per phase").nth(1).unwrap_or_else(|| panic!("{}", r2.summary));
+    assert!(phases.contains("| start | health |") && phases.contains("Slowest phase: "), "{phases}");
+    let calls: Vec<u32> = phases
+        .lines()
+        .filter(|l| l.starts_with("| `i-"))
+        .map(|l| l.trim_end_matches(" |").rsplit("| ").next().unwrap().trim().parse().unwrap())
+        .collect();
+    assert_eq!(calls.len(), 3, "{phases}");
+    assert!(calls.iter().all(|&n| (1..=40).contains(&n)), "docker calls per swap: {calls:?}");
     for ip in &web.ips {
         assert_eq!(version_of(ip).as_deref(), Some("v2"));
     }
     all_healthy(&bed, &lb, &web.ids);
-    assert_eq!(r2.outputs["command-id"].split(' ').count(), 3, "one command per batch");
+    assert_eq!(r2.outputs["command-id"].split(' ').count(), 4, "the pull before the first batch, one command per batch");
 
     // With the proxy (v3 moves each instance to it, so its batches still drain; v4 does not need
     // to): no request dropped either way.

@@ -44,6 +44,25 @@ impl Bed {
     }
 
     /// `aws …` against the emulated AWS; panics unless it succeeds.
+    /// Every command of a run's `command-id` output (the pull first, when there was one, then
+    /// the deploy's): their texts, and their invocations with output, as SSM returns them.
+    pub fn commands_and_outputs(&self, command_ids: &str) -> (String, String) {
+        let (mut commands, mut invocations) = (String::new(), String::new());
+        for id in command_ids.split(' ') {
+            commands.push_str(&self.aws(&["ssm", "list-commands", "--command-id", id, "--output", "json"]));
+            invocations.push_str(&self.aws(&[
+                "ssm",
+                "list-command-invocations",
+                "--command-id",
+                id,
+                "--details",
+                "--output",
+                "json",
+            ]));
+        }
+        (commands, invocations)
+    }
+
     pub fn aws(&self, args: &[&str]) -> String {
         let out = self.aws_output(args);
         assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));

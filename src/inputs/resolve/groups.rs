@@ -417,6 +417,7 @@ pub(super) fn run_options(r: &mut Resolver) -> RunOptions {
 pub(super) struct RolloutInputs {
     pub(super) max_concurrency: Limit,
     pub(super) max_errors: Limit,
+    pub(super) pull_concurrency: Limit,
     pub(super) skip_offline: bool,
     pub(super) target_groups: Vec<TargetGroupArn>,
     pub(super) batch_size: Limit,
@@ -434,6 +435,7 @@ pub(super) struct RolloutInputs {
 pub(super) fn rollout_inputs(r: &mut Resolver, health_check_timeout: u32) -> RolloutInputs {
     let max_concurrency = r.parse("max-concurrency", |t| Limit::parse(t, 1)).unwrap_or(Limit::Percent(50));
     let max_errors = r.parse("max-errors", |t| Limit::parse(t, 0)).unwrap_or(Limit::Count(0));
+    let pull_concurrency = r.parse("pull-concurrency", |t| Limit::parse(t, 1)).unwrap_or(Limit::Count(10));
     let skip_offline = r
         .parse("on-offline", |t| match t {
             "fail" => Ok(false),
@@ -464,6 +466,7 @@ pub(super) fn rollout_inputs(r: &mut Resolver, health_check_timeout: u32) -> Rol
     RolloutInputs {
         max_concurrency,
         max_errors,
+        pull_concurrency,
         skip_offline,
         target_groups,
         batch_size,

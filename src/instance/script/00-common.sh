@@ -13,9 +13,11 @@
 # instance runs this release (below, before the lock). MODE=logs changes nothing either: it
 # prints the container's last LOG_LINES lines of output, the secret's values masked.
 # MODE=maintenance puts a page in front of the app through the proxy, or takes it away.
+# MODE=pull does step 1 and nothing else (the run pulls everywhere before the first batch
+# switches); under the instance's lock, as it may finish what a run that died left.
 # Needs docker, the aws CLI and curl; jq or python3 when SECRET_ID is set. It:
 #   1. logs in to the registry with the instance's own credentials and pulls IMAGE (by digest),
-#      and PROXY_IMAGE with it;
+#      and PROXY_IMAGE with it, unless they are here already;
 #   2. writes the container's environment to a file only root can read: ENV_VARS, then the keys
 #      of the Secrets Manager secret SECRET_ID (fetched here; values never reach argv or logs);
 #   3. starts the new container as <name>-next and waits for it to be healthy, then moves the
@@ -74,6 +76,7 @@
 #   previous_image    what ran before this run (guard), previous_config its settings' identity
 #   health_reason     why the last health wait failed (health)
 #   gap_ms            how long the port did not answer, when it did not (swap)
+#   phases            the phases' durations so far, for the result line (common)
 #   stopped_previous  what ran before was stopped before the new container was healthy (swap)
 #   env_new           the new release's env file (predeploy), resource_args its docker options
 set -Eeuo pipefail
@@ -89,6 +92,16 @@ MEMORY=${MEMORY:-} CPUS=${CPUS:-} LOG_DRIVER=${LOG_DRIVER:-} RUN_USER=${RUN_USER
 [ -n "${PROXY_TRUSTED[0]+x}" ] || PROXY_TRUSTED=()
 
 log() { printf 'ec2-deploy: %s\n' "$*"; }
+now_ms() { date +%s%3N; }
+# Where the time goes: `phase NAME` ends the phase NAME now (it began at the previous mark);
+# the result line carries them all, `phases=prepare:120,login:80,...` in milliseconds.
+phases='' phase_mark=$(now_ms)
+phase() {
+  local t
+  t=$(now_ms)
+  phases+="${phases:+,}$1:$((t - phase_mark))"
+  phase_mark=$t
+}
 fail() {
   local code=$1
   shift
@@ -116,8 +129,8 @@ mask_lines() {
 MODE=${MODE:-deploy}
 ROLLBACK_CONFIG=${ROLLBACK_CONFIG:-}
 case $MODE in
-  deploy | rollback | predeploy | exec | check | logs | maintenance) ;;
-  *) fail 2 "MODE must be deploy, rollback, predeploy, exec, check, logs or maintenance" ;;
+  deploy | rollback | predeploy | exec | check | logs | maintenance | pull) ;;
+  *) fail 2 "MODE must be deploy, rollback, predeploy, exec, check, logs, maintenance or pull" ;;
 esac
 PRE_DEPLOY_TIMEOUT=${PRE_DEPLOY_TIMEOUT:-600}
 [ -n "${PRE_DEPLOY[0]+x}" ] || PRE_DEPLOY=()

@@ -19,7 +19,6 @@ publishes() {
   n=$(inspect "$1" '{{len .HostConfig.PortBindings}}')
   [ -n "$n" ] && [ "$n" != 0 ]
 }
-now_ms() { date +%s%3N; }
 # The daemon's own reason from a failed docker command's stderr (the CLI adds a summary line
 # after it, such as "Error: failed to start containers: NAME", that says less).
 docker_reason() {

@@ -19,6 +19,12 @@ fi
 # Registry credentials live in a private directory for this run only.
 DOCKER_CONFIG=$(mktemp -d)
 export DOCKER_CONFIG
+# Every docker command from here on leaves a mark (subshells too): the result line says how many
+# a run took (docker_calls=), what a swap costs the daemon. Defined after the tools were checked.
+docker() {
+  printf . >>"$DOCKER_CONFIG/calls" 2>/dev/null || true
+  command docker "$@"
+}
 
 retry() {
   local attempt=1 max=$1

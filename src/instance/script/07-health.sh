@@ -72,8 +72,11 @@ last_logs() {
 result() {
   # When a run last left a release here (see EC2_DEPLOY_BOOT_SINCE above).
   date +%s%3N >"$state_dir/deployed-at" 2>/dev/null || true
-  printf 'ec2-deploy-result outcome=%s previous=%s current=%s previous_config=%s current_config=%s%s\n' \
-    "$1" "$previous_image" "$2" "${previous_config:--}" "${3:--}" "${gap_ms:+ gap_ms=$gap_ms}"
+  phase finish
+  local calls
+  calls=$(wc -c <"$DOCKER_CONFIG/calls" 2>/dev/null || echo 0)
+  printf 'ec2-deploy-result outcome=%s previous=%s current=%s previous_config=%s current_config=%s%s phases=%s docker_calls=%s\n' \
+    "$1" "$previous_image" "$2" "${previous_config:--}" "${3:--}" "${gap_ms:+ gap_ms=$gap_ms}" "$phases" "$((calls))"
 }
 
 # Checks what already runs: healthy, and (proxy layout) the proxy sends requests to it.

@@ -43,8 +43,10 @@ switch() {
   if ! err=$(docker start "$next" 2>&1 >/dev/null); then
     undo 14 "docker start failed: $(docker_reason "$err")"
   fi
+  phase start
   wait_healthy "$next" || undo 15 "$health_reason"
   log "$next is healthy"
+  phase health
   [ -z "$direct_next" ] || return 0
   if running "$CONTAINER_NAME" && [ -z "$(upstream_of "$CONTAINER_NAME")" ] && publishes "$CONTAINER_NAME"; then
     # The one move from the old layout: the port is free only once <name> stops.
@@ -61,14 +63,17 @@ switch() {
     done
     gap_ms=$(($(now_ms) - t0))
     log "port $PROXY_PORT answered again after ${gap_ms} ms"
+    phase switch
     return 0
   fi
   old_dial=
   running "$CONTAINER_NAME" && old_dial=$(upstream_of "$CONTAINER_NAME")
   route "$next" || undo 14 "the proxy did not start: $proxy_error"
   log "the proxy sends requests to $next"
+  phase switch
   if [ -n "$old_dial" ]; then
     drain "$CONTAINER_NAME" "$old_dial"
+    phase drain
   fi
 }
 

@@ -1,5 +1,6 @@
 env_new="$state_dir/env.new"
 write_env "$env_new"
+phase secret
 
 # MODE=predeploy: the new release's one-off command, in a container of its own with the new
 # environment, before any instance is switched. MODE=exec: the same for an operator's command
