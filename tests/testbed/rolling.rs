@@ -136,7 +136,11 @@ fn a_rolling_deploy_behind_the_load_balancer_drops_no_request() {
         assert_eq!(version_of(ip).as_deref(), Some("v2"));
     }
     all_healthy(&bed, &lb, &web.ids);
-    assert_eq!(r2.outputs["command-id"].split(' ').count(), 4, "the pull before the first batch, one command per batch");
+    assert_eq!(
+        r2.outputs["command-id"].split(' ').count(),
+        4,
+        "the pull before the first batch, one command per batch"
+    );
 
     // With the proxy (v3 moves each instance to it, so its batches still drain; v4 does not need
     // to): no request dropped either way.
