@@ -145,9 +145,12 @@ async fn run_batch<W: World>(
     };
     let (swapped, stopped) = (swapped.reports, swapped.stopped);
     runner.info(&format!("  swapped ({:.1}s)", seconds_since(r.world().now(), t)));
+    // Instances that left the fleet meanwhile are no failure, and nothing waits for them.
+    let remaining: Vec<InstanceId> =
+        ids.iter().filter(|id| !swapped.iter().any(|r| &r.id == *id && r.left.is_some())).cloned().collect();
     let failures: Vec<String> = swapped
         .iter()
-        .filter(|r| !r.ok())
+        .filter(|r| r.failed())
         .map(|r| format!("{}: {}", r.id, r.reason.as_deref().unwrap_or(r.detail.as_str())))
         .collect();
     instances.extend(swapped);
@@ -158,7 +161,7 @@ async fn run_batch<W: World>(
         return BatchOutcome::Failed { phase: Phase::Swap, reason: failures.join("; ") };
     }
     let t = r.world().now();
-    if let Err(reason) = traffic.put_back(ids, Purpose::Deploy).await {
+    if let Err(reason) = traffic.put_back(&remaining, Purpose::Deploy).await {
         return BatchOutcome::Failed { phase: Phase::Healthy, reason: reason.to_string() };
     }
     runner.info(&format!(

@@ -50,7 +50,7 @@ pub async fn run<W: World>(
     // concurrency and what is left of the error budget.
     let mut caught_up = vec![];
     for _ in 0..super::catch_up::ROUNDS {
-        let failed = instances.iter().filter(|i| !i.ok()).count();
+        let failed = instances.iter().filter(|i| i.failed()).count();
         if stopped.is_some() || r.commands.cx.stop().is_some() || failed > max_errors.of(instances.len(), false) {
             break;
         }
@@ -77,7 +77,7 @@ pub async fn run<W: World>(
         caught_up.extend(joined);
     }
     let allowed = max_errors.of(instances.len(), false);
-    let failed = instances.iter().filter(|i| !i.ok()).count();
+    let failed = instances.iter().filter(|i| i.failed()).count();
     let mut rollback = None;
     let mut alarm = None;
     if (failed > allowed || stopped.is_some()) && r.commands.cx.stop().is_none() {

@@ -281,6 +281,7 @@ impl<W: World> Commands<'_, W> {
             }
         }
         let mut reports = instance_reports(&planned, &followed.invocations, &outputs);
+        self.mark_left(&mut reports).await;
         for r in reports.iter_mut().filter(|r| followed.abandoned.contains(&r.id)) {
             r.step = Some("script".into());
             r.reason = Some(format!(
@@ -289,6 +290,42 @@ impl<W: World> Commands<'_, W> {
             ));
         }
         Ok(Outcome { reports, stopped: followed.stopped, outputs })
+    }
+
+    /// Instances the command could not reach that are gone from the fleet by now: SSM lists
+    /// them under the tags no more (terminated, or their tags changed), or their agent is not
+    /// connected (stopping). They left during the run: named, and not failures. SSM is asked
+    /// once, and only when an instance may have left; if it cannot say, they stay failures.
+    async fn mark_left(&self, reports: &mut [InstanceReport]) {
+        let unreached = |r: &InstanceReport| {
+            r.detail == StatusDetail::Undeliverable || r.detail == StatusDetail::Other("NotTargeted".into())
+        };
+        if !reports.iter().any(unreached) {
+            return;
+        }
+        let runner = self.cx.runner;
+        let fleet = match self.world.find_instances(self.tags).await {
+            Ok(fleet) => fleet,
+            Err(e) => {
+                runner.warning(
+                    "ec2-deploy",
+                    &format!("could not tell whether the instances SSM could not reach left the fleet: {e}"),
+                );
+                return;
+            }
+        };
+        for r in reports.iter_mut().filter(|r| unreached(r)) {
+            r.left = match fleet.iter().find(|i| i.id == r.id) {
+                None => Some("left the fleet during the run: SSM lists it under the tags no more (terminated, or its tags changed)".into()),
+                Some(i) if i.ping != Ping::Online => {
+                    Some(format!("left the fleet during the run: its SSM agent is {} (stopping or stopped)", i.ping))
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = &r.left {
+                runner.info(&format!("  {} {why}", r.id));
+            }
+        }
     }
 
     /// Polls a command until it is done, printing each instance's status as it changes. Polls

@@ -428,6 +428,10 @@ fn lease(env: &dyn Fn(&str) -> Option<String>) -> Lease {
 
 fn finish(runner: &Runner, report: &DeployReport) -> Exit {
     let success = report.success();
+    for i in report.left() {
+        let name = i.name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
+        runner.notice("ec2-deploy: left", &format!("{}{name} {}", i.id, i.left.as_deref().unwrap_or_default()));
+    }
     let mut problems = vec![];
     for i in report.failed() {
         let what = format!(

@@ -498,3 +498,34 @@ async fn a_session_shorter_than_the_worst_case_is_warned_about_before_anything_m
     assert!(report(result, &log).success());
     assert!(!log.iter().any(|l| l.contains("AWS session ends in")), "{log:#?}");
 }
+
+/// Scale-in during a deploy: an instance terminated before its turn is named as having left,
+/// counts against nothing, and the run succeeds on the instances that remain (no rollback).
+#[tokio::test(start_paused = true)]
+async fn an_instance_terminated_during_the_deploy_left_the_fleet_and_the_others_finish_without_a_rollback() {
+    let w = world(3);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    let mut req = request("v2");
+    req.max_concurrency = crate::model::Limit::Count(1);
+    let before = w.log().len();
+    let (result, log) = tokio::join!(deploy(&w, &req), async {
+        // The deploy's first instance is running its script; the third has not started.
+        while !(w.instance(1).busy && w.log()[before..].iter().any(|e| e.starts_with("send deploy"))) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        w.terminate(3);
+    })
+    .0;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert!(r.rollback.is_none(), "{log:#?}");
+    let left: Vec<&crate::model::InstanceId> = r.left().map(|i| &i.id).collect();
+    assert_eq!(left, [&crate::fake::id(3)]);
+    assert!(r.left().all(|i| i.left.as_deref().unwrap_or_default().contains("SSM lists it under the tags no more")));
+    assert_eq!((running(&w, 1), running(&w, 2)), (Some(image("v2")), Some(image("v2"))));
+    assert_eq!(records(&w).len(), 2, "v2 is recorded");
+    let summary = crate::report::summary::summary_markdown(&r);
+    assert!(summary.contains("| 3 | 2 | 0 | 1 | 0 | 0 |"), "{summary}");
+    assert!(summary.contains("🚪 Left the fleet"), "{summary}");
+}

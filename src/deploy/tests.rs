@@ -304,7 +304,7 @@ async fn a_failed_batch_rolls_back_itself_and_the_batches_before_and_leaves_the_
     assert_eq!(rollback.problems, Vec::<String>::new(), "{log:#?}");
     // The record still names v1, and every instance runs it again: none drifted.
     let summary = crate::report::summary::summary_markdown(&r);
-    assert!(summary.contains("| 3 | 0 | 0 | 0 | 0 |"), "{summary}");
+    assert!(summary.contains("| 3 | 0 | 0 | 0 | 0 | 0 |"), "{summary}");
     // Batch 2 restored itself and goes back in; batch 1 leaves, rolls back, comes back; batch 3
     // is never touched.
     assert_eq!(
@@ -857,7 +857,7 @@ async fn an_instance_that_joins_during_the_batches_gets_the_release_as_a_catch_u
     assert!((1..=4).all(|n| running(&w, n) == Some(image("v2"))));
     assert_eq!(records(&w).len(), 2, "recorded after the catch-up");
     let summary = crate::report::summary::summary_markdown(&r);
-    assert!(summary.contains("| 3 | 4 | 1 | 0 | 0 |") && summary.contains("4 (catch-up)"), "{summary}");
+    assert!(summary.contains("| 3 | 4 | 1 | 0 | 0 | 0 |") && summary.contains("4 (catch-up)"), "{summary}");
     assert!(summary.contains(&format!("`{}` joined the tags after the plan", id(4))), "{summary}");
 }
 
@@ -943,7 +943,7 @@ async fn converge_redeploys_the_live_release_to_the_drifted_instance_only() {
     assert!(log.iter().any(|l| l.contains("Plan: converge")), "{log:#?}");
     let summary = crate::report::summary::summary_markdown(&r);
     assert!(summary.contains("production converged on `v2`"), "{summary}");
-    assert!(summary.contains("| 1 | 3 | 0 | 0 | 0 |"), "{summary}");
+    assert!(summary.contains("| 1 | 3 | 0 | 0 | 0 | 0 |"), "{summary}");
     assert!(summary.contains("Converge: 1 of 3 instance(s) ran something else"), "{summary}");
 }
 

@@ -96,6 +96,8 @@ pub struct Instance {
     pub faults: InstanceFaults,
     /// Whether a script is running on it right now.
     pub busy: bool,
+    /// Terminated (Auto Scaling took it away): SSM lists it no more and cannot deliver to it.
+    pub terminated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -277,6 +279,7 @@ impl World {
             previous: None,
             faults: InstanceFaults::default(),
             busy: false,
+            terminated: false,
         };
         lock(&self.instances).insert(id(n), instance);
     }
@@ -306,6 +309,11 @@ impl World {
     /// Removes instance `n`'s container (as `docker rm` by hand would).
     pub fn remove_running(&self, n: u32) {
         lock(&self.instances).get_mut(&id(n)).expect("an instance").running = None;
+    }
+
+    /// Terminates instance `n`, as a scale-in would (see [`Instance::terminated`]).
+    pub fn terminate(&self, n: u32) {
+        lock(&self.instances).get_mut(&id(n)).expect("an instance").terminated = true;
     }
 
     pub fn set_ping(&self, n: u32, ping: Ping) {

@@ -61,6 +61,11 @@ impl World {
                     continue;
                 }
                 let inst = instances.get_mut(&inv.instance).expect("an instance");
+                if inst.terminated {
+                    inv.status = InvocationStatus::Failed;
+                    inv.detail = StatusDetail::Undeliverable;
+                    continue;
+                }
                 if inst.ping != Ping::Online || inst.faults.never_reports {
                     if now >= command.sent + delivery {
                         inv.status = InvocationStatus::TimedOut;
@@ -307,6 +312,7 @@ impl RunCommand for World {
         self.joins_due();
         Ok(lock(&self.instances)
             .iter()
+            .filter(|(_, i)| !i.terminated)
             .filter(|(_, i)| tags.iter().all(|t| i.tags.get(&t.key).is_some_and(|v| t.values.contains(v))))
             .map(|(id, i)| ManagedInstance {
                 id: id.clone(),

@@ -67,6 +67,10 @@ pub struct InstanceReport {
     pub phases: Vec<(String, u64)>,
     /// How many docker commands the script ran from its lock on (absent from older scripts).
     pub docker_calls: Option<u32>,
+    /// The instance left the fleet during the run (why, in words): SSM could not reach it and
+    /// lists it under the tags no more, or its agent is gone. Not a failure: the run's result is
+    /// about the instances that remain.
+    pub left: Option<String>,
     /// What a read-only check (`MODE=check`) found on the instance.
     pub check: Option<Check>,
 }
@@ -112,6 +116,11 @@ impl InstanceReport {
         self.status == InvocationStatus::Success
     }
 
+    /// Did not succeed, and is still in the fleet: a failure of the run.
+    pub fn failed(&self) -> bool {
+        !self.ok() && self.left.is_none()
+    }
+
     /// Why its command did not succeed: the script's reason, else SSM's status and detail.
     pub fn why_not(&self) -> String {
         self.reason.clone().unwrap_or_else(|| format!("{} ({})", self.status, self.detail))
@@ -138,6 +147,7 @@ impl InstanceReport {
             gap_ms: None,
             phases: vec![],
             docker_calls: None,
+            left: None,
             check: None,
         }
     }
@@ -158,6 +168,7 @@ impl InstanceReport {
             gap_ms: None,
             phases: vec![],
             docker_calls: None,
+            left: None,
             check: None,
         }
     }
@@ -284,7 +295,12 @@ impl DeployReport {
     }
 
     pub fn failed(&self) -> impl Iterator<Item = &InstanceReport> {
-        self.instances.iter().filter(|i| !i.ok())
+        self.instances.iter().filter(|i| i.failed())
+    }
+
+    /// The instances that left the fleet during the run.
+    pub fn left(&self) -> impl Iterator<Item = &InstanceReport> {
+        self.instances.iter().filter(|i| i.left.is_some())
     }
 
     /// The rollback's result for one instance, if it was rolled back.
@@ -412,6 +428,7 @@ pub fn instance_reports(
                 gap_ms,
                 phases,
                 docker_calls,
+                left: None,
                 check: if ok { parse_check(stdout) } else { None },
             }
         })

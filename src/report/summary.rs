@@ -18,6 +18,9 @@ pub fn instances_json(report: &DeployReport) -> String {
         image_after: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         rollback: Option<&'a str>,
+        /// Why it counts as having left the fleet during the run (not a failure).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        left: Option<&'a str>,
     }
     let rows: Vec<Row> = report
         .instances
@@ -31,6 +34,7 @@ pub fn instances_json(report: &DeployReport) -> String {
             image_before: i.previous.as_ref().map(|r| r.image.as_str()),
             image_after: i.current.as_ref().map(|r| r.image.as_str()),
             rollback: report.rolled_back(&i.id).map(|r| if r.ok() { "rolled-back" } else { "failed" }),
+            left: i.left.as_deref(),
         })
         .collect();
     serde_json::to_string(&rows).expect("plain data serialises")
@@ -55,12 +59,14 @@ fn fleet(report: &DeployReport) -> String {
         .filter(|i| !report.rollback.as_ref().is_some_and(|r| r.instances.iter().any(|b| b.id == i.id && b.ok())))
         .count()
         + in_step;
-    let fleet = report.planned + report.caught_up.len() + report.skipped.len() + in_step;
+    let left = report.left().count();
+    let fleet = (report.planned + report.caught_up.len() + report.skipped.len() + in_step).saturating_sub(left);
     let mut md = format!(
-        "### Fleet\n\n| Planned | On the release now | Caught up | Skipped (offline) | Drifted |\n|---|---|---|---|---|\n| {} | {} | {} | {} | {} |\n\n",
+        "### Fleet\n\n| Planned | On the release now | Caught up | Left during the run | Skipped (offline) | Drifted |\n|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} |\n\n",
         report.planned,
         on_release,
         report.caught_up.len(),
+        left,
         report.skipped.len(),
         if report.success() || report.converge.is_some() { fleet.saturating_sub(on_release) } else { on_release }
     );
@@ -179,7 +185,13 @@ fn instance_table(report: &DeployReport) -> String {
             (Some(prev), Some(cur), _) => format!("{} → {}", prev.short(), cur.short()),
             _ => "-".into(),
         };
-        let status = if i.ok() { "✅ Success".to_string() } else { format!("❌ {}", i.detail) };
+        let status = if i.ok() {
+            "✅ Success".to_string()
+        } else if i.left.is_some() {
+            "🚪 Left the fleet".to_string()
+        } else {
+            format!("❌ {}", i.detail)
+        };
         md.push_str(&format!(
             "| `{}` | {} | {} | {} | {} | {} |\n",
             i.id,
@@ -188,6 +200,7 @@ fn instance_table(report: &DeployReport) -> String {
             cell(i.step.as_deref().unwrap_or("-")),
             cell(&change),
             cell(&match (&i.reason, i.gap_ms) {
+                _ if i.left.is_some() => i.left.clone().unwrap_or_default(),
                 (Some(reason), _) => reason.clone(),
                 (None, Some(gap)) => format!("moved to the proxy: port gap {gap} ms (once)"),
                 (None, None) => String::new(),

@@ -169,3 +169,62 @@ fn over_fifty_instances_max_concurrency_holds_for_the_whole_fleet() {
     let instances: serde_json::Value = serde_json::from_str(&r.outputs["instances"]).unwrap();
     assert_eq!(instances.as_array().unwrap().len(), 60);
 }
+
+/// Scale-in during a deploy (#26): one instance of three is terminated while the first runs its
+/// swap (one at a time). It is named as having left, the other two end on v2, nothing rolls
+/// back, and the release is recorded. The fake world's test orders the same calls exactly; here
+/// the instance goes once the deploy's first invocation runs and the last one still waits.
+#[test]
+fn an_instance_terminated_during_a_deploy_left_the_fleet_and_the_others_get_the_release() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let mut web = bed.fleet_in(&suite, 3, &["Role=web"]);
+    let repo = unique("scalein");
+    bed.create_repository(&repo);
+    let (_a, first) = start(&bed, &inputs(&bed, &repo, &suite, "v1", "VERSION=v1"), &[]);
+    let first = first.wait();
+    assert_eq!(first.code, 0, "{}", first.log());
+    // v2 takes 2 s to turn healthy: each instance's turn lasts that long at least.
+    let mut v2 = inputs(&bed, &repo, &suite, "v2", "VERSION=v2\nHEALTH=delay:2");
+    set(&mut v2, "max-concurrency", "1");
+    let (_b, second) = start(&bed, &v2, &[]);
+    let mut gone = String::new();
+    wait_until("the deploy's first instance to run its script", Duration::from_secs(180), || {
+        for command in bed.commands_mentioning(" v2 deploy") {
+            let id = command["CommandId"].as_str().unwrap();
+            let invs = bed.aws_json(&["ssm", "list-command-invocations", "--command-id", id]);
+            let invs = invs["CommandInvocations"].as_array().unwrap();
+            let ours = |i: &&serde_json::Value| web.ids.iter().any(|w| i["InstanceId"] == w.as_str());
+            if invs.iter().filter(ours).count() != 3 || !invs.iter().any(|i| i["Status"] == "InProgress") {
+                continue;
+            }
+            if let Some(last) = invs.iter().rev().find(|i| i["Status"] == "Pending") {
+                gone = last["InstanceId"].as_str().unwrap().to_string();
+                return true;
+            }
+        }
+        false
+    });
+    bed.testbed(&["remove-instance", &gone]);
+    let at = web.ids.iter().position(|i| *i == gone).unwrap();
+    web.ids.remove(at);
+    web.ips.remove(at);
+    let r = second.wait();
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert!(r.stdout.contains(&format!("{gone} left the fleet during the run")), "{}", r.log());
+    let row = r.summary.lines().find(|l| l.contains(&gone) && l.contains("🚪 Left the fleet"));
+    assert!(row.is_some(), "{}", r.summary);
+    assert!(!r.summary.contains("Rolled back"), "{}", r.summary);
+    let instances: serde_json::Value = serde_json::from_str(&r.outputs["instances"]).unwrap();
+    let left: Vec<&str> = instances
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["left"].is_string())
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, [gone.as_str()]);
+    for ip in &web.ips {
+        assert_eq!(version_of(ip).as_deref(), Some("v2"));
+    }
+}
