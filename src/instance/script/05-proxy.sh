@@ -87,10 +87,11 @@ start_proxy() {
   done
 }
 # Points the proxy at DIAL: an atomic rename in the running proxy's root (requests read the
-# old file or the new one, never half of one), or a copy into a stopped one.
+# old file or the new one, never half of one), or a copy into a stopped one. $2: the proxy's pid
+# when the caller knows it (0 when it is stopped).
 set_upstream() {
-  local pid root
-  pid=$(inspect "$proxy_name" '{{.State.Pid}}')
+  local pid=${2:-} root
+  [ -n "$pid" ] || pid=$(inspect "$proxy_name" '{{.State.Pid}}')
   if [ -n "$pid" ] && [ "$pid" != 0 ]; then
     root=/proc/$pid/root/ec2-deploy
     printf '%s' "$1" >"$root/upstream.new" && mv -f "$root/upstream.new" "$root/upstream"
@@ -105,13 +106,16 @@ set_upstream() {
 # <proxy>-old until the new one answers: if the new one does not start, the old one serves again
 # (the port does not answer between the two, as for any change of the proxy).
 route() {
-  local dial old=$proxy_name-old
+  local dial old=$proxy_name-old p_running='' p_pid='' p_spec=''
   dial=$(upstream_of "$1")
   mkdir -p "$state_dir/proxy"
-  if exists "$proxy_name" && { [ "$(inspect "$proxy_name" '{{index .Config.Labels "ec2-deploy.proxy"}}')" = "$proxy_spec" ] ||
-    { [ "${2:-}" = keep ] && running "$proxy_name"; }; }; then
-    set_upstream "$dial" || { proxy_error="cannot write its upstream"; return 1; }
-    running "$proxy_name" || start_proxy
+  # The proxy in one look (nothing when there is none): running, its pid, its spec (last: it
+  # has spaces).
+  read -r p_running p_pid p_spec <<<"$(inspect "$proxy_name" \
+    '{{.State.Running}} {{.State.Pid}} {{index .Config.Labels "ec2-deploy.proxy"}}')" || true
+  if [ -n "$p_running" ] && { [ "$p_spec" = "$proxy_spec" ] || { [ "${2:-}" = keep ] && [ "$p_running" = true ]; }; }; then
+    set_upstream "$dial" "$p_pid" || { proxy_error="cannot write its upstream"; return 1; }
+    [ "$p_running" = true ] || start_proxy
     return
   fi
   docker rm --force --volumes "$old" >/dev/null 2>&1 || true

@@ -96,9 +96,10 @@ elif exists "$next"; then
 fi
 
 # What runs now, before this run changes anything.
-previous_image=$(inspect "$CONTAINER_NAME" '{{.Config.Image}}')
+previous_image='' previous_config=''
+IFS=$'\t' read -r previous_image previous_config <<<"$(inspect "$CONTAINER_NAME" \
+  $'{{.Config.Image}}\t{{index .Config.Labels "ec2-deploy.config"}}')" || true
 [ -n "$previous_image" ] || previous_image=none
-previous_config=$(config_of "$CONTAINER_NAME")
 health_reason=
 proxy_error=
 gap_ms=

@@ -5,14 +5,14 @@
 # answers in between. A container of the proxy layout is asked directly on the
 # network, before the proxy sends it anything.
 wait_healthy() {
-  local c=$1 deadline=$((SECONDS + HEALTH_TIMEOUT)) status count exit_code health code since looked restarts url upstream where
+  local c=$1 deadline=$((SECONDS + HEALTH_TIMEOUT)) status count exit_code ip health code since looked restarts='' url upstream='' where
   since=$(now_ms)
-  restarts=$(inspect "$c" '{{.RestartCount}}')
-  upstream=$(upstream_of "$c")
+  read -r restarts upstream <<<"$(inspect "$c" '{{.RestartCount}} {{index .Config.Labels "ec2-deploy.upstream"}}')" || true
   while :; do
     # One snapshot: the container may be removed between two questions. Taken after `looked`.
     looked=$(now_ms)
-    read -r status count exit_code <<<"$(inspect "$c" '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}')" || true
+    ip=''
+    read -r status count exit_code ip <<<"$(inspect "$c" "{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}} {{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}")" || true
     if [ -z "$status" ]; then
       health_reason="the container disappeared"
       return 1
@@ -32,7 +32,7 @@ wait_healthy() {
       where="port $HEALTH_PORT"
       if [ -n "$upstream" ]; then
         where="container port ${upstream##*:}"
-        url="http://$(inspect "$c" "{{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}"):${upstream##*:}$HEALTH_PATH"
+        url="http://$ip:${upstream##*:}$HEALTH_PATH"
       else
         url="http://127.0.0.1:$HEALTH_PORT$HEALTH_PATH"
       fi

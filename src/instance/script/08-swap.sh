@@ -28,13 +28,19 @@ undo() {
 # Two containers cannot publish one host port: when both do, <name> stops first (a gap that the
 # plan announces). Otherwise <name> serves until <name>-next is healthy and the proxy has moved.
 switch() {
-  local err old_dial t0 deadline direct_next=
+  local err old_dial='' t0 deadline direct_next='' old_running='' old_ports='' old_upstream=''
   [ -n "$(upstream_of "$next")" ] || direct_next=1
-  if running "$CONTAINER_NAME" && { { publishes "$CONTAINER_NAME" && publishes "$next"; } ||
+  # What serves now, in one look: running or not, how many ports it publishes, its upstream.
+  read -r old_running old_ports old_upstream <<<"$(inspect "$CONTAINER_NAME" \
+    '{{.State.Running}} {{len .HostConfig.PortBindings}} {{index .Config.Labels "ec2-deploy.upstream"}}')" || true
+  local old_publishes=''
+  [ -z "$old_ports" ] || [ "$old_ports" = 0 ] || old_publishes=1
+  if [ "$old_running" = true ] && { { [ -n "$old_publishes" ] && publishes "$next"; } ||
     { [ -n "$direct_next" ] && running "$proxy_name"; }; }; then
     log "stopping $CONTAINER_NAME ($previous_image) first: the new container publishes its ports itself"
     stopped_previous=true
     docker stop --time 10 "$CONTAINER_NAME" >/dev/null
+    old_running=false
   fi
   if [ -n "$direct_next" ] && running "$proxy_name"; then
     docker stop --time 10 "$proxy_name" >/dev/null
@@ -48,7 +54,7 @@ switch() {
   log "$next is healthy"
   phase health
   [ -z "$direct_next" ] || return 0
-  if running "$CONTAINER_NAME" && [ -z "$(upstream_of "$CONTAINER_NAME")" ] && publishes "$CONTAINER_NAME"; then
+  if [ "$old_running" = true ] && [ -z "$old_upstream" ] && [ -n "$old_publishes" ]; then
     # The one move from the old layout: the port is free only once <name> stops.
     log "moving port $PROXY_PORT from $CONTAINER_NAME to the proxy (once; the port does not answer for a moment)"
     prepare_proxy "$(upstream_of "$next")" || undo 14 "the proxy did not start: $proxy_error"
@@ -66,8 +72,7 @@ switch() {
     phase switch
     return 0
   fi
-  old_dial=
-  running "$CONTAINER_NAME" && old_dial=$(upstream_of "$CONTAINER_NAME")
+  [ "$old_running" != true ] || old_dial=$old_upstream
   route "$next" || undo 14 "the proxy did not start: $proxy_error"
   log "the proxy sends requests to $next"
   phase switch

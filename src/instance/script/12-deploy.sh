@@ -1,6 +1,7 @@
 config_id=$(config_id_for "$env_new")
 
-if [ "$(config_of "$CONTAINER_NAME")" = "$config_id" ] && running "$CONTAINER_NAME"; then
+# previous_config: the running container's, read before this run changed anything (guard).
+if [ "$previous_config" = "$config_id" ] && running "$CONTAINER_NAME"; then
   log "$CONTAINER_NAME already runs this release: checking its health"
   verify_running "this release"
   result unchanged "$IMAGE" "$config_id"
@@ -36,7 +37,8 @@ finish
 log "$CONTAINER_NAME is serving $IMAGE"
 
 # Older images of this repository go; the current and previous releases (and the proxy's) stay.
-keep=" $(inspect "$CONTAINER_NAME" '{{.Image}}') $(inspect "$kept" '{{.Image}}') $(inspect "$proxy_name" '{{.Image}}') "
+keep=" $(docker inspect --type container --format '{{.Image}}' "$CONTAINER_NAME" "$kept" "$proxy_name" 2>/dev/null |
+  tr '\n' ' ' || true) "
 repo=${IMAGE%@*}
 case ${repo##*/} in *:*) repo=${repo%:*} ;; esac
 docker image ls --no-trunc --quiet "$repo" 2>/dev/null | sort -u | while read -r id; do
