@@ -48,7 +48,7 @@ pub async fn run<W: World>(r: &Rollout<'_, W>, traffic: &Traffic<'_, W>, planned
             if catch_up { " (catch-up: joined during the deploy)" } else { "" },
             names(ids)
         ));
-        let mut outcome = run_batch(r, traffic, ids, &mut instances).await;
+        let mut outcome = run_batch(r, traffic, ids, catch_up, &mut instances).await;
         if outcome == BatchOutcome::Done && cx.stop().is_none() {
             // In the load balancer and healthy: the alarms have the last word on this batch.
             if let Some(reason) = super::bake(r, &format!("batch {number}/{total}")).await {
@@ -117,6 +117,7 @@ async fn run_batch<W: World>(
     r: &Rollout<'_, W>,
     traffic: &Traffic<'_, W>,
     ids: &[InstanceId],
+    catch_up: bool,
     instances: &mut Vec<InstanceReport>,
 ) -> BatchOutcome {
     let runner = r.commands.cx.runner;
@@ -139,7 +140,13 @@ async fn run_batch<W: World>(
         purpose: Purpose::Deploy,
         read_outputs: false,
     };
-    let swapped = match r.commands.run(order).await {
+    // Instances that joined during the deploy may still be booting: they get `boot-wait`.
+    let sent = if catch_up {
+        r.commands.run_joined(order, std::time::Duration::from_secs(r.plan.boot_wait.into())).await
+    } else {
+        r.commands.run(order).await
+    };
+    let swapped = match sent {
         Ok(outcome) => outcome,
         Err(e) => return BatchOutcome::Failed { phase: Phase::Swap, reason: e.to_string() },
     };

@@ -69,7 +69,8 @@ pub async fn run<W: World>(
             purpose: Purpose::Deploy,
             read_outputs: false,
         };
-        let result = r.commands.run(order).await;
+        let boot_wait = std::time::Duration::from_secs(r.plan.boot_wait.into());
+        let result = r.commands.run_joined(order, boot_wait).await;
         runner.end_group();
         let outcome = result?;
         instances.extend(outcome.reports);

@@ -31,6 +31,11 @@ use crate::report::{instance_reports, InstanceReport};
 use crate::Error;
 
 const POLL_MIN: Duration = Duration::from_millis(500);
+/// Exit codes of a script on an instance that is not ready yet: its tools are not installed
+/// (10), its Docker daemon does not answer (20), or its boot's own deploy holds the lock (17).
+const NOT_READY: [i32; 3] = [10, 17, 20];
+/// The pause between two sends to instances still booting (see [`Commands::run_joined`]).
+pub const BOOT_RETRY: Duration = Duration::from_secs(10);
 const POLL_MAX: Duration = Duration::from_secs(5);
 /// The longest pause between polls that keep failing.
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -223,6 +228,63 @@ impl<W: World> Commands<'_, W> {
             outcome.stopped = outcome.stopped.or(part.stopped);
         }
         Ok(outcome)
+    }
+
+    /// [`Commands::run`] for instances that joined during the deploy (an Auto Scaling launch): those
+    /// still booting (their script found no Docker yet, or their boot holds the deploy lock),
+    /// and those SSM did not start because of them (max-errors), are sent the command again every
+    /// [`BOOT_RETRY`] until `boot_wait` has passed; each instance's last answer stands.
+    pub async fn run_joined(&self, order: Order<'_>, boot_wait: Duration) -> Result<Outcome, Error> {
+        let Order { targets, script, action, concurrency, errors, purpose, read_outputs } = order;
+        let deadline = self.world.now() + boot_wait;
+        let mut outcome =
+            self.run(Order { targets, script, action, concurrency, errors, purpose, read_outputs }).await?;
+        loop {
+            let booting =
+                |r: &InstanceReport| r.response_code.is_some_and(|c| NOT_READY.contains(&c)) && r.left.is_none();
+            if !outcome.reports.iter().any(booting) || outcome.stopped.is_some() || self.cx.stop_for(purpose).is_some()
+            {
+                return Ok(outcome);
+            }
+            let again: Vec<InstanceId> = outcome
+                .reports
+                .iter()
+                .filter(|r| booting(r) || r.detail == StatusDetail::Terminated)
+                .map(|r| r.id.clone())
+                .collect();
+            if self.world.now() + BOOT_RETRY > deadline {
+                for r in outcome.reports.iter_mut().filter(|r| booting(r)) {
+                    r.reason =
+                        Some(format!("{} (still not ready after boot-wait, {}s)", r.why_not(), boot_wait.as_secs()));
+                }
+                return Ok(outcome);
+            }
+            let why: Vec<String> =
+                outcome.reports.iter().filter(|r| booting(r)).map(|r| format!("{}: {}", r.id, r.why_not())).collect();
+            self.cx.runner.info(&format!(
+                "  still booting, sent again in {}s (boot-wait {}s): {}",
+                BOOT_RETRY.as_secs(),
+                boot_wait.as_secs(),
+                why.join("; ")
+            ));
+            self.world.sleep(BOOT_RETRY).await;
+            let next = self
+                .run(Order {
+                    targets: Targets::Ids(&again),
+                    script,
+                    action,
+                    concurrency,
+                    errors,
+                    purpose,
+                    read_outputs,
+                })
+                .await?;
+            outcome.reports.retain(|r| !again.contains(&r.id));
+            outcome.reports.extend(next.reports);
+            outcome.outputs.retain(|(id, _)| !again.contains(id));
+            outcome.outputs.extend(next.outputs);
+            outcome.stopped = next.stopped;
+        }
     }
 
     /// The planned instances a command is meant for (all of them by tags).

@@ -54,6 +54,7 @@ pub fn request(tag: &str) -> DeployRequest {
         max_concurrency: Limit::Percent(50),
         max_errors: Limit::Count(0),
         pull_concurrency: Limit::Count(10),
+        boot_wait: 300,
         target_groups: vec![],
         skip_offline: false,
         batch_size: Limit::Count(1),
@@ -1124,4 +1125,43 @@ async fn one_batch_pulls_in_its_own_swap_and_more_batches_pull_first() {
     assert!(line.contains("(10 at once), before the first of 2 batches switches"), "{line}");
     assert_eq!(fleet_events(&w.log())[2..], ["build shop:v2", "send pull 1,2", "send deploy 1,2"]);
     assert!(log.iter().any(|l| l.starts_with("Pulled v2 on 2 instances in")), "{log:#?}");
+}
+
+/// An Auto Scaling launch that joins during a deploy while it still boots (no Docker daemon yet):
+/// the catch-up sends the release again until it is ready, within `boot-wait`; past it, a failure.
+#[tokio::test(start_paused = true)]
+async fn a_joined_instance_still_booting_gets_the_release_once_it_is_ready_within_boot_wait() {
+    let w = world(2);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success());
+    w.add_instance(3, &[("Role", "spare")]);
+    w.set_faults(3, |f| f.booting_scripts = 2);
+    w.join_after_commands(3, 1, &image("v1"));
+    let (result, log) = deploy(&w, &request("v2")).await;
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert_eq!(r.caught_up, [id(3)]);
+    assert!((1..=3).all(|n| running(&w, n) == Some(image("v2"))), "{log:#?}");
+    assert_eq!(
+        log.iter().filter(|l| l.contains("still booting, sent again in 10s (boot-wait 300s)")).count(),
+        2,
+        "{log:#?}"
+    );
+    assert!(
+        log.iter().any(|l| l.contains("one still booting is sent it again for up to 300s (boot-wait)")),
+        "{log:#?}"
+    );
+
+    // Still booting past boot-wait: a failure, and the fleet goes back.
+    w.add_instance(4, &[("Role", "spare")]);
+    w.set_faults(4, |f| f.booting_scripts = 100);
+    w.join_after_commands(4, 1, &image("v2"));
+    let mut req = request("v3");
+    req.boot_wait = 25;
+    let (result, log) = deploy(&w, &req).await;
+    let r = report(result, &log);
+    assert!(!r.success(), "{log:#?}");
+    let row = r.instances.iter().find(|i| i.id == id(4)).unwrap();
+    assert!(row.reason.as_deref().unwrap_or_default().contains("still not ready after boot-wait, 25s"), "{row:?}");
+    assert!((1..=3).all(|n| running(&w, n) == Some(image("v2"))), "{log:#?}");
 }

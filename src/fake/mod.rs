@@ -83,6 +83,9 @@ pub struct InstanceFaults {
     pub pre_deploy_exit: i32,
     /// The release cannot be pulled here (the script exits 12).
     pub pull_fails: bool,
+    /// The next this many scripts find the instance still booting: its Docker daemon does not
+    /// answer yet (they exit 20, changing nothing).
+    pub booting_scripts: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -165,6 +165,10 @@ fn run_script(inst: &mut Instance, script: &str, inv: &mut FakeInvocation) {
             inv.stderr = format!("ec2-deploy: error: {error}\n");
         }
     };
+    if inst.faults.booting_scripts > 0 {
+        inst.faults.booting_scripts -= 1;
+        return finish(inv, 20, None, "the Docker daemon on this instance does not answer (is it running? systemctl start docker); nothing was changed");
+    }
     match v.get("MODE").map(String::as_str) {
         Some("check") => check(inst, &image, &config, inv),
         Some("predeploy") => predeploy(inst, inv),

@@ -101,6 +101,7 @@ pub const INPUTS: &[InputSpec] = &[
     input("user", "User the container runs as: a name or uid, optionally :group or :gid (e.g. 1000:1000). Default: the image's USER. Also in the config file."),
     with_default(input("max-concurrency", "Without target-groups: instances updated at once, a number of instances or a percentage of them (SSM MaxConcurrency). Default: 50%. Also in the config file."), "50%"),
     with_default(input("pull-concurrency", "Instances that pull the release's image (and the proxy's) at once, before the first batch switches, when the rollout has more than one batch or wave of instances: a number of instances or a percentage of them. A pull that fails stops the run with no instance switched. Default: 10. Also in the config file."), "10"),
+    with_default(input("boot-wait", "Instances that join the targets during a deploy (an Auto Scaling launch) get the release too (the catch-up); one still booting (no Docker yet, or its boot's own deploy holds the lock) is sent it again every 10 s, for up to this many seconds. Default: 300. Also in the config file."), "300"),
     with_default(input("max-errors", "Without target-groups: failed instances tolerated, a number of instances or a percentage of them (SSM MaxErrors); past it the switched instances are rolled back. Default: 0. Also in the config file."), "0"),
     with_default(input("on-offline", "Instances whose SSM agent is not connected: fail (stop before changing anything) or skip (deploy to the others and name them). Default: fail. Also in the config file."), "fail"),
     lines("target-groups", "ELBv2 target group ARNs, one per line: deploy in batches, each healthy in them before the next batch (and drained from them before its swap, unless the proxy keeps it serving). Also in the config file."),
@@ -114,6 +115,8 @@ pub const INPUTS: &[InputSpec] = &[
     not_in_config(with_default(input("rollback", "true: redeploy the latest earlier release that runs something else (image or settings) and that no rollback has left, from the release record, without building."), "false")),
     not_in_config(input("rollback-to", "A version of the release record to roll back to (the versions `ec2-deploy status` lists), instead of the one before the live release: any version but the live one whose image is still in its repository; implies `rollback`.")),
     not_in_config(with_default(input("converge", "true: redeploy the live release, from the release record and without building, to the instances with `targets` that run something else (drifted: another release, other settings, a stopped or missing container, the secret's values changed); the others are not touched and the record gets no new version. `ec2-deploy status` lists the drifted ones."), "false")),
+    not_in_config(with_default(input("operation", "What the step does: deploy (build when needed, then roll out), rollback, converge, or a command that deploys no release: releases, status, logs, exec or maintenance (the CLI's commands of those names; their output goes to the log and the job summary). `rollback: true` and `converge: true` still work. Default: deploy."), "deploy")),
+    not_in_config(input("operation-args", "The arguments of releases, status, logs, exec or maintenance, as on the command line, split into words like `command`: e.g. `--lines 500 --grep ERROR` (logs), `--instance web-1 -- bin/rails db:migrate` (exec), `on --message 'Back soon'` (maintenance), `--fail-on-drift` (status). `logs --follow` needs a terminal: not here.")),
     with_default(input("proxy", "true: a proxy on each instance (Caddy) holds the first of `ports` and switches it to a new container only once that one is healthy, so no request is dropped, with or without a load balancer; false: the container publishes its ports itself (each instance is briefly dark during its swap). Default: true. Also in the config file."), "true"),
     input("proxy-image", "Image of the per-instance proxy: Caddy 2.11 or later (the version tested); the action copies it into the deploy's ECR repository, where instances pull it. Default: caddy:2.11.7-alpine, pinned by digest. Also in the config file."),
     with_default(lines("proxy-trusted", "With `proxy`: the hops in front of the instance (a load balancer) whose X-Forwarded-For, -Proto and -Host the proxy passes on to the app, so it sees the client's address and the original scheme and host: `private` (the private and loopback address ranges, where a load balancer in the VPC connects from), addresses or CIDR ranges one per line, or `none` (the app sees the proxy's own view: the peer's address, http). Default: private. Also in the config file."), "private"),
@@ -125,6 +128,13 @@ pub const INPUTS: &[InputSpec] = &[
     not_in_config(input("github-token", "Token for GitHub Deployments. Default: the workflow's token.")),
     deprecated(input("timeout", "Deprecated: the old name of `command-timeout`, still read (with a warning)."), "command-timeout"),
 ];
+
+/// The values of input `operation`: the three that deploy a release, then the CLI's commands
+/// that deploy none (see [`OPERATE`]).
+pub const OPERATIONS: [&str; 8] =
+    ["deploy", "rollback", "converge", "releases", "status", "logs", "exec", "maintenance"];
+/// The operations that run one of the CLI's operating commands instead of a deploy.
+pub const OPERATE: [&str; 5] = ["releases", "status", "logs", "exec", "maintenance"];
 
 pub fn spec(name: &str) -> Option<&'static InputSpec> {
     INPUTS.iter().find(|s| s.name == name)
@@ -195,6 +205,8 @@ pub struct DeployRequest {
     pub max_errors: Limit,
     /// Instances that pull the image at once before the first batch (see `plan::Plan::pull_first`).
     pub pull_concurrency: Limit,
+    /// Seconds a joined instance that is still booting is waited for (see `plan::Plan::boot_wait`).
+    pub boot_wait: u32,
     pub target_groups: Vec<TargetGroupArn>,
     /// Skip instances whose agent is not connected (instead of stopping the plan).
     pub skip_offline: bool,

@@ -393,6 +393,7 @@ fn resolve_service(
         max_concurrency: rollout.max_concurrency,
         max_errors: rollout.max_errors,
         pull_concurrency: rollout.pull_concurrency,
+        boot_wait: rollout.boot_wait,
         skip_offline: rollout.skip_offline,
         target_groups: rollout.target_groups,
         batch_size: rollout.batch_size,

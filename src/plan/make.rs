@@ -122,6 +122,7 @@ pub fn make(req: &DeployRequest, mut facts: Facts) -> Result<Plan, Vec<PlanError
         pre_deploy,
         timeout: req.timeout,
         pull_first: None,
+        boot_wait: req.boot_wait,
         watch,
         converge,
         record,

@@ -229,6 +229,8 @@ pub struct Plan {
     /// With more than one batch (or wave): every instance pulls the release first, this many at
     /// once, before the first one switches; each batch then only starts, checks and switches.
     pub pull_first: Option<Limit>,
+    /// Seconds an instance that joined during the deploy and is still booting is waited for.
+    pub boot_wait: u32,
     /// `alarms`: watched during the bake after each batch.
     pub watch: Option<WatchPlan>,
     /// `converge`: what the check found, and so which instances this run deploys to.

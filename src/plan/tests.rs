@@ -41,6 +41,7 @@ pub fn request() -> DeployRequest {
         max_concurrency: Limit::Percent(50),
         max_errors: Limit::Count(0),
         pull_concurrency: Limit::Count(10),
+        boot_wait: 300,
         target_groups: vec![],
         skip_offline: false,
         batch_size: Limit::Percent(25),

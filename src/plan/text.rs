@@ -234,6 +234,11 @@ impl Plan {
                 }
             }
         }
+        writeln!(
+            f,
+            "  catch-up   instances that join the targets during the run get the release too; one still booting is sent it again for up to {}s (boot-wait)",
+            self.boot_wait
+        )?;
         if let Some(concurrency) = self.pull_first {
             writeln!(
                 f,

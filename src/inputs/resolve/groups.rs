@@ -235,7 +235,8 @@ pub(super) fn image_inputs(r: &mut Resolver, ctx: &RunContext) -> ImageInputs {
             None if ["rollback", "converge"]
                 .into_iter()
                 .any(|n| r.get(n).is_some_and(|v| parse_bool(&v.text) == Ok(true)))
-                || r.get("rollback-to").is_some() =>
+                || r.get("rollback-to").is_some()
+                || r.get("operation").is_some_and(|v| matches!(v.text.trim(), "rollback" | "converge")) =>
             {
                 Some(ImageTag::parse(FROM_THE_RECORD).expect("a valid tag"))
             }
@@ -418,6 +419,7 @@ pub(super) struct RolloutInputs {
     pub(super) max_concurrency: Limit,
     pub(super) max_errors: Limit,
     pub(super) pull_concurrency: Limit,
+    pub(super) boot_wait: u32,
     pub(super) skip_offline: bool,
     pub(super) target_groups: Vec<TargetGroupArn>,
     pub(super) batch_size: Limit,
@@ -463,19 +465,33 @@ pub(super) fn rollout_inputs(r: &mut Resolver, health_check_timeout: u32) -> Rol
             "expected a version of the release record (1, 2, …), got {text:?}; `ec2-deploy status` lists them"
         )),
     });
+    let operation = r.parse("operation", |t| match t.trim() {
+        op if crate::inputs::OPERATIONS.contains(&op) => Ok(op.to_string()),
+        other => Err(format!("expected one of {}, got {other:?}", crate::inputs::OPERATIONS.join(", "))),
+    });
+    let operate = operation.as_deref().is_some_and(|op| crate::inputs::OPERATE.contains(&op));
+    if !operate && r.get("operation-args").is_some() {
+        r.missing(
+            "operation-args",
+            "is for the operations releases, status, logs, exec and maintenance; a deploy, rollback or converge takes its own inputs",
+        );
+    }
     RolloutInputs {
         max_concurrency,
         max_errors,
         pull_concurrency,
+        boot_wait: r.parse("boot-wait", parse_seconds(0, 3600)).unwrap_or(300),
         skip_offline,
         target_groups,
         batch_size,
         canary,
         timeout,
         release_parameter: r.parse("release-parameter", ParameterName::parse),
-        rollback: r.parse("rollback", parse_bool).unwrap_or(false) || rollback_to.is_some(),
+        rollback: r.parse("rollback", parse_bool).unwrap_or(false)
+            || rollback_to.is_some()
+            || operation.as_deref() == Some("rollback"),
         rollback_to,
-        converge: r.parse("converge", parse_bool).unwrap_or(false),
+        converge: r.parse("converge", parse_bool).unwrap_or(false) || operation.as_deref() == Some("converge"),
         lock_timeout: r.parse("lock-timeout", parse_seconds(0, 3600)).unwrap_or(600),
         proxy: r.parse("proxy", parse_bool).unwrap_or(true),
         proxy_image: r

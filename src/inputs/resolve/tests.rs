@@ -421,6 +421,15 @@ fn a_rollback_or_a_converge_needs_no_image_tag_and_no_build_context() {
         let req = resolve_with(&inputs, &[("AWS_REGION", "eu-west-1")], &[]).unwrap();
         assert_eq!((req.rollback, req.converge), (mode == "rollback", mode == "converge"));
     }
+    // `operation: rollback` and `operation: converge` are the same.
+    for mode in ["rollback", "converge"] {
+        let inputs = [MINIMAL, &[("operation", mode), ("context", "missing-dir")]].concat();
+        let req = resolve_with(&inputs, &[("AWS_REGION", "eu-west-1")], &[]).unwrap();
+        assert_eq!((req.rollback, req.converge), (mode == "rollback", mode == "converge"));
+    }
+    let inputs = [MINIMAL, &[("operation", "converge"), ("rollback", "true")]].concat();
+    let errs = resolve_with(&inputs, &[("AWS_REGION", "eu-west-1")], &[]).unwrap_err();
+    assert!(errs[0].starts_with("input `converge`: cannot go with `rollback`"), "{errs:?}");
     // A deploy still needs a tag.
     let errs = resolve_with(MINIMAL, &[("AWS_REGION", "eu-west-1")], &[]).unwrap_err();
     assert!(errs[0].starts_with("input `image-tag`: is required outside GitHub Actions"), "{errs:?}");
