@@ -81,7 +81,9 @@ pub async fn survey<W: World>(
                 },
                 Answered::NoReport => State::Unknown { why: "no report from the check".into() },
             };
-            InstanceDrift { instance: i.clone(), state }
+            let maintenance =
+                matches!(answers.of(i), Answered::Report(r, _) if r.check.as_ref().is_some_and(|c| c.maintenance));
+            InstanceDrift { instance: i.clone(), state, maintenance }
         })
         .collect())
 }
@@ -106,7 +108,10 @@ pub async fn show<W: World>(
         live.release.tag
     ));
     for d in &survey {
-        let state = if d.drifted() { format!("drifted: {}", d.why()) } else { "on the live release".into() };
+        let mut state = if d.drifted() { format!("drifted: {}", d.why()) } else { "on the live release".into() };
+        if d.maintenance {
+            state.push_str("; maintenance page on (the proxy answers 503; `ec2-deploy maintenance off` ends it)");
+        }
         cx.runner.info(&format!("  {}  {:<16} {state}", d.instance.id, d.instance.name.as_deref().unwrap_or("-")));
     }
     Ok(survey)
@@ -127,6 +132,7 @@ mod tests {
             release: "v2".into(),
             restarts: "7".into(),
             exit: "1".into(),
+            maintenance: false,
         };
         assert_eq!(
             describe(&c),
@@ -177,6 +183,7 @@ mod tests {
             release: release.into(),
             restarts: "0".into(),
             exit: "-".into(),
+            maintenance: false,
         }
     }
 

@@ -24,6 +24,9 @@ pub struct InstanceDrift {
     pub instance: ManagedInstance,
     #[serde(flatten)]
     pub state: DriftState,
+    /// The proxy answers with a maintenance page there (`ec2-deploy maintenance on`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub maintenance: bool,
 }
 
 impl InstanceDrift {

@@ -89,6 +89,8 @@ pub struct Check {
     /// by an older script).
     pub restarts: String,
     pub exit: String,
+    /// The proxy answers with the maintenance page (`maintenance=on`; absent from older scripts).
+    pub maintenance: bool,
 }
 
 /// The script's last line starting with `prefix` (`ec2-deploy-result `), as a reader of its
@@ -108,6 +110,7 @@ fn parse_check(stdout: &str) -> Option<Check> {
         release: field("release").unwrap_or_else(|| "-".into()),
         restarts: field("restarts").unwrap_or_else(|| "-".into()),
         exit: field("exit").unwrap_or_else(|| "-".into()),
+        maintenance: field("maintenance").as_deref() == Some("on"),
     })
 }
 

@@ -156,7 +156,7 @@ fn the_check_tells_each_way_an_instance_leaves_the_release_and_changes_nothing()
     assert_eq!(state(), "state=restarting");
     let out = bed.on_instance(id, &["bash", &path]);
     let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
-    assert!(line.ends_with(" restarts=1 exit=-"), "running again, so no exit code: {line}");
+    assert!(line.ends_with(" restarts=1 exit=- maintenance=off"), "running again, so no exit code: {line}");
     assert!(bed.on_instance(id, &["docker", "stop", container]).status.success());
     assert_eq!(state(), "state=stopped");
     assert_eq!(version_of(ip), None, "still stopped: the check starts nothing");

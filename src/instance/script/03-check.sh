@@ -3,6 +3,7 @@
 # lock, pulling or changing anything; the line ec2-deploy reads:
 #   ec2-deploy-check state=STATE image=<what runs> release=<its ec2-deploy.release label>
 #     restarts=<Docker's restart count> exit=<its exit code while it is not running, else ->
+#     maintenance=<on while the proxy answers with the maintenance page, else off>
 # STATE: current, or why not: missing (no container), stopped, other-release, other-settings,
 # proxy-down, changing (a deploy is swapping it, or one died mid-swap and the next completes it),
 # restarting (Docker is restarting it, or restarted it in the last 300 s: a crash loop looks
@@ -38,8 +39,10 @@ if [ "$MODE" = check ]; then
       state=current
     fi
   fi
-  printf 'ec2-deploy-check state=%s image=%s release=%s restarts=%s exit=%s\n' "$state" "${running_image:--}" \
-    "${running_release:--}" "${restarts:--}" "${last_exit:--}"
+  maintenance=off
+  running "$page_name" && maintenance=on
+  printf 'ec2-deploy-check state=%s image=%s release=%s restarts=%s exit=%s maintenance=%s\n' "$state" \
+    "${running_image:--}" "${running_release:--}" "${restarts:--}" "${last_exit:--}" "$maintenance"
   exit 0
 fi
 
