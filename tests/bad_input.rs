@@ -57,6 +57,18 @@ fn config(name: &'static str, yaml: &'static str, extra: &[(&'static str, &str)]
     }
 }
 
+/// The action running one of the CLI's operating commands (input `operation`) with these arguments.
+fn operation(name: &'static str, op: &'static str, args: &'static str, expect: &[&'static str]) -> Case {
+    Case {
+        name,
+        inputs: vec![("operation", op.to_string()), ("operation-args", args.to_string())],
+        remove: vec!["image-tag"],
+        config: None,
+        sha: true,
+        expect: expect.to_vec(),
+    }
+}
+
 fn catalogue() -> Vec<Case> {
     let long_tag = "t".repeat(200);
     let mut cases = vec![
@@ -406,6 +418,12 @@ fn catalogue() -> Vec<Case> {
             &[("environment", "prod")],
             &["`environments.prod.max-errors` in .github/ec2-deploy.yml", "expected a number"],
         ),
+        case("an operation that does not exist", "operation", "dance", &["input `operation`: expected one of deploy, rollback, converge, releases, status, logs, exec, maintenance, got \"dance\""]),
+        case("operation-args with a deploy", "operation-args", "--lines 5", &["input `operation-args`: is for the operations releases, status, logs, exec and maintenance"]),
+        operation("logs --follow in a workflow", "logs", "--follow", &["input `operation-args`: `--follow` reads until it is interrupted"]),
+        operation("a flag the operation does not have", "logs", "--lines 0", &["input `operation-args`: for `logs`", "--lines"]),
+        operation("unbalanced quotes in operation-args", "exec", "-- sh -c 'oops", &["input `operation-args`: unbalanced quotes"]),
+        operation("an input error under an operation", "releases", "--max-errors lots", &["input `max-errors`: expected a number"]),
         Case {
             name: "explicit config file missing",
             inputs: vec![("config", "deploy/missing.yml".into())],

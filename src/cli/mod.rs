@@ -197,7 +197,9 @@ fn exec_command() -> Command {
 }
 
 fn input_flags(mut cmd: Command) -> Command {
-    for spec in INPUTS.iter().filter(|s| !matches!(s.name, "dry-run" | "github-token")) {
+    // `operation` is the action's way to name a command, which the CLI names itself.
+    for spec in INPUTS.iter().filter(|s| !matches!(s.name, "dry-run" | "github-token" | "operation" | "operation-args"))
+    {
         let help = match spec.default {
             Some(d) if !spec.description.contains("Default:") => format!("{} [default: {d}]", spec.description),
             _ => spec.description.to_string(),
@@ -210,12 +212,18 @@ fn input_flags(mut cmd: Command) -> Command {
     cmd
 }
 
+/// The action's inputs, when the action runs one of the operating commands (see
+/// [`operate::in_action`]): the inputs its flags do not give.
+static ACTION_INPUTS: std::sync::OnceLock<RawInputs> = std::sync::OnceLock::new();
+
 fn raw_from_flags(m: &ArgMatches) -> RawInputs {
+    let base = ACTION_INPUTS.get();
     let mut raw = RawInputs::from_lookup(|name| {
         if matches!(name, "dry-run" | "github-token") {
             return None;
         }
-        m.get_many::<String>(name).map(|v| v.cloned().collect::<Vec<_>>().join("\n"))
+        let flag = m.try_get_many::<String>(name).ok().flatten();
+        flag.map(|v| v.cloned().collect::<Vec<_>>().join("\n")).or_else(|| base?.get(name).map(str::to_string))
     });
     if m.try_get_one::<bool>("dry-run").ok().flatten().copied().unwrap_or(false) {
         raw.set("dry-run", "true");
@@ -232,7 +240,11 @@ pub fn main() -> ExitCode {
     let (runner, mut raw, workdir) = match matches.subcommand() {
         Some(("action", _)) => {
             let workdir = env("GITHUB_WORKSPACE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-            (Runner::from_env(&env), RawInputs::from_action_env(env), workdir)
+            let (runner, raw) = (Runner::from_env(&env), RawInputs::from_action_env(env));
+            if let Some(op) = raw.get("operation").map(str::trim).filter(|op| inputs::OPERATE.contains(op)) {
+                return ExitCode::from(operate::in_action(&runner, op, &raw) as u8);
+            }
+            (runner, raw, workdir)
         }
         Some(("user-data", m)) => {
             let mut parameters = vec![];
@@ -256,16 +268,8 @@ pub fn main() -> ExitCode {
                 }
             };
         }
-        Some((name @ ("status" | "releases" | "logs" | "exec" | "maintenance"), m)) => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-            let exit = match name {
-                "status" => rt.block_on(operate::status(m)),
-                "releases" => rt.block_on(operate::releases(m)),
-                "logs" => rt.block_on(operate::logs(m)),
-                "maintenance" => rt.block_on(operate::maintenance(m)),
-                _ => rt.block_on(operate::exec(m)),
-            };
-            return ExitCode::from(exit as u8);
+        Some((name, m)) if inputs::OPERATE.contains(&name) => {
+            return ExitCode::from(operate::dispatch(name, m) as u8);
         }
         Some((name, m)) => {
             let mut raw = raw_from_flags(m);

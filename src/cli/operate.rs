@@ -5,6 +5,7 @@
 //! needed), talk to AWS alone and report to no GitHub deployment.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use clap::ArgMatches;
 
@@ -16,6 +17,90 @@ use crate::live::Live;
 use crate::model::ParameterName;
 use crate::release::{Entry, Releases};
 use crate::{Error, Exit};
+
+/// Where `out!` and `err!` write: the terminal (stdout, stderr), or, when the action runs one
+/// of these commands, a buffer that [`in_action`] prints as untrusted text and puts in the job
+/// summary once the command ends.
+static CAPTURE: Mutex<Option<String>> = Mutex::new(None);
+
+fn emit(stderr: bool, line: String) {
+    let mut capture = CAPTURE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match capture.as_mut() {
+        Some(buffer) => {
+            buffer.push_str(&line);
+            buffer.push('\n');
+        }
+        None if stderr => eprintln!("{line}"),
+        None => println!("{line}"),
+    }
+}
+
+macro_rules! out {
+    () => { emit(false, String::new()) };
+    ($($t:tt)*) => { emit(false, format!($($t)*)) };
+}
+macro_rules! err {
+    ($($t:tt)*) => { emit(true, format!($($t)*)) };
+}
+
+/// Runs the command `name` (one of [`inputs::OPERATE`]) with its flags.
+pub fn dispatch(name: &str, m: &ArgMatches) -> Exit {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    match name {
+        "status" => rt.block_on(status(m)),
+        "releases" => rt.block_on(releases(m)),
+        "logs" => rt.block_on(logs(m)),
+        "maintenance" => rt.block_on(maintenance(m)),
+        _ => rt.block_on(exec(m)),
+    }
+}
+
+/// The action's input `operation` names one of these commands: `operation-args` are its
+/// arguments (parsed by the command's own flags; the other inputs stand for its input flags).
+/// What it prints goes to the log as untrusted text (nothing in it is taken for a workflow
+/// command) and to the job summary; its exit code is the step's.
+pub fn in_action(runner: &Runner, op: &str, raw: &inputs::RawInputs) -> Exit {
+    let bad = |why: String| {
+        runner.error("ec2-deploy: bad input", &format!("input `operation-args`: {why}"));
+        let _ = runner.set_output("result", "failed");
+        Exit::BadInput
+    };
+    let words = match raw.get("operation-args").map(shlex::split) {
+        None => vec![],
+        Some(Some(words)) => words,
+        Some(None) => return bad("unbalanced quotes".into()),
+    };
+    let argv = ["ec2-deploy".to_string(), op.to_string()].into_iter().chain(words.iter().cloned());
+    let matches = match super::command().try_get_matches_from(argv) {
+        Ok(matches) => matches,
+        Err(e) => return bad(format!("for `{op}`: {}", e.render().to_string().trim())),
+    };
+    let m = matches.subcommand().map(|(_, m)| m.clone()).expect("the operation's command");
+    if op == "logs" && m.get_flag("follow") {
+        return bad("`--follow` reads until it is interrupted, which needs a terminal; use --since".into());
+    }
+    let _ = super::ACTION_INPUTS.set(raw.clone());
+    *CAPTURE.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(String::new());
+    let exit = dispatch(op, &m);
+    let text = CAPTURE.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().unwrap_or_default();
+    runner.untrusted(&text);
+    let args = if words.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", shlex::try_join(words.iter().map(String::as_str)).unwrap_or_default())
+    };
+    let (icon, result) = if exit == Exit::Success { ("✅", "success") } else { ("❌", "failed") };
+    // A fence longer than any run of backticks in the text: nothing in it closes the block.
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    let summary =
+        format!("## {icon} ec2-deploy {op}{args}: exit {}\n\n{fence}text\n{}\n{fence}\n", exit as u8, text.trim_end());
+    if let Err(e) = runner.summary(&summary) {
+        runner.warning("ec2-deploy: runner", &format!("writing the job summary: {e}"));
+    }
+    let _ = runner.set_output("result", result);
+    exit
+}
 
 /// The requests the flags and the config file resolve to, as a converge would.
 fn requests(m: &ArgMatches) -> Result<Vec<DeployRequest>, Vec<InputError>> {
@@ -32,7 +117,7 @@ async fn aws(req: &DeployRequest, command: &str) -> Result<Live, Exit> {
     match crate::aws::Clients::load(req.region.as_ref(), None).await {
         Ok(clients) => Ok(Live::new(clients, None, None)),
         Err(e) => {
-            eprintln!("ec2-deploy {command}: {e}");
+            err!("ec2-deploy {command}: {e}");
             Err(Exit::BadInput)
         }
     }
@@ -51,7 +136,7 @@ impl Operator {
     async fn new(m: &ArgMatches, command: &'static str) -> Result<Operator, Exit> {
         let requests = requests(m).map_err(|errors| {
             let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            eprintln!("ec2-deploy {command}: {}", text.join("\n  "));
+            err!("ec2-deploy {command}: {}", text.join("\n  "));
             Exit::BadInput
         })?;
         Operator::with(requests, command).await
@@ -62,7 +147,7 @@ impl Operator {
         let world = aws(&requests[0], command).await?;
         let cancel = crate::cancel::Cancel::default();
         cancel.on_signals();
-        Ok(Operator { command, requests, world, runner: Runner::terminal(), cancel })
+        Ok(Operator { command, requests, world, runner: Runner::through(emit), cancel })
     }
 
     fn cx(&self) -> crate::apply::Context<'_> {
@@ -78,11 +163,11 @@ impl Operator {
     async fn history(&self, req: &DeployRequest) -> Result<(DeployRequest, crate::release::History), Exit> {
         let command = self.command;
         let req = deploy::with_record(req, &self.world, &self.runner).await.map_err(|e| {
-            eprintln!("ec2-deploy {command}: {e}");
+            err!("ec2-deploy {command}: {e}");
             e.exit()
         })?;
         let history = Releases::new(req.release_parameter.clone()).history(&self.world).await.map_err(|e| {
-            eprintln!("ec2-deploy {command}: {e}");
+            err!("ec2-deploy {command}: {e}");
             Exit::Access
         })?;
         Ok((req, history))
@@ -93,7 +178,7 @@ impl Operator {
     fn one_service(&self, why: &str) -> Result<&DeployRequest, Exit> {
         if self.requests.len() > 1 {
             let names: Vec<&str> = self.requests.iter().filter_map(|r| r.service.as_deref()).collect();
-            eprintln!(
+            err!(
                 "ec2-deploy {}: {why}the environment has {} services ({}): name one with --service",
                 self.command,
                 names.len(),
@@ -113,7 +198,7 @@ impl Operator {
     ) -> Result<Vec<crate::model::ManagedInstance>, Exit> {
         let command = self.command;
         let all = crate::ports::RunCommand::find_instances(&self.world, &req.targets).await.map_err(|e| {
-            eprintln!("ec2-deploy {command}: {e}");
+            err!("ec2-deploy {command}: {e}");
             Error::from(e).exit()
         })?;
         match at {
@@ -121,7 +206,7 @@ impl Operator {
             Some(at) => crate::exec::chosen(&all, at).map_err(|why| {
                 use crate::exec::Where;
                 let flag = if matches!(at, Where::Instance(_) | Where::Named(_)) { "--instance: " } else { "" };
-                eprintln!("ec2-deploy {command}: {flag}{why}; nothing was sent");
+                err!("ec2-deploy {command}: {flag}{why}; nothing was sent");
                 Exit::BadInput
             }),
         }
@@ -137,14 +222,14 @@ impl Operator {
                 Ok((req, live))
             }
             Ok(None) => {
-                eprintln!(
+                err!(
                     "ec2-deploy {command}: {}: no release recorded yet, so no container to run",
                     req.release_parameter
                 );
                 Err(Exit::DeployFailed)
             }
             Err(e) => {
-                eprintln!("ec2-deploy {command}: {e}");
+                err!("ec2-deploy {command}: {e}");
                 Err(Exit::DeployFailed)
             }
         }
@@ -158,13 +243,13 @@ pub(super) async fn logs(m: &ArgMatches) -> Exit {
     let since = match m.get_one::<String>("since").map(|s| crate::logs::parse_since(s)).transpose() {
         Ok(since) => since,
         Err(e) => {
-            eprintln!("ec2-deploy logs: --since: {e}");
+            err!("ec2-deploy logs: --since: {e}");
             return Exit::BadInput;
         }
     };
     let grep = m.get_one::<String>("grep").cloned();
     if grep.as_deref().is_some_and(|g| g.is_empty() || g.contains('\n')) {
-        eprintln!("ec2-deploy logs: --grep: expected a pattern on one line");
+        err!("ec2-deploy logs: --grep: expected a pattern on one line");
         return Exit::BadInput;
     }
     let query = crate::logs::Query { lines: *m.get_one::<u32>("lines").expect("has a default"), since, grep };
@@ -182,7 +267,7 @@ pub(super) async fn logs(m: &ArgMatches) -> Exit {
     let mut unanswered = vec![];
     for req in &op.requests {
         if let Some(service) = &req.service {
-            println!("# Service {service}\n");
+            out!("# Service {service}\n");
         }
         let (req, live) = match op.live(req).await {
             Ok(found) => found,
@@ -206,16 +291,16 @@ pub(super) async fn logs(m: &ArgMatches) -> Exit {
                     .map(|l| l.instance.id.to_string()),
             ),
             Err(e) => {
-                eprintln!("ec2-deploy logs: {e}");
+                err!("ec2-deploy logs: {e}");
                 return e.exit();
             }
         }
-        println!();
+        out!();
     }
     if unanswered.is_empty() {
         return Exit::Success;
     }
-    eprintln!("ec2-deploy logs: no logs from {} instance(s): {}", unanswered.len(), unanswered.join(", "));
+    err!("ec2-deploy logs: no logs from {} instance(s): {}", unanswered.len(), unanswered.join(", "));
     Exit::DeployFailed
 }
 
@@ -237,14 +322,14 @@ pub(super) async fn maintenance(m: &ArgMatches) -> Exit {
     let mut unchanged = vec![];
     for req in &op.requests {
         if let Some(service) = &req.service {
-            println!("# Service {service}\n");
+            out!("# Service {service}\n");
         }
         let (req, live) = match op.live(req).await {
             Ok(found) => found,
             Err(exit) => return exit,
         };
         if !live.release.container.proxy {
-            eprintln!(
+            err!(
                 "ec2-deploy maintenance: the live release of {} runs without the proxy (proxy: false): there is nothing to put a page in front of it",
                 live.release.container.name
             );
@@ -259,16 +344,16 @@ pub(super) async fn maintenance(m: &ArgMatches) -> Exit {
                 unchanged.extend(found.into_iter().filter(|f| f.failed.is_some()).map(|f| f.instance.id.to_string()))
             }
             Err(e) => {
-                eprintln!("ec2-deploy maintenance: {e}");
+                err!("ec2-deploy maintenance: {e}");
                 return e.exit();
             }
         }
-        println!();
+        out!();
     }
     if unchanged.is_empty() {
         return Exit::Success;
     }
-    eprintln!("ec2-deploy maintenance: not changed on {} instance(s): {}", unchanged.len(), unchanged.join(", "));
+    err!("ec2-deploy maintenance: not changed on {} instance(s): {}", unchanged.len(), unchanged.join(", "));
     Exit::DeployFailed
 }
 
@@ -307,11 +392,11 @@ pub(super) async fn exec(m: &ArgMatches) -> Exit {
             if failed.is_empty() {
                 return Exit::Success;
             }
-            eprintln!("ec2-deploy exec: did not exit 0 on {} instance(s): {}", failed.len(), failed.join(", "));
+            err!("ec2-deploy exec: did not exit 0 on {} instance(s): {}", failed.len(), failed.join(", "));
             Exit::DeployFailed
         }
         Err(e) => {
-            eprintln!("ec2-deploy exec: {e}");
+            err!("ec2-deploy exec: {e}");
             e.exit()
         }
     }
@@ -330,7 +415,7 @@ pub(super) async fn releases(m: &ArgMatches) -> Exit {
     };
     for req in &op.requests {
         if let Some(service) = &req.service {
-            println!("# Service {service}\n");
+            out!("# Service {service}\n");
         }
         let (req, history) = match op.history(req).await {
             Ok(found) => found,
@@ -339,7 +424,7 @@ pub(super) async fn releases(m: &ArgMatches) -> Exit {
         if let Err(exit) = print_history(&req.release_parameter, &history) {
             return exit;
         }
-        println!();
+        out!();
     }
     Exit::Success
 }
@@ -355,10 +440,10 @@ pub(super) async fn status(m: &ArgMatches) -> Exit {
         Err(errors) => {
             let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
             if fail_on_drift || m.get_one::<String>("release-parameter").is_none() {
-                eprintln!("ec2-deploy status: {}", text.join("\n  "));
+                err!("ec2-deploy status: {}", text.join("\n  "));
                 return Exit::BadInput;
             }
-            println!("(the instances were not asked: {})\n", text.join("; "));
+            out!("(the instances were not asked: {})\n", text.join("; "));
             return record_only(m).await;
         }
     };
@@ -369,7 +454,7 @@ pub(super) async fn status(m: &ArgMatches) -> Exit {
     let mut drifted = vec![];
     for req in &op.requests {
         if let Some(service) = &req.service {
-            println!("# Service {service}\n");
+            out!("# Service {service}\n");
         }
         let (req, history) = match op.history(req).await {
             Ok(found) => found,
@@ -383,11 +468,11 @@ pub(super) async fn status(m: &ArgMatches) -> Exit {
         match crate::drift::show(&op.world, &op.cx(), &req, live).await {
             Ok(survey) => drifted.extend(survey.into_iter().filter(crate::drift::InstanceDrift::drifted)),
             Err(e) => {
-                eprintln!("ec2-deploy status: {e}");
+                err!("ec2-deploy status: {e}");
                 return e.exit();
             }
         }
-        println!();
+        out!();
     }
     if drifted.is_empty() {
         return Exit::Success;
@@ -395,14 +480,14 @@ pub(super) async fn status(m: &ArgMatches) -> Exit {
     let ids: Vec<&str> = drifted.iter().map(|d| d.instance.id.as_str()).collect();
     let advice = "`ec2-deploy converge` (the action's `converge: true`) redeploys the live release to them";
     if fail_on_drift {
-        eprintln!(
+        err!(
             "ec2-deploy status: drift: {} instance(s) do not run the live release: {}; {advice}",
             ids.len(),
             ids.join(", ")
         );
         return Exit::DeployFailed;
     }
-    println!("{} instance(s) drifted: {}; {advice}", ids.len(), ids.join(", "));
+    out!("{} instance(s) drifted: {}; {advice}", ids.len(), ids.join(", "));
     Exit::Success
 }
 
@@ -412,21 +497,21 @@ async fn record_only(m: &ArgMatches) -> Exit {
     let parameter = match ParameterName::parse(&get("release-parameter").unwrap_or_default()) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("ec2-deploy status: --release-parameter: {e}");
+            err!("ec2-deploy status: --release-parameter: {e}");
             return Exit::BadInput;
         }
     };
     let region = match get("aws-region").map(|r| crate::model::Region::parse(&r)).transpose() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("ec2-deploy status: --aws-region: {e}");
+            err!("ec2-deploy status: --aws-region: {e}");
             return Exit::BadInput;
         }
     };
     let clients = match crate::aws::Clients::load(region.as_ref(), None).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ec2-deploy status: {e}");
+            err!("ec2-deploy status: {e}");
             return Exit::BadInput;
         }
     };
@@ -434,7 +519,7 @@ async fn record_only(m: &ArgMatches) -> Exit {
     let history = match Releases::new(parameter.clone()).history(&world).await {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("ec2-deploy status: {e}");
+            err!("ec2-deploy status: {e}");
             return Exit::Access;
         }
     };
@@ -453,23 +538,25 @@ fn print_history<'h>(
     let live = match history.live() {
         Ok(Some(live)) => live,
         Ok(None) => {
-            println!("{parameter}: no release recorded yet");
+            out!("{parameter}: no release recorded yet");
             return Ok(None);
         }
         Err(e) => {
-            eprintln!("ec2-deploy status: {e}");
+            err!("ec2-deploy status: {e}");
             return Err(Exit::DeployFailed);
         }
     };
-    println!(
+    out!(
         "{parameter}: live release {} (version {}), deployed {}",
-        live.release.tag, live.version, live.release.deployed_at
+        live.release.tag,
+        live.version,
+        live.release.deployed_at
     );
-    println!("  image   {}", live.release.image);
+    out!("  image   {}", live.release.image);
     if let Some(url) = &live.release.run_url {
-        println!("  run     {url}");
+        out!("  run     {url}");
     }
-    println!("\n  version  tag                   deployed              commit    image");
+    out!("\n  version  tag                   deployed              commit    image");
     let left = history.rolled_back();
     for entry in history.entries.iter().rev() {
         match entry {
@@ -484,7 +571,7 @@ fn print_history<'h>(
                 if left.contains(&r.version) {
                     notes.push("rolled back from; rollback skips it".to_string());
                 }
-                println!(
+                out!(
                     "  {:>7}  {:<20}  {:<20}  {:<8}  {}{}",
                     r.version,
                     r.release.tag.as_str(),
@@ -498,7 +585,7 @@ fn print_history<'h>(
                     if notes.is_empty() { String::new() } else { format!("  ({})", notes.join("; ")) }
                 )
             }
-            Entry::Unreadable { version, reason } => println!("  {version:>7}  unreadable: {reason}"),
+            Entry::Unreadable { version, reason } => out!("  {version:>7}  unreadable: {reason}"),
         }
     }
     Ok(Some(live))

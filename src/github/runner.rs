@@ -17,6 +17,8 @@ pub struct Runner {
     summary_file: Option<PathBuf>,
     /// Lines kept instead of printed (unit tests).
     captured: Option<std::sync::Mutex<Vec<String>>>,
+    /// Where terminal lines go instead of stdout and stderr (`true`: an error line), when set.
+    sink: Option<fn(bool, String)>,
 }
 
 impl Runner {
@@ -26,11 +28,18 @@ impl Runner {
             output_file: env("GITHUB_OUTPUT").filter(|p| !p.is_empty()).map(PathBuf::from),
             summary_file: env("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()).map(PathBuf::from),
             captured: None,
+            sink: None,
         }
     }
 
     pub fn terminal() -> Runner {
-        Runner { actions: false, output_file: None, summary_file: None, captured: None }
+        Runner { actions: false, output_file: None, summary_file: None, captured: None, sink: None }
+    }
+
+    /// A terminal runner whose lines go to `sink` (the operating commands', which a workflow
+    /// step collects for its log and job summary).
+    pub fn through(sink: fn(bool, String)) -> Runner {
+        Runner { sink: Some(sink), ..Runner::terminal() }
     }
 
     /// A runner that keeps what it would print, in terminal form (for tests).
@@ -44,16 +53,18 @@ impl Runner {
     }
 
     fn out(&self, line: &str) {
-        match &self.captured {
-            Some(c) => c.lock().unwrap_or_else(|p| p.into_inner()).push(line.to_string()),
-            None => println!("{line}"),
+        match (&self.captured, self.sink) {
+            (Some(c), _) => c.lock().unwrap_or_else(|p| p.into_inner()).push(line.to_string()),
+            (None, Some(sink)) => sink(false, line.to_string()),
+            (None, None) => println!("{line}"),
         }
     }
 
     fn err(&self, line: &str) {
-        match &self.captured {
-            Some(c) => c.lock().unwrap_or_else(|p| p.into_inner()).push(line.to_string()),
-            None => eprintln!("{line}"),
+        match (&self.captured, self.sink) {
+            (Some(c), _) => c.lock().unwrap_or_else(|p| p.into_inner()).push(line.to_string()),
+            (None, Some(sink)) => sink(true, line.to_string()),
+            (None, None) => eprintln!("{line}"),
         }
     }
 
@@ -191,7 +202,8 @@ mod tests {
     fn outputs_round_trip_through_the_runners_format() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
-        let runner = Runner { actions: true, output_file: Some(path.clone()), summary_file: None, captured: None };
+        let runner =
+            Runner { actions: true, output_file: Some(path.clone()), summary_file: None, captured: None, sink: None };
         runner.set_output("image", "r/app@sha256:1").unwrap();
         runner.set_output("instances", "[\n  {\"id\": \"i-1\"}\n]").unwrap();
         runner.set_output("tricky", "EOF\nghadelimiter_\n").unwrap();
@@ -211,7 +223,8 @@ mod tests {
     fn the_summary_is_cut_to_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("summary");
-        let runner = Runner { actions: true, output_file: None, summary_file: Some(path.clone()), captured: None };
+        let runner =
+            Runner { actions: true, output_file: None, summary_file: Some(path.clone()), captured: None, sink: None };
         runner.summary(&"é".repeat(SUMMARY_LIMIT)).unwrap();
         let text = std::fs::read_to_string(path).unwrap();
         assert!(text.len() <= SUMMARY_LIMIT);

@@ -39,6 +39,24 @@ fn logs_show_each_instances_last_lines_with_the_secret_masked_and_say_when_ssm_c
     }
     assert!(!out.contains("cut:"), "{out}");
 
+    // The same from a workflow step (input `operation`): in the log as untrusted text, and in
+    // the job summary; the step's inputs stand for the flags.
+    let mut step = inputs(&bed, &repo, &suite, "v1", "VERSION=v1");
+    set(&mut step, "secret-id", &secret);
+    set(&mut step, "operation", "logs");
+    set(&mut step, "operation-args", "--lines 2");
+    let s = run_with(&bed, step);
+    assert_eq!(s.code, 0, "{}", s.log());
+    assert!(s.summary.starts_with("## ✅ ec2-deploy logs --lines 2: exit 0"), "{}", s.summary);
+    assert!(s.stdout.contains("::stop-commands::"), "{}", s.stdout);
+    assert_eq!(s.outputs["result"], "success");
+    for id in &web.ids {
+        assert_eq!(s.summary.lines().filter(|l| l.starts_with(&format!("{id} | "))).count(), 2, "{}", s.summary);
+    }
+    for text in [&s.stdout, &s.summary] {
+        assert!(!text.contains(&value), "the secret's value is shown:\n{text}");
+    }
+
     // All 32 lines do not fit: the newest that do are shown, and the cut is said.
     let (code, out, err) = operate(&bed, "logs", &repo, &suite, &["--lines", "100"]);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -269,6 +287,14 @@ fn maintenance_puts_a_page_in_front_of_the_running_app_and_takes_it_away() {
         assert_eq!(super::support::http_get(&format!("http://{ip}:3000/health")).map(|(s, _)| s), Some(200));
     }
     assert_eq!(web.ids.iter().map(|id| started(id)).collect::<Vec<_>>(), before, "the app was touched");
+    // `status` says so, per instance (the live release still runs there: not drifted).
+    let (code, out, err) = operate(&bed, "status", &repo, &suite, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for id in &web.ids {
+        // Its last line: the survey's (the command's progress lines name it too).
+        let line = out.lines().rfind(|l| l.contains(id.as_str())).unwrap_or_else(|| panic!("{out}"));
+        assert!(line.contains("on the live release; maintenance page on"), "{out}");
+    }
 
     let (code, out, err) = operate(&bed, "maintenance", &repo, &suite, &["off"]);
     assert_eq!(code, 0, "{out}\n{err}");
