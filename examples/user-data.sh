@@ -321,6 +321,7 @@ config_id_for() {
 # lock, pulling or changing anything; the line ec2-deploy reads:
 #   ec2-deploy-check state=STATE image=<what runs> release=<its ec2-deploy.release label>
 #     restarts=<Docker's restart count> exit=<its exit code while it is not running, else ->
+#     maintenance=<on while the proxy answers with the maintenance page, else off>
 # STATE: current, or why not: missing (no container), stopped, other-release, other-settings,
 # proxy-down, changing (a deploy is swapping it, or one died mid-swap and the next completes it),
 # restarting (Docker is restarting it, or restarted it in the last 300 s: a crash loop looks
@@ -356,8 +357,10 @@ if [ "$MODE" = check ]; then
       state=current
     fi
   fi
-  printf 'ec2-deploy-check state=%s image=%s release=%s restarts=%s exit=%s\n' "$state" "${running_image:--}" \
-    "${running_release:--}" "${restarts:--}" "${last_exit:--}"
+  maintenance=off
+  running "$page_name" && maintenance=on
+  printf 'ec2-deploy-check state=%s image=%s release=%s restarts=%s exit=%s maintenance=%s\n' "$state" \
+    "${running_image:--}" "${running_release:--}" "${restarts:--}" "${last_exit:--}" "$maintenance"
   exit 0
 fi
 
@@ -527,10 +530,11 @@ start_proxy() {
   done
 }
 # Points the proxy at DIAL: an atomic rename in the running proxy's root (requests read the
-# old file or the new one, never half of one), or a copy into a stopped one.
+# old file or the new one, never half of one), or a copy into a stopped one. $2: the proxy's pid
+# when the caller knows it (0 when it is stopped).
 set_upstream() {
-  local pid root
-  pid=$(inspect "$proxy_name" '{{.State.Pid}}')
+  local pid=${2:-} root
+  [ -n "$pid" ] || pid=$(inspect "$proxy_name" '{{.State.Pid}}')
   if [ -n "$pid" ] && [ "$pid" != 0 ]; then
     root=/proc/$pid/root/ec2-deploy
     printf '%s' "$1" >"$root/upstream.new" && mv -f "$root/upstream.new" "$root/upstream"
@@ -545,13 +549,16 @@ set_upstream() {
 # <proxy>-old until the new one answers: if the new one does not start, the old one serves again
 # (the port does not answer between the two, as for any change of the proxy).
 route() {
-  local dial old=$proxy_name-old
+  local dial old=$proxy_name-old p_running='' p_pid='' p_spec=''
   dial=$(upstream_of "$1")
   mkdir -p "$state_dir/proxy"
-  if exists "$proxy_name" && { [ "$(inspect "$proxy_name" '{{index .Config.Labels "ec2-deploy.proxy"}}')" = "$proxy_spec" ] ||
-    { [ "${2:-}" = keep ] && running "$proxy_name"; }; }; then
-    set_upstream "$dial" || { proxy_error="cannot write its upstream"; return 1; }
-    running "$proxy_name" || start_proxy
+  # The proxy in one look (nothing when there is none): running, its pid, its spec (last: it
+  # has spaces).
+  read -r p_running p_pid p_spec <<<"$(inspect "$proxy_name" \
+    '{{.State.Running}} {{.State.Pid}} {{index .Config.Labels "ec2-deploy.proxy"}}')" || true
+  if [ -n "$p_running" ] && { [ "$p_spec" = "$proxy_spec" ] || { [ "${2:-}" = keep ] && [ "$p_running" = true ]; }; }; then
+    set_upstream "$dial" "$p_pid" || { proxy_error="cannot write its upstream"; return 1; }
+    [ "$p_running" = true ] || start_proxy
     return
   fi
   docker rm --force --volumes "$old" >/dev/null 2>&1 || true
@@ -696,9 +703,10 @@ elif exists "$next"; then
 fi
 
 # What runs now, before this run changes anything.
-previous_image=$(inspect "$CONTAINER_NAME" '{{.Config.Image}}')
+previous_image='' previous_config=''
+IFS=$'\t' read -r previous_image previous_config <<<"$(inspect "$CONTAINER_NAME" \
+  $'{{.Config.Image}}\t{{index .Config.Labels "ec2-deploy.config"}}')" || true
 [ -n "$previous_image" ] || previous_image=none
-previous_config=$(config_of "$CONTAINER_NAME")
 health_reason=
 proxy_error=
 gap_ms=
@@ -710,14 +718,14 @@ gap_ms=
 # answers in between. A container of the proxy layout is asked directly on the
 # network, before the proxy sends it anything.
 wait_healthy() {
-  local c=$1 deadline=$((SECONDS + HEALTH_TIMEOUT)) status count exit_code health code since looked restarts url upstream where
+  local c=$1 deadline=$((SECONDS + HEALTH_TIMEOUT)) status count exit_code ip health code since looked restarts='' url upstream='' where
   since=$(now_ms)
-  restarts=$(inspect "$c" '{{.RestartCount}}')
-  upstream=$(upstream_of "$c")
+  read -r restarts upstream <<<"$(inspect "$c" '{{.RestartCount}} {{index .Config.Labels "ec2-deploy.upstream"}}')" || true
   while :; do
     # One snapshot: the container may be removed between two questions. Taken after `looked`.
     looked=$(now_ms)
-    read -r status count exit_code <<<"$(inspect "$c" '{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}')" || true
+    ip=''
+    read -r status count exit_code ip <<<"$(inspect "$c" "{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}} {{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}")" || true
     if [ -z "$status" ]; then
       health_reason="the container disappeared"
       return 1
@@ -737,7 +745,7 @@ wait_healthy() {
       where="port $HEALTH_PORT"
       if [ -n "$upstream" ]; then
         where="container port ${upstream##*:}"
-        url="http://$(inspect "$c" "{{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}"):${upstream##*:}$HEALTH_PATH"
+        url="http://$ip:${upstream##*:}$HEALTH_PATH"
       else
         url="http://127.0.0.1:$HEALTH_PORT$HEALTH_PATH"
       fi
@@ -822,13 +830,19 @@ undo() {
 # Two containers cannot publish one host port: when both do, <name> stops first (a gap that the
 # plan announces). Otherwise <name> serves until <name>-next is healthy and the proxy has moved.
 switch() {
-  local err old_dial t0 deadline direct_next=
+  local err old_dial='' t0 deadline direct_next='' old_running='' old_ports='' old_upstream=''
   [ -n "$(upstream_of "$next")" ] || direct_next=1
-  if running "$CONTAINER_NAME" && { { publishes "$CONTAINER_NAME" && publishes "$next"; } ||
+  # What serves now, in one look: running or not, how many ports it publishes, its upstream.
+  read -r old_running old_ports old_upstream <<<"$(inspect "$CONTAINER_NAME" \
+    '{{.State.Running}} {{len .HostConfig.PortBindings}} {{index .Config.Labels "ec2-deploy.upstream"}}')" || true
+  local old_publishes=''
+  [ -z "$old_ports" ] || [ "$old_ports" = 0 ] || old_publishes=1
+  if [ "$old_running" = true ] && { { [ -n "$old_publishes" ] && publishes "$next"; } ||
     { [ -n "$direct_next" ] && running "$proxy_name"; }; }; then
     log "stopping $CONTAINER_NAME ($previous_image) first: the new container publishes its ports itself"
     stopped_previous=true
     docker stop --time 10 "$CONTAINER_NAME" >/dev/null
+    old_running=false
   fi
   if [ -n "$direct_next" ] && running "$proxy_name"; then
     docker stop --time 10 "$proxy_name" >/dev/null
@@ -842,7 +856,7 @@ switch() {
   log "$next is healthy"
   phase health
   [ -z "$direct_next" ] || return 0
-  if running "$CONTAINER_NAME" && [ -z "$(upstream_of "$CONTAINER_NAME")" ] && publishes "$CONTAINER_NAME"; then
+  if [ "$old_running" = true ] && [ -z "$old_upstream" ] && [ -n "$old_publishes" ]; then
     # The one move from the old layout: the port is free only once <name> stops.
     log "moving port $PROXY_PORT from $CONTAINER_NAME to the proxy (once; the port does not answer for a moment)"
     prepare_proxy "$(upstream_of "$next")" || undo 14 "the proxy did not start: $proxy_error"
@@ -860,8 +874,7 @@ switch() {
     phase switch
     return 0
   fi
-  old_dial=
-  running "$CONTAINER_NAME" && old_dial=$(upstream_of "$CONTAINER_NAME")
+  [ "$old_running" != true ] || old_dial=$old_upstream
   route "$next" || undo 14 "the proxy did not start: $proxy_error"
   log "the proxy sends requests to $next"
   phase switch
@@ -1072,7 +1085,8 @@ fi
 
 config_id=$(config_id_for "$env_new")
 
-if [ "$(config_of "$CONTAINER_NAME")" = "$config_id" ] && running "$CONTAINER_NAME"; then
+# previous_config: the running container's, read before this run changed anything (guard).
+if [ "$previous_config" = "$config_id" ] && running "$CONTAINER_NAME"; then
   log "$CONTAINER_NAME already runs this release: checking its health"
   verify_running "this release"
   result unchanged "$IMAGE" "$config_id"
@@ -1108,7 +1122,8 @@ finish
 log "$CONTAINER_NAME is serving $IMAGE"
 
 # Older images of this repository go; the current and previous releases (and the proxy's) stay.
-keep=" $(inspect "$CONTAINER_NAME" '{{.Image}}') $(inspect "$kept" '{{.Image}}') $(inspect "$proxy_name" '{{.Image}}') "
+keep=" $(docker inspect --type container --format '{{.Image}}' "$CONTAINER_NAME" "$kept" "$proxy_name" 2>/dev/null |
+  tr '\n' ' ' || true) "
 repo=${IMAGE%@*}
 case ${repo##*/} in *:*) repo=${repo%:*} ;; esac
 docker image ls --no-trunc --quiet "$repo" 2>/dev/null | sort -u | while read -r id; do

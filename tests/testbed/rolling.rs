@@ -476,10 +476,14 @@ fn an_instance_that_joins_during_a_3_batch_deploy_ends_on_the_new_release() {
     let lb = bed.load_balancer();
     let (web, order, repo, suite) = three_on_v1(&bed, &lb, "catchup");
     let parameter = format!("/ec2-deploy/test/{repo}");
-    // Once batch 1's instance runs v2, the launch: the instance joins the tags and runs its
-    // user-data (which reads v1 from the record unless the catch-up got there first).
+    // The launch's instance, started beforehand without the fleet's role (a bed instance takes
+    // seconds to start, more under load; a real launch registers with SSM early in its boot).
+    let out = bed.testbed(&["add-instance", "--tag", &format!("Suite={suite}"), "--tag", "Role=spare"]);
+    let id = out.split_whitespace().next().unwrap().to_string();
+    // Once batch 1's instance runs v2, the launch: the instance joins the tags (at once) and runs
+    // its user-data (which reads v1 from the record unless the catch-up got there first).
     let launch = {
-        let (first, suite, parameter) = (order[0].clone(), suite.clone(), parameter.clone());
+        let (first, parameter) = (order[0].clone(), parameter.clone());
         std::thread::spawn(move || {
             let bed = Bed::load();
             let started = Instant::now();
@@ -489,8 +493,7 @@ fn an_instance_that_joins_during_a_3_batch_deploy_ends_on_the_new_release() {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            let out = bed.testbed(&["add-instance", "--tag", &format!("Suite={suite}"), "--tag", "Role=web"]);
-            let id = out.split_whitespace().next().unwrap().to_string();
+            bed.aws(&["ec2", "create-tags", "--resources", &id, "--tags", "Key=Role,Value=web"]);
             let script =
                 std::fs::read_to_string(std::path::Path::new(bed.get("TESTBED_ROOT")).join("examples/user-data.sh"))
                     .unwrap();
