@@ -30,7 +30,8 @@ pub async fn pull_first<W: World>(r: &Rollout<'_, W>, header: &str, concurrency:
     runner.end_group();
     let outcome = outcome?;
     let seconds = world.now().duration_since(started).unwrap_or_default().as_secs_f64();
-    let failed: Vec<&InstanceReport> = outcome.reports.iter().filter(|i| !i.ok()).collect();
+    // An instance that left the fleet meanwhile needs no image: it is no failure of the pull.
+    let failed: Vec<&InstanceReport> = outcome.reports.iter().filter(|i| i.failed()).collect();
     if failed.is_empty() && outcome.stopped.is_none() {
         runner.info(&format!("Pulled {} on {} instances in {seconds:.1}s", r.plan.image_tag, ids.len()));
         return Ok(());

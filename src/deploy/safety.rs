@@ -529,3 +529,21 @@ async fn an_instance_terminated_during_the_deploy_left_the_fleet_and_the_others_
     assert!(summary.contains("| 3 | 2 | 0 | 1 | 0 | 0 |"), "{summary}");
     assert!(summary.contains("🚪 Left the fleet"), "{summary}");
 }
+
+/// An instance terminated between the plan and the pull: SSM cannot deliver the pull to it. It
+/// left, a pull it never got is no failure of the pull, and the others get the release.
+#[tokio::test(start_paused = true)]
+async fn an_instance_terminated_before_the_pull_reaches_it_left_and_the_deploy_goes_on() {
+    let w = world(3);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    let mut req = request("v2");
+    req.max_concurrency = crate::model::Limit::Count(1);
+    w.faults.lock().unwrap().terminated_at_pull = Some(3);
+    let (result, log) = deploy(&w, &req).await;
+    assert!(log.iter().any(|l| l.contains("i-00000000000000003 left the fleet during the run")), "{log:#?}");
+    let r = report(result, &log);
+    assert!(r.success(), "{log:#?}");
+    assert_eq!(r.left().map(|i| i.id.clone()).collect::<Vec<_>>(), [crate::fake::id(3)]);
+    assert_eq!((running(&w, 1), running(&w, 2)), (Some(image("v2")), Some(image("v2"))));
+}

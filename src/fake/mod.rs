@@ -151,6 +151,9 @@ pub struct CallFaults {
     pub session_expired: bool,
     /// SendCommand succeeds this many more times, then fails once (Run Command unavailable).
     pub send_fails_after: Option<usize>,
+    /// This instance is terminated as the pull before the first batch is sent (after the plan
+    /// named it, before SSM delivers to it).
+    pub terminated_at_pull: Option<u32>,
 }
 
 /// The fake world's time. `Paused`: tokio's paused clock (the test runs in a runtime started

@@ -348,9 +348,14 @@ impl RunCommand for World {
             CommandTargets::Ids(ids) => ids.clone(),
             CommandTargets::Tags(tags) => self.find_instances(tags).await?.into_iter().map(|i| i.id).collect(),
         };
+        let mode = header_values(&request.script).get("MODE").cloned().unwrap_or_default();
+        if mode == "pull" {
+            if let Some(n) = lock(&self.faults).terminated_at_pull.take() {
+                self.terminate(n);
+            }
+        }
         let mut commands = lock(&self.commands);
         let id = CommandId(format!("cmd-{}", commands.len() + 1));
-        let mode = header_values(&request.script).get("MODE").cloned().unwrap_or_default();
         self.note(format!("send {mode} {}", targets.iter().map(short).collect::<Vec<_>>().join(",")));
         commands.push(FakeCommand {
             id: id.clone(),
