@@ -440,8 +440,7 @@ def write_markdown(results):
             "requests (`retries 0`), as an ALB does not. All procedures deploy prebuilt images. Two fleets of 3, one",
             "after the other in the same run (the seed's procedure and the proxy both want the instance's port):",
             "the first alternates the drain path and the seed's procedure, the second the proxy alone and the proxy",
-            "behind the target group. Goal for ec2-deploy: 0 failed requests in every mode.",
-            "",
+            "behind the target group. Goal for ec2-deploy: 0 failed requests in every mode.", "",
             "## P7 — wall time per mode against the physical limit",
             "",
             "| Mode | Deploy time (s) | Physical limit (s) | Time ÷ limit |",
@@ -456,11 +455,12 @@ def write_markdown(results):
             "The physical limit is the work itself, one instance after another as three batches of one: on each",
             "instance `docker pull` of a release it has not pulled, `docker run`, then `/health` polled every 10 ms",
             f"until 200 — summed over the 3 instances (median of the fleets: {', '.join(f'{x:.2f}' for x in p1['limit'])} s).",
-            "Deploy time is the whole `ec2-deploy action` run: plan, lock, the record, Run Command delivery and",
-            "polling (the poll backs off from 1 s), and for target groups each batch's wait for haproxy to see it",
-            "healthy (two checks 500 ms apart) — and, with `proxy: false`, each batch's drain (here at most the",
-            "group's 5 s deregistration delay; AWS's default is 300 s, which the proxy modes never wait).",
-            "",
+            "Deploy time is the whole `ec2-deploy action` run: plan, lock, the record, the pull on every instance before the",
+            "first batch (one Run Command), Run Command delivery and polling (the poll backs off from 0.5 s), and for target",
+            "groups each batch's wait for haproxy to see it healthy (two checks 500 ms apart) — and, with `proxy: false`, each",
+            "batch's drain (here at most the group's 5 s deregistration delay; AWS's default is 300 s, which the proxy modes",
+            "never wait). Not reached: at most 3× the limit, and by tags faster than the seed's procedure. Each instance's",
+            "script costs about 1 s on an idle bed (the summary's Time per phase table says where), each command a delivery.", "",
         ]
     if "p2" in results:
         cold, warm = results["p2"]
