@@ -47,6 +47,7 @@ pub fn comment(environment: Option<&EnvironmentName>, tag: &ImageTag) -> String 
 }
 
 /// Where a command goes.
+#[derive(Clone, Copy)]
 pub enum Targets<'a> {
     /// The plan's tags (SSM resolves them when it sends).
     Tags,
@@ -167,6 +168,7 @@ pub struct Commands<'a, W> {
 }
 
 /// One command to send: where, what, how many at once, how many failures tolerated, and what for.
+#[derive(Clone, Copy)]
 pub struct Order<'a> {
     pub targets: Targets<'a>,
     pub script: &'a str,
@@ -235,14 +237,14 @@ impl<W: World> Commands<'_, W> {
     /// and those SSM did not start because of them (max-errors), are sent the command again every
     /// [`BOOT_RETRY`] until `boot_wait` has passed; each instance's last answer stands.
     pub async fn run_joined(&self, order: Order<'_>, boot_wait: Duration) -> Result<Outcome, Error> {
-        let Order { targets, script, action, concurrency, errors, purpose, read_outputs } = order;
         let deadline = self.world.now() + boot_wait;
-        let mut outcome =
-            self.run(Order { targets, script, action, concurrency, errors, purpose, read_outputs }).await?;
+        let mut outcome = self.run(order).await?;
         loop {
             let booting =
                 |r: &InstanceReport| r.response_code.is_some_and(|c| NOT_READY.contains(&c)) && r.left.is_none();
-            if !outcome.reports.iter().any(booting) || outcome.stopped.is_some() || self.cx.stop_for(purpose).is_some()
+            if !outcome.reports.iter().any(booting)
+                || outcome.stopped.is_some()
+                || self.cx.stop_for(order.purpose).is_some()
             {
                 return Ok(outcome);
             }
@@ -268,17 +270,7 @@ impl<W: World> Commands<'_, W> {
                 why.join("; ")
             ));
             self.world.sleep(BOOT_RETRY).await;
-            let next = self
-                .run(Order {
-                    targets: Targets::Ids(&again),
-                    script,
-                    action,
-                    concurrency,
-                    errors,
-                    purpose,
-                    read_outputs,
-                })
-                .await?;
+            let next = self.run(Order { targets: Targets::Ids(&again), ..order }).await?;
             outcome.reports.retain(|r| !again.contains(&r.id));
             outcome.reports.extend(next.reports);
             outcome.outputs.retain(|(id, _)| !again.contains(id));
@@ -359,9 +351,7 @@ impl<W: World> Commands<'_, W> {
     /// connected (stopping). They left during the run: named, and not failures. SSM is asked
     /// once, and only when an instance may have left; if it cannot say, they stay failures.
     async fn mark_left(&self, reports: &mut [InstanceReport]) {
-        let unreached = |r: &InstanceReport| {
-            r.detail == StatusDetail::Undeliverable || r.detail == StatusDetail::Other("NotTargeted".into())
-        };
+        let unreached = |r: &InstanceReport| r.detail == StatusDetail::Undeliverable || r.not_targeted_by_ssm();
         if !reports.iter().any(unreached) {
             return;
         }

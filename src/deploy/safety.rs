@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use super::tests::{deploy, deploy_as, deploy_with, image, in_batches, records, report, request, running, world};
+use super::tests::{
+    deploy, deploy_as, deploy_with, image, in_batches, on_v1, records, report, request, running, world,
+};
 use super::RunInfo;
 use crate::plan::PlanError;
 use crate::Error;
@@ -172,9 +174,7 @@ async fn a_slow_fleet_is_followed_to_the_end_and_no_running_script_is_interrupte
 
 #[tokio::test(start_paused = true)]
 async fn a_script_that_never_ends_is_waited_for_then_reported_and_the_others_go_back() {
-    let w = world(3);
-    let (result, log) = deploy(&w, &request("v1")).await;
-    assert!(report(result, &log).success());
+    let w = on_v1(3).await;
     // Instance 2's agent dies mid-script: SSM goes on saying InProgress.
     w.set_faults(2, |f| f.hangs = true);
     let mut req = request("v2");
@@ -273,9 +273,7 @@ async fn errors_while_following_are_retried_and_the_deploy_completes() {
 
 #[tokio::test(start_paused = true)]
 async fn an_instance_that_never_reports_is_named_and_the_switched_ones_go_back() {
-    let w = world(3);
-    let (result, log) = deploy(&w, &request("v1")).await;
-    assert!(report(result, &log).success());
+    let w = on_v1(3).await;
     w.set_faults(2, |f| f.never_reports = true);
     let mut req = request("v2");
     req.max_concurrency = crate::model::Limit::Percent(100);
@@ -503,9 +501,7 @@ async fn a_session_shorter_than_the_worst_case_is_warned_about_before_anything_m
 /// counts against nothing, and the run succeeds on the instances that remain (no rollback).
 #[tokio::test(start_paused = true)]
 async fn an_instance_terminated_during_the_deploy_left_the_fleet_and_the_others_finish_without_a_rollback() {
-    let w = world(3);
-    let (result, log) = deploy(&w, &request("v1")).await;
-    assert!(report(result, &log).success(), "{log:#?}");
+    let w = on_v1(3).await;
     let mut req = request("v2");
     req.max_concurrency = crate::model::Limit::Count(1);
     let before = w.log().len();
@@ -534,9 +530,7 @@ async fn an_instance_terminated_during_the_deploy_left_the_fleet_and_the_others_
 /// left, a pull it never got is no failure of the pull, and the others get the release.
 #[tokio::test(start_paused = true)]
 async fn an_instance_terminated_before_the_pull_reaches_it_left_and_the_deploy_goes_on() {
-    let w = world(3);
-    let (result, log) = deploy(&w, &request("v1")).await;
-    assert!(report(result, &log).success(), "{log:#?}");
+    let w = on_v1(3).await;
     let mut req = request("v2");
     req.max_concurrency = crate::model::Limit::Count(1);
     w.faults.lock().unwrap().terminated_at_pull = Some(3);

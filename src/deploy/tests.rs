@@ -100,6 +100,14 @@ pub fn world(n: u32) -> World {
     w
 }
 
+/// A world of `n` instances that v1 was deployed to, by tags.
+pub async fn on_v1(n: u32) -> World {
+    let w = world(n);
+    let (result, log) = deploy(&w, &request("v1")).await;
+    assert!(report(result, &log).success(), "{log:#?}");
+    w
+}
+
 pub fn image(tag: &str) -> String {
     format!("{REGISTRY}/shop@{}", crate::fake::digest_of(&format!("shop:{tag}")))
 }
@@ -178,9 +186,7 @@ async fn a_deploy_by_tags_builds_rolls_out_and_records_the_release_it_sent() {
 
 #[tokio::test(start_paused = true)]
 async fn redeploying_what_runs_restarts_nothing_and_builds_nothing() {
-    let w = world(2);
-    let (result, log) = deploy(&w, &request("v1")).await;
-    assert!(report(result, &log).success());
+    let w = on_v1(2).await;
     let (result, log) = deploy(&w, &request("v1")).await;
     let r = report(result, &log);
     assert!(r.success(), "{log:#?}");
@@ -434,9 +440,7 @@ async fn the_rollback_to_a_proxied_release_carries_that_releases_proxy() {
 
 #[tokio::test(start_paused = true)]
 async fn by_tags_past_max_errors_the_switched_instances_go_back() {
-    let w = world(3);
-    let (result, log) = deploy(&w, &request("v1")).await;
-    assert!(report(result, &log).success());
+    let w = on_v1(3).await;
     w.set_faults(3, |f| {
         f.unhealthy_images.insert(image("v2"));
     });
@@ -491,9 +495,7 @@ async fn a_cancel_mid_batch_starts_nothing_new_rolls_nothing_back_and_readmits_t
 
 #[tokio::test(start_paused = true)]
 async fn a_stored_record_is_read_back_through_the_same_validation() {
-    let w = world(1);
-    let (result, log) = deploy(&w, &request("v1")).await;
-    assert!(report(result, &log).success());
+    let w = on_v1(1).await;
     let history = Releases::new(ParameterName::parse(RECORD).unwrap()).history(&w).await.unwrap();
     let live = history.live().unwrap().unwrap();
     assert_eq!(live.version, 1);
@@ -650,9 +652,7 @@ async fn pre_deploy_runs_once_on_the_canary_before_any_switch_and_not_again() {
 /// A pre-deploy that fails switches nothing and fails the run with its output.
 #[tokio::test(start_paused = true)]
 async fn a_failing_pre_deploy_switches_nothing_and_fails_with_its_output() {
-    let w = world(2);
-    let (result, log) = deploy(&w, &request("v1")).await;
-    assert!(report(result, &log).success());
+    let w = on_v1(2).await;
     w.set_faults(2, |f| f.pre_deploy_exit = 3);
     let mut req = request("v2");
     req.pre_deploy = Some(crate::inputs::PreDeploy {
@@ -864,9 +864,7 @@ async fn an_instance_that_joins_during_the_batches_gets_the_release_as_a_catch_u
 
 #[tokio::test(start_paused = true)]
 async fn by_tags_an_instance_that_joins_during_the_command_is_deployed_to_by_id() {
-    let w = world(2);
-    let (result, log) = deploy(&w, &request("v1")).await;
-    assert!(report(result, &log).success());
+    let w = on_v1(2).await;
     w.join_after_commands(3, 1, &image("v1"));
     let (result, log) = deploy(&w, &request("v2")).await;
     let r = report(result, &log);
@@ -960,9 +958,7 @@ async fn converge_behind_a_load_balancer_takes_only_the_drifted_instance_out() {
 
 #[tokio::test(start_paused = true)]
 async fn converge_with_nothing_drifted_only_asks() {
-    let w = world(2);
-    let (result, log) = deploy(&w, &request("v1")).await;
-    assert!(report(result, &log).success());
+    let w = on_v1(2).await;
     let (result, log) = deploy(&w, &converging(request("v9"))).await;
     let r = report(result, &log);
     assert!(r.success(), "{log:#?}");
@@ -1003,9 +999,7 @@ async fn converge_counts_an_offline_instance_as_drifted() {
 /// as skipped, and the log does not claim every instance runs the live release.
 #[tokio::test(start_paused = true)]
 async fn converge_whose_only_drifted_instance_is_offline_skips_it_and_says_so() {
-    let w = world(3);
-    let (result, log) = deploy(&w, &request("v1")).await;
-    assert!(report(result, &log).success(), "{log:#?}");
+    let w = on_v1(3).await;
     w.set_ping(3, crate::model::Ping::ConnectionLost);
     let mut req = converging(request("v9"));
     req.skip_offline = true;
@@ -1131,9 +1125,7 @@ async fn one_batch_pulls_in_its_own_swap_and_more_batches_pull_first() {
 /// the catch-up sends the release again until it is ready, within `boot-wait`; past it, a failure.
 #[tokio::test(start_paused = true)]
 async fn a_joined_instance_still_booting_gets_the_release_once_it_is_ready_within_boot_wait() {
-    let w = world(2);
-    let (result, log) = deploy(&w, &request("v1")).await;
-    assert!(report(result, &log).success());
+    let w = on_v1(2).await;
     w.add_instance(3, &[("Role", "spare")]);
     w.set_faults(3, |f| f.booting_scripts = 2);
     w.join_after_commands(3, 1, &image("v1"));

@@ -14,6 +14,9 @@ use crate::model::{
     ImageRef, InstanceId, Invocation, InvocationOutput, InvocationStatus, ManagedInstance, Running, StatusDetail,
 };
 
+/// The status and detail of a planned instance SSM did not target (not an SSM value).
+const NOT_TARGETED: &str = "NotTargeted";
+
 /// What the script says it did on an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -119,6 +122,11 @@ impl InstanceReport {
         self.status == InvocationStatus::Success
     }
 
+    /// In the plan, but SSM did not target it (see [`InstanceReport::not_targeted`]).
+    pub fn not_targeted_by_ssm(&self) -> bool {
+        self.detail == StatusDetail::Other(NOT_TARGETED.into())
+    }
+
     /// Did not succeed, and is still in the fleet: a failure of the run.
     pub fn failed(&self) -> bool {
         !self.ok() && self.left.is_none()
@@ -160,8 +168,8 @@ impl InstanceReport {
         InstanceReport {
             id: instance.id.clone(),
             name: instance.name.clone(),
-            status: InvocationStatus::Other("NotTargeted".into()),
-            detail: StatusDetail::Other("NotTargeted".into()),
+            status: InvocationStatus::Other(NOT_TARGETED.into()),
+            detail: StatusDetail::Other(NOT_TARGETED.into()),
             response_code: None,
             outcome: None,
             previous: None,

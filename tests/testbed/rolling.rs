@@ -121,7 +121,7 @@ fn a_rolling_deploy_behind_the_load_balancer_drops_no_request() {
         assert!(row(&r2.summary, &format!("| {n} |")).contains("✅ drained, swapped, healthy"), "{}", r2.summary);
     }
     // Pulled everywhere before batch 1; where each instance's time went, and its docker commands:
-    // 29 per swap measured here, 38 with the proxy (2026-12-06); this ceiling catches growth.
+    // 24 per swap with the proxy on an idle bed (2026-12-06); this ceiling catches growth.
     assert!(r2.stdout.contains("Pulled v2 on 3 instances in"), "{}", r2.log());
     let phases = r2.summary.split("### Time per phase").nth(1).unwrap_or_else(|| panic!("{}", r2.summary));
     assert!(phases.contains("| start | health |") && phases.contains("Slowest phase: "), "{phases}");
