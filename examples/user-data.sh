@@ -37,7 +37,8 @@ for parameter in "${parameters[@]}"; do
 # Runs as root through SSM Run Command (AWS-RunShellScript) or from user-data, after a header of
 # shell assignments that ec2-deploy generates and quotes:
 #   MODE IMAGE REGISTRY CONTAINER_NAME PORTS ENV_VARS SECRET_ID HEALTH_PATH HEALTH_PORT
-#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT PROXY_TRUSTED DRAIN_TIMEOUT, and
+#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT PROXY_TRUSTED PROXY_HOSTS
+#   PROXY_ACME_EMAIL PROXY_ACME_CA PROXY_ACME_CA_ROOT DRAIN_TIMEOUT, and
 #   the run options MEMORY CPUS LOG_DRIVER RUN_USER COMMAND VOLUMES LOG_OPTS LABELS (docker create
 #   options, each may be empty)
 # MODE=deploy (the default) does the steps below. MODE=rollback goes back to the kept
@@ -180,6 +181,10 @@ if [ -n "$HEALTH_PATH" ] && [ -z "$HEALTH_PORT" ]; then
   fail 2 "HEALTH_PATH needs HEALTH_PORT"
 fi
 PROXY=${PROXY:-} PROXY_IMAGE=${PROXY_IMAGE:-} PROXY_PORT=${PROXY_PORT:-} APP_PORT=${APP_PORT:-}
+# Headers recorded before HTTPS on the instance set none of these.
+PROXY_ACME_EMAIL=${PROXY_ACME_EMAIL:-} PROXY_ACME_CA=${PROXY_ACME_CA:-} PROXY_ACME_CA_ROOT=${PROXY_ACME_CA_ROOT:-}
+declare -p PROXY_TRUSTED >/dev/null 2>&1 || PROXY_TRUSTED=()
+declare -p PROXY_HOSTS >/dev/null 2>&1 || PROXY_HOSTS=()
 if [ -n "$PROXY" ]; then
   [ -n "$PROXY_IMAGE" ] || fail 2 "PROXY needs PROXY_IMAGE"
   case $PROXY_PORT$APP_PORT in '' | *[!0-9]*) fail 2 "PROXY needs PROXY_PORT and APP_PORT, as numbers" ;; esac
@@ -189,6 +194,13 @@ if [ -n "$PROXY" ]; then
   for range in ${PROXY_TRUSTED[@]+"${PROXY_TRUSTED[@]}"}; do
     [[ $range =~ ^[0-9A-Fa-f.:]+(/[0-9]+)?$ ]] || fail 2 "PROXY_TRUSTED: $range is not an address or CIDR range"
   done
+  for host in ${PROXY_HOSTS[@]+"${PROXY_HOSTS[@]}"}; do
+    [[ $host =~ ^[a-z0-9.-]+$ ]] || fail 2 "PROXY_HOSTS: $host is not a host name"
+  done
+  if [ -n "${PROXY_HOSTS[0]+x}" ]; then
+    [[ $PROXY_ACME_CA =~ ^https://[^\"\\[:space:]]+$ ]] || fail 2 "PROXY_HOSTS needs PROXY_ACME_CA, an https:// URL"
+    [[ $PROXY_ACME_EMAIL =~ ^[^\"\\[:space:]]*$ ]] || fail 2 "PROXY_ACME_EMAIL is not an email address"
+  fi
 fi
 
 for tool in docker aws curl; do
@@ -451,14 +463,49 @@ retry() {
 # The forwarded headers (X-Forwarded-For, -Proto, -Host) of a peer in PROXY_TRUSTED pass on to
 # the app; from any other peer Caddy sets them to its own view. A change of them replaces the
 # proxy, as one of its image or port does (the spec is its label).
+#
+# With PROXY_HOSTS (HTTPS on the instance), the proxy serves those names on 443 with certificates
+# it obtains and renews from PROXY_ACME_CA by itself (HTTP or TLS-ALPN challenge), and its port
+# 80 (published as PROXY_PORT) answers the challenges and redirects the rest to HTTPS: Caddy's
+# automatic HTTPS. Certificates and the ACME account live in the volume <proxy>-data, which a
+# deploy, a restart or a new proxy image leaves in place (a CA limits how often it reissues).
 proxy_spec="$PROXY_IMAGE port $PROXY_PORT${PROXY_TRUSTED[0]+ trusted ${PROXY_TRUSTED[*]}}"
+if [ -n "${PROXY_HOSTS[0]+x}" ]; then
+  proxy_spec="$proxy_spec hosts ${PROXY_HOSTS[*]} ca $PROXY_ACME_CA${PROXY_ACME_EMAIL:+ email $PROXY_ACME_EMAIL}"
+  [ -z "$PROXY_ACME_CA_ROOT" ] || proxy_spec="$proxy_spec root $(printf '%s' "$PROXY_ACME_CA_ROOT" | cksum | cut -d' ' -f1)"
+fi
+# JSON array of the words given (each validated: no quote or backslash in them).
+json_words() {
+  local out='' word
+  for word in "$@"; do out="$out${out:+,}\"$word\""; done
+  printf '[%s]' "$out"
+}
 proxy_config() {
-  local trusted='' range
-  for range in ${PROXY_TRUSTED[@]+"${PROXY_TRUSTED[@]}"}; do
-    trusted="$trusted${trusted:+,}\"$range\""
-  done
-  [ -z "$trusted" ] || trusted=',"trusted_proxies":{"source":"static","ranges":['"$trusted"']}'
-  printf '%s\n' '{"admin":{"disabled":true},"apps":{"http":{"servers":{"ec2-deploy":{"listen":[":80"],"automatic_https":{"disable":true}'"$trusted"',"routes":[{"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{"retries":3,"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]}]}}}}}'
+  local trusted='' listen='":80"' tls='' match='' route
+  [ -z "${PROXY_TRUSTED[0]+x}" ] || trusted=',"trusted_proxies":{"source":"static","ranges":'"$(json_words ${PROXY_TRUSTED[@]+"${PROXY_TRUSTED[@]}"})"'}'
+  route='"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{"retries":3,"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]'
+  if [ -n "${PROXY_HOSTS[0]+x}" ]; then
+    local hosts issuer
+    hosts=$(json_words ${PROXY_HOSTS[@]+"${PROXY_HOSTS[@]}"})
+    issuer='{"module":"acme","ca":"'"$PROXY_ACME_CA"'"'
+    [ -z "$PROXY_ACME_EMAIL" ] || issuer="$issuer"',"email":"'"$PROXY_ACME_EMAIL"'"'
+    [ -z "$PROXY_ACME_CA_ROOT" ] || issuer="$issuer"',"trusted_roots_pem_files":["/ec2-deploy/acme-ca-root.pem"]'
+    listen='":443"' match='"match":[{"host":'"$hosts"'}],'
+    tls=',"tls":{"automation":{"policies":[{"subjects":'"$hosts"',"issuers":['"$issuer"'}]}]}}'
+  else
+    trusted=',"automatic_https":{"disable":true}'"$trusted"
+  fi
+  printf '%s\n' '{"admin":{"disabled":true},"apps":{"http":{"servers":{"ec2-deploy":{"listen":['"$listen"']'"$trusted"',"routes":[{'"$match$route"'}]}}}'"$tls"'}}'
+}
+# A request to the proxy as a client makes it: over HTTPS to the first of PROXY_HOSTS (the
+# certificate not checked: this asks whether it answers), else over HTTP on its port. Extra
+# arguments go to curl.
+proxy_request() {
+  if [ -n "${PROXY_HOSTS[0]+x}" ]; then
+    curl -sk --resolve "${PROXY_HOSTS[0]}:443:127.0.0.1" "$@" "https://${PROXY_HOSTS[0]}/"
+  else
+    curl -s "$@" "http://127.0.0.1:$PROXY_PORT/"
+  fi
 }
 # An ECR host names its region (<account>.dkr.ecr.<region>.amazonaws.com): its tokens come from
 # there, which may not be the instance's region. Any other host is a stand-in: the instance's.
@@ -501,12 +548,15 @@ prepare_proxy() {
   docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
   rm -rf "$files"
   mkdir -p "$files"
+  local https=()
   proxy_config >"$files/caddy.json"
   printf '%s' "$1" >"$files/upstream"
+  [ -z "${PROXY_ACME_CA_ROOT:-}" ] || printf '%s\n' "$PROXY_ACME_CA_ROOT" >"$files/acme-ca-root.pem"
   chmod 755 "$files"
-  chmod 644 "$files/caddy.json" "$files/upstream"
+  chmod 644 "$files"/*
+  [ -z "${PROXY_HOSTS[0]+x}" ] || https=(--publish 443:443 --volume "$proxy_name-data:/data")
   if ! err=$(docker create --name "$proxy_name" --restart unless-stopped --network "$network" \
-    --publish "$PROXY_PORT:80" --env XDG_CONFIG_HOME=/config --env XDG_DATA_HOME=/data \
+    --publish "$PROXY_PORT:80" ${https[@]+"${https[@]}"} --env XDG_CONFIG_HOME=/config --env XDG_DATA_HOME=/data \
     --label "ec2-deploy.proxy-for=$CONTAINER_NAME" --label "ec2-deploy.proxy=$proxy_spec" \
     "$PROXY_IMAGE" /usr/bin/caddy run --config /ec2-deploy/caddy.json 2>&1 >/dev/null) ||
     ! err=$(docker cp "$files" "$proxy_name:/ec2-deploy" 2>&1); then
@@ -528,6 +578,21 @@ start_proxy() {
     fi
     sleep 0.05
   done
+}
+# With PROXY_HOSTS: waits (60 s at most) until a new proxy answers HTTPS for the first host, that
+# is, holds its certificate (from its volume, or new from the CA). Without one by then the deploy
+# goes on (the proxy keeps trying, backing off) and the log says so, with the proxy's last error.
+await_certificate() {
+  [ -n "${PROXY_HOSTS[0]+x}" ] || return 0
+  local deadline=$((SECONDS + 60))
+  until proxy_request -o /dev/null --max-time 2; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "warning: no certificate for ${PROXY_HOSTS[0]} after 60 s, HTTPS does not answer yet; the proxy keeps asking $PROXY_ACME_CA (last error: $(docker logs --tail 100 "$proxy_name" 2>&1 | grep -i '"error"' | tail -1 | cut -c1-400))"
+      return 0
+    fi
+    sleep 0.2
+  done
+  log "HTTPS: ${PROXY_HOSTS[*]} served with a certificate from $PROXY_ACME_CA"
 }
 # Points the proxy at DIAL: an atomic rename in the running proxy's root (requests read the
 # old file or the new one, never half of one), or a copy into a stopped one. $2: the proxy's pid
@@ -572,6 +637,7 @@ route() {
     docker kill "$old" >/dev/null 2>&1 || true
     if start_proxy; then
       docker rm --force --volumes "$old" >/dev/null 2>&1 || true
+      await_certificate
       return 0
     fi
   fi
@@ -649,8 +715,8 @@ begin_swap() {
   printf '%s\n%s\n%s\n' "$$" "$1" "$was_running" >"$swap_marker"
   command -v setsid >/dev/null 2>&1 || return 0
   {
-    declare -p CONTAINER_NAME PROXY_IMAGE PROXY_PORT state_dir next kept proxy_name network swap_marker proxy_spec
-    declare -f log inspect exists running upstream_of docker_reason proxy_config prepare_proxy start_proxy set_upstream route restore
+    declare -p CONTAINER_NAME PROXY_IMAGE PROXY_PORT PROXY_TRUSTED PROXY_HOSTS PROXY_ACME_EMAIL PROXY_ACME_CA PROXY_ACME_CA_ROOT state_dir next kept proxy_name network swap_marker proxy_spec
+    declare -f log inspect exists running upstream_of docker_reason json_words proxy_config proxy_request await_certificate prepare_proxy start_proxy set_upstream route restore
     # shellcheck disable=SC2016 # expanded by the guard
     printf '%s\n' 'pid=$1' \
       'while kill -0 "$pid" 2>/dev/null; do sleep 1; done' \
@@ -927,7 +993,7 @@ if [ "$MODE" = maintenance ]; then
   app_dial=$(upstream_of "$CONTAINER_NAME")
   [ -n "$app_dial" ] || fail 2 "$CONTAINER_NAME publishes its ports itself: it is not behind the proxy"
   answers_page() {
-    curl -s -o /dev/null -D - --max-time 2 "http://127.0.0.1:$PROXY_PORT/" | grep -qi '^x-ec2-deploy-maintenance:'
+    proxy_request -o /dev/null -D - --max-time 2 | grep -qi '^x-ec2-deploy-maintenance:'
   }
   if [ "$MAINTENANCE" = off ]; then
     set_upstream "$app_dial" || fail 14 "cannot point the proxy at $CONTAINER_NAME again"

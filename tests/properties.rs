@@ -81,6 +81,7 @@ proptest! {
             health_check_path: Some(HealthPath::parse(&path).unwrap()),
             health_check_timeout: 30,
             drain_timeout: 30,
+            https: None,
             proxy: false,
             proxy_trusted: vec![],
             options: Default::default(),

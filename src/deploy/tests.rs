@@ -47,6 +47,7 @@ pub fn request(tag: &str) -> DeployRequest {
             health_check_path: HealthPath::parse("/health").ok(),
             health_check_timeout: 30,
             drain_timeout: 30,
+            https: None,
             proxy: false,
             proxy_trusted: vec![],
             options: Default::default(),

@@ -353,6 +353,18 @@ fn resolve_service(
             );
         }
     }
+    if !rollout.proxy || container.ports.is_empty() {
+        if let Some(v) = r.get("proxy-hosts") {
+            let why =
+                if rollout.proxy { "a port (`ports`) for the proxy to hold" } else { "the proxy (`proxy: true`)" };
+            r.error(&v.origin, format!("HTTPS on the instance needs {why}"));
+        }
+    }
+    if let (Some(_), Some(v)) = (&container.https, r.get("proxy-hosts")) {
+        if container.ports.iter().any(|p| p.host == 443) {
+            r.error(&v.origin, "the proxy serves HTTPS on host port 443, which `ports` publishes too: take 443 out of `ports` (the proxied port, the first, is where HTTP arrives and is redirected: 80 for the CA's HTTP challenge)");
+        }
+    }
     mode_conflicts(&mut r, &image, &rollout);
     let pre_deploy = pre_deploy_inputs(&mut r, rollout.timeout);
     let watch = watch_inputs(&mut r);

@@ -143,6 +143,8 @@ pub fn header(p: &ScriptParams) -> Result<String, QuoteError> {
     assign("DRAIN_TIMEOUT", &c.drain_timeout.to_string())?;
     let trusted = c.proxy_trusted.iter().filter(|_| proxied.is_some()).map(ToString::to_string);
     h.push_str(&array("PROXY_TRUSTED", trusted)?);
+    let https = c.https.as_ref().filter(|_| proxied.is_some());
+    h.push_str(&array("PROXY_HOSTS", https.into_iter().flat_map(|t| t.hosts.iter().map(ToString::to_string)))?);
     let direct = if proxied.is_some() { c.direct_ports() } else { &c.ports[..] };
     h.push_str(&array("PORTS", direct.iter().map(PortMapping::to_string))?);
     h.push_str(&array("ENV_VARS", c.env.iter().map(|EnvVar { name, value }| format!("{name}={value}")))?);
@@ -157,6 +159,9 @@ pub fn header(p: &ScriptParams) -> Result<String, QuoteError> {
     assign("CPUS", &text(o.cpus.as_ref().map(|c| c.as_str())))?;
     assign("LOG_DRIVER", &text(o.log_driver.as_ref().map(|d| d.as_str())))?;
     assign("RUN_USER", &text(o.user.as_ref().map(|u| u.as_str())))?;
+    assign("PROXY_ACME_EMAIL", &text(https.and_then(|t| t.email.as_ref()).map(|e| e.as_str())))?;
+    assign("PROXY_ACME_CA", &text(https.map(|t| t.ca.as_str())))?;
+    assign("PROXY_ACME_CA_ROOT", &text(https.and_then(|t| t.ca_root.as_ref()).map(|r| r.as_str())))?;
     h.push_str(&array("COMMAND", o.command.iter().cloned())?);
     h.push_str(&array("VOLUMES", o.volumes.iter().map(ToString::to_string))?);
     h.push_str(&array("LOG_OPTS", o.log_options.iter().map(ToString::to_string))?);
@@ -293,6 +298,9 @@ fn array(name: &'static str, items: impl Iterator<Item = String>) -> Result<Stri
 }
 
 #[cfg(test)]
+mod proxy_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{ContainerName, HealthPath, SecretId};
@@ -309,6 +317,7 @@ mod tests {
             health_check_path: Some(HealthPath::parse("/health").unwrap()),
             health_check_timeout: 45,
             drain_timeout: 30,
+            https: None,
             proxy: false,
             proxy_trusted: vec![],
             options: Default::default(),
@@ -342,6 +351,7 @@ mod tests {
             health_check_path: None,
             health_check_timeout: 60,
             drain_timeout: 30,
+            https: None,
             proxy: false,
             proxy_trusted: vec![],
             options: Default::default(),

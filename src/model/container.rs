@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{excerpt, text_newtype, ContainerName, RunOptions, SecretId};
+use super::{excerpt, text_newtype, ContainerName, ProxyHttps, RunOptions, SecretId};
 
 /// `host:container`: a port the container publishes on the instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +122,8 @@ pub struct ContainerSpec {
     /// Seconds the previous container keeps the connections the proxy had open to it at the
     /// switch (WebSockets, streams, long requests) before it stops.
     pub drain_timeout: u32,
+    /// HTTPS on the instance (the proxy's host names and ACME CA); `None` without the proxy.
+    pub https: Option<ProxyHttps>,
     /// `docker create` options beyond ports and environment.
     pub options: RunOptions,
 }

@@ -14,6 +14,7 @@ mod command;
 mod container;
 mod dockerfile;
 mod drift;
+mod https;
 mod instance;
 mod limit;
 mod names;
@@ -31,6 +32,7 @@ pub use container::{
 };
 pub use dockerfile::{stage_cache, StageCache};
 pub use drift::{DriftState, InstanceDrift};
+pub use https::{AcmeCa, AcmeEmail, CaRootPem, HostName, ProxyHttps, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use instance::{InstanceId, ManagedInstance, Ping, Running};
 pub use limit::Limit;
 pub use names::{

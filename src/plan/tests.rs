@@ -34,6 +34,7 @@ pub fn request() -> DeployRequest {
             health_check_path: HealthPath::parse("/health").ok(),
             health_check_timeout: 60,
             drain_timeout: 30,
+            https: None,
             proxy: true,
             proxy_trusted: vec![],
             options: Default::default(),

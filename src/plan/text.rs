@@ -136,6 +136,16 @@ impl Plan {
                     "             connections open at the switch (WebSockets, streams, long requests) keep the previous container up to {}s (drain-timeout)",
                     c.drain_timeout
                 )?;
+                if let Some(https) = &c.https {
+                    let hosts: Vec<&str> = https.hosts.iter().map(|h| h.as_str()).collect();
+                    writeln!(
+                        f,
+                        "             HTTPS for {} on port 443 with certificates from {} (the proxy obtains and renews them, kept on the instance across deploys); HTTP on port {} redirects to it",
+                        hosts.join(", "),
+                        https.ca,
+                        proxy.port.host
+                    )?;
+                }
                 if !proxy.direct.is_empty() {
                     let direct: Vec<String> = proxy.direct.iter().map(ToString::to_string).collect();
                     writeln!(

@@ -243,6 +243,7 @@ pub(crate) mod tests {
                 health_check_path: None,
                 health_check_timeout: 60,
                 drain_timeout: 30,
+                https: None,
                 proxy: false,
                 proxy_trusted: vec![],
                 options: Default::default(),

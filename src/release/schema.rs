@@ -23,6 +23,10 @@
 //!   not 30: an ec2-deploy that knows schema 5 refuses such a release rather than cut its
 //!   connections at another time than it was deployed with.
 //!
+//! - **7**: adds `container.https` (the host names the proxy serves over HTTPS and the ACME CA it
+//!   gets their certificates from). Written only when the release has them: an ec2-deploy that
+//!   knows schema 6 refuses such a release rather than serve it over plain HTTP.
+//!
 //! A record with a schema newer than [`CURRENT`] is refused with a message naming its version
 //! and schema: it was written by a newer ec2-deploy, and reading part of it could deploy
 //! something other than what was recorded.
@@ -31,12 +35,13 @@ use serde::{Deserialize, Serialize};
 
 use super::Release;
 use crate::model::{
-    ContainerName, ContainerSpec, Cpus, EnvVar, HealthPath, ImageRef, ImageTag, IpRange, KeyValue, LogDriver, Memory,
-    PortMapping, RegistryHost, RunOptions, SecretId, User, Volume, DEFAULT_DRAIN_TIMEOUT,
+    AcmeCa, AcmeEmail, CaRootPem, ContainerName, ContainerSpec, Cpus, EnvVar, HealthPath, HostName, ImageRef, ImageTag,
+    IpRange, KeyValue, LogDriver, Memory, PortMapping, ProxyHttps, RegistryHost, RunOptions, SecretId, User, Volume,
+    DEFAULT_DRAIN_TIMEOUT,
 };
 
 /// The schema this version writes.
-pub const CURRENT: u32 = 6;
+pub const CURRENT: u32 = 7;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredPort {
@@ -66,6 +71,40 @@ struct StoredContainer {
     proxy_trusted: Vec<String>,
     #[serde(default = "default_drain_timeout", skip_serializing_if = "is_default_drain_timeout")]
     drain_timeout: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    https: Option<StoredHttps>,
+}
+
+/// Schema 7: HTTPS on the instance, each value as text, read back through the inputs' parsers.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredHttps {
+    hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    ca: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_root: Option<String>,
+}
+
+impl StoredHttps {
+    fn of(h: &ProxyHttps) -> StoredHttps {
+        StoredHttps {
+            hosts: h.hosts.iter().map(ToString::to_string).collect(),
+            email: h.email.as_ref().map(ToString::to_string),
+            ca: h.ca.to_string(),
+            ca_root: h.ca_root.as_ref().map(ToString::to_string),
+        }
+    }
+
+    fn read(self) -> Result<ProxyHttps, String> {
+        let field = |name: &'static str| move |e: String| format!("field `container.https.{name}`: {e}");
+        Ok(ProxyHttps {
+            hosts: self.hosts.iter().map(|h| HostName::parse(h)).collect::<Result<_, _>>().map_err(field("hosts"))?,
+            email: self.email.as_deref().map(AcmeEmail::parse).transpose().map_err(field("email"))?,
+            ca: AcmeCa::parse(&self.ca).map_err(field("ca"))?,
+            ca_root: self.ca_root.as_deref().map(CaRootPem::parse).transpose().map_err(field("ca_root"))?,
+        })
+    }
 }
 
 fn default_drain_timeout() -> u32 {
@@ -156,6 +195,7 @@ pub fn encode(release: &Release) -> String {
     let stored = Stored {
         // The oldest schema that holds it all, so that older versions read what they can run.
         schema: Some(match (c.proxy_trusted.is_empty(), c.options.is_empty()) {
+            _ if c.https.is_some() => 7,
             _ if !is_default_drain_timeout(&c.drain_timeout) => 6,
             (false, _) => 5,
             (true, false) => 4,
@@ -179,6 +219,7 @@ pub fn encode(release: &Release) -> String {
             options: StoredOptions::of(&c.options),
             proxy_trusted: c.proxy_trusted.iter().map(ToString::to_string).collect(),
             drain_timeout: c.drain_timeout,
+            https: c.https.as_ref().map(StoredHttps::of),
         },
         header: release.header.clone(),
         rolled_back_from: release.rolled_back_from,
@@ -238,6 +279,7 @@ pub fn decode(text: &str) -> Result<Release, String> {
             .collect::<Result<_, _>>()
             .map_err(|e| field("container.proxy_trusted", e))?,
         drain_timeout: c.drain_timeout,
+        https: c.https.map(StoredHttps::read).transpose()?,
         options,
     };
     let image = ImageRef::parse(&stored.image).map_err(|e| field("image", e))?;
@@ -322,9 +364,27 @@ mod tests {
     }
 
     #[test]
+    fn https_hosts_are_schema_7_and_read_back_and_a_bad_one_is_named() {
+        let mut r = decode(V1).unwrap();
+        r.container.proxy = true;
+        r.proxy_image = Some(r.image.clone());
+        r.container.https = Some(ProxyHttps {
+            hosts: vec![HostName::parse("app.example.com").unwrap()],
+            email: Some(AcmeEmail::parse("ops@example.com").unwrap()),
+            ca: AcmeCa::parse(crate::model::LETS_ENCRYPT).unwrap(),
+            ca_root: None,
+        });
+        let text = encode(&r);
+        assert!(text.contains("\"schema\":7") && text.contains("\"hosts\":[\"app.example.com\"]"), "{text}");
+        assert_eq!(decode(&text).unwrap(), r);
+        let bad = text.replace("app.example.com", "App.example.com");
+        assert!(decode(&bad).unwrap_err().starts_with("field `container.https.hosts`: expected a lowercase host name"));
+    }
+
+    #[test]
     fn a_newer_schema_or_a_broken_value_fails_loudly() {
-        let newer = V1.replacen('{', "{\"schema\": 7,", 1);
-        assert!(decode(&newer).unwrap_err().contains("schema 7, written by a newer ec2-deploy"));
+        let newer = V1.replacen('{', "{\"schema\": 8,", 1);
+        assert!(decode(&newer).unwrap_err().contains("schema 8, written by a newer ec2-deploy"));
         let bad = V1.replace("\"tag\": \"v7\"", "\"tag\": \"-bad\"");
         assert!(decode(&bad).unwrap_err().starts_with("field `tag`: expected a Docker tag"));
         assert!(decode("{}").unwrap_err().starts_with("not a schema 1 release record"));

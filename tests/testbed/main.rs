@@ -4,6 +4,7 @@
 
 mod build;
 mod drift;
+mod https;
 mod operate;
 mod options;
 mod proxy;

@@ -13,10 +13,13 @@ use crate::inputs::{Files, InputError, PreDeploy, RunContext};
 use crate::model::{
     parse_command, stage_cache, BuildSecret, ContainerName, ContainerSpec, Cpus, Digest, EnvVar, EnvironmentName,
     HealthPath, ImageName, ImageTag, InstanceId, IpRange, KeyValue, Limit, LogDriver, Memory, ParameterName, Platform,
-    PortMapping, Region, RegistryHost, Repository, RunOptions, SecretId, SecretSource, StageCache, TagFilter,
-    TargetGroupArn, User, Volume, DEFAULT_DRAIN_TIMEOUT, DEFAULT_PROXY_IMAGE, PRIVATE_RANGES,
+    PortMapping, ProxyHttps, Region, RegistryHost, Repository, RunOptions, SecretId, SecretSource, StageCache,
+    TagFilter, TargetGroupArn, User, Volume, DEFAULT_DRAIN_TIMEOUT, DEFAULT_PROXY_IMAGE,
 };
 use crate::ports::{BuildSpec, DeploymentMode};
+
+mod proxy;
+use proxy::{proxy_https, proxy_trusted};
 
 /// Inputs that cannot go together: a rollback or a converge deploys a recorded release, not a
 /// digest; and not both at once.
@@ -295,22 +298,25 @@ pub(super) struct ContainerInputs {
     pub(super) health_check_timeout: u32,
     pub(super) proxy_trusted: Vec<IpRange>,
     pub(super) drain_timeout: u32,
+    pub(super) https: Option<ProxyHttps>,
     pub(super) options: RunOptions,
 }
 
 impl ContainerInputs {
     /// The container named `name`, behind the proxy when `proxy` is on and it has a port.
     pub(super) fn spec(self, name: ContainerName, proxy: bool) -> ContainerSpec {
+        let proxy = proxy && !self.ports.is_empty();
         ContainerSpec {
             name,
-            proxy: proxy && !self.ports.is_empty(),
-            proxy_trusted: if proxy && !self.ports.is_empty() { self.proxy_trusted } else { vec![] },
+            proxy,
+            proxy_trusted: if proxy { self.proxy_trusted } else { vec![] },
             ports: self.ports,
             env: self.env,
             secret_id: self.secret_id,
             health_check_path: self.health_check_path,
             health_check_timeout: self.health_check_timeout,
             drain_timeout: self.drain_timeout,
+            https: self.https.filter(|_| proxy),
             options: self.options,
         }
     }
@@ -344,6 +350,7 @@ pub(super) fn container_inputs(r: &mut Resolver, repository: Option<&Repository>
     let options = run_options(r);
     let proxy_trusted = proxy_trusted(r);
     let drain_timeout = r.parse("drain-timeout", parse_seconds(0, 3600)).unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+    let https = proxy_https(r);
     ContainerInputs {
         name,
         ports,
@@ -353,32 +360,9 @@ pub(super) fn container_inputs(r: &mut Resolver, repository: Option<&Repository>
         health_check_timeout,
         proxy_trusted,
         drain_timeout,
+        https,
         options,
     }
-}
-
-/// `proxy-trusted`: `private` (the default), `none`, or addresses and CIDR ranges, one per line.
-fn proxy_trusted(r: &mut Resolver) -> Vec<IpRange> {
-    let private = || PRIVATE_RANGES.iter().map(|t| IpRange::parse(t).expect("a valid range")).collect::<Vec<_>>();
-    if r.get("proxy-trusted").is_none() {
-        return private();
-    }
-    // None for `none`: trusting nobody cannot go with trusting someone.
-    let lines = r.parse_lines("proxy-trusted", |line| match line.trim() {
-        "private" => Ok(Some(private())),
-        "none" => Ok(None),
-        other => IpRange::parse(other).map(|range| Some(vec![range])).map_err(|e| {
-            format!("{e}; or `private` (the private address ranges, the default) or `none` (trust no hop)")
-        }),
-    });
-    if lines.len() > 1 && lines.iter().any(Option::is_none) {
-        if let Some(v) = r.get("proxy-trusted") {
-            r.error(&v.origin, "`none` trusts no hop: give it alone, or list the ranges to trust without it");
-        }
-    }
-    let mut ranges: Vec<IpRange> = lines.into_iter().flatten().flatten().collect();
-    ranges.dedup();
-    ranges
 }
 
 /// `build-secrets`: each from a variable that is set, or a file of the workspace that exists.

@@ -533,3 +533,48 @@ fn drain_timeout_defaults_to_30_and_must_fit_with_the_health_check_in_the_comman
         ["input `drain-timeout`: 590s, after `health-check-timeout` (20s), does not fit in `command-timeout` (600s), which bounds the whole script"]
     );
 }
+
+#[test]
+fn proxy_hosts_turn_on_https_with_lets_encrypt_unless_told_otherwise() {
+    let with = |extra: &[(&str, &str)]| {
+        let mut inputs = vec![("ecr-repository", "web"), ("targets", "A=b"), ("image-tag", "v"), ("ports", "80:3000")];
+        inputs.extend_from_slice(extra);
+        resolve_with(&inputs, &[], &[])
+    };
+    assert_eq!(with(&[]).unwrap().container.https, None);
+    let https = with(&[("proxy-hosts", "app.example.com\nwww.example.com")]).unwrap().container.https.unwrap();
+    assert_eq!(https.hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>(), ["app.example.com", "www.example.com"]);
+    assert_eq!(https.ca.as_str(), crate::model::LETS_ENCRYPT);
+    assert_eq!((https.email, https.ca_root), (None, None));
+    let https = with(&[
+        ("proxy-hosts", "app.example.com"),
+        ("proxy-acme-ca", "letsencrypt-staging"),
+        ("proxy-acme-email", "ops@example.com"),
+    ])
+    .unwrap()
+    .container
+    .https
+    .unwrap();
+    assert_eq!(https.ca.as_str(), crate::model::LETS_ENCRYPT_STAGING);
+    assert_eq!(https.email.unwrap().as_str(), "ops@example.com");
+
+    // Each mistake named, with its fix.
+    let err = |extra: &[(&str, &str)]| with(extra).unwrap_err();
+    assert_eq!(
+        err(&[("proxy-acme-email", "ops@example.com")]),
+        ["input `proxy-acme-email`: needs `proxy-hosts`: the host names the proxy gets certificates for"]
+    );
+    assert_eq!(
+        err(&[("proxy-hosts", "app.example.com"), ("proxy", "false")]),
+        ["input `proxy-hosts`: HTTPS on the instance needs the proxy (`proxy: true`)"]
+    );
+    assert!(err(&[("proxy-hosts", "*.example.com")])[0].contains("a wildcard needs the DNS challenge"));
+    assert!(err(&[("proxy-hosts", "a.example.com\na.example.com")])[0].contains("a.example.com is listed twice"));
+    assert!(err(&[("proxy-hosts", "a.example.com"), ("proxy-acme-ca", "http://ca/dir")])[0]
+        .starts_with("input `proxy-acme-ca`: expected `letsencrypt`, `letsencrypt-staging` or an ACME directory URL"));
+    let e = err(&[("proxy-hosts", "a.example.com"), ("ports", "80:3000\n443:8443")]);
+    assert!(
+        e[0].starts_with("input `proxy-hosts`: the proxy serves HTTPS on host port 443, which `ports` publishes too"),
+        "{e:?}"
+    );
+}

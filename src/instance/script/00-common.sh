@@ -3,7 +3,8 @@
 # Runs as root through SSM Run Command (AWS-RunShellScript) or from user-data, after a header of
 # shell assignments that ec2-deploy generates and quotes:
 #   MODE IMAGE REGISTRY CONTAINER_NAME PORTS ENV_VARS SECRET_ID HEALTH_PATH HEALTH_PORT
-#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT PROXY_TRUSTED DRAIN_TIMEOUT, and
+#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT PROXY_TRUSTED PROXY_HOSTS
+#   PROXY_ACME_EMAIL PROXY_ACME_CA PROXY_ACME_CA_ROOT DRAIN_TIMEOUT, and
 #   the run options MEMORY CPUS LOG_DRIVER RUN_USER COMMAND VOLUMES LOG_OPTS LABELS (docker create
 #   options, each may be empty)
 # MODE=deploy (the default) does the steps below. MODE=rollback goes back to the kept
@@ -146,6 +147,10 @@ if [ -n "$HEALTH_PATH" ] && [ -z "$HEALTH_PORT" ]; then
   fail 2 "HEALTH_PATH needs HEALTH_PORT"
 fi
 PROXY=${PROXY:-} PROXY_IMAGE=${PROXY_IMAGE:-} PROXY_PORT=${PROXY_PORT:-} APP_PORT=${APP_PORT:-}
+# Headers recorded before HTTPS on the instance set none of these.
+PROXY_ACME_EMAIL=${PROXY_ACME_EMAIL:-} PROXY_ACME_CA=${PROXY_ACME_CA:-} PROXY_ACME_CA_ROOT=${PROXY_ACME_CA_ROOT:-}
+declare -p PROXY_TRUSTED >/dev/null 2>&1 || PROXY_TRUSTED=()
+declare -p PROXY_HOSTS >/dev/null 2>&1 || PROXY_HOSTS=()
 if [ -n "$PROXY" ]; then
   [ -n "$PROXY_IMAGE" ] || fail 2 "PROXY needs PROXY_IMAGE"
   case $PROXY_PORT$APP_PORT in '' | *[!0-9]*) fail 2 "PROXY needs PROXY_PORT and APP_PORT, as numbers" ;; esac
@@ -155,6 +160,13 @@ if [ -n "$PROXY" ]; then
   for range in ${PROXY_TRUSTED[@]+"${PROXY_TRUSTED[@]}"}; do
     [[ $range =~ ^[0-9A-Fa-f.:]+(/[0-9]+)?$ ]] || fail 2 "PROXY_TRUSTED: $range is not an address or CIDR range"
   done
+  for host in ${PROXY_HOSTS[@]+"${PROXY_HOSTS[@]}"}; do
+    [[ $host =~ ^[a-z0-9.-]+$ ]] || fail 2 "PROXY_HOSTS: $host is not a host name"
+  done
+  if [ -n "${PROXY_HOSTS[0]+x}" ]; then
+    [[ $PROXY_ACME_CA =~ ^https://[^\"\\[:space:]]+$ ]] || fail 2 "PROXY_HOSTS needs PROXY_ACME_CA, an https:// URL"
+    [[ $PROXY_ACME_EMAIL =~ ^[^\"\\[:space:]]*$ ]] || fail 2 "PROXY_ACME_EMAIL is not an email address"
+  fi
 fi
 
 for tool in docker aws curl; do

@@ -8,14 +8,49 @@
 # The forwarded headers (X-Forwarded-For, -Proto, -Host) of a peer in PROXY_TRUSTED pass on to
 # the app; from any other peer Caddy sets them to its own view. A change of them replaces the
 # proxy, as one of its image or port does (the spec is its label).
+#
+# With PROXY_HOSTS (HTTPS on the instance), the proxy serves those names on 443 with certificates
+# it obtains and renews from PROXY_ACME_CA by itself (HTTP or TLS-ALPN challenge), and its port
+# 80 (published as PROXY_PORT) answers the challenges and redirects the rest to HTTPS: Caddy's
+# automatic HTTPS. Certificates and the ACME account live in the volume <proxy>-data, which a
+# deploy, a restart or a new proxy image leaves in place (a CA limits how often it reissues).
 proxy_spec="$PROXY_IMAGE port $PROXY_PORT${PROXY_TRUSTED[0]+ trusted ${PROXY_TRUSTED[*]}}"
+if [ -n "${PROXY_HOSTS[0]+x}" ]; then
+  proxy_spec="$proxy_spec hosts ${PROXY_HOSTS[*]} ca $PROXY_ACME_CA${PROXY_ACME_EMAIL:+ email $PROXY_ACME_EMAIL}"
+  [ -z "$PROXY_ACME_CA_ROOT" ] || proxy_spec="$proxy_spec root $(printf '%s' "$PROXY_ACME_CA_ROOT" | cksum | cut -d' ' -f1)"
+fi
+# JSON array of the words given (each validated: no quote or backslash in them).
+json_words() {
+  local out='' word
+  for word in "$@"; do out="$out${out:+,}\"$word\""; done
+  printf '[%s]' "$out"
+}
 proxy_config() {
-  local trusted='' range
-  for range in ${PROXY_TRUSTED[@]+"${PROXY_TRUSTED[@]}"}; do
-    trusted="$trusted${trusted:+,}\"$range\""
-  done
-  [ -z "$trusted" ] || trusted=',"trusted_proxies":{"source":"static","ranges":['"$trusted"']}'
-  printf '%s\n' '{"admin":{"disabled":true},"apps":{"http":{"servers":{"ec2-deploy":{"listen":[":80"],"automatic_https":{"disable":true}'"$trusted"',"routes":[{"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{"retries":3,"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]}]}}}}}'
+  local trusted='' listen='":80"' tls='' match='' route
+  [ -z "${PROXY_TRUSTED[0]+x}" ] || trusted=',"trusted_proxies":{"source":"static","ranges":'"$(json_words ${PROXY_TRUSTED[@]+"${PROXY_TRUSTED[@]}"})"'}'
+  route='"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{"retries":3,"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]'
+  if [ -n "${PROXY_HOSTS[0]+x}" ]; then
+    local hosts issuer
+    hosts=$(json_words ${PROXY_HOSTS[@]+"${PROXY_HOSTS[@]}"})
+    issuer='{"module":"acme","ca":"'"$PROXY_ACME_CA"'"'
+    [ -z "$PROXY_ACME_EMAIL" ] || issuer="$issuer"',"email":"'"$PROXY_ACME_EMAIL"'"'
+    [ -z "$PROXY_ACME_CA_ROOT" ] || issuer="$issuer"',"trusted_roots_pem_files":["/ec2-deploy/acme-ca-root.pem"]'
+    listen='":443"' match='"match":[{"host":'"$hosts"'}],'
+    tls=',"tls":{"automation":{"policies":[{"subjects":'"$hosts"',"issuers":['"$issuer"'}]}]}}'
+  else
+    trusted=',"automatic_https":{"disable":true}'"$trusted"
+  fi
+  printf '%s\n' '{"admin":{"disabled":true},"apps":{"http":{"servers":{"ec2-deploy":{"listen":['"$listen"']'"$trusted"',"routes":[{'"$match$route"'}]}}}'"$tls"'}}'
+}
+# A request to the proxy as a client makes it: over HTTPS to the first of PROXY_HOSTS (the
+# certificate not checked: this asks whether it answers), else over HTTP on its port. Extra
+# arguments go to curl.
+proxy_request() {
+  if [ -n "${PROXY_HOSTS[0]+x}" ]; then
+    curl -sk --resolve "${PROXY_HOSTS[0]}:443:127.0.0.1" "$@" "https://${PROXY_HOSTS[0]}/"
+  else
+    curl -s "$@" "http://127.0.0.1:$PROXY_PORT/"
+  fi
 }
 # An ECR host names its region (<account>.dkr.ecr.<region>.amazonaws.com): its tokens come from
 # there, which may not be the instance's region. Any other host is a stand-in: the instance's.
@@ -58,12 +93,15 @@ prepare_proxy() {
   docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
   rm -rf "$files"
   mkdir -p "$files"
+  local https=()
   proxy_config >"$files/caddy.json"
   printf '%s' "$1" >"$files/upstream"
+  [ -z "${PROXY_ACME_CA_ROOT:-}" ] || printf '%s\n' "$PROXY_ACME_CA_ROOT" >"$files/acme-ca-root.pem"
   chmod 755 "$files"
-  chmod 644 "$files/caddy.json" "$files/upstream"
+  chmod 644 "$files"/*
+  [ -z "${PROXY_HOSTS[0]+x}" ] || https=(--publish 443:443 --volume "$proxy_name-data:/data")
   if ! err=$(docker create --name "$proxy_name" --restart unless-stopped --network "$network" \
-    --publish "$PROXY_PORT:80" --env XDG_CONFIG_HOME=/config --env XDG_DATA_HOME=/data \
+    --publish "$PROXY_PORT:80" ${https[@]+"${https[@]}"} --env XDG_CONFIG_HOME=/config --env XDG_DATA_HOME=/data \
     --label "ec2-deploy.proxy-for=$CONTAINER_NAME" --label "ec2-deploy.proxy=$proxy_spec" \
     "$PROXY_IMAGE" /usr/bin/caddy run --config /ec2-deploy/caddy.json 2>&1 >/dev/null) ||
     ! err=$(docker cp "$files" "$proxy_name:/ec2-deploy" 2>&1); then
@@ -85,6 +123,21 @@ start_proxy() {
     fi
     sleep 0.05
   done
+}
+# With PROXY_HOSTS: waits (60 s at most) until a new proxy answers HTTPS for the first host, that
+# is, holds its certificate (from its volume, or new from the CA). Without one by then the deploy
+# goes on (the proxy keeps trying, backing off) and the log says so, with the proxy's last error.
+await_certificate() {
+  [ -n "${PROXY_HOSTS[0]+x}" ] || return 0
+  local deadline=$((SECONDS + 60))
+  until proxy_request -o /dev/null --max-time 2; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "warning: no certificate for ${PROXY_HOSTS[0]} after 60 s, HTTPS does not answer yet; the proxy keeps asking $PROXY_ACME_CA (last error: $(docker logs --tail 100 "$proxy_name" 2>&1 | grep -i '"error"' | tail -1 | cut -c1-400))"
+      return 0
+    fi
+    sleep 0.2
+  done
+  log "HTTPS: ${PROXY_HOSTS[*]} served with a certificate from $PROXY_ACME_CA"
 }
 # Points the proxy at DIAL: an atomic rename in the running proxy's root (requests read the
 # old file or the new one, never half of one), or a copy into a stopped one. $2: the proxy's pid
@@ -129,6 +182,7 @@ route() {
     docker kill "$old" >/dev/null 2>&1 || true
     if start_proxy; then
       docker rm --force --volumes "$old" >/dev/null 2>&1 || true
+      await_certificate
       return 0
     fi
   fi

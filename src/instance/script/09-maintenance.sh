@@ -13,7 +13,7 @@ if [ "$MODE" = maintenance ]; then
   app_dial=$(upstream_of "$CONTAINER_NAME")
   [ -n "$app_dial" ] || fail 2 "$CONTAINER_NAME publishes its ports itself: it is not behind the proxy"
   answers_page() {
-    curl -s -o /dev/null -D - --max-time 2 "http://127.0.0.1:$PROXY_PORT/" | grep -qi '^x-ec2-deploy-maintenance:'
+    proxy_request -o /dev/null -D - --max-time 2 | grep -qi '^x-ec2-deploy-maintenance:'
   }
   if [ "$MAINTENANCE" = off ]; then
     set_upstream "$app_dial" || fail 14 "cannot point the proxy at $CONTAINER_NAME again"
