@@ -1174,6 +1174,14 @@ create_args+=(${resource_args[@]+"${resource_args[@]}"})
 for option in ${LOG_OPTS[@]+"${LOG_OPTS[@]}"}; do
   create_args+=(--log-opt "$option")
 done
+# Log rotation by default: given neither LOG_DRIVER nor LOG_OPTS, under the engine's default
+# json-file driver (which keeps a container's log whole, until the disk is full) at most 3 files
+# of 10 MB. An engine whose default is another driver (local rotates; journald, awslogs) is left
+# as it is.
+if [ -z "$LOG_DRIVER" ] && [ -z "${LOG_OPTS[0]+x}" ] &&
+  [ "$(docker info --format '{{.LoggingDriver}}' 2>/dev/null)" = json-file ]; then
+  create_args+=(--log-opt max-size=10m --log-opt max-file=3)
+fi
 for label in ${LABELS[@]+"${LABELS[@]}"}; do
   create_args+=(--label "$label")
 done

@@ -96,7 +96,7 @@ pub const INPUTS: &[InputSpec] = &[
     input("memory", "Memory limit of the container: a whole number with a unit, b, k, m or g (e.g. 512m). Default: none. Also in the config file."),
     input("cpus", "CPUs the container may use, e.g. 0.5 or 2. Default: no limit. Also in the config file."),
     input("log-driver", "Docker logging driver of the container (json-file, local, journald, syslog, awslogs, gelf, fluentd, splunk, gcplogs, etwlogs or none). Default: the instance's Docker default. Also in the config file."),
-    lines("log-options", "Options of `log-driver`, one key=value per line (e.g. awslogs-group=/shop); not for secrets (they travel in the SSM command). Also in the config file."),
+    lines("log-options", "Options of `log-driver`, one key=value per line (e.g. awslogs-group=/shop); not for secrets (they travel in the SSM command). Default, with neither `log-driver` nor `log-options` given and the engine's default driver json-file: max-size=10m and max-file=3, so logs rotate instead of filling the disk. Also in the config file."),
     lines("labels", "Labels of the container, one key=value per line (ec2-deploy.* are ec2-deploy's own). Also in the config file."),
     input("user", "User the container runs as: a name or uid, optionally :group or :gid (e.g. 1000:1000). Default: the image's USER. Also in the config file."),
     with_default(input("max-concurrency", "Without target-groups: instances updated at once, a number of instances or a percentage of them (SSM MaxConcurrency). Default: 50%. Also in the config file."), "50%"),

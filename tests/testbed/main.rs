@@ -98,6 +98,10 @@ fn deploys_v1_then_v2_to_the_tagged_instances_only() {
     for ip in &web.ips {
         assert_eq!(version_of(ip).as_deref(), Some("v2"), "{ip} after v2");
     }
+    // Its logs rotate, by default: the bed's engines default to json-file, as Docker's do.
+    let log = bed.on_instance(&web.ids[0], &["docker", "inspect", "--format", "{{json .HostConfig.LogConfig}}", &repo]);
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert_eq!(log.trim(), r#"{"Type":"json-file","Config":{"max-file":"3","max-size":"10m"}}"#);
 
     // The instance with other tags was never touched.
     let ps = bed.on_instance(&worker.ids[0], &["docker", "ps", "--all", "--quiet"]);
