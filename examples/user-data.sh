@@ -34,102 +34,18 @@ for parameter in "${parameters[@]}"; do
   cat >>"$script" <<'EC2_DEPLOY_SCRIPT'
 # ---- ec2-deploy on-instance script (src/instance/script/*.sh, assembled in order) ----
 # shellcheck shell=bash
-# Runs as root through SSM Run Command (AWS-RunShellScript) or from user-data, after a header of
-# shell assignments that ec2-deploy generates and quotes:
-#   MODE IMAGE REGISTRY CONTAINER_NAME PORTS ENV_VARS SECRET_ID HEALTH_PATH HEALTH_PORT
-#   HEALTH_TIMEOUT RELEASE PROXY PROXY_IMAGE PROXY_PORT APP_PORT PROXY_TRUSTED PROXY_HOSTS
-#   PROXY_ACME_EMAIL PROXY_ACME_CA PROXY_ACME_CA_ROOT DRAIN_TIMEOUT, and
-#   the run options MEMORY CPUS LOG_DRIVER RUN_USER COMMAND VOLUMES LOG_OPTS LABELS (docker create
-#   options, each may be empty)
-# MODE=deploy (the default) does the steps below. MODE=rollback goes back to the kept
-# <name>-previous container, which must run IMAGE with the settings ROLLBACK_CONFIG (its
-# ec2-deploy.config label), or finds that already running: no pull, the previous container's own
-# environment, the same switch as a deploy. MODE=check changes nothing: it says whether the
-# instance runs this release (below, before the lock). MODE=logs changes nothing either: it
-# prints the container's last LOG_LINES lines of output, the secret's values masked.
-# MODE=maintenance puts a page in front of the app through the proxy, or takes it away.
-# MODE=pull does step 1 and nothing else (the run pulls everywhere before the first batch
-# switches); under the instance's lock, as it may finish what a run that died left.
-# Needs docker, the aws CLI and curl; jq or python3 when SECRET_ID is set. It:
-#   1. logs in to the registry with the instance's own credentials and pulls IMAGE (by digest),
-#      and PROXY_IMAGE with it, unless they are here already;
-#   2. writes the container's environment to a file only root can read: ENV_VARS, then the keys
-#      of the Secrets Manager secret SECRET_ID (fetched here; values never reach argv or logs);
-#   3. starts the new container as <name>-next and waits for it to be healthy, then moves the
-#      traffic to it; <name> (what ran before) becomes <name>-previous, stopped and kept for a
-#      fast rollback. A new container that fails never replaces the one that serves.
-#   4. removes older images of the repository, keeping the current and previous releases.
-# With PROXY=1, a Caddy container (ec2-deploy-proxy-<name>, image PROXY_IMAGE) holds the host port
-# PROXY_PORT and sends each request to the serving container's APP_PORT on the Docker network
-# ec2-deploy: the switch is an atomic rename of the file it reads the upstream from (no reload),
-# the old container finishes its requests in flight before it stops, and the port never stops
-# answering. The first such deploy on an
-# instance whose container publishes the port itself stops that container once the new one is
-# healthy, then starts the proxy: the port does not answer for that moment (measured, reported).
-# When the new container publishes ports itself (PORTS; all of them without PROXY) and the
-# running one does too, the running one stops before the new one starts: two containers cannot
-# hold one host port.
-# Deploying what already runs (same image, ports and environment) restarts nothing and only
-# verifies health. The last stdout line says what happened:
-#   ec2-deploy-result outcome=deployed|unchanged|rolled-back previous=<image> current=<image>
-#     previous_config=<id> current_config=<id> [gap_ms=<n>]
-#   (the ec2-deploy.config labels, - when none; gap_ms when the port did not answer for a moment)
-# Exit codes tell the failed step (ec2-deploy maps them for its report):
-#   2 bad parameters   10 prerequisites   11 registry login   12 pull   13 secret
-#   14 container (or proxy) did not start   15 unhealthy (what ran before serves again for both)
-#   16 unhealthy and what ran before could not be restored   17 another deploy holds the lock
-#   18 rollback impossible: IMAGE is not the previous container here
-#   19 rollback failed: the release to go back to is unhealthy, the newer one serves again
-#   20 the Docker daemon does not answer (nothing was changed)
-#   21 MODE=predeploy or exec: the one-off command failed, timed out or could not start
-#   22 logs or maintenance: there is no (running) container of this name here
-# From creating <name>-next until the traffic moved to it, a script that fails, is signalled, or
-# is killed outright (SIGKILL, as the SSM agent does at the execution timeout) leaves what ran
-# before serving: a trap handles the first two, a guard process in a session of its own the
-# third. A run interrupted after the switch is completed by the next run.
-# Written for bash 4.2 and later (Amazon Linux 2): an array that may be empty is expanded as
-# ${a[@]+"${a[@]}"} (bash before 4.4 calls an empty one unbound under set -u).
-#
-# The parts, in order (src/instance/script/, one job each): common (this: parameters, logging,
-# prerequisites, region), containers (names and docker helpers), environment (the env file and
-# the settings' identity), check (MODE=check, read-only), lock (the instance's deploy lock),
-# proxy, guard (the swap marker, restore, traps, the repair of an interrupted run), health, swap
-# (switch, undo, finish), maintenance (MODE=maintenance), rollback (MODE=rollback), pull (login
-# and pull), predeploy (MODE=predeploy), deploy (the new release's container).
-# Globals that more than one part uses (beyond the header's parameters):
-#   region            the AWS region the instance's aws CLI calls (common)
-#   state_dir         /var/lib/ec2-deploy/<name>: lock, env files, swap marker, proxy files (common)
-#   secret_values     the secret's values, masked in everything printed (common, set by environment)
-#   next kept         <name>-next, <name>-previous: the container being started, the one kept (containers)
-#   proxy_name        ec2-deploy-proxy-<name>, the proxy's container (containers)
-#   page_name         ec2-deploy-maintenance-<name>, the maintenance page's container (containers)
-#   network           the Docker network the proxy reaches containers on (containers)
-#   swap_marker       present while a swap may have left what ran before stopped (containers)
-#   proxy_spec        the proxy's identity, image and port, kept as its label (proxy)
-#   proxy_error       why the proxy did not start, for the message (proxy, set by its functions)
-#   DOCKER_CONFIG     this run's private registry credentials, removed on exit (lock)
-#   previous_image    what ran before this run (guard), previous_config its settings' identity
-#   health_reason     why the last health wait failed (health)
-#   gap_ms            how long the port did not answer, when it did not (swap)
-#   phases            the phases' durations so far, for the result line (common)
-#   stopped_previous  what ran before was stopped before the new container was healthy (swap)
-#   env_new           the new release's env file (predeploy), resource_args its docker options
 set -Eeuo pipefail
 umask 077
 export LC_ALL=C
-# The run options: a release recorded before they existed has none of them in its header.
 MEMORY=${MEMORY:-} CPUS=${CPUS:-} LOG_DRIVER=${LOG_DRIVER:-} RUN_USER=${RUN_USER:-}
 [ -n "${COMMAND[0]+x}" ] || COMMAND=()
 [ -n "${VOLUMES[0]+x}" ] || VOLUMES=()
 [ -n "${LOG_OPTS[0]+x}" ] || LOG_OPTS=()
 [ -n "${LABELS[0]+x}" ] || LABELS=()
-# The proxy's trusted hops: none in a release recorded before they existed (as it ran).
 [ -n "${PROXY_TRUSTED[0]+x}" ] || PROXY_TRUSTED=()
 
 log() { printf 'ec2-deploy: %s\n' "$*"; }
 now_ms() { date +%s%3N; }
-# Where the time goes: `phase NAME` ends the phase NAME now (it began at the previous mark);
-# the result line carries them all, `phases=prepare:120,login:80,...` in milliseconds.
 phases='' phase_mark=$(now_ms)
 phase() {
   local t
@@ -144,8 +60,6 @@ fail() {
   exit "$code"
 }
 
-# Values of the secret's keys: masked in everything this script prints (a failing container's
-# last log lines may well echo its configuration).
 secret_values=()
 mask_text() {
   local text=$1 value
@@ -181,7 +95,6 @@ if [ -n "$HEALTH_PATH" ] && [ -z "$HEALTH_PORT" ]; then
   fail 2 "HEALTH_PATH needs HEALTH_PORT"
 fi
 PROXY=${PROXY:-} PROXY_IMAGE=${PROXY_IMAGE:-} PROXY_PORT=${PROXY_PORT:-} APP_PORT=${APP_PORT:-}
-# Headers recorded before HTTPS on the instance set none of these.
 PROXY_ACME_EMAIL=${PROXY_ACME_EMAIL:-} PROXY_ACME_CA=${PROXY_ACME_CA:-} PROXY_ACME_CA_ROOT=${PROXY_ACME_CA_ROOT:-}
 declare -p PROXY_TRUSTED >/dev/null 2>&1 || PROXY_TRUSTED=()
 declare -p PROXY_HOSTS >/dev/null 2>&1 || PROXY_HOSTS=()
@@ -206,13 +119,11 @@ fi
 for tool in docker aws curl; do
   command -v "$tool" >/dev/null 2>&1 || fail 10 "$tool is not installed on this instance"
 done
-# A daemon that does not answer would read as "no container" below: stop here, changing nothing.
 docker info >/dev/null 2>&1 ||
   fail 20 "the Docker daemon on this instance does not answer (is it running? systemctl start docker); nothing was changed"
 
 region=${AWS_SSM_REGION_NAME:-${AWS_REGION:-${AWS_DEFAULT_REGION:-}}}
 if [ -z "$region" ]; then
-  # Outside Run Command (user-data): ask the instance metadata service (IMDSv2).
   imds_token=$(curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' \
     http://169.254.169.254/latest/api/token --max-time 2 || true)
   if [ -n "$imds_token" ]; then
@@ -224,7 +135,6 @@ fi
 
 state_dir=/var/lib/ec2-deploy/$CONTAINER_NAME
 
-# ---- containers ----
 next=$CONTAINER_NAME-next
 kept=$CONTAINER_NAME-previous
 proxy_name=ec2-deploy-proxy-$CONTAINER_NAME
@@ -232,21 +142,16 @@ page_name=ec2-deploy-maintenance-$CONTAINER_NAME
 network=ec2-deploy
 swap_marker=$state_dir/swap-in-progress
 
-# A container's field, or nothing when there is no such container.
 inspect() { docker inspect --type container --format "$2" "$1" 2>/dev/null || true; }
 exists() { docker inspect --type container "$1" >/dev/null 2>&1; }
 running() { [ "$(inspect "$1" '{{.State.Running}}')" = true ]; }
 config_of() { inspect "$1" '{{index .Config.Labels "ec2-deploy.config"}}'; }
-# Where the proxy sends requests for a container of the proxy layout (alias:port on the
-# network); nothing for one that publishes its port itself.
 upstream_of() { inspect "$1" '{{index .Config.Labels "ec2-deploy.upstream"}}'; }
 publishes() {
   local n
   n=$(inspect "$1" '{{len .HostConfig.PortBindings}}')
   [ -n "$n" ] && [ "$n" != 0 ]
 }
-# The daemon's own reason from a failed docker command's stderr (the CLI adds a summary line
-# after it, such as "Error: failed to start containers: NAME", that says less).
 docker_reason() {
   local reason
   reason=$(printf '%s\n' "$1" | grep -m 1 '^Error response from daemon: ' || true)
@@ -255,7 +160,6 @@ docker_reason() {
   printf '%s' "$reason"
 }
 
-# The secret's JSON object becomes KEY=VALUE lines. Errors name keys, never values.
 secret_to_env() {
   if command -v jq >/dev/null 2>&1; then
     jq -r '
@@ -287,8 +191,6 @@ for key, value in data.items():
   fi
 }
 
-# Writes the container's environment to file $1: ENV_VARS, then the keys of the secret SECRET_ID
-# (fetched here; its values are remembered only to mask them).
 write_env() {
   local file=$1 kv secret_json secret_env
   : >"$file"
@@ -307,8 +209,6 @@ write_env() {
   done <<<"$secret_env"
 }
 
-# What the container runs with, so an identical redeploy can be recognised. The run options count
-# only when given, so a container made before they existed keeps its identity.
 run_options() {
   local item
   for item in ${COMMAND[@]+"${COMMAND[@]}"}; do printf 'command:%s\n' "$item"; done
@@ -320,31 +220,18 @@ run_options() {
   for item in ${LABELS[@]+"${LABELS[@]}"}; do printf 'label:%s\n' "$item"; done
   [ -z "$RUN_USER" ] || printf 'user:%s\n' "$RUN_USER"
 }
-# The identity of what a container of this release runs with the environment file $1 (its
-# ec2-deploy.config label).
 config_id_for() {
   (printf '%s\n' "$IMAGE" ${PORTS[@]+"${PORTS[@]}"} && if [ -n "$PROXY" ]; then
     printf 'proxy:%s->%s\n' "$PROXY_PORT" "$APP_PORT"
   fi && run_options && cat "$1") | sha256sum | cut -d' ' -f1
 }
 
-# MODE=check: read-only. Says whether this instance runs the release as a deploy of it would
-# leave it (the same image and settings, the secret's values as they are now), without taking the
-# lock, pulling or changing anything; the line ec2-deploy reads:
-#   ec2-deploy-check state=STATE image=<what runs> release=<its ec2-deploy.release label>
-#     restarts=<Docker's restart count> exit=<its exit code while it is not running, else ->
-#     maintenance=<on while the proxy answers with the maintenance page, else off>
-# STATE: current, or why not: missing (no container), stopped, other-release, other-settings,
-# proxy-down, changing (a deploy is swapping it, or one died mid-swap and the next completes it),
-# restarting (Docker is restarting it, or restarted it in the last 300 s: a crash loop looks
-# "running" between its crashes).
 if [ "$MODE" = check ]; then
   check_env=$(mktemp)
   trap 'rm -f "$check_env"' EXIT
   running_image=$(inspect "$CONTAINER_NAME" '{{.Config.Image}}')
   running_release=$(inspect "$CONTAINER_NAME" '{{index .Config.Labels "ec2-deploy.release"}}')
   restarts=$(inspect "$CONTAINER_NAME" '{{.RestartCount}}')
-  # Docker keeps the exit code only until the next start.
   last_exit=$(inspect "$CONTAINER_NAME" '{{if .State.Running}}-{{else}}{{.State.ExitCode}}{{end}}')
   started=$(inspect "$CONTAINER_NAME" '{{.State.StartedAt}}')
   started_s=$(date -d "$started" +%s 2>/dev/null || echo 0)
@@ -376,14 +263,6 @@ if [ "$MODE" = check ]; then
   exit 0
 fi
 
-# MODE=logs: read-only. The last LOG_LINES lines the container printed (stdout and stderr, with
-# Docker's timestamps), every value of the release's secret masked as in everything this script
-# prints; with LOG_SINCE (docker logs --since: 10m, 2h, an RFC 3339 time) only lines from then on;
-# with LOG_GREP (an extended regular expression, grep -E) the last LOG_LINES lines that match it,
-# matched after the masking. SSM returns at most 24,000 characters of a script's output: past
-# that, the oldest lines are left out (the newest are what one asks logs for). Then, on stderr,
-# what it had and showed:
-#   ec2-deploy-logs lines=N bytes=B shown_lines=N shown_bytes=B
 if [ "$MODE" = logs ]; then
   [[ ${LOG_LINES:-} =~ ^[1-9][0-9]*$ ]] || fail 2 "MODE=logs needs LOG_LINES, a positive number"
   exists "$CONTAINER_NAME" || fail 22 "there is no container $CONTAINER_NAME on this instance"
@@ -391,18 +270,15 @@ if [ "$MODE" = logs ]; then
   logs_out=$(mktemp)
   logs_shown=$(mktemp)
   trap 'rm -f "$logs_env" "$logs_out" "$logs_shown"' EXIT
-  # For its values alone: each of them is masked below.
   write_env "$logs_env"
   logs_args=(--timestamps)
   [ -z "${LOG_SINCE:-}" ] || logs_args+=(--since "$LOG_SINCE")
-  # With a pattern, every line is read (from LOG_SINCE on) and the last matching ones are kept.
   [ -n "${LOG_GREP:-}" ] || logs_args+=(--tail "$LOG_LINES")
   masked() { if [ "${#secret_values[@]}" -eq 0 ]; then cat; else mask_lines; fi; }
   matching() { if [ -n "${LOG_GREP:-}" ]; then grep -E -e "$LOG_GREP" || [ $? = 1 ]; else cat; fi; }
   if ! docker logs ${logs_args[@]+"${logs_args[@]}"} "$CONTAINER_NAME" 2>&1 | masked | matching | tail -n "$LOG_LINES" >"$logs_out"; then
     fail 2 "cannot read the logs: docker logs${LOG_SINCE:+ --since $LOG_SINCE}${LOG_GREP:+ | grep -E $LOG_GREP} failed (its message is above)"
   fi
-  # Bytes, not characters: 23,000 bytes are at most 23,000 characters, with room for the rest.
   if [ "$(wc -c <"$logs_out")" -gt 23000 ]; then
     tail -c 23000 "$logs_out" | tail -n +2 >"$logs_shown"
   else
@@ -416,26 +292,19 @@ fi
 mkdir -p "$state_dir"
 chmod 700 /var/lib/ec2-deploy "$state_dir"
 
-# One deploy at a time on this instance.
 exec 9>"$state_dir/lock"
 if command -v flock >/dev/null 2>&1; then
   flock -w 120 9 || fail 17 "another deploy of $CONTAINER_NAME is running on this instance"
 fi
 
-# A boot (the user-data sets EC2_DEPLOY_BOOT_SINCE: when it started, in ms) after which a deploy
-# finished here (it waited for that deploy's lock, or came later): the deploy sent a newer release
-# than the record this boot read, so the instance keeps what the deploy left.
 if [ -n "${EC2_DEPLOY_BOOT_SINCE:-}" ] &&
   [ "$(cat "$state_dir/deployed-at" 2>/dev/null || echo 0)" -ge "$EC2_DEPLOY_BOOT_SINCE" ]; then
   log "a deploy reached this instance while it booted: it keeps the release that deploy left"
   exit 0
 fi
 
-# Registry credentials live in a private directory for this run only.
 DOCKER_CONFIG=$(mktemp -d)
 export DOCKER_CONFIG
-# Every docker command from here on leaves a mark (subshells too): the result line says how many
-# a run took (docker_calls=), what a swap costs the daemon. Defined after the tools were checked.
 docker() {
   printf . >>"$DOCKER_CONFIG/calls" 2>/dev/null || true
   command docker "$@"
@@ -453,28 +322,11 @@ retry() {
   done
 }
 
-# ---- the proxy ----
-# Caddy reads where to send each request from the file /ec2-deploy/upstream in its container
-# ({file.*} placeholder), so the switch is an atomic rename of that file: no config reload (a
-# reload reopens the listening socket and loses connections queued on the old one). Nothing
-# listens for commands: there is no admin API. Keep-alive connections to the app close after 2 s
-# idle, so a container with no connection from the proxy has no request in flight; a request
-# whose connection to a stopped container is refused is retried, reading the file again.
-# The forwarded headers (X-Forwarded-For, -Proto, -Host) of a peer in PROXY_TRUSTED pass on to
-# the app; from any other peer Caddy sets them to its own view. A change of them replaces the
-# proxy, as one of its image or port does (the spec is its label).
-#
-# With PROXY_HOSTS (HTTPS on the instance), the proxy serves those names on 443 with certificates
-# it obtains and renews from PROXY_ACME_CA by itself (HTTP or TLS-ALPN challenge), and its port
-# 80 (published as PROXY_PORT) answers the challenges and redirects the rest to HTTPS: Caddy's
-# automatic HTTPS. Certificates and the ACME account live in the volume <proxy>-data, which a
-# deploy, a restart or a new proxy image leaves in place (a CA limits how often it reissues).
 proxy_spec="$PROXY_IMAGE port $PROXY_PORT${PROXY_TRUSTED[0]+ trusted ${PROXY_TRUSTED[*]}}"
 if [ -n "${PROXY_HOSTS[0]+x}" ]; then
   proxy_spec="$proxy_spec hosts ${PROXY_HOSTS[*]} ca $PROXY_ACME_CA${PROXY_ACME_EMAIL:+ email $PROXY_ACME_EMAIL}"
   [ -z "$PROXY_ACME_CA_ROOT" ] || proxy_spec="$proxy_spec root $(printf '%s' "$PROXY_ACME_CA_ROOT" | cksum | cut -d' ' -f1)"
 fi
-# JSON array of the words given (each validated: no quote or backslash in them).
 json_words() {
   local out='' word
   for word in "$@"; do out="$out${out:+,}\"$word\""; done
@@ -497,9 +349,6 @@ proxy_config() {
   fi
   printf '%s\n' '{"admin":{"disabled":true},"apps":{"http":{"servers":{"ec2-deploy":{"listen":['"$listen"']'"$trusted"',"routes":[{'"$match$route"'}]}}}'"$tls"'}}'
 }
-# A request to the proxy as a client makes it: over HTTPS to the first of PROXY_HOSTS (the
-# certificate not checked: this asks whether it answers), else over HTTP on its port. Extra
-# arguments go to curl.
 proxy_request() {
   if [ -n "${PROXY_HOSTS[0]+x}" ]; then
     curl -sk --resolve "${PROXY_HOSTS[0]}:443:127.0.0.1" "$@" "https://${PROXY_HOSTS[0]}/"
@@ -507,8 +356,6 @@ proxy_request() {
     curl -s "$@" "http://127.0.0.1:$PROXY_PORT/"
   fi
 }
-# An ECR host names its region (<account>.dkr.ecr.<region>.amazonaws.com): its tokens come from
-# there, which may not be the instance's region. Any other host is a stand-in: the instance's.
 registry_region() {
   local rest=${REGISTRY#*.dkr.ecr.}
   [ "$rest" = "$REGISTRY" ] && rest=${REGISTRY#*.dkr.ecr-fips.}
@@ -525,8 +372,6 @@ registry_login() {
   printf '%s' "$password" | docker login --username AWS --password-stdin "$REGISTRY" >/dev/null
 }
 
-# The proxy's image on this instance: pulled, after a registry login, when it is not here (a
-# rollback to a proxied release from one without the proxy finds it pruned).
 logged_in=
 ensure_proxy_image() {
   docker image inspect "$PROXY_IMAGE" >/dev/null 2>&1 && return 0
@@ -542,7 +387,6 @@ ensure_proxy_image() {
     return 1
   }
 }
-# Creates the proxy (not started) sending requests to DIAL.
 prepare_proxy() {
   local files=$state_dir/proxy err
   docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
@@ -564,7 +408,6 @@ prepare_proxy() {
     return 1
   fi
 }
-# Starts the proxy and waits (15 s at most) until its port answers.
 start_proxy() {
   local err deadline=$((SECONDS + 15))
   if ! err=$(docker start "$proxy_name" 2>&1 >/dev/null); then
@@ -579,9 +422,6 @@ start_proxy() {
     sleep 0.05
   done
 }
-# With PROXY_HOSTS: waits (60 s at most) until a new proxy answers HTTPS for the first host, that
-# is, holds its certificate (from its volume, or new from the CA). Without one by then the deploy
-# goes on (the proxy keeps trying, backing off) and the log says so, with the proxy's last error.
 await_certificate() {
   [ -n "${PROXY_HOSTS[0]+x}" ] || return 0
   local deadline=$((SECONDS + 60))
@@ -594,9 +434,6 @@ await_certificate() {
   done
   log "HTTPS: ${PROXY_HOSTS[*]} served with a certificate from $PROXY_ACME_CA"
 }
-# Points the proxy at DIAL: an atomic rename in the running proxy's root (requests read the
-# old file or the new one, never half of one), or a copy into a stopped one. $2: the proxy's pid
-# when the caller knows it (0 when it is stopped).
 set_upstream() {
   local pid=${2:-} root
   [ -n "$pid" ] || pid=$(inspect "$proxy_name" '{{.State.Pid}}')
@@ -608,17 +445,10 @@ set_upstream() {
       docker cp "$state_dir/proxy/upstream" "$proxy_name:/ec2-deploy/upstream" >/dev/null
   fi
 }
-# Sends the proxy's requests to container $1, starting (or, for another image, port or trusted
-# hops, replacing) the proxy when needed; with $2 = keep, any running proxy will do (a restore
-# puts back what served, under the proxy that served it). A replaced proxy is kept, stopped, as
-# <proxy>-old until the new one answers: if the new one does not start, the old one serves again
-# (the port does not answer between the two, as for any change of the proxy).
 route() {
   local dial old=$proxy_name-old p_running='' p_pid='' p_spec=''
   dial=$(upstream_of "$1")
   mkdir -p "$state_dir/proxy"
-  # The proxy in one look (nothing when there is none): running, its pid, its spec (last: it
-  # has spaces).
   read -r p_running p_pid p_spec <<<"$(inspect "$proxy_name" \
     '{{.State.Running}} {{.State.Pid}} {{index .Config.Labels "ec2-deploy.proxy"}}')" || true
   if [ -n "$p_running" ] && { [ "$p_spec" = "$proxy_spec" ] || { [ "${2:-}" = keep ] && [ "$p_running" = true ]; }; }; then
@@ -631,8 +461,6 @@ route() {
     docker rename "$proxy_name" "$old" || { proxy_error="cannot set the running proxy aside"; return 1; }
   fi
   if prepare_proxy "$dial"; then
-    # At once, as its removal did before it was kept (a graceful stop waits out keep-alives),
-    # and with no restart policy to bring it back onto the port meanwhile.
     docker update --restart no "$old" >/dev/null 2>&1 || true
     docker kill "$old" >/dev/null 2>&1 || true
     if start_proxy; then
@@ -653,9 +481,6 @@ route() {
   fi
   return 1
 }
-# Waits (DRAIN_TIMEOUT seconds at most) until container $1 has no connection from the proxy left:
-# no request in flight, no WebSocket or stream open (its own network namespace's TCP table, read
-# from /proc). New requests go to the new container meanwhile.
 drain() {
   local pid port deadline=$((SECONDS + DRAIN_TIMEOUT))
   pid=$(inspect "$1" '{{.State.Pid}}')
@@ -671,14 +496,6 @@ drain() {
   done
 }
 
-# ---- the swap guard ----
-# While the marker exists, <name>-next may be serving or starting and what ran before may be
-# stopped. If this script dies then, restore puts back what ran before: the EXIT trap when the
-# script can still run it (an error, SIGTERM, SIGINT), the guard when it cannot (SIGKILL).
-# Marker lines: the script's pid; what <name>-next is (discard: a new container,
-# previous: the kept container of a rollback); 1 when <name> was running.
-# Returns non-zero, with restore_error set, when what ran before cannot be started again: the
-# caller says so (exit 16), where a bare failure under set -e would end the script with 1.
 restore() {
   restore_error=
   [ -f "$swap_marker" ] || return 0
@@ -694,7 +511,6 @@ restore() {
     fi
   fi
   if exists "$CONTAINER_NAME" && [ "$was_running" = 1 ]; then
-    # A container that publishes its port itself: a proxy started meanwhile would hold it.
     [ -n "$(upstream_of "$CONTAINER_NAME")" ] || docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
     if ! running "$CONTAINER_NAME" && ! err=$(docker start "$CONTAINER_NAME" 2>&1 >/dev/null); then
       restore_error="docker start $CONTAINER_NAME: $(docker_reason "$err")"
@@ -706,8 +522,6 @@ restore() {
   rm -f "$swap_marker"
   [ -z "$restore_error" ]
 }
-# The guard: its own session (a SIGKILL of the script's process group does not reach it), the
-# same lock (no other deploy of this container starts while it works), the same restore.
 guard_script=$state_dir/guard.sh
 begin_swap() {
   local was_running=0
@@ -744,7 +558,6 @@ trap 'exit 143' TERM
 trap 'exit 130' INT
 trap 'exit 129' HUP
 
-# Moves what runs to <name>-next for good: <name> becomes <name>-previous, stopped and kept.
 promote() {
   if exists "$CONTAINER_NAME"; then
     docker stop --time 10 "$CONTAINER_NAME" >/dev/null 2>&1 || true
@@ -752,23 +565,19 @@ promote() {
     docker rename "$CONTAINER_NAME" "$kept"
   fi
   docker rename "$next" "$CONTAINER_NAME"
-  # A container that publishes its port itself needs no proxy.
   if [ -z "$(upstream_of "$CONTAINER_NAME")" ]; then
     docker rm --force --volumes "$proxy_name" >/dev/null 2>&1 || true
   fi
 }
 
-# A run that died left its work half done: finish it (the switch happened) or undo it.
 if [ -f "$swap_marker" ]; then
   log "the last run on this instance stopped mid-swap: putting back what ran before"
-  # What cannot start again is no reason to leave the instance without its app: this run goes on.
   restore || log "what ran before could not be started again ($restore_error): this run goes on"
 elif exists "$next"; then
   log "the last run on this instance stopped after the switch: completing it"
   promote
 fi
 
-# What runs now, before this run changes anything.
 previous_image='' previous_config=''
 IFS=$'\t' read -r previous_image previous_config <<<"$(inspect "$CONTAINER_NAME" \
   $'{{.Config.Image}}\t{{index .Config.Labels "ec2-deploy.config"}}')" || true
@@ -777,18 +586,11 @@ health_reason=
 proxy_error=
 gap_ms=
 
-# Healthy means: running without restarting, and the HTTP path answers 2xx (when given), else
-# the image's own HEALTHCHECK says healthy (when it has one), else still running after a few
-# seconds — by a look taken after they are up (a slow daemon can take a second to answer). A
-# container that restarts (a crash loop under its restart policy) is not healthy, whatever it
-# answers in between. A container of the proxy layout is asked directly on the
-# network, before the proxy sends it anything.
 wait_healthy() {
   local c=$1 deadline=$((SECONDS + HEALTH_TIMEOUT)) status count exit_code ip health code since looked restarts='' url upstream='' where
   since=$(now_ms)
   read -r restarts upstream <<<"$(inspect "$c" '{{.RestartCount}} {{index .Config.Labels "ec2-deploy.upstream"}}')" || true
   while :; do
-    # One snapshot: the container may be removed between two questions. Taken after `looked`.
     looked=$(now_ms)
     ip=''
     read -r status count exit_code ip <<<"$(inspect "$c" "{{.State.Status}} {{.RestartCount}} {{.State.ExitCode}} {{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}")" || true
@@ -796,11 +598,9 @@ wait_healthy() {
       health_reason="the container disappeared"
       return 1
     elif [ "$status" = removing ] || [ "$status" = dead ]; then
-      # On its way out: removed by someone else (docker rm --force passes through these).
       health_reason="the container disappeared (it is $status)"
       return 1
     elif [ "$status" = restarting ] || [ "$count" != "$restarts" ]; then
-      # Caught between two starts, or after one: a crash loop under its restart policy.
       health_reason="the container keeps restarting (it exited with $exit_code)"
       return 1
     elif [ "$status" != running ]; then
@@ -842,14 +642,11 @@ wait_healthy() {
   done
 }
 
-# The last lines a failing container printed, masked.
 last_logs() {
   docker logs --tail 20 "$1" 2>&1 | mask_lines | sed 's/^/  | /' >&2 || true
 }
 
-# result OUTCOME IMAGE CONFIG: the line ec2-deploy reads.
 result() {
-  # When a run last left a release here (see EC2_DEPLOY_BOOT_SINCE above).
   date +%s%3N >"$state_dir/deployed-at" 2>/dev/null || true
   phase finish
   local calls
@@ -858,7 +655,6 @@ result() {
     "$1" "$previous_image" "$2" "${previous_config:--}" "${3:--}" "${gap_ms:+ gap_ms=$gap_ms}" "$phases" "$((calls))"
 }
 
-# Checks what already runs: healthy, and (proxy layout) the proxy sends requests to it.
 verify_running() {
   wait_healthy "$CONTAINER_NAME" || fail 15 "$CONTAINER_NAME runs $1 but is not healthy: $health_reason"
   if [ -n "$(upstream_of "$CONTAINER_NAME")" ]; then
@@ -866,7 +662,6 @@ verify_running() {
   fi
 }
 
-# After a failed start, health check or switch: put back what ran before and say so.
 stopped_previous=false
 undo() {
   local code=$1 reason=$2 was_running
@@ -892,13 +687,9 @@ undo() {
   fail "$code" "$reason; the release that was running kept serving"
 }
 
-# Moves the traffic from <name> to <name>-next (created, or kept from an earlier release).
-# Two containers cannot publish one host port: when both do, <name> stops first (a gap that the
-# plan announces). Otherwise <name> serves until <name>-next is healthy and the proxy has moved.
 switch() {
   local err old_dial='' t0 deadline direct_next='' old_running='' old_ports='' old_upstream=''
   [ -n "$(upstream_of "$next")" ] || direct_next=1
-  # What serves now, in one look: running or not, how many ports it publishes, its upstream.
   read -r old_running old_ports old_upstream <<<"$(inspect "$CONTAINER_NAME" \
     '{{.State.Running}} {{len .HostConfig.PortBindings}} {{index .Config.Labels "ec2-deploy.upstream"}}')" || true
   local old_publishes=''
@@ -923,7 +714,6 @@ switch() {
   phase health
   [ -z "$direct_next" ] || return 0
   if [ "$old_running" = true ] && [ -z "$old_upstream" ] && [ -n "$old_publishes" ]; then
-    # The one move from the old layout: the port is free only once <name> stops.
     log "moving port $PROXY_PORT from $CONTAINER_NAME to the proxy (once; the port does not answer for a moment)"
     prepare_proxy "$(upstream_of "$next")" || undo 14 "the proxy did not start: $proxy_error"
     stopped_previous=true
@@ -950,8 +740,6 @@ switch() {
   fi
 }
 
-# After the switch: what ran before is kept, stopped, as <name>-previous. A maintenance page
-# ended at the switch (the proxy sends requests to the new container): it goes.
 finish() {
   end_swap
   if exists "$page_name"; then
@@ -978,13 +766,6 @@ ensure_network() {
     fail 14 "cannot create the Docker network $network"
 }
 
-# MODE=maintenance: the proxy answers 503 with a page (MAINTENANCE_MESSAGE, plain text) and
-# Retry-After (MAINTENANCE_RETRY_AFTER seconds) while the app keeps running, untouched; with
-# MAINTENANCE=off it sends requests to the app again. The page is served by a second Caddy, from
-# the proxy's own image, on the proxy's network: the proxy's upstream file points at it, as a
-# deploy's switch points it at a new container, so the proxy is never replaced. The app's health
-# path (HEALTH_PATH) still reaches the app, so a load balancer's health checks keep passing,
-# unless MAINTENANCE_HEALTH=fail. A deploy or rollback ends maintenance (see finish).
 if [ "$MODE" = maintenance ]; then
   case ${MAINTENANCE:-} in on | off) ;; *) fail 2 "MODE=maintenance needs MAINTENANCE=on or off" ;; esac
   [ -n "$PROXY" ] || fail 2 "maintenance needs the proxy: this release publishes its ports itself (proxy: false)"
@@ -1044,8 +825,6 @@ if [ "$MODE" = maintenance ]; then
 fi
 
 if [ "$MODE" = rollback ]; then
-  # The release to go back to: IMAGE with the settings ROLLBACK_CONFIG (a change of settings
-  # alone is a release too).
   is_target() {
     [ "$(inspect "$1" '{{.Config.Image}}')" = "$IMAGE" ] &&
       { [ -z "$ROLLBACK_CONFIG" ] || [ "$(config_of "$1")" = "$ROLLBACK_CONFIG" ]; }
@@ -1062,7 +841,6 @@ if [ "$MODE" = rollback ]; then
   fi
   log "rolling back $CONTAINER_NAME from $previous_image to $IMAGE"
   if [ -n "$(upstream_of "$kept")" ]; then
-    # Back behind the proxy: its image first, while what runs keeps serving.
     if [ -n "$PROXY" ]; then ensure_proxy_image || fail 14 "the proxy cannot start: $proxy_error"; fi
     ensure_network
   fi
@@ -1076,8 +854,6 @@ fi
 
 log "release $RELEASE: $IMAGE"
 phase prepare
-# By digest, an image that is here is the release: pulled before the first batch (MODE=pull),
-# or run here before. Otherwise a registry login, then the pull.
 if docker image inspect "$IMAGE" >/dev/null 2>&1; then
   log "$IMAGE is on this instance already"
 else
@@ -1090,7 +866,6 @@ if [ -n "$PROXY" ]; then
   ensure_proxy_image || fail 12 "$proxy_error"
 fi
 phase pull
-# MODE=pull: the images are here; the deploy that follows switches.
 if [ "$MODE" = pull ]; then
   printf 'ec2-deploy-pulled image=%s phases=%s\n' "$IMAGE" "$phases"
   exit 0
@@ -1099,11 +874,6 @@ env_new="$state_dir/env.new"
 write_env "$env_new"
 phase secret
 
-# MODE=predeploy: the new release's one-off command, in a container of its own with the new
-# environment, before any instance is switched. MODE=exec: the same for an operator's command
-# (`ec2-deploy exec`) in the live release. Nothing that serves is touched. The last stdout line
-# is `ec2-deploy-one-off exit=<code>` (exit=timeout when it was stopped).
-# What the release's container and its pre-deploy one-off share: volumes, limits and user.
 resource_args=()
 for volume in ${VOLUMES[@]+"${VOLUMES[@]}"}; do
   resource_args+=(--volume "$volume")
@@ -1151,7 +921,6 @@ fi
 
 config_id=$(config_id_for "$env_new")
 
-# previous_config: the running container's, read before this run changed anything (guard).
 if [ "$previous_config" = "$config_id" ] && running "$CONTAINER_NAME"; then
   log "$CONTAINER_NAME already runs this release: checking its health"
   verify_running "this release"
@@ -1174,10 +943,6 @@ create_args+=(${resource_args[@]+"${resource_args[@]}"})
 for option in ${LOG_OPTS[@]+"${LOG_OPTS[@]}"}; do
   create_args+=(--log-opt "$option")
 done
-# Log rotation by default: given neither LOG_DRIVER nor LOG_OPTS, under the engine's default
-# json-file driver (which keeps a container's log whole, until the disk is full) at most 3 files
-# of 10 MB. An engine whose default is another driver (local rotates; journald, awslogs) is left
-# as it is.
 if [ -z "$LOG_DRIVER" ] && [ -z "${LOG_OPTS[0]+x}" ] &&
   [ "$(docker info --format '{{.LoggingDriver}}' 2>/dev/null)" = json-file ]; then
   create_args+=(--log-opt max-size=10m --log-opt max-file=3)
@@ -1187,7 +952,6 @@ for label in ${LABELS[@]+"${LABELS[@]}"}; do
 done
 
 begin_swap discard
-# COMMAND, after the image, replaces its CMD word for word.
 if ! err=$(docker "${create_args[@]}" "$IMAGE" ${COMMAND[@]+"${COMMAND[@]}"} 2>&1 >/dev/null); then
   undo 14 "docker create failed: $(docker_reason "$err")"
 fi
@@ -1195,7 +959,6 @@ switch
 finish
 log "$CONTAINER_NAME is serving $IMAGE"
 
-# Older images of this repository go; the current and previous releases (and the proxy's) stay.
 keep=" $(docker inspect --type container --format '{{.Image}}' "$CONTAINER_NAME" "$kept" "$proxy_name" 2>/dev/null |
   tr '\n' ' ' || true) "
 repo=${IMAGE%@*}

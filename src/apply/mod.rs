@@ -215,7 +215,7 @@ async fn pre_deploy<W: World>(r: &Rollout<'_, W>, pre: &PreDeployPlan, image: &I
         container: &r.plan.container,
         proxy: None,
     })?;
-    let script = format!("{header}{}", instance::SCRIPT);
+    let script = format!("{header}{}", instance::script());
     let ids = [pre.target.clone()];
     let order = Order {
         targets: Targets::Ids(&ids),
@@ -400,7 +400,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
             comment: command::comment(plan.environment.as_ref(), &plan.image_tag),
             sent: RefCell::new(vec![]),
         },
-        script: format!("{header}{}", instance::SCRIPT),
+        script: format!("{header}{}", instance::script()),
         plan,
         proxy_image,
     };

@@ -106,7 +106,7 @@ pub fn config_id(image: &str, ports: &[String], env: &[String]) -> String {
 pub fn header_values(script: &str) -> BTreeMap<String, String> {
     script
         .lines()
-        .take_while(|l| !l.starts_with("# ---- ec2-deploy on-instance script"))
+        .take_while(|l| !l.starts_with(crate::instance::SCRIPT_MARK))
         .filter_map(|l| {
             let (name, value) = l.split_once('=')?;
             if !name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') || value.starts_with('(')

@@ -32,6 +32,28 @@ pub const SCRIPT: &str = concat!(
     include_str!("script/12-deploy.sh"),
 );
 
+/// The script's first line: where the header ends (the fake world reads the header up to it).
+pub const SCRIPT_MARK: &str = "# ---- ec2-deploy on-instance script";
+
+/// The script as instances get it: [`SCRIPT`] without its comment lines (a third of its bytes),
+/// so that a command (this, a header of at most the record's 8 KB, and SSM's wrapping) stays well
+/// inside SSM's 64 KB for a document and its parameters. `# shellcheck` directives stay, for the
+/// user-data script that is linted, and the first line, which marks where the header ends. No line of the script starts with `#` inside a string (the
+/// parts have no here-documents), so only comments go.
+pub fn script() -> &'static str {
+    static STRIPPED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        SCRIPT
+            .lines()
+            .filter(|line| {
+                let t = line.trim_start();
+                !t.starts_with('#') || t.starts_with("# shellcheck") || t.starts_with(SCRIPT_MARK)
+            })
+            .flat_map(|line| [line, "\n"])
+            .collect()
+    });
+    &STRIPPED
+}
+
 /// Exit codes of the script, and the step each one means.
 pub fn step_for_exit_code(code: i32) -> &'static str {
     match code {
@@ -98,7 +120,7 @@ pub struct ScriptParams<'a> {
 
 /// The full script: shebang, generated header, static body.
 pub fn render(p: &ScriptParams) -> Result<String, QuoteError> {
-    Ok(format!("{}{}", header(p)?, SCRIPT))
+    Ok(format!("{}{}", header(p)?, script()))
 }
 
 /// The generated header alone (what the snapshot tests lock).
@@ -176,13 +198,13 @@ pub fn header(p: &ScriptParams) -> Result<String, QuoteError> {
 /// deployed with, the mode set after it, then the script body. Its last line says whether the
 /// instance runs that release (`ec2-deploy-check state=…`).
 pub fn check_script(recorded_header: &str) -> Result<String, QuoteError> {
-    Ok(format!("{recorded_header}MODE={}\n{SCRIPT}", quote("MODE", "check")?))
+    Ok(format!("{recorded_header}MODE={}\n{}", quote("MODE", "check")?, script()))
 }
 
 /// `MODE=pull` of a release (see the script): its image and the proxy's, pulled and nothing else
 /// (before the first batch switches); the deploy that follows finds them there.
 pub fn pull_script(header: &str) -> Result<String, QuoteError> {
-    Ok(format!("{header}MODE={}\n{SCRIPT}", quote("MODE", "pull")?))
+    Ok(format!("{header}MODE={}\n{}", quote("MODE", "pull")?, script()))
 }
 
 /// `MODE=maintenance` of a recorded release (see the script): `on` puts a page (the `message`,
@@ -196,12 +218,13 @@ pub fn maintenance_script(
     fail_health: bool,
 ) -> Result<String, QuoteError> {
     Ok(format!(
-        "{recorded_header}MODE={}\nMAINTENANCE={}\nMAINTENANCE_MESSAGE={}\nMAINTENANCE_RETRY_AFTER={}\nMAINTENANCE_HEALTH={}\n{SCRIPT}",
+        "{recorded_header}MODE={}\nMAINTENANCE={}\nMAINTENANCE_MESSAGE={}\nMAINTENANCE_RETRY_AFTER={}\nMAINTENANCE_HEALTH={}\n{}",
         quote("MODE", "maintenance")?,
         quote("MAINTENANCE", if on { "on" } else { "off" })?,
         quote("MAINTENANCE_MESSAGE", message)?,
         quote("MAINTENANCE_RETRY_AFTER", &retry_after.to_string())?,
-        quote("MAINTENANCE_HEALTH", if fail_health { "fail" } else { "pass" })?
+        quote("MAINTENANCE_HEALTH", if fail_health { "fail" } else { "pass" })?,
+        script()
     ))
 }
 
@@ -210,11 +233,12 @@ pub fn maintenance_script(
 /// its secret's values masked; on stderr, `ec2-deploy-logs lines=N bytes=B`.
 pub fn logs_script(recorded_header: &str, query: &crate::logs::Query) -> Result<String, QuoteError> {
     Ok(format!(
-        "{recorded_header}MODE={}\nLOG_LINES={}\nLOG_SINCE={}\nLOG_GREP={}\n{SCRIPT}",
+        "{recorded_header}MODE={}\nLOG_LINES={}\nLOG_SINCE={}\nLOG_GREP={}\n{}",
         quote("MODE", "logs")?,
         quote("LOG_LINES", &query.lines.to_string())?,
         quote("LOG_SINCE", query.since.as_deref().unwrap_or(""))?,
-        quote("LOG_GREP", query.grep.as_deref().unwrap_or(""))?
+        quote("LOG_GREP", query.grep.as_deref().unwrap_or(""))?,
+        script()
     ))
 }
 
@@ -224,10 +248,11 @@ pub fn logs_script(recorded_header: &str, query: &crate::logs::Query) -> Result<
 /// output's lines are `  | `-prefixed; its last stdout line is `ec2-deploy-one-off exit=N`.
 pub fn exec_script(recorded_header: &str, command: &[String], timeout: u32) -> Result<String, QuoteError> {
     Ok(format!(
-        "{recorded_header}MODE={}\nPRE_DEPLOY_TIMEOUT={}\n{}{SCRIPT}",
+        "{recorded_header}MODE={}\nPRE_DEPLOY_TIMEOUT={}\n{}{}",
         quote("MODE", "exec")?,
         quote("PRE_DEPLOY_TIMEOUT", &timeout.to_string())?,
-        array("PRE_DEPLOY", command.iter().cloned())?
+        array("PRE_DEPLOY", command.iter().cloned())?,
+        script()
     ))
 }
 
@@ -278,7 +303,7 @@ done
 exit "$failed"
 "#,
         parameters = quote("RELEASE_PARAMETER", &names.join(" "))?,
-        script = SCRIPT,
+        script = script(),
     ))
 }
 
@@ -298,7 +323,7 @@ fn array(name: &'static str, items: impl Iterator<Item = String>) -> Result<Stri
 }
 
 #[cfg(test)]
-mod proxy_tests;
+mod script_tests;
 
 #[cfg(test)]
 mod tests {
@@ -467,130 +492,6 @@ mod tests {
 
     /// bash before 4.4 (Amazon Linux 2 has 4.2) fails on `"${a[@]}"` of an empty array under
     /// `set -u`: every expansion of an array that may be empty must be `${a[@]+"${a[@]}"}`.
-    #[test]
-    fn the_script_never_expands_a_possibly_empty_array_bare() {
-        let never_empty = ["create_args", "run_args"];
-        let mut bare = vec![];
-        for (n, line) in SCRIPT.lines().enumerate() {
-            let mut rest = line;
-            while let Some(at) = rest.find("\"${") {
-                let after = &rest[at + 3..];
-                let name: String = after.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-                let guarded = rest[..at].ends_with(&format!("${{{name}[@]+"));
-                if after[name.len()..].starts_with("[@]}\"") && !guarded && !never_empty.contains(&name.as_str()) {
-                    bare.push(format!("line {}: {}", n + 1, line.trim()));
-                }
-                rest = &after[name.len()..];
-            }
-        }
-        assert!(bare.is_empty(), "bare expansions of arrays that may be empty:\n{}", bare.join("\n"));
-    }
-
-    /// SCRIPT is every part of `script/`, in the order of their names, nothing else.
-    #[test]
-    fn the_script_is_its_parts_in_order() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/instance/script");
-        let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-        names.sort();
-        let whole: String = names.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
-        assert!(names.len() > 1 && names.iter().all(|p| p.extension().is_some_and(|e| e == "sh")), "{names:?}");
-        assert!(whole == SCRIPT, "SCRIPT's include_str! list differs from the files in {}", dir.display());
-    }
-
-    #[test]
-    fn the_script_logs_in_to_the_region_an_ecr_host_names() {
-        let script = SCRIPT;
-        let start = script.find("registry_region() {").unwrap();
-        let function = &script[start..start + script[start..].find("\n}\n").unwrap() + 3];
-        let region_for = |registry: &str| {
-            let out = std::process::Command::new("bash")
-                .arg("-c")
-                .arg(format!("set -eu\n{function}\nregion=eu-west-1 REGISTRY=\"$1\" registry_region"))
-                .arg("bash")
-                .arg(registry)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8(out.stdout).unwrap()
-        };
-        assert_eq!(region_for("123456789012.dkr.ecr.us-east-2.amazonaws.com"), "us-east-2");
-        assert_eq!(region_for("123456789012.dkr.ecr-fips.us-west-1.amazonaws.com"), "us-west-1");
-        assert_eq!(region_for("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn"), "cn-north-1");
-        assert_eq!(region_for("localhost:5000"), "eu-west-1");
-    }
-
-    /// One function of the script, as its text: `name() {` to the first `}` at the start of a line
-    /// (or the line itself for a one-line function).
-    fn script_function(name: &str) -> String {
-        let start = SCRIPT.find(&format!("\n{name}() {{")).unwrap() + 1;
-        let end = start
-            + SCRIPT[start..].find("\n}\n").map(|e| e + 3).unwrap_or_else(|| SCRIPT[start..].find('\n').unwrap() + 1);
-        SCRIPT[start..end].to_string()
-    }
-
-    /// `wait_healthy` with `docker` replaced by `docker_stub` (a bash function), for a container
-    /// named `app` without a health path; prints the reason and whether it was healthy.
-    fn wait_healthy_with(docker_stub: &str) -> String {
-        let body = format!(
-            "set -eu\n{docker_stub}\n{}{}{}{}network=n HEALTH_TIMEOUT=8 HEALTH_PATH= HEALTH_PORT=80\nif wait_healthy app; then echo healthy; else echo \"$health_reason\"; fi",
-            script_function("inspect"),
-            script_function("upstream_of"),
-            script_function("now_ms"),
-            script_function("wait_healthy"),
-        );
-        let out = std::process::Command::new("bash").arg("-c").arg(&body).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// A container removed with `docker rm --force` while the script waits on it passes through
-    /// `removing` (and can be `dead`) before it is gone; the bed met that state only by chance
-    /// (a CI run reported "the container is removing"). A `docker` stand-in replays the states so
-    /// every one of them is asked about, in order, on every run.
-    #[test]
-    fn a_container_removed_while_the_script_waits_is_reported_as_disappeared() {
-        for state in ["removing", "dead", ""] {
-            let docker = format!(
-                "docker() {{ case \"$*\" in *State.Status*) [ -z '{state}' ] || echo '{state} 0 137' ;; *RestartCount*) echo 0 ;; esac; }}"
-            );
-            let reason = wait_healthy_with(&docker);
-            assert!(reason.starts_with("the container disappeared"), "state {state:?}: {reason}");
-        }
-    }
-
-    /// Without a health path or HEALTHCHECK, "healthy" is "still running, not restarted, a few
-    /// seconds on". A CI run under load passed a container that exits 2 s after each start: the
-    /// script looked at the container, then (the daemon slow to answer the next question) found
-    /// the seconds up and called it healthy — from a look taken before they were up, and before
-    /// the exit. Here the stand-in daemon takes 3.1 s over that next question, and the container
-    /// exits meanwhile: only a look taken after the seconds are up may call it healthy.
-    #[test]
-    fn a_container_is_healthy_without_a_check_only_by_a_look_after_its_seconds_are_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        std::fs::write(&state, "running 0 0\n").unwrap();
-        let docker = format!(
-            r#"docker() {{
-  case "$*" in
-    *State.Status*) cat '{s}' ;;
-    *State.Health*) echo none; if [ ! -e '{s}.crashed' ]; then sleep 3.1; echo 'restarting 1 1' >'{s}'; : >'{s}.crashed'; fi ;;
-    *RestartCount*) cut -d' ' -f2 '{s}' ;;
-  esac
-}}"#,
-            s = state.display()
-        );
-        let reason = wait_healthy_with(&docker);
-        assert!(reason.starts_with("the container keeps restarting"), "{reason}");
-
-        // And one that stays up is healthy, by a look after its seconds.
-        std::fs::write(&state, "running 0 0\n").unwrap();
-        let steady = format!(
-            r#"docker() {{ case "$*" in *State.Status*) cat '{s}' ;; *State.Health*) echo none ;; *RestartCount*) echo 0 ;; esac; }}"#,
-            s = state.display()
-        );
-        assert_eq!(wait_healthy_with(&steady), "healthy\n");
-    }
-
     #[test]
     fn exit_codes_name_steps() {
         assert_eq!(step_for_exit_code(15), "health check");

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use facts::{gather, Facts, RunInfo};
-pub use make::make;
+pub use make::{make, RECORD_LIMIT};
 
 use crate::model::{
     command_deadline, ContainerSpec, Digest, EnvironmentName, ImageName, ImageRef, ImageTag, InstanceDrift, InstanceId,
