@@ -5,6 +5,8 @@
 # The instance needs docker, the AWS CLI, curl and jq or python3, and a role that may read the
 # parameters (ssm:GetParameter), pull from ECR and read the releases' secrets.
 RELEASE_PARAMETER=${RELEASE_PARAMETER:-/ec2-deploy/production/my-service}
+# The Auto Scaling launch lifecycle hook this script completes (empty: none).
+LIFECYCLE_HOOK=${LIFECYCLE_HOOK-ec2-deploy-launch}
 
 set -euo pipefail
 # The region, from the instance metadata service (IMDSv2).
@@ -20,8 +22,15 @@ export EC2_DEPLOY_BOOT_SINCE
 failed=0
 read -r -a parameters <<<"$RELEASE_PARAMETER"
 for parameter in "${parameters[@]}"; do
-  if ! record=$(aws ssm get-parameter --region "$AWS_REGION" --name "$parameter" --query Parameter.Value --output text); then
-    echo "ec2-deploy: cannot read the release record $parameter" >&2
+  if ! record=$(aws ssm get-parameter --region "$AWS_REGION" --name "$parameter" --query Parameter.Value \
+    --output text 2>"$script"); then
+    # Before the first deploy there is no record: nothing to start, and nothing failed (the
+    # first deploy reaches this instance through SSM, by its tags).
+    if grep -q ParameterNotFound "$script"; then
+      echo "ec2-deploy: no release recorded in $parameter yet: nothing to start; the first deploy will reach this instance"
+      continue
+    fi
+    echo "ec2-deploy: cannot read the release record $parameter: $(cat "$script")" >&2
     failed=1
     continue
   fi
@@ -972,4 +981,18 @@ EC2_DEPLOY_SCRIPT
   # One service that does not start does not keep the others from starting.
   bash "$script" || { echo "ec2-deploy: the release of $parameter did not start" >&2; failed=1; }
 done
+# With a launch lifecycle hook the group keeps the instance out of service (and out of its target
+# groups) until this completes it: CONTINUE once every release serves, ABANDON when one does not
+# (the group terminates the instance and launches another). A failure before this line leaves
+# the hook to its timeout and default result.
+if [ -n "$LIFECYCLE_HOOK" ]; then
+  instance_id=$(curl -sf -H "X-aws-ec2-metadata-token: $imds_token" http://169.254.169.254/latest/meta-data/instance-id)
+  group=$(aws autoscaling describe-auto-scaling-instances --region "$AWS_REGION" --instance-ids "$instance_id" \
+    --query 'AutoScalingInstances[0].AutoScalingGroupName' --output text)
+  outcome=CONTINUE
+  [ "$failed" = 0 ] || outcome=ABANDON
+  aws autoscaling complete-lifecycle-action --region "$AWS_REGION" --lifecycle-hook-name "$LIFECYCLE_HOOK" \
+    --auto-scaling-group-name "$group" --instance-id "$instance_id" --lifecycle-action-result "$outcome"
+  echo "ec2-deploy: lifecycle hook $LIFECYCLE_HOOK of $group completed: $outcome"
+fi
 exit "$failed"

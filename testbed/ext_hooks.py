@@ -64,11 +64,21 @@ class Hook(BaseHTTPRequestHandler):
         # /calls: API call counts since start (for the benchmarks); /reset-calls zeroes them;
         # /throttle?needle=TEXT starts a throttling storm (see THROTTLE), /throttle stops it;
         # /in-progress?comment=TEXT: invocations of commands with that comment running now, and
-        # the most at once.
+        # the most at once; /lifecycle-actions: the CompleteLifecycleAction calls (ext_asg).
         with LOCK:
             if self.path.startswith("/in-progress"):
                 query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
                 body = json.dumps(running_count((query.get("comment") or [""])[0])).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            if self.path == "/lifecycle-actions":
+                from ext_asg import ACTIONS_LOCK, LIFECYCLE_ACTIONS
+                with ACTIONS_LOCK:
+                    body = json.dumps(LIFECYCLE_ACTIONS).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

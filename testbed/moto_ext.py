@@ -19,12 +19,14 @@ bookkeeping) as moto ships it:
   DescribeImages answers as ECR does after a ``docker push``.
 * CloudWatch: DescribeAlarms over RPC v2 CBOR (the protocol the Rust SDK speaks, which moto does
   not), answered from moto's own alarms.
+* Auto Scaling: an instance's launch lifecycle hook completed by its boot script
+  (CompleteLifecycleAction, DescribeAutoScalingInstances for the bed's instances).
 
 Where SSM's documented behaviour is ambiguous the choice made is said in place.
 
 The parts: ext_common (shared state), ext_ssm (Run Command, Parameter Store), ext_elb (target
-groups and haproxy), ext_hooks (ECR pushes, IMDS, CloudWatch). Importing each applies its
-patches to moto.
+groups and haproxy), ext_hooks (ECR pushes, IMDS, CloudWatch), ext_asg (lifecycle hooks).
+Importing each applies its patches to moto.
 """
 
 import os
@@ -32,6 +34,7 @@ import sys
 import threading
 from http.server import ThreadingHTTPServer
 
+import ext_asg  # noqa: F401 (patches moto's Auto Scaling responses)
 import ext_ssm  # noqa: F401 (patches moto's SSM responses)
 from ext_common import log
 from ext_elb import drain_loop

@@ -533,10 +533,10 @@ fn the_instance_policy_allows_every_call_the_instance_makes() {
     let script = format!(
         "{}\n{}",
         ec2_deploy_action::instance::SCRIPT,
-        ec2_deploy_action::instance::user_data(&[ec2_deploy_action::model::ParameterName::parse(
-            "/ec2-deploy/production/web"
+        ec2_deploy_action::instance::user_data(
+            &[ec2_deploy_action::model::ParameterName::parse("/ec2-deploy/production/web").unwrap()],
+            Some("ec2-deploy-launch")
         )
-        .unwrap()])
         .unwrap()
     );
     let mut wanted = std::collections::BTreeSet::new();
@@ -573,7 +573,7 @@ fn the_readme_states_the_boot_scripts_size() {
     let stated: f64 = readme[at + 9..].split_whitespace().next().unwrap().parse().unwrap();
     assert!(readme[at..].split_whitespace().nth(3) == Some("KB"), "{}", &readme[at..at + 40]);
     let parameter = ec2_deploy_action::model::ParameterName::parse("/ec2-deploy/production/web").unwrap();
-    let actual = ec2_deploy_action::instance::user_data(&[parameter]).unwrap().len() as f64 / 1000.0;
+    let actual = ec2_deploy_action::instance::user_data(&[parameter], None).unwrap().len() as f64 / 1000.0;
     assert!(
         (stated - actual).abs() <= actual / 10.0,
         "README: about {stated} KB; `ec2-deploy user-data`: {actual:.1} KB"

@@ -72,6 +72,12 @@ pub fn command() -> Command {
                         .required(true)
                         .action(clap::ArgAction::Append)
                         .help("The release record the instance boots from; repeat it for each service of the instance, started in that order"),
+                )
+                .arg(
+                    Arg::new("lifecycle-hook")
+                        .long("lifecycle-hook")
+                        .value_name("NAME")
+                        .help("The Auto Scaling launch lifecycle hook the script completes once every release serves (CONTINUE), or when one does not (ABANDON); the instance's role needs autoscaling:DescribeAutoScalingInstances and autoscaling:CompleteLifecycleAction"),
                 ),
         )
         .subcommand(
@@ -257,7 +263,16 @@ pub fn main() -> ExitCode {
                     }
                 }
             }
-            return match crate::instance::user_data(&parameters) {
+            let hook = m.get_one::<String>("lifecycle-hook").map(|h| h.trim());
+            if let Some(bad) = hook.filter(|h| {
+                h.is_empty() || h.len() > 255 || !h.chars().all(|c| c.is_ascii_alphanumeric() || "-_/".contains(c))
+            }) {
+                eprintln!(
+                    "ec2-deploy: --lifecycle-hook: {bad:?} is not a lifecycle hook name (1 to 255 letters, digits, -, _ or /)"
+                );
+                return ExitCode::from(Exit::BadInput as u8);
+            }
+            return match crate::instance::user_data(&parameters, hook) {
                 Ok(script) => {
                     print!("{script}");
                     ExitCode::SUCCESS

@@ -259,7 +259,7 @@ pub fn exec_script(recorded_header: &str, command: &[String], timeout: u32) -> R
 /// The user-data script for an Auto Scaling launch template: on boot it reads the release record
 /// named by `RELEASE_PARAMETER` (default `parameter`), takes the script header recorded there (quoted
 /// by [`quote`] when the release was deployed) and runs it with the same script body as a deploy.
-pub fn user_data(parameters: &[ParameterName]) -> Result<String, QuoteError> {
+pub fn user_data(parameters: &[ParameterName], lifecycle_hook: Option<&str>) -> Result<String, QuoteError> {
     let names: Vec<&str> = parameters.iter().map(ParameterName::as_str).collect();
     Ok(format!(
         r#"#!/bin/bash
@@ -269,6 +269,8 @@ pub fn user_data(parameters: &[ParameterName]) -> Result<String, QuoteError> {
 # The instance needs docker, the AWS CLI, curl and jq or python3, and a role that may read the
 # parameters (ssm:GetParameter), pull from ECR and read the releases' secrets.
 RELEASE_PARAMETER=${{RELEASE_PARAMETER:-{parameters}}}
+# The Auto Scaling launch lifecycle hook this script completes (empty: none).
+LIFECYCLE_HOOK=${{LIFECYCLE_HOOK-{hook}}}
 
 set -euo pipefail
 # The region, from the instance metadata service (IMDSv2).
@@ -284,8 +286,15 @@ export EC2_DEPLOY_BOOT_SINCE
 failed=0
 read -r -a parameters <<<"$RELEASE_PARAMETER"
 for parameter in "${{parameters[@]}}"; do
-  if ! record=$(aws ssm get-parameter --region "$AWS_REGION" --name "$parameter" --query Parameter.Value --output text); then
-    echo "ec2-deploy: cannot read the release record $parameter" >&2
+  if ! record=$(aws ssm get-parameter --region "$AWS_REGION" --name "$parameter" --query Parameter.Value \
+    --output text 2>"$script"); then
+    # Before the first deploy there is no record: nothing to start, and nothing failed (the
+    # first deploy reaches this instance through SSM, by its tags).
+    if grep -q ParameterNotFound "$script"; then
+      echo "ec2-deploy: no release recorded in $parameter yet: nothing to start; the first deploy will reach this instance"
+      continue
+    fi
+    echo "ec2-deploy: cannot read the release record $parameter: $(cat "$script")" >&2
     failed=1
     continue
   fi
@@ -300,9 +309,24 @@ for parameter in "${{parameters[@]}}"; do
   # One service that does not start does not keep the others from starting.
   bash "$script" || {{ echo "ec2-deploy: the release of $parameter did not start" >&2; failed=1; }}
 done
+# With a launch lifecycle hook the group keeps the instance out of service (and out of its target
+# groups) until this completes it: CONTINUE once every release serves, ABANDON when one does not
+# (the group terminates the instance and launches another). A failure before this line leaves
+# the hook to its timeout and default result.
+if [ -n "$LIFECYCLE_HOOK" ]; then
+  instance_id=$(curl -sf -H "X-aws-ec2-metadata-token: $imds_token" http://169.254.169.254/latest/meta-data/instance-id)
+  group=$(aws autoscaling describe-auto-scaling-instances --region "$AWS_REGION" --instance-ids "$instance_id" \
+    --query 'AutoScalingInstances[0].AutoScalingGroupName' --output text)
+  outcome=CONTINUE
+  [ "$failed" = 0 ] || outcome=ABANDON
+  aws autoscaling complete-lifecycle-action --region "$AWS_REGION" --lifecycle-hook-name "$LIFECYCLE_HOOK" \
+    --auto-scaling-group-name "$group" --instance-id "$instance_id" --lifecycle-action-result "$outcome"
+  echo "ec2-deploy: lifecycle hook $LIFECYCLE_HOOK of $group completed: $outcome"
+fi
 exit "$failed"
 "#,
         parameters = quote("RELEASE_PARAMETER", &names.join(" "))?,
+        hook = quote("LIFECYCLE_HOOK", lifecycle_hook.unwrap_or(""))?,
         script = script(),
     ))
 }
@@ -485,8 +509,9 @@ mod tests {
         let example = include_str!("../../examples/user-data.sh");
         assert_eq!(
             example,
-            user_data(&[ParameterName::parse("/ec2-deploy/production/my-service").unwrap()]).unwrap(),
-            "run `ec2-deploy user-data > examples/user-data.sh`"
+            user_data(&[ParameterName::parse("/ec2-deploy/production/my-service").unwrap()], Some("ec2-deploy-launch"))
+                .unwrap(),
+            "run `ec2-deploy user-data --release-parameter /ec2-deploy/production/my-service --lifecycle-hook ec2-deploy-launch > examples/user-data.sh`"
         );
     }
 

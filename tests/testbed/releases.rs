@@ -150,21 +150,42 @@ fn a_fresh_instance_running_only_the_user_data_serves_the_live_release() {
     let r = run(&bed, i, &[]);
     assert_eq!(r.code, 0, "{}", r.log());
 
-    // A replacement instance: never deployed to, it only runs the user-data at boot.
-    let fresh = bed.fleet_in(&unique("asg"), 1, &["Role=web"]);
+    // A replacement instance that Auto Scaling launched into a group with a launch lifecycle hook
+    // (the example's, ec2-deploy-launch): never deployed to, it only runs the user-data at boot,
+    // which completes the hook once the release serves.
+    let fresh = bed.fleet_in(&unique("asg"), 2, &["Role=web"]);
+    let group = unique("web-asg");
+    let tag = format!("Key=aws:autoscaling:groupName,Value={group}");
+    bed.aws(&["ec2", "create-tags", "--resources", &fresh.ids[0], &fresh.ids[1], "--tags", &tag]);
     let script =
         std::fs::read_to_string(std::path::Path::new(bed.get("TESTBED_ROOT")).join("examples/user-data.sh")).unwrap();
-    let user_data = bed.put_file(&fresh.ids[0], "user-data.sh", &script);
-    let out = bed.on_instance(&fresh.ids[0], &["env", &format!("RELEASE_PARAMETER={parameter}"), "bash", &user_data]);
-    assert!(
-        out.status.success(),
-        "user-data failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let boot = |id: &str, parameter: &str| {
+        let user_data = bed.put_file(id, "user-data.sh", &script);
+        bed.on_instance(id, &["env", &format!("RELEASE_PARAMETER={parameter}"), "bash", &user_data])
+    };
+    let out = boot(&fresh.ids[0], &parameter);
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "user-data failed:\n{text}");
     assert_eq!(version_of(&fresh.ips[0]).as_deref(), Some("v7"));
     let (_, names) = super::support::http_get(&format!("http://{}:3000/env", fresh.ips[0])).unwrap();
     assert!(names.lines().any(|l| l == "BOOT_SECRET"), "{names}");
+    assert_eq!(bed.lifecycle_actions(&fresh.ids[0]), [(group.clone(), "ec2-deploy-launch".into(), "CONTINUE".into())]);
+    assert!(text.contains(&format!("lifecycle hook ec2-deploy-launch of {group} completed: CONTINUE")), "{text}");
+
+    // One whose release cannot start (its Docker engine is down) abandons the launch: the group
+    // replaces it instead of putting it in service on nothing.
+    bed.testbed(&["docker-stop", &fresh.ids[1]]);
+    let out = boot(&fresh.ids[1], &parameter);
+    assert!(!out.status.success());
+    assert_eq!(bed.lifecycle_actions(&fresh.ids[1]), [(group, "ec2-deploy-launch".into(), "ABANDON".into())]);
+    bed.testbed(&["docker-start", &fresh.ids[1]]);
+
+    // Before the first deploy there is no record: nothing to start, and nothing failed (the
+    // first deploy reaches the instance by its tags); the launch goes on.
+    let out = boot(&fresh.ids[1], &format!("/ec2-deploy/test/{}", unique("none")));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("no release recorded in /ec2-deploy/test/none-"), "{text}");
+    assert_eq!(bed.lifecycle_actions(&fresh.ids[1]).last().unwrap().2, "CONTINUE");
 }
 
 /// An instance booting while a deploy reaches it: the user-data reads the record (still the old
@@ -199,7 +220,8 @@ fn a_boot_that_waited_while_a_deploy_reached_the_instance_keeps_the_newer_releas
         let (id, user_data, parameter) = (id.clone(), user_data.clone(), parameter.clone());
         std::thread::spawn(move || {
             let bed = Bed::load();
-            let boot = format!("PATH={gate_dir}:$PATH RELEASE_PARAMETER={parameter} exec bash {user_data}");
+            let boot =
+                format!("PATH={gate_dir}:$PATH RELEASE_PARAMETER={parameter} LIFECYCLE_HOOK= exec bash {user_data}");
             bed.on_instance(&id, &["bash", "-c", &boot])
         })
     };

@@ -498,7 +498,11 @@ fn an_instance_that_joins_during_a_3_batch_deploy_ends_on_the_new_release() {
                 std::fs::read_to_string(std::path::Path::new(bed.get("TESTBED_ROOT")).join("examples/user-data.sh"))
                     .unwrap();
             let user_data = bed.put_file(&id, "user-data.sh", &script);
-            let boot = bed.on_instance(&id, &["env", &format!("RELEASE_PARAMETER={parameter}"), "bash", &user_data]);
+            // Of no Auto Scaling group: no lifecycle hook to complete.
+            let boot = bed.on_instance(
+                &id,
+                &["env", &format!("RELEASE_PARAMETER={parameter}"), "LIFECYCLE_HOOK=", "bash", &user_data],
+            );
             (id, boot)
         })
     };

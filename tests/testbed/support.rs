@@ -234,6 +234,25 @@ impl Bed {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// The CompleteLifecycleAction calls the bed's Auto Scaling has had for this instance, as
+    /// (group, hook, result).
+    pub fn lifecycle_actions(&self, instance: &str) -> Vec<(String, String, String)> {
+        let url = format!("{}/lifecycle-actions", self.get("TESTBED_HOOK_URL"));
+        let (status, body) = http_get(&url).expect("the bed's hook answers");
+        assert_eq!(status, 200, "{body}");
+        let all: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        all.iter()
+            .filter(|a| a["instance"] == instance)
+            .map(|a| {
+                (
+                    a["group"].as_str().unwrap().into(),
+                    a["hook"].as_str().unwrap().into(),
+                    a["result"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    }
+
     pub fn create_repository(&self, name: &str) {
         self.aws(&["ecr", "create-repository", "--repository-name", name]);
     }
