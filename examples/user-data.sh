@@ -331,7 +331,9 @@ retry() {
   done
 }
 
-proxy_spec="$PROXY_IMAGE port $PROXY_PORT${PROXY_TRUSTED[0]+ trusted ${PROXY_TRUSTED[*]}}"
+proxy_hold=
+[ -z "${PORTS[0]+x}" ] || proxy_hold=$((HEALTH_TIMEOUT + 15))
+proxy_spec="$PROXY_IMAGE port $PROXY_PORT${PROXY_TRUSTED[0]+ trusted ${PROXY_TRUSTED[*]}}${proxy_hold:+ hold ${proxy_hold}s}"
 if [ -n "${PROXY_HOSTS[0]+x}" ]; then
   proxy_spec="$proxy_spec hosts ${PROXY_HOSTS[*]} ca $PROXY_ACME_CA${PROXY_ACME_EMAIL:+ email $PROXY_ACME_EMAIL}"
   [ -z "$PROXY_ACME_CA_ROOT" ] || proxy_spec="$proxy_spec root $(printf '%s' "$PROXY_ACME_CA_ROOT" | cksum | cut -d' ' -f1)"
@@ -344,7 +346,9 @@ json_words() {
 proxy_config() {
   local trusted='' listen='":80"' tls='' match='' route
   [ -z "${PROXY_TRUSTED[0]+x}" ] || trusted=',"trusted_proxies":{"source":"static","ranges":'"$(json_words ${PROXY_TRUSTED[@]+"${PROXY_TRUSTED[@]}"})"'}'
-  route='"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{"retries":3,"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]'
+  local retry='"retries":3'
+  [ -z "$proxy_hold" ] || retry='"try_duration":"'"$proxy_hold"'s"'
+  route='"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{'"$retry"',"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]'
   if [ -n "${PROXY_HOSTS[0]+x}" ]; then
     local hosts issuer
     hosts=$(json_words ${PROXY_HOSTS[@]+"${PROXY_HOSTS[@]}"})
@@ -538,7 +542,7 @@ begin_swap() {
   printf '%s\n%s\n%s\n' "$$" "$1" "$was_running" >"$swap_marker"
   command -v setsid >/dev/null 2>&1 || return 0
   {
-    declare -p CONTAINER_NAME PROXY_IMAGE PROXY_PORT PROXY_TRUSTED PROXY_HOSTS PROXY_ACME_EMAIL PROXY_ACME_CA PROXY_ACME_CA_ROOT state_dir next kept proxy_name network swap_marker proxy_spec
+    declare -p CONTAINER_NAME PROXY_IMAGE PROXY_PORT PROXY_TRUSTED PROXY_HOSTS PROXY_ACME_EMAIL PROXY_ACME_CA PROXY_ACME_CA_ROOT state_dir next kept proxy_name network swap_marker proxy_spec proxy_hold
     declare -f log inspect exists running upstream_of docker_reason json_words proxy_config proxy_request await_certificate prepare_proxy start_proxy set_upstream route restore
     # shellcheck disable=SC2016 # expanded by the guard
     printf '%s\n' 'pid=$1' \

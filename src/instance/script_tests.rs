@@ -7,7 +7,7 @@ use super::{script, SCRIPT};
 
 fn config(assignments: &str) -> serde_json::Value {
     let script = format!(
-        "set -euo pipefail\n{assignments}\n{}{}proxy_config\n",
+        "set -euo pipefail\nproxy_hold=${{proxy_hold:-}}\n{assignments}\n{}{}proxy_config\n",
         script_function("json_words"),
         script_function("proxy_config")
     );
@@ -29,6 +29,16 @@ fn plain_http_has_no_automatic_https_and_trusts_the_given_hops() {
     assert!(c["apps"].get("tls").is_none(), "{c}");
     let none = config("PROXY_TRUSTED=()\nPROXY_HOSTS=()\nPROXY_ACME_EMAIL='' PROXY_ACME_CA='' PROXY_ACME_CA_ROOT=''");
     assert!(none["apps"]["http"]["servers"]["ec2-deploy"].get("trusted_proxies").is_none(), "{none}");
+    // A request is tried 4 times over 300 ms; with ports of the container's own (proxy_hold), held
+    // up to that many seconds, until a container is behind the proxy again.
+    let lb = |c: &serde_json::Value| {
+        c["apps"]["http"]["servers"]["ec2-deploy"]["routes"][0]["handle"][0]["load_balancing"].clone()
+    };
+    assert_eq!(lb(&none), serde_json::json!({"retries": 3, "try_interval": "100ms"}));
+    let held = config(
+        "proxy_hold=75\nPROXY_TRUSTED=()\nPROXY_HOSTS=()\nPROXY_ACME_EMAIL='' PROXY_ACME_CA='' PROXY_ACME_CA_ROOT=''",
+    );
+    assert_eq!(lb(&held), serde_json::json!({"try_duration": "75s", "try_interval": "100ms"}));
 }
 
 #[test]

@@ -218,7 +218,11 @@ fn with_the_proxy_batches_need_no_drain() {
     req.container.ports.push(PortMapping { host: 9090, container: 9090 });
     let plan = make(&req, facts()).unwrap();
     assert!(matches!(&plan.rollout, Rollout::Batches { drain: true, .. }));
-    assert!(plan.to_string().contains("not zero-downtime: 9090:9090 published by the container itself"), "{plan}");
+    assert!(
+        plan.to_string().contains("9090:9090 published by the container itself: not zero-downtime there"),
+        "{plan}"
+    );
+    assert!(plan.to_string().contains("port 80 holds its requests meanwhile, up to"), "{plan}");
 }
 
 #[test]

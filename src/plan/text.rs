@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{ImageSource, Plan, ProxySource, Rollout};
+use super::{ImageSource, Plan, ProxyPlan, ProxySource, Rollout};
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -109,6 +109,56 @@ impl Plan {
         Ok(())
     }
 
+    /// The proxy's lines of the plan: the port it holds, its image, drains, HTTPS, direct ports.
+    fn proxy_lines(&self, f: &mut fmt::Formatter<'_>, proxy: &ProxyPlan) -> fmt::Result {
+        let c = &self.container;
+        let image = match &proxy.source {
+            ProxySource::Copy { from, to } => format!("{from}, copied into this repository as :{to}"),
+            ProxySource::Existing { image } => format!("{image}, already in the registry"),
+        };
+        writeln!(
+            f,
+            "  proxy      Caddy holds port {} on each instance and moves it to the new container once healthy{}",
+            proxy.port.host,
+            if proxy.migration { "" } else { ": no request to it dropped" }
+        )?;
+        writeln!(f, "             image {image}")?;
+        writeln!(
+            f,
+            "             connections open at the switch (WebSockets, streams, long requests) keep the previous container up to {}s (drain-timeout)",
+            c.drain_timeout
+        )?;
+        if let Some(https) = &c.https {
+            let hosts: Vec<&str> = https.hosts.iter().map(|h| h.as_str()).collect();
+            writeln!(
+                f,
+                "             HTTPS for {} on port 443 with certificates from {} (the proxy obtains and renews them, kept on the instance across deploys); HTTP on port {} redirects to it",
+                hosts.join(", "),
+                https.ca,
+                proxy.port.host
+            )?;
+        }
+        if !proxy.direct.is_empty() {
+            let direct: Vec<String> = proxy.direct.iter().map(ToString::to_string).collect();
+            writeln!(
+                f,
+                "             {} published by the container itself: not zero-downtime there (stopped before the new one starts); port {} holds its requests meanwhile, up to {}s, instead of answering 502",
+                direct.join(", "),
+                proxy.port.host,
+                c.health_check_timeout + 15
+            )?;
+        }
+        if proxy.migration {
+            writeln!(
+                f,
+                "             migration: the live release publishes port {} itself; on each instance, once the new container is healthy, it stops and the proxy takes the port (a short gap, measured and reported per instance)",
+                proxy.port.host
+            )?;
+        }
+
+        Ok(())
+    }
+
     /// What runs on each instance: the container, the proxy, its settings, secret and health check.
     fn container_lines(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.container;
@@ -119,49 +169,7 @@ impl Plan {
         };
         writeln!(f, "  container  {} (ports {ports})", c.name)?;
         match &self.proxy {
-            Some(proxy) => {
-                let image = match &proxy.source {
-                    ProxySource::Copy { from, to } => format!("{from}, copied into this repository as :{to}"),
-                    ProxySource::Existing { image } => format!("{image}, already in the registry"),
-                };
-                writeln!(
-                    f,
-                    "  proxy      Caddy holds port {} on each instance and moves it to the new container once healthy{}",
-                    proxy.port.host,
-                    if proxy.migration { "" } else { ": no request to it dropped" }
-                )?;
-                writeln!(f, "             image {image}")?;
-                writeln!(
-                    f,
-                    "             connections open at the switch (WebSockets, streams, long requests) keep the previous container up to {}s (drain-timeout)",
-                    c.drain_timeout
-                )?;
-                if let Some(https) = &c.https {
-                    let hosts: Vec<&str> = https.hosts.iter().map(|h| h.as_str()).collect();
-                    writeln!(
-                        f,
-                        "             HTTPS for {} on port 443 with certificates from {} (the proxy obtains and renews them, kept on the instance across deploys); HTTP on port {} redirects to it",
-                        hosts.join(", "),
-                        https.ca,
-                        proxy.port.host
-                    )?;
-                }
-                if !proxy.direct.is_empty() {
-                    let direct: Vec<String> = proxy.direct.iter().map(ToString::to_string).collect();
-                    writeln!(
-                        f,
-                        "             not zero-downtime: {} published by the container itself (stopped before the new one starts)",
-                        direct.join(", ")
-                    )?;
-                }
-                if proxy.migration {
-                    writeln!(
-                        f,
-                        "             migration: the live release publishes port {} itself; on each instance, once the new container is healthy, it stops and the proxy takes the port (a short gap, measured and reported per instance)",
-                        proxy.port.host
-                    )?;
-                }
-            }
+            Some(proxy) => self.proxy_lines(f, proxy)?,
             None if !c.ports.is_empty() => writeln!(
                 f,
                 "  proxy      none (proxy: false): the running container stops before the new one starts on its ports{}",

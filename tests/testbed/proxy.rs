@@ -361,3 +361,59 @@ fn leaving_the_proxy_in_a_release_that_fails_puts_the_proxy_and_its_release_back
     assert_eq!(version_of(&web.ips[0]).as_deref(), Some("v1"), "{}", r.summary);
     assert!(proxied(&bed, &web.ids[0]), "{:?}", names(&bed, &web.ids[0]));
 }
+
+/// A port the container publishes itself (here 9090, beside the proxied 3000) stops with the
+/// previous container, before the new one starts: during its start and health check nothing is
+/// behind the proxy. A slow starter (15 s here, as a large app boots) must not turn that into
+/// 502s: the proxy holds the requests to port 3000 until the new container takes them. Patient
+/// clients (curl, 60 s), as a browser waits; the bed's load client gives up after 5 s.
+#[test]
+fn a_release_with_a_port_of_its_own_drops_no_request_to_the_proxied_port() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let (id, ip) = (&web.ids[0], &web.ips[0]);
+    let repo = unique("direct");
+    bed.create_repository(&repo);
+    let with_direct = |tag: &str| {
+        let mut i = inputs(&bed, &repo, &suite, tag, &format!("VERSION={tag}"));
+        set(&mut i, "ports", "3000:3000\n9090:9090");
+        set(&mut i, "health-check-timeout", "30");
+        i
+    };
+    let r1 = run_with(&bed, with_direct("v1"));
+    assert_eq!(r1.code, 0, "{}", r1.log());
+    assert!(r1.stdout.contains("port 3000 holds its requests meanwhile, up to 45s"), "{}", r1.stdout);
+
+    let mut v2 = with_direct("v2");
+    set(&mut v2, "env", "DEMO_HEALTH=delay:15");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = format!("http://{ip}:3000/version");
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, url) = (stop.clone(), url.clone());
+            std::thread::spawn(move || {
+                let mut answers = vec![];
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let out = std::process::Command::new("curl")
+                        .args(["-s", "--max-time", "60", "-w", " %{http_code}", &url])
+                        .output()
+                        .unwrap();
+                    answers.push(String::from_utf8_lossy(&out.stdout).replace('\n', "").trim().to_string());
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                answers
+            })
+        })
+        .collect();
+    let r2 = run_with(&bed, v2);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answers: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert_eq!(r2.code, 0, "{}", r2.log());
+    let failed: Vec<&String> = answers.iter().filter(|a| !a.ends_with(" 200")).collect();
+    println!("v2 with a port of its own: {} requests, {} failed: {failed:?}", answers.len(), failed.len());
+    assert!(failed.is_empty(), "requests to the proxied port failed: {failed:?}");
+    assert!(answers.iter().any(|a| a == "v1 200") && answers.iter().any(|a| a == "v2 200"), "{answers:?}");
+    let ps = names(&bed, id);
+    assert!(ps.iter().any(|n| n.starts_with(&format!("{repo} ")) && n.contains(":9090->9090")), "{ps:?}");
+}

@@ -14,7 +14,15 @@
 # 80 (published as PROXY_PORT) answers the challenges and redirects the rest to HTTPS: Caddy's
 # automatic HTTPS. Certificates and the ACME account live in the volume <proxy>-data, which a
 # deploy, a restart or a new proxy image leaves in place (a CA limits how often it reissues).
-proxy_spec="$PROXY_IMAGE port $PROXY_PORT${PROXY_TRUSTED[0]+ trusted ${PROXY_TRUSTED[*]}}"
+#
+# With ports the container publishes itself (PORTS), the previous container stops before the new
+# one starts (two cannot hold one port), so for the new one's start and health check no container
+# is behind the proxy. The proxy then holds each request, trying again every 100 ms, for up to
+# the health timeout and 15 s more (proxy_hold), instead of answering 502 at once; without such
+# ports a request is tried 4 times over 300 ms, so a dead app gets its 502 without a wait.
+proxy_hold=
+[ -z "${PORTS[0]+x}" ] || proxy_hold=$((HEALTH_TIMEOUT + 15))
+proxy_spec="$PROXY_IMAGE port $PROXY_PORT${PROXY_TRUSTED[0]+ trusted ${PROXY_TRUSTED[*]}}${proxy_hold:+ hold ${proxy_hold}s}"
 if [ -n "${PROXY_HOSTS[0]+x}" ]; then
   proxy_spec="$proxy_spec hosts ${PROXY_HOSTS[*]} ca $PROXY_ACME_CA${PROXY_ACME_EMAIL:+ email $PROXY_ACME_EMAIL}"
   [ -z "$PROXY_ACME_CA_ROOT" ] || proxy_spec="$proxy_spec root $(printf '%s' "$PROXY_ACME_CA_ROOT" | cksum | cut -d' ' -f1)"
@@ -28,7 +36,9 @@ json_words() {
 proxy_config() {
   local trusted='' listen='":80"' tls='' match='' route
   [ -z "${PROXY_TRUSTED[0]+x}" ] || trusted=',"trusted_proxies":{"source":"static","ranges":'"$(json_words ${PROXY_TRUSTED[@]+"${PROXY_TRUSTED[@]}"})"'}'
-  route='"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{"retries":3,"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]'
+  local retry='"retries":3'
+  [ -z "$proxy_hold" ] || retry='"try_duration":"'"$proxy_hold"'s"'
+  route='"handle":[{"handler":"reverse_proxy","upstreams":[{"dial":"{file./ec2-deploy/upstream}"}],"load_balancing":{'"$retry"',"try_interval":"100ms"},"transport":{"protocol":"http","keep_alive":{"idle_timeout":"2s"}}}]'
   if [ -n "${PROXY_HOSTS[0]+x}" ]; then
     local hosts issuer
     hosts=$(json_words ${PROXY_HOSTS[@]+"${PROXY_HOSTS[@]}"})

@@ -42,7 +42,7 @@ begin_swap() {
   printf '%s\n%s\n%s\n' "$$" "$1" "$was_running" >"$swap_marker"
   command -v setsid >/dev/null 2>&1 || return 0
   {
-    declare -p CONTAINER_NAME PROXY_IMAGE PROXY_PORT PROXY_TRUSTED PROXY_HOSTS PROXY_ACME_EMAIL PROXY_ACME_CA PROXY_ACME_CA_ROOT state_dir next kept proxy_name network swap_marker proxy_spec
+    declare -p CONTAINER_NAME PROXY_IMAGE PROXY_PORT PROXY_TRUSTED PROXY_HOSTS PROXY_ACME_EMAIL PROXY_ACME_CA PROXY_ACME_CA_ROOT state_dir next kept proxy_name network swap_marker proxy_spec proxy_hold
     declare -f log inspect exists running upstream_of docker_reason json_words proxy_config proxy_request await_certificate prepare_proxy start_proxy set_upstream route restore
     # shellcheck disable=SC2016 # expanded by the guard
     printf '%s\n' 'pid=$1' \
