@@ -330,6 +330,7 @@ pub async fn apply<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result
         // A converge writes no new version: the record names this release already.
         report.release_version = plan.record.live.as_ref().map(|live| live.version);
     } else if report.success() {
+        let release = Release { timings: Some(timings(plan, &report)), ..release };
         match record::write(world, plan, &release).await {
             Ok(version) => {
                 runner.info(&format!("Recorded the release as version {version} of {}", plan.record.parameter));
@@ -404,8 +405,9 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         plan,
         proxy_image,
     };
+    let mut pull_ms = None;
     if let Some(concurrency) = plan.pull_first {
-        pull::pull_first(&rollout, &header, concurrency).await?;
+        pull_ms = Some(pull::pull_first(&rollout, &header, concurrency).await?);
         if let Some(e) = stopped_before_rollout(cx) {
             return Err(e);
         }
@@ -419,6 +421,7 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
     }
     let mut report = starting_report(plan, image);
     report.pre_deploy = ran_first;
+    report.pull_ms = pull_ms;
     if nothing_to_converge(plan) {
         if plan.skipped.is_empty() {
             runner.info(&format!(
@@ -455,6 +458,24 @@ fn image_outputs(plan: &Plan, image: &ImageRef, runner: &crate::github::Runner) 
     Ok(())
 }
 
+/// Where this run's time went, as the record keeps it: the whole rollout, the pull before it,
+/// and each phase at its slowest instance.
+fn timings(plan: &Plan, report: &DeployReport) -> crate::release::Timings {
+    let mut phases: Vec<(String, u64)> = vec![];
+    for (phase, ms) in report.instances.iter().flat_map(|i| &i.phases) {
+        match phases.iter_mut().find(|(p, _)| p == phase) {
+            Some((_, slowest)) => *slowest = (*slowest).max(*ms),
+            None => phases.push((phase.clone(), *ms)),
+        }
+    }
+    crate::release::Timings {
+        total_ms: (report.seconds * 1000.0) as u64,
+        pull_ms: report.pull_ms,
+        batches: plan.batches() as u32,
+        phases,
+    }
+}
+
 /// The release this run records: the image, the commit, the settings and the rendered header.
 fn release(
     plan: &Plan,
@@ -475,6 +496,7 @@ fn release(
         // A rollback marks the release it leaves: the next rollback will not come back to it.
         rolled_back_from: plan.record.rollback_to.as_ref().and(plan.record.live.as_ref()).map(|live| live.version),
         proxy_image,
+        timings: None,
     }
 }
 
@@ -517,6 +539,7 @@ fn starting_report(plan: &Plan, image: ImageRef) -> DeployReport {
             in_step: c.in_step().count(),
         }),
         pre_deploy: None,
+        pull_ms: None,
         seconds: 0.0,
     }
 }

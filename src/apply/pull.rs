@@ -11,7 +11,9 @@ use crate::ports::World;
 use crate::report::InstanceReport;
 use crate::Error;
 
-pub async fn pull_first<W: World>(r: &Rollout<'_, W>, header: &str, concurrency: Limit) -> Result<(), Error> {
+/// Pulls the release's image (and the proxy's) on every instance before the first batch;
+/// the milliseconds it took, or why it stopped the run.
+pub async fn pull_first<W: World>(r: &Rollout<'_, W>, header: &str, concurrency: Limit) -> Result<u64, Error> {
     let (runner, world) = (r.commands.cx.runner, r.commands.world);
     let ids: Vec<InstanceId> = r.plan.instances.iter().map(|i| i.id.clone()).collect();
     runner.group(&format!("Pull {} on {} instances, {concurrency} at once", r.plan.image_tag, ids.len()));
@@ -34,7 +36,7 @@ pub async fn pull_first<W: World>(r: &Rollout<'_, W>, header: &str, concurrency:
     let failed: Vec<&InstanceReport> = outcome.reports.iter().filter(|i| i.failed()).collect();
     if failed.is_empty() && outcome.stopped.is_none() {
         runner.info(&format!("Pulled {} on {} instances in {seconds:.1}s", r.plan.image_tag, ids.len()));
-        return Ok(());
+        return Ok((seconds * 1000.0) as u64);
     }
     // The instances where the pull went wrong first; those it never reached after.
     let (reached, not_started): (Vec<&InstanceReport>, Vec<&InstanceReport>) = failed

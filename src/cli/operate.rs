@@ -556,6 +556,9 @@ fn print_history<'h>(
     if let Some(url) = &live.release.run_url {
         out!("  run     {url}");
     }
+    if let Some(t) = &live.release.timings {
+        out!("  took    {t}");
+    }
     out!("\n  version  tag                   deployed              commit    image");
     let left = history.rolled_back();
     for entry in history.entries.iter().rev() {

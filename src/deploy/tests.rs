@@ -1120,6 +1120,20 @@ async fn one_batch_pulls_in_its_own_swap_and_more_batches_pull_first() {
     assert!(line.contains("(10 at once), before the first of 2 batches switches"), "{line}");
     assert_eq!(fleet_events(&w.log())[2..], ["build shop:v2", "send pull 1,2", "send deploy 1,2"]);
     assert!(log.iter().any(|l| l.starts_with("Pulled v2 on 2 instances in")), "{log:#?}");
+
+    // The record keeps where the time went; the next plan estimates from it.
+    let history = Releases::new(ParameterName::parse(RECORD).unwrap()).history(&w).await.unwrap();
+    let t = history.live().unwrap().unwrap().release.timings.clone().expect("timings recorded");
+    assert_eq!((t.batches, t.pull_ms.is_some()), (2, true), "{t:?}");
+    assert!(t.phase("start") > 0 && t.phase("health") > 0, "{t:?}");
+    req = request("v3");
+    req.max_concurrency = Limit::Count(1);
+    req.dry_run = true;
+    let (_, log) = deploy(&w, &req).await;
+    let (ms, model) = t.estimate(2);
+    let line = log.iter().find(|l| l.contains("  estimate   about")).unwrap_or_else(|| panic!("{log:#?}"));
+    assert!(line.contains(&format!("about {:.1}s at the pace of version 2's deploy", ms as f64 / 1000.0)), "{line}");
+    assert!(line.contains(&model) && model.starts_with("pull ") && model.contains(", then 2 × (start "), "{line}");
 }
 
 /// An Auto Scaling launch that joins during a deploy while it still boots (no Docker daemon yet):

@@ -60,6 +60,16 @@ fn record_size(facts: &Facts, d: &Deployed) -> usize {
         header,
         rolled_back_from: Some(i64::MAX),
         proxy_image: proxy,
+        // The most a recorded deploy's timings take: every phase the script reports, with
+        // milliseconds of a long run.
+        timings: Some(crate::release::Timings {
+            total_ms: 99_999_999,
+            pull_ms: Some(99_999_999),
+            batches: 9_999,
+            phases: ["prepare", "login", "pull", "secret", "predeploy", "start", "health", "switch", "drain", "finish"]
+                .map(|p| (p.to_string(), 99_999_999))
+                .to_vec(),
+        }),
     };
     crate::release::schema::encode(&release).len()
 }

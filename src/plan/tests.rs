@@ -244,6 +244,7 @@ fn the_first_deploy_with_the_proxy_announces_the_move_and_drains() {
             container: live_container,
             header: String::new(),
             proxy_image: None,
+            timings: None,
             rolled_back_from: None,
         },
     });

@@ -304,6 +304,18 @@ impl Plan {
             worst.with_rollback.as_secs(),
             worst.role_duration_seconds()
         )?;
+        if let Some(live) = &self.record.live {
+            if let Some(t) = &live.release.timings {
+                let (ms, model) = t.estimate(self.batches() as u64);
+                writeln!(
+                    f,
+                    "  estimate   about {} at the pace of version {}'s deploy ({} in all): {model}",
+                    crate::report::timings::seconds(ms),
+                    live.version,
+                    crate::report::timings::seconds(t.total_ms)
+                )?;
+            }
+        }
         Ok(())
     }
 

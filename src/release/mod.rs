@@ -37,6 +37,61 @@ pub struct Release {
     pub rolled_back_from: Option<i64>,
     /// The per-instance proxy, by digest in the deploy's registry (when the container is proxied).
     pub proxy_image: Option<ImageRef>,
+    /// Where the deploy that recorded it spent its time (what `status` shows and the next plan
+    /// estimates from); none for a record written before it, or by a rollback or converge.
+    pub timings: Option<Timings>,
+}
+
+/// A deploy's time: the whole rollout, the pull before it (pull-first), and each phase of the
+/// on-instance script at its slowest instance, in milliseconds and in the script's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Timings {
+    pub total_ms: u64,
+    pub pull_ms: Option<u64>,
+    pub batches: u32,
+    pub phases: Vec<(String, u64)>,
+}
+
+/// `14.4s in all: pull 3.0s before 3 batch(es); per phase, at its slowest instance: start 0.8s, …`
+impl std::fmt::Display for Timings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = crate::report::timings::seconds;
+        write!(f, "{} in all", s(self.total_ms))?;
+        if let Some(pull) = self.pull_ms {
+            write!(f, ": pull {} before {} batch(es)", s(pull), self.batches)?;
+        }
+        if !self.phases.is_empty() {
+            let phases: Vec<String> = self.phases.iter().map(|(p, ms)| format!("{p} {}", s(*ms))).collect();
+            write!(f, "; per phase, at its slowest instance: {}", phases.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+impl Timings {
+    /// The slowest instance's milliseconds in `phase` (0 when no instance reported it).
+    pub fn phase(&self, phase: &str) -> u64 {
+        self.phases.iter().find(|(p, _)| p == phase).map_or(0, |(_, ms)| *ms)
+    }
+
+    /// What a rollout of `batches` batches would take at these phases' pace: the pull once
+    /// (before the first batch with pull-first, else in it), then each batch's start, health
+    /// check, switch and drain. Milliseconds, and the model in words with its figures.
+    pub fn estimate(&self, batches: u64) -> (u64, String) {
+        let s = crate::report::timings::seconds;
+        let pull = self.pull_ms.unwrap_or_else(|| self.phase("pull"));
+        let per_batch = ["start", "health", "switch", "drain"].map(|p| self.phase(p));
+        let total = pull + batches * per_batch.iter().sum::<u64>();
+        let model = format!(
+            "pull {} once, then {batches} × (start {} + health {} + switch {} + drain {})",
+            s(pull),
+            s(per_batch[0]),
+            s(per_batch[1]),
+            s(per_batch[2]),
+            s(per_batch[3])
+        );
+        (total, model)
+    }
 }
 
 impl Release {
@@ -251,6 +306,7 @@ pub(crate) mod tests {
             header: String::new(),
             rolled_back_from: None,
             proxy_image: None,
+            timings: None,
         }
     }
 

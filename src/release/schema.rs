@@ -187,6 +187,20 @@ struct Stored {
     rolled_back_from: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     proxy_image: Option<String>,
+    /// Any schema (it changes nothing a release runs, so an older ec2-deploy may ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timings: Option<StoredTimings>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredTimings {
+    total_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pull_ms: Option<u64>,
+    #[serde(default)]
+    batches: u32,
+    /// `[name, ms]` pairs, in the script's order.
+    phases: Vec<(String, u64)>,
 }
 
 /// The document for `release`, in the current schema.
@@ -224,6 +238,12 @@ pub fn encode(release: &Release) -> String {
         header: release.header.clone(),
         rolled_back_from: release.rolled_back_from,
         proxy_image: release.proxy_image.as_ref().map(ToString::to_string),
+        timings: release.timings.as_ref().map(|t| StoredTimings {
+            total_ms: t.total_ms,
+            pull_ms: t.pull_ms,
+            batches: t.batches,
+            phases: t.phases.clone(),
+        }),
     };
     serde_json::to_string(&stored).expect("plain data serialises")
 }
@@ -303,6 +323,12 @@ pub fn decode(text: &str) -> Result<Release, String> {
         header: stored.header,
         rolled_back_from: stored.rolled_back_from,
         proxy_image,
+        timings: stored.timings.map(|t| crate::release::Timings {
+            total_ms: t.total_ms,
+            pull_ms: t.pull_ms,
+            batches: t.batches,
+            phases: t.phases,
+        }),
     })
 }
 
@@ -379,6 +405,24 @@ mod tests {
         assert_eq!(decode(&text).unwrap(), r);
         let bad = text.replace("app.example.com", "App.example.com");
         assert!(decode(&bad).unwrap_err().starts_with("field `container.https.hosts`: expected a lowercase host name"));
+    }
+
+    #[test]
+    fn timings_read_back_in_any_schema_and_a_record_without_them_has_none() {
+        let mut r = decode(V1).unwrap();
+        assert_eq!(r.timings, None);
+        r.timings = Some(crate::release::Timings {
+            total_ms: 14_400,
+            pull_ms: Some(3_000),
+            batches: 3,
+            phases: vec![("start".into(), 800), ("health".into(), 1_200)],
+        });
+        let text = encode(&r);
+        assert!(
+            text.contains("\"schema\":3") && text.contains("\"phases\":[[\"start\",800],[\"health\",1200]]"),
+            "{text}"
+        );
+        assert_eq!(decode(&text).unwrap(), r);
     }
 
     #[test]

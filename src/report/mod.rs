@@ -280,6 +280,8 @@ pub struct DeployReport {
     pub converge: Option<ConvergeReport>,
     /// The `pre-deploy` command that ran (and succeeded) before the rollout: what, where, how long.
     pub pre_deploy: Option<String>,
+    /// Milliseconds the pull before the first batch took (pull-first), when there was one.
+    pub pull_ms: Option<u64>,
     pub seconds: f64,
 }
 
@@ -523,6 +525,7 @@ pub(crate) mod tests {
             caught_up: vec![],
             converge: None,
             pre_deploy: None,
+            pull_ms: None,
             instances: instance_reports(&planned(4), &invocations, &outputs),
             seconds: 12.34,
         }

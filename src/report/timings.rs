@@ -70,7 +70,7 @@ pub fn table(report: &DeployReport) -> String {
     md
 }
 
-fn seconds(ms: u64) -> String {
+pub(crate) fn seconds(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
 }
 

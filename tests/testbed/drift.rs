@@ -41,6 +41,12 @@ fn status_lists_an_instance_put_back_on_the_previous_release_and_converge_fixes_
     assert_eq!(code, 1, "--fail-on-drift exits 1\n{out}\n{err}");
     assert!(out.contains(&format!("{parameter}: live release v2 (version 2)")), "{out}");
     assert!(out.contains("3, 1 drifted from the live release v2"), "{out}");
+    // Where the live release's deploy spent its time, at each phase's slowest instance.
+    let took = out.lines().find(|l| l.starts_with("  took    ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        took.contains("s in all") && took.contains("per phase, at its slowest instance: ") && took.contains(" health "),
+        "{took}"
+    );
     let line = |id: &str| out.lines().find(|l| l.trim_start().starts_with(id)).unwrap_or_default().to_string();
     assert!(line(&web.ids[1]).contains("drifted: another release (runs v1:"), "{out}");
     for id in [&web.ids[0], &web.ids[2]] {
