@@ -271,13 +271,13 @@ fn catalogue() -> Vec<Case> {
             "a build context without a Dockerfile",
             "context",
             "empty",
-            &["input `dockerfile`", "the build context empty has no Dockerfile"],
+            &["input `file`", "the build context empty has no Dockerfile"],
         ),
         case(
             "a Dockerfile that is not there",
-            "dockerfile",
+            "file",
             "deploy/Dockerfile",
-            &["input `dockerfile`", "deploy/Dockerfile is not a file"],
+            &["input `file`", "deploy/Dockerfile is not a file"],
         ),
         // The workspace's Dockerfile is `FROM scratch`: one stage, without a name.
         case("drain timeout not a number", "drain-timeout", "30s", &["input `drain-timeout`"]),

@@ -76,7 +76,7 @@ pub const INPUTS: &[InputSpec] = &[
     input("image-digest", "Deploy this image digest (sha256:...) of the repository instead of a tag; nothing is built. Also in the config file."),
     with_default(input("build", "true: build and push the image unless the tag is already in the registry; false: deploy an existing tag. Default: true. Also in the config file."), "true"),
     with_default(input("context", "Docker build context. Default: .. Also in the config file."), "."),
-    input("dockerfile", "Dockerfile path. Default: Dockerfile in the context. Also in the config file."),
+    input("file", "Dockerfile path, as docker/build-push-action names it. Default: Dockerfile in the context. Also in the config file."),
     lines("build-args", "Build arguments, one KEY=VALUE per line (not for secrets). Also in the config file."),
     lines("build-secrets", "BuildKit secrets for RUN --mount=type=secret, one per line: id=ID,env=VARIABLE (a variable of the step's env) or id=ID,src=PATH (a workspace file); never a build argument, a layer or a log line. Also in the config file."),
     input("target", "Build stage to build (docker build --target). Also in the config file."),
@@ -131,6 +131,7 @@ pub const INPUTS: &[InputSpec] = &[
     not_in_config(with_default(input("dry-run", "true: print the plan and change nothing."), "false")),
     not_in_config(input("github-token", "Token for GitHub Deployments. Default: the workflow's token.")),
     deprecated(input("timeout", "Deprecated: the old name of `command-timeout`, still read (with a warning)."), "command-timeout"),
+    deprecated(input("dockerfile", "Deprecated: the old name of `file`, still read (with a warning)."), "file"),
 ];
 
 /// The values of input `operation`: the three that deploy a release, then the CLI's commands

@@ -52,7 +52,7 @@ fn a_multi_stage_build_on_a_new_machine_runs_only_what_changed_and_caches_no_sec
     for (n, (tag, source)) in [("v1", "cold"), ("v2", "warm")].into_iter().enumerate() {
         let mut i = inputs(&bed, &repo, &suite, tag, "");
         i.retain(|(k, _)| k != "target"); // the last stage
-        set(&mut i, "dockerfile", "Dockerfile.stages");
+        set(&mut i, "file", "Dockerfile.stages");
         set(&mut i, "build-secrets", "id=token,env=NPM_TOKEN");
         let borrowed: Vec<(&str, &str)> = i.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut action = ActionRun::new(&borrowed);

@@ -161,7 +161,7 @@ fn build_secrets_reach_the_build_and_their_values_appear_nowhere_else() {
     let values = [unique("npm-token-value-k3"), unique("build-config-value-z8")];
 
     let mut i = inputs(&bed, &repo, &suite, "v1", "VERSION=v1");
-    set(&mut i, "dockerfile", "Dockerfile.secrets");
+    set(&mut i, "file", "Dockerfile.secrets");
     i.retain(|(k, _)| k != "target"); // one stage
     set(&mut i, "build-secrets", "id=token,env=NPM_TOKEN\nid=config,src=build/config.env");
     let borrowed: Vec<(&str, &str)> = i.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -257,7 +257,10 @@ pub(super) fn image_inputs(r: &mut Resolver, ctx: &RunContext) -> ImageInputs {
         digest: r.parse("image-digest", Digest::parse),
         build: r.parse("build", parse_bool).unwrap_or(true),
         context: r.single("context").map(|(c, o)| (PathBuf::from(c), o)),
-        dockerfile: r.single("dockerfile").map(|(d, o)| (PathBuf::from(d), o)),
+        dockerfile: {
+            let name = renamed(r, "file", "dockerfile", "the Dockerfile's path, docker/build-push-action's name");
+            r.single(name).map(|(d, o)| (PathBuf::from(d), o))
+        },
         build_args: r.parse_lines("build-args", EnvVar::parse),
         target: r.parse("target", parse_build_target),
         platform: r.parse("platform", Platform::parse),
@@ -484,27 +487,26 @@ pub(super) fn rollout_inputs(r: &mut Resolver, health_check_timeout: u32) -> Rol
     }
 }
 
+/// Which of two names of one input to read: `new`, or its old name `old` with a warning (what
+/// it means, for the warning); both given at once is an error.
+fn renamed(r: &mut Resolver, new: &'static str, old: &'static str, meaning: &str) -> &'static str {
+    let given = |r: &Resolver, name| r.get(name).filter(|v| !matches!(v.origin, Origin::Default(_)));
+    match (given(r, new), given(r, old)) {
+        (Some(_), Some(o)) => {
+            r.error(&o.origin, format!("is the old name of `{new}`, which is also set: keep only `{new}`"));
+            new
+        }
+        (None, Some(o)) => {
+            r.warnings.push(format!("{} is deprecated: rename it to `{new}` (same meaning: {meaning})", o.origin));
+            old
+        }
+        _ => new,
+    }
+}
+
 /// `command-timeout`, or its old name `timeout` with a warning; both at once is an error.
 pub(super) fn command_timeout(r: &mut Resolver) -> u32 {
-    let given = |r: &Resolver, name| r.get(name).filter(|v| !matches!(v.origin, Origin::Default(_)));
-    let (new, old) = (given(r, "command-timeout"), given(r, "timeout"));
-    let name = match (&new, &old) {
-        (Some(_), Some(old)) => {
-            r.error(
-                &old.origin,
-                "is the old name of `command-timeout`, which is also set: keep only `command-timeout`",
-            );
-            "command-timeout"
-        }
-        (None, Some(old)) => {
-            r.warnings.push(format!(
-                "{} is deprecated: rename it to `command-timeout` (same meaning: seconds the on-instance script may run on each instance)",
-                old.origin
-            ));
-            "timeout"
-        }
-        _ => "command-timeout",
-    };
+    let name = renamed(r, "command-timeout", "timeout", "seconds the on-instance script may run on each instance");
     r.parse(name, parse_seconds(30, 172_800)).unwrap_or(600)
 }
 
@@ -541,9 +543,9 @@ pub(super) fn check_build_files(
                 return Some((context_dir.join("Dockerfile"), context_path.join("Dockerfile").display().to_string()));
             }
             r.missing(
-                "dockerfile",
+                "file",
                 &format!(
-                    "the build context {} has no Dockerfile; give `dockerfile`, {hint}",
+                    "the build context {} has no Dockerfile; give `file` (the Dockerfile's path), {hint}",
                     display_dir(&context_path)
                 ),
             );

@@ -233,12 +233,12 @@ fn a_missing_build_context_or_dockerfile_is_an_input_error() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].starts_with("input `context`: the build context app is not a directory"), "{errs:?}");
     let errs = resolve_with(
-        &[("ecr-repository", "web"), ("targets", "A=b"), ("image-tag", "v"), ("dockerfile", "deploy/Dockerfile")],
+        &[("ecr-repository", "web"), ("targets", "A=b"), ("image-tag", "v"), ("file", "deploy/Dockerfile")],
         &[],
         &[],
     )
     .unwrap_err();
-    assert!(errs[0].starts_with("input `dockerfile`: deploy/Dockerfile is not a file in the workspace"), "{errs:?}");
+    assert!(errs[0].starts_with("input `file`: deploy/Dockerfile is not a file in the workspace"), "{errs:?}");
     // Nothing is built: nothing is needed on disk.
     let ok = resolve_with(
         &[("ecr-repository", "web"), ("targets", "A=b"), ("image-tag", "v"), ("context", "app"), ("build", "false")],
@@ -469,8 +469,7 @@ const MULTI_STAGE: &str = "FROM base AS deps\nRUN make deps\nFROM deps AS build\
 
 #[test]
 fn a_build_knows_the_stages_its_image_copies_from() {
-    let inputs =
-        [("ecr-repository", "web"), ("targets", "Role=web"), ("image-tag", "v1"), ("dockerfile", "app/Dockerfile")];
+    let inputs = [("ecr-repository", "web"), ("targets", "Role=web"), ("image-tag", "v1"), ("file", "app/Dockerfile")];
     let req = resolve_with(&inputs, &[], &[("app/Dockerfile", MULTI_STAGE)]).unwrap();
     assert_eq!(req.build_spec.stage_cache.stages, ["build"]);
     // a deploy that builds nothing reads no Dockerfile
@@ -484,7 +483,7 @@ fn a_target_that_is_no_stage_of_the_dockerfile_is_refused_naming_the_stages() {
         ("ecr-repository", "web"),
         ("targets", "Role=web"),
         ("image-tag", "v1"),
-        ("dockerfile", "app/Dockerfile"),
+        ("file", "app/Dockerfile"),
         ("target", "runtim"),
     ];
     let errs = resolve_with(&inputs, &[], &[("app/Dockerfile", MULTI_STAGE)]).unwrap_err();
@@ -576,5 +575,29 @@ fn proxy_hosts_turn_on_https_with_lets_encrypt_unless_told_otherwise() {
     assert!(
         e[0].starts_with("input `proxy-hosts`: the proxy serves HTTPS on host port 443, which `ports` publishes too"),
         "{e:?}"
+    );
+}
+
+/// `dockerfile` was this action's name for what docker/build-push-action calls `file`: still
+/// read, with a warning; both at once is an error naming the old one.
+#[test]
+fn the_old_dockerfile_name_still_works_with_a_warning_naming_file() {
+    let base = [("ecr-repository", "web"), ("targets", "Role=web"), ("image-tag", "v1")];
+    let files = &[("app/Dockerfile", MULTI_STAGE)];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut inputs = base.to_vec();
+        inputs.extend_from_slice(extra);
+        resolve_with(&inputs, &[], files)
+    };
+    let req = with(&[("dockerfile", "app/Dockerfile")]).unwrap();
+    assert_eq!(req.build_spec.stage_cache.stages, ["build"], "the old name's Dockerfile is the one read");
+    assert_eq!(
+        req.warnings,
+        ["input `dockerfile` is deprecated: rename it to `file` (same meaning: the Dockerfile's path, docker/build-push-action's name)"]
+    );
+    assert!(with(&[("file", "app/Dockerfile")]).unwrap().warnings.is_empty());
+    assert_eq!(
+        with(&[("file", "app/Dockerfile"), ("dockerfile", "app/Dockerfile")]).unwrap_err(),
+        ["input `dockerfile`: is the old name of `file`, which is also set: keep only `file`"]
     );
 }
