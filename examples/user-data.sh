@@ -311,6 +311,12 @@ if [ -n "${EC2_DEPLOY_BOOT_SINCE:-}" ] &&
   log "a deploy reached this instance while it booted: it keeps the release that deploy left"
   exit 0
 fi
+if [ -n "${EC2_DEPLOY_BOOT_SINCE:-}" ] && [[ ${RELEASE_VERSION:-} =~ ^[0-9]+$ ]] &&
+  [[ $(cat "$state_dir/release-version" 2>/dev/null) =~ ^[0-9]+$ ]] &&
+  [ "$(cat "$state_dir/release-version")" -gt "$RELEASE_VERSION" ]; then
+  log "this instance runs version $(cat "$state_dir/release-version") of the record, newer than the version $RELEASE_VERSION this boot read: it keeps it"
+  exit 0
+fi
 
 DOCKER_CONFIG=$(mktemp -d)
 export DOCKER_CONFIG
@@ -661,6 +667,11 @@ last_logs() {
 
 result() {
   date +%s%3N >"$state_dir/deployed-at" 2>/dev/null || true
+  if [ "$MODE" = deploy ] && [ -n "${RELEASE_VERSION:-}" ]; then
+    printf '%s\n' "$RELEASE_VERSION" >"$state_dir/release-version" 2>/dev/null || true
+  else
+    rm -f "$state_dir/release-version"
+  fi
   phase finish
   local calls
   calls=$(wc -c <"$DOCKER_CONFIG/calls" 2>/dev/null || echo 0)

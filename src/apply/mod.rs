@@ -387,6 +387,9 @@ async fn roll_out<W: World>(plan: &Plan, world: &W, cx: &Context<'_>) -> Result<
         container: &plan.container,
         proxy: proxy_image.as_ref(),
     })?;
+    // The record's version this release will be: the live one's next (a converge writes none).
+    let live = plan.record.live.as_ref().map_or(0, |l| l.version);
+    let header = instance::versioned(header, if plan.converge.is_some() { live } else { live + 1 })?;
     let release = release(plan, &image, &header, proxy_image.clone(), world.now());
     if let Some(e) = stopped_before_rollout(cx) {
         return Err(e);

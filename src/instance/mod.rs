@@ -123,6 +123,12 @@ pub fn render(p: &ScriptParams) -> Result<String, QuoteError> {
     Ok(format!("{}{}", header(p)?, script()))
 }
 
+/// `header` with the version of the release record this release will be (or is, for a
+/// converge): a boot that read an older record keeps the newer release a deploy left (`RELEASE_VERSION`).
+pub fn versioned(header: String, version: i64) -> Result<String, QuoteError> {
+    Ok(format!("{header}RELEASE_VERSION={}\n", quote("RELEASE_VERSION", &version.to_string())?))
+}
+
 /// The generated header alone (what the snapshot tests lock).
 pub fn header(p: &ScriptParams) -> Result<String, QuoteError> {
     let c = p.container;

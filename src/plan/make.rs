@@ -47,6 +47,7 @@ fn record_size(facts: &Facts, d: &Deployed) -> usize {
         container: &d.container,
         proxy: proxy.as_ref(),
     })
+    .and_then(|h| crate::instance::versioned(h, 99_999_999))
     .unwrap_or_default();
     let from = d.recorded.as_ref().map(|r| &r.release);
     let release = crate::release::Release {

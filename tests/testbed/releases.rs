@@ -188,6 +188,45 @@ fn a_fresh_instance_running_only_the_user_data_serves_the_live_release() {
     assert_eq!(bed.lifecycle_actions(&fresh.ids[1]).last().unwrap().2, "CONTINUE");
 }
 
+/// The other window: a deploy (its catch-up of a joining instance) finished on the instance before
+/// its boot script started, but wrote the record after the boot script read it. The interleaving
+/// is forced: the boot reads a parameter frozen as the record was before that deploy wrote it
+/// (its value and its version 1), after the deploy of v2 (version 2) left the instance. The boot
+/// keeps v2 rather than put the instance back on v1.
+#[test]
+fn a_boot_that_read_the_record_before_a_finished_deploy_wrote_it_keeps_the_newer_release() {
+    let bed = Bed::load();
+    let suite = unique("s");
+    let web = bed.fleet_in(&suite, 1, &["Role=web"]);
+    let (id, ip) = (&web.ids[0], &web.ips[0]);
+    let repo = unique("bootlate");
+    bed.create_repository(&repo);
+    let parameter = format!("/ec2-deploy/test/{repo}");
+    let r = run(&bed, release_inputs(&bed, &repo, &suite, "v1", &parameter), &[]);
+    assert_eq!(r.code, 0, "{}", r.log());
+    // The record as the boot script read it: version 1, v1.
+    let frozen = format!("{parameter}-as-read");
+    let value =
+        bed.aws(&["ssm", "get-parameter", "--name", &parameter, "--query", "Parameter.Value", "--output", "text"]);
+    bed.aws(&["ssm", "put-parameter", "--name", &frozen, "--type", "String", "--value", value.trim_end_matches('\n')]);
+    let r = run(&bed, release_inputs(&bed, &repo, &suite, "v2", &parameter), &[]);
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert_eq!(version_of(ip).as_deref(), Some("v2"));
+
+    let script =
+        std::fs::read_to_string(std::path::Path::new(bed.get("TESTBED_ROOT")).join("examples/user-data.sh")).unwrap();
+    let user_data = bed.put_file(id, "user-data.sh", &script);
+    let out =
+        bed.on_instance(id, &["env", &format!("RELEASE_PARAMETER={frozen}"), "LIFECYCLE_HOOK=", "bash", &user_data]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("runs version 2 of the record, newer than the version 1 this boot read: it keeps it"),
+        "{text}"
+    );
+    assert_eq!(version_of(ip).as_deref(), Some("v2"), "{text}");
+}
+
 /// An instance booting while a deploy reaches it: the user-data reads the record (still the old
 /// release), then waits for the instance's deploy lock while the deploy of the new release runs
 /// there. The interleaving is forced: `flock` in the user-data's PATH is a gate that waits for a

@@ -15,6 +15,16 @@ if [ -n "${EC2_DEPLOY_BOOT_SINCE:-}" ] &&
   log "a deploy reached this instance while it booted: it keeps the release that deploy left"
   exit 0
 fi
+# A boot whose record was read before a deploy that already reached this instance wrote its own:
+# that deploy's release has a higher record version (RELEASE_VERSION, in the header it sent)
+# than the one this boot read, so the instance keeps it (a catch-up that finished before the
+# boot started, the record written after the boot read it).
+if [ -n "${EC2_DEPLOY_BOOT_SINCE:-}" ] && [[ ${RELEASE_VERSION:-} =~ ^[0-9]+$ ]] &&
+  [[ $(cat "$state_dir/release-version" 2>/dev/null) =~ ^[0-9]+$ ]] &&
+  [ "$(cat "$state_dir/release-version")" -gt "$RELEASE_VERSION" ]; then
+  log "this instance runs version $(cat "$state_dir/release-version") of the record, newer than the version $RELEASE_VERSION this boot read: it keeps it"
+  exit 0
+fi
 
 # Registry credentials live in a private directory for this run only.
 DOCKER_CONFIG=$(mktemp -d)

@@ -70,8 +70,14 @@ last_logs() {
 
 # result OUTCOME IMAGE CONFIG: the line ec2-deploy reads.
 result() {
-  # When a run last left a release here (see EC2_DEPLOY_BOOT_SINCE above).
+  # When a run last left a release here, and the record version it has (see
+  # EC2_DEPLOY_BOOT_SINCE above); a rollback to what ran before has none.
   date +%s%3N >"$state_dir/deployed-at" 2>/dev/null || true
+  if [ "$MODE" = deploy ] && [ -n "${RELEASE_VERSION:-}" ]; then
+    printf '%s\n' "$RELEASE_VERSION" >"$state_dir/release-version" 2>/dev/null || true
+  else
+    rm -f "$state_dir/release-version"
+  fi
   phase finish
   local calls
   calls=$(wc -c <"$DOCKER_CONFIG/calls" 2>/dev/null || echo 0)
