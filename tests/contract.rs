@@ -435,6 +435,43 @@ fn every_example_step_passes_only_inputs_action_yml_declares() {
     assert!(unknown.is_empty(), "inputs action.yml does not declare:\n{}", unknown.join("\n"));
 }
 
+/// GitHub's runners no longer run actions on Node 20: every action an example uses is at a major
+/// that runs on Node 24 (the first such major of each, as their releases say).
+#[test]
+fn the_examples_use_action_majors_that_run_on_node_24() {
+    let node24 = [
+        ("actions/checkout", 5),
+        ("aws-actions/configure-aws-credentials", 5),
+        ("aws-actions/amazon-ecr-login", 2),
+        ("docker/build-push-action", 7),
+        ("docker/setup-buildx-action", 4),
+        ("docker/setup-qemu-action", 4),
+        ("docker/login-action", 4),
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/workflows");
+    let mut texts: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).unwrap()))
+        .collect();
+    texts.push(("README.md".into(), readme()));
+    let mut seen = 0;
+    let mut old = vec![];
+    for (file, text) in &texts {
+        for uses in text.lines().filter_map(|l| l.trim_start().trim_start_matches("- ").strip_prefix("uses: ")) {
+            let Some((action, version)) = uses.split_once("@v") else { continue };
+            let Some((_, first)) = node24.iter().find(|(a, _)| *a == action) else { continue };
+            seen += 1;
+            let major: u32 = version.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+            if major < *first {
+                old.push(format!("{file}: {uses} (Node 24 from v{first})"));
+            }
+        }
+    }
+    assert!(seen >= 10, "too few action uses found to be checking anything ({seen})");
+    assert!(old.is_empty(), "actions at a major that runs on Node 20:\n{}", old.join("\n"));
+}
+
 /// The IAM actions a policy allows (`Action` as a string or a list), wildcards as written.
 fn policy_actions(path: &str) -> Vec<String> {
     let policy: serde_json::Value = serde_json::from_str(&root_file(path)).unwrap();
