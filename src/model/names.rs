@@ -308,23 +308,45 @@ impl TargetGroupArn {
 }
 
 text_newtype!(
-    /// A Secrets Manager secret name or ARN (at most 2048 characters). The value is never read
-    /// by the runner; only instances read it.
+    /// Where the container's environment is kept: a Secrets Manager secret name or ARN (at most
+    /// 2048 characters), or `ssm:NAME`, a Parameter Store parameter (SecureString or String),
+    /// both holding a flat JSON object. The value is never read by the runner; only instances
+    /// read it.
     SecretId,
     |text| {
+        if let Some(name) = text.strip_prefix("ssm:") {
+            return ParameterName::parse(name)
+                .map(|_| ())
+                .map_err(|e| format!("`ssm:` names a Parameter Store parameter: {e}"));
+        }
         if !text.is_empty() && text.len() <= 2048 && !text.chars().any(char::is_control) {
             Ok(())
         } else {
-            Err("expected a secret name or ARN of at most 2048 characters".to_string())
+            Err("expected a secret name or ARN of at most 2048 characters, or ssm:/PARAMETER".to_string())
         }
     }
 );
+
+impl SecretId {
+    /// The Parameter Store parameter it names (`ssm:NAME`), if it names one.
+    pub fn parameter(&self) -> Option<&str> {
+        self.0.strip_prefix("ssm:")
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_secret_is_a_secrets_manager_id_or_an_ssm_parameter() {
+        assert_eq!(SecretId::parse("prod/shop").unwrap().parameter(), None);
+        assert_eq!(SecretId::parse("ssm:/prod/shop").unwrap().parameter(), Some("/prod/shop"));
+        let e = SecretId::parse("ssm:").unwrap_err();
+        assert!(e.starts_with("`ssm:` names a Parameter Store parameter: "), "{e}");
+    }
 
     #[test]
     fn image_refs_pin_a_digest_and_read_back_what_they_print() {

@@ -279,6 +279,37 @@ fn secret_keys_reach_the_containers_and_values_appear_nowhere_else() {
     // The GitHub token is masked and never printed otherwise.
     assert!(r.stdout.contains("::add-mask::ghs_not_a_real_token_0123456789"));
     assert_eq!(r.stdout.matches("ghs_not_a_real_token_0123456789").count(), 1);
+
+    // The same from Parameter Store: a SecureString parameter (`ssm:NAME`), read on the instance
+    // with decryption; the runner only asks what it is (DescribeParameters).
+    let parameter = format!("/{}", unique("app/env"));
+    let stored = unique("ssm-value-k3");
+    bed.aws(&[
+        "ssm",
+        "put-parameter",
+        "--name",
+        &parameter,
+        "--type",
+        "SecureString",
+        "--value",
+        &format!(r#"{{"FROM_SSM": "{stored}"}}"#),
+    ]);
+    let mut i = inputs(&bed, &repo, &suite, "v2", "VERSION=v2");
+    set(&mut i, "secret-id", &format!("ssm:{parameter}"));
+    let r = run_with(&bed, i);
+    assert_eq!(r.code, 0, "{}", r.log());
+    assert!(r.stdout.contains(&format!("(found: Parameter Store SecureString {parameter})")), "{}", r.stdout);
+    for (id, ip) in web.ids.iter().zip(&web.ips) {
+        let (_, names) = http_get(&format!("http://{ip}:3000/env")).unwrap();
+        assert!(names.lines().any(|l| l == "FROM_SSM"), "FROM_SSM missing on {id}: {names}");
+        let env_file = format!("/var/lib/ec2-deploy/{repo}/env");
+        let content = String::from_utf8_lossy(&bed.on_instance(id, &["cat", &env_file]).stdout).into_owned();
+        assert!(content.contains(&format!("FROM_SSM={stored}")), "the parameter's value never reached {id}");
+    }
+    let (command, invocations) = bed.commands_and_outputs(&r.outputs["command-id"]);
+    for text in [&command, &invocations, &r.stdout, &r.stderr, &r.summary, &r.outputs_raw] {
+        assert!(!text.contains(stored.as_str()), "the parameter's value appears outside the instance");
+    }
 }
 
 #[test]

@@ -39,9 +39,16 @@ write_env() {
     printf '%s\n' "$kv" >>"$file"
   done
   [ -n "$SECRET_ID" ] || return 0
-  secret_json=$(aws secretsmanager get-secret-value --region "$region" --secret-id "$SECRET_ID" \
-    --query SecretString --output text) ||
-    fail 13 "cannot read secret $SECRET_ID (does the instance role allow secretsmanager:GetSecretValue on it?)"
+  if [ "${SECRET_ID#ssm:}" != "$SECRET_ID" ]; then
+    # A Parameter Store parameter (SecureString: decrypted with the instance role's KMS access).
+    secret_json=$(aws ssm get-parameter --region "$region" --name "${SECRET_ID#ssm:}" --with-decryption \
+      --query Parameter.Value --output text) ||
+      fail 13 "cannot read parameter ${SECRET_ID#ssm:} (does the instance role allow ssm:GetParameter on it, and kms:Decrypt on its key?)"
+  else
+    secret_json=$(aws secretsmanager get-secret-value --region "$region" --secret-id "$SECRET_ID" \
+      --query SecretString --output text) ||
+      fail 13 "cannot read secret $SECRET_ID (does the instance role allow secretsmanager:GetSecretValue on it?)"
+  fi
   secret_env=$(printf '%s' "$secret_json" | secret_to_env) || fail 13 "secret $SECRET_ID cannot become environment variables (see above)"
   while IFS= read -r kv; do
     [ -n "$kv" ] || continue
