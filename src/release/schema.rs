@@ -27,6 +27,11 @@
 //!   gets their certificates from). Written only when the release has them: an ec2-deploy that
 //!   knows schema 6 refuses such a release rather than serve it over plain HTTP.
 //!
+//! - **8**: `container.env` is left out: the environment is in the record once, in the header's
+//!   `ENV_VARS_<n>` assignments (quoted by the one quoting function), read back from there. Written
+//!   when the release has an environment: it took twice its size, and a record has 8 KB. An
+//!   ec2-deploy that knows schema 7 refuses such a record rather than see no environment.
+//!
 //! A record with a schema newer than [`CURRENT`] is refused with a message naming its version
 //! and schema: it was written by a newer ec2-deploy, and reading part of it could deploy
 //! something other than what was recorded.
@@ -41,7 +46,7 @@ use crate::model::{
 };
 
 /// The schema this version writes.
-pub const CURRENT: u32 = 7;
+pub const CURRENT: u32 = 8;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredPort {
@@ -59,6 +64,8 @@ struct StoredEnv {
 struct StoredContainer {
     name: String,
     ports: Vec<StoredPort>,
+    /// Up to schema 7; from 8, the header's `ENV_VARS_<n>` hold it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     env: Vec<StoredEnv>,
     secret_id: Option<String>,
     health_check_path: Option<String>,
@@ -203,12 +210,30 @@ struct StoredTimings {
     phases: Vec<(String, u64)>,
 }
 
+/// The environment a header sets (`ENV_VARS_0='NAME=value'` …, in order), read back through the
+/// same parsers as the input: shell words as the one quoting function wrote them.
+fn env_of_header(header: &str) -> Result<Vec<EnvVar>, String> {
+    let mut env = vec![];
+    for line in header.lines() {
+        let Some((index, quoted)) = line.strip_prefix("ENV_VARS_").and_then(|rest| rest.split_once('=')) else {
+            continue;
+        };
+        if index.parse::<usize>() != Ok(env.len()) {
+            return Err(format!("ENV_VARS_{index} is out of order"));
+        }
+        let words = shlex::split(quoted).filter(|w| w.len() == 1).ok_or("an ENV_VARS_ value is not one quoted word")?;
+        env.push(EnvVar::parse(&words[0])?);
+    }
+    Ok(env)
+}
+
 /// The document for `release`, in the current schema.
 pub fn encode(release: &Release) -> String {
     let c = &release.container;
     let stored = Stored {
         // The oldest schema that holds it all, so that older versions read what they can run.
         schema: Some(match (c.proxy_trusted.is_empty(), c.options.is_empty()) {
+            _ if !c.env.is_empty() => 8,
             _ if c.https.is_some() => 7,
             _ if !is_default_drain_timeout(&c.drain_timeout) => 6,
             (false, _) => 5,
@@ -225,7 +250,8 @@ pub fn encode(release: &Release) -> String {
         container: StoredContainer {
             name: c.name.to_string(),
             ports: c.ports.iter().map(|p| StoredPort { host: p.host, container: p.container }).collect(),
-            env: c.env.iter().map(|e| StoredEnv { name: e.name.clone(), value: e.value.clone() }).collect(),
+            // In the header only (schema 8).
+            env: vec![],
             secret_id: c.secret_id.as_ref().map(ToString::to_string),
             health_check_path: c.health_check_path.as_ref().map(ToString::to_string),
             health_check_timeout: c.health_check_timeout,
@@ -273,11 +299,14 @@ pub fn decode(text: &str) -> Result<Release, String> {
     let container = ContainerSpec {
         name: ContainerName::parse(&c.name).map_err(|e| field("container.name", e))?,
         ports: c.ports.iter().map(|p| PortMapping { host: p.host, container: p.container }).collect(),
-        env: c
-            .env
-            .into_iter()
-            .map(|e| EnvVar::parse(&format!("{}={}", e.name, e.value)).map_err(|m| field("container.env", m)))
-            .collect::<Result<_, _>>()?,
+        env: if schema >= 8 {
+            env_of_header(&stored.header).map_err(|m| field("header", m))?
+        } else {
+            c.env
+                .into_iter()
+                .map(|e| EnvVar::parse(&format!("{}={}", e.name, e.value)).map_err(|m| field("container.env", m)))
+                .collect::<Result<_, _>>()?
+        },
         secret_id: c
             .secret_id
             .as_deref()
@@ -359,10 +388,32 @@ mod tests {
     fn what_is_written_reads_back_the_same() {
         let mut r = decode(V1).unwrap();
         r.rolled_back_from = Some(4);
-        r.container.env.push(EnvVar { name: "A".into(), value: "x = y".into() });
         let text = encode(&r);
         assert!(text.contains("\"schema\":3"), "{text}");
         assert_eq!(decode(&text).unwrap(), r);
+    }
+
+    /// The environment is written once, in the header the instances run (schema 8), and read
+    /// back from there value for value; a record from before keeps its own list.
+    #[test]
+    fn the_environment_is_in_the_record_once_and_reads_back_from_the_header() {
+        let mut r = decode(V1).unwrap();
+        let env = [("A", "x = y"), ("QUOTED", "it's \"odd\" $HOME `x`"), ("EMPTY", "")];
+        r.container.env = env.iter().map(|(n, v)| EnvVar { name: n.to_string(), value: v.to_string() }).collect();
+        r.header = crate::instance::header(&crate::instance::ScriptParams {
+            mode: crate::instance::Mode::Deploy { image: &r.image },
+            registry: &r.image.registry,
+            release: &r.tag,
+            container: &r.container,
+            proxy: None,
+        })
+        .unwrap();
+        let text = encode(&r);
+        assert!(text.contains("\"schema\":8") && !text.contains("\"env\""), "{text}");
+        assert_eq!(text.matches("x = y").count(), 1, "{text}");
+        assert_eq!(decode(&text).unwrap(), r);
+        let broken = text.replace("ENV_VARS_1=", "ENV_VARS_7=");
+        assert!(decode(&broken).unwrap_err().starts_with("field `header`: ENV_VARS_7 is out of order"));
     }
 
     #[test]
@@ -427,8 +478,8 @@ mod tests {
 
     #[test]
     fn a_newer_schema_or_a_broken_value_fails_loudly() {
-        let newer = V1.replacen('{', "{\"schema\": 8,", 1);
-        assert!(decode(&newer).unwrap_err().contains("schema 8, written by a newer ec2-deploy"));
+        let newer = V1.replacen('{', "{\"schema\": 9,", 1);
+        assert!(decode(&newer).unwrap_err().contains("schema 9, written by a newer ec2-deploy"));
         let bad = V1.replace("\"tag\": \"v7\"", "\"tag\": \"-bad\"");
         assert!(decode(&bad).unwrap_err().starts_with("field `tag`: expected a Docker tag"));
         assert!(decode("{}").unwrap_err().starts_with("not a schema 1 release record"));
