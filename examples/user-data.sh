@@ -128,7 +128,7 @@ fi
 for tool in docker aws curl; do
   command -v "$tool" >/dev/null 2>&1 || fail 10 "$tool is not installed on this instance"
 done
-docker info >/dev/null 2>&1 ||
+default_log_driver=$(docker info --format '{{.LoggingDriver}}' 2>/dev/null) ||
   fail 20 "the Docker daemon on this instance does not answer (is it running? systemctl start docker); nothing was changed"
 
 region=${AWS_SSM_REGION_NAME:-${AWS_REGION:-${AWS_DEFAULT_REGION:-}}}
@@ -974,7 +974,7 @@ for option in ${LOG_OPTS[@]+"${LOG_OPTS[@]}"}; do
   create_args+=(--log-opt "$option")
 done
 if [ -z "$LOG_DRIVER" ] && [ -z "${LOG_OPTS[0]+x}" ] &&
-  [ "$(docker info --format '{{.LoggingDriver}}' 2>/dev/null)" = json-file ]; then
+  [ "$default_log_driver" = json-file ]; then
   create_args+=(--log-opt max-size=10m --log-opt max-file=3)
 fi
 for label in ${LABELS[@]+"${LABELS[@]}"}; do

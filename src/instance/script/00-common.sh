@@ -173,7 +173,8 @@ for tool in docker aws curl; do
   command -v "$tool" >/dev/null 2>&1 || fail 10 "$tool is not installed on this instance"
 done
 # A daemon that does not answer would read as "no container" below: stop here, changing nothing.
-docker info >/dev/null 2>&1 ||
+# (Its default log driver decides the default log rotation: deploy.)
+default_log_driver=$(docker info --format '{{.LoggingDriver}}' 2>/dev/null) ||
   fail 20 "the Docker daemon on this instance does not answer (is it running? systemctl start docker); nothing was changed"
 
 region=${AWS_SSM_REGION_NAME:-${AWS_REGION:-${AWS_DEFAULT_REGION:-}}}

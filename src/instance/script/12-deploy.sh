@@ -28,7 +28,7 @@ done
 # of 10 MB. An engine whose default is another driver (local rotates; journald, awslogs) is left
 # as it is.
 if [ -z "$LOG_DRIVER" ] && [ -z "${LOG_OPTS[0]+x}" ] &&
-  [ "$(docker info --format '{{.LoggingDriver}}' 2>/dev/null)" = json-file ]; then
+  [ "$default_log_driver" = json-file ]; then
   create_args+=(--log-opt max-size=10m --log-opt max-file=3)
 fi
 for label in ${LABELS[@]+"${LABELS[@]}"}; do
