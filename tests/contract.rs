@@ -33,15 +33,17 @@ fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
 }
 
-/// The rows of the README table under `## {heading}`, as cells.
+/// The rows of the README tables under `## {heading}` (one, or one per `###` group), as cells,
+/// without their header and separator lines.
 fn readme_table(heading: &str) -> Vec<Vec<String>> {
     let text = readme();
     let start = text.find(&format!("## {heading}\n")).unwrap_or_else(|| panic!("README has no ## {heading}"));
-    text[start..]
-        .lines()
-        .skip_while(|l| !l.starts_with('|'))
-        .take_while(|l| l.starts_with('|'))
-        .skip(2)
+    let section = &text[start + heading.len() + 4..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let mut lines = section.lines().filter(|l| l.starts_with('|'));
+    let header = lines.next().unwrap_or_else(|| panic!("README has no table under ## {heading}")).to_string();
+    lines
+        .filter(|l| *l != header && !l.starts_with("|---"))
         .map(|l| l.trim().trim_matches('|').split('|').map(|c| c.trim().to_string()).collect())
         .collect()
 }
