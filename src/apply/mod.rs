@@ -461,8 +461,8 @@ fn image_outputs(plan: &Plan, image: &ImageRef, runner: &crate::github::Runner) 
     Ok(())
 }
 
-/// Where this run's time went, as the record keeps it: the whole rollout, the pull before it,
-/// and each phase at its slowest instance.
+/// Where this run's time went, as the record keeps it: the whole run (build included), the pull
+/// before the rollout, and each phase at its slowest instance.
 fn timings(plan: &Plan, report: &DeployReport) -> crate::release::Timings {
     let mut phases: Vec<(String, u64)> = vec![];
     for (phase, ms) in report.instances.iter().flat_map(|i| &i.phases) {

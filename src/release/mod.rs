@@ -42,8 +42,9 @@ pub struct Release {
     pub timings: Option<Timings>,
 }
 
-/// A deploy's time: the whole rollout, the pull before it (pull-first), and each phase of the
-/// on-instance script at its slowest instance, in milliseconds and in the script's order.
+/// A deploy's time: the whole run (its build included), the pull before the rollout
+/// (pull-first), and each phase of the on-instance script at its slowest instance, in
+/// milliseconds and in the script's order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Timings {
     pub total_ms: u64,
