@@ -317,11 +317,12 @@ if [ -n "${EC2_DEPLOY_BOOT_SINCE:-}" ] &&
   log "a deploy reached this instance while it booted: it keeps the release that deploy left"
   exit 0
 fi
-if [ -n "${EC2_DEPLOY_BOOT_SINCE:-}" ] && [[ ${RELEASE_VERSION:-} =~ ^[0-9]+$ ]] &&
-  [[ $(cat "$state_dir/release-version" 2>/dev/null) =~ ^[0-9]+$ ]] &&
-  [ "$(cat "$state_dir/release-version")" -gt "$RELEASE_VERSION" ]; then
-  log "this instance runs version $(cat "$state_dir/release-version") of the record, newer than the version $RELEASE_VERSION this boot read: it keeps it"
-  exit 0
+if [ -n "${EC2_DEPLOY_BOOT_SINCE:-}" ] && [[ ${RELEASE_VERSION:-} =~ ^[0-9]+$ ]]; then
+  running_version=$(cat "$state_dir/release-version" 2>/dev/null || true)
+  if [[ $running_version =~ ^[0-9]+$ ]] && [ "$running_version" -gt "$RELEASE_VERSION" ]; then
+    log "this instance runs version $running_version of the record, newer than the version $RELEASE_VERSION this boot read: it keeps it"
+    exit 0
+  fi
 fi
 
 DOCKER_CONFIG=$(mktemp -d)

@@ -15,7 +15,7 @@ from moto.autoscaling.exceptions import ValidationError
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, EmptyResult
 
-from ext_common import count_call, ec2, instance_tags
+from ext_common import count_call, instance_tags, running_instance
 
 GROUP_TAG = "aws:autoscaling:groupName"
 LIFECYCLE_ACTIONS: list = []  # {"group", "hook", "instance", "result"}, in the order received
@@ -23,11 +23,9 @@ ACTIONS_LOCK = threading.Lock()
 
 
 def group_of(account, region, instance_id):
-    for reservation in ec2(account, region).all_reservations():
-        for instance in reservation.instances:
-            if instance.id == instance_id:
-                return instance_tags(instance).get(GROUP_TAG), instance
-    return None, None
+    """The group of a running instance (a launch's hook is of a running one), and the instance."""
+    instance = running_instance(account, region, instance_id)
+    return (instance_tags(instance).get(GROUP_TAG), instance) if instance else (None, None)
 
 
 _stock_describe = AutoScalingResponse.describe_auto_scaling_instances

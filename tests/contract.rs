@@ -404,21 +404,31 @@ fn action_steps() -> Vec<(String, Vec<String>)> {
         }
     }
     let mut out = vec![];
+    for (where_, v) in example_workflows() {
+        walk(&where_, &v, &mut out);
+    }
+    out
+}
+
+/// The workflows a user copies: each file of examples/workflows and each README yaml block
+/// with steps (`uses:`), parsed, with where it is.
+fn example_workflows() -> Vec<(String, serde_yaml::Value)> {
+    let mut out = vec![];
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/workflows");
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let v: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        walk(&path.display().to_string(), &v, &mut out);
+        out.push((path.display().to_string(), v));
     }
     let readme = readme();
     for (n, block) in readme.split("```yaml\n").skip(1).enumerate() {
         let block = &block[..block.find("```").unwrap()];
-        if !block.contains("ec2-deploy-action") {
+        if !block.contains("uses:") {
             continue;
         }
         let v: serde_yaml::Value = serde_yaml::from_str(block)
             .unwrap_or_else(|e| panic!("README yaml block {} does not parse: {e}\n{block}", n + 1));
-        walk(&format!("README yaml block {}", n + 1), &v, &mut out);
+        out.push((format!("README yaml block {}", n + 1), v));
     }
     out
 }
@@ -450,17 +460,22 @@ fn the_examples_use_action_majors_that_run_on_node_24() {
         ("docker/setup-qemu-action", 4),
         ("docker/login-action", 4),
     ];
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/workflows");
-    let mut texts: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| (p.display().to_string(), std::fs::read_to_string(&p).unwrap()))
-        .collect();
-    texts.push(("README.md".into(), readme()));
+    fn uses(v: &serde_yaml::Value, out: &mut Vec<String>) {
+        match v {
+            serde_yaml::Value::Mapping(m) => {
+                out.extend(m.get("uses").and_then(|u| u.as_str()).map(str::to_string));
+                m.values().for_each(|v| uses(v, out));
+            }
+            serde_yaml::Value::Sequence(s) => s.iter().for_each(|v| uses(v, out)),
+            _ => {}
+        }
+    }
     let mut seen = 0;
     let mut old = vec![];
-    for (file, text) in &texts {
-        for uses in text.lines().filter_map(|l| l.trim_start().trim_start_matches("- ").strip_prefix("uses: ")) {
+    for (file, v) in example_workflows() {
+        let mut all = vec![];
+        uses(&v, &mut all);
+        for uses in &all {
             let Some((action, version)) = uses.split_once("@v") else { continue };
             let Some((_, first)) = node24.iter().find(|(a, _)| *a == action) else { continue };
             seen += 1;

@@ -352,6 +352,25 @@ fn array(name: &'static str, items: impl Iterator<Item = String>) -> Result<Stri
     Ok(out)
 }
 
+/// The items a header's `array` wrote under `name`, read back in order: each `NAME_<i>=` value
+/// as the one shell word [`quote`] made of it.
+pub fn array_items(header: &str, name: &str) -> Result<Vec<String>, String> {
+    let mut items = vec![];
+    let prefix = format!("{name}_");
+    for line in header.lines() {
+        let Some((index, quoted)) = line.strip_prefix(&prefix).and_then(|rest| rest.split_once('=')) else {
+            continue;
+        };
+        if index.parse::<usize>() != Ok(items.len()) {
+            return Err(format!("{name}_{index} is out of order"));
+        }
+        let mut words =
+            shlex::split(quoted).filter(|w| w.len() == 1).ok_or(format!("{name}_{index} is not one quoted word"))?;
+        items.push(words.remove(0));
+    }
+    Ok(items)
+}
+
 #[cfg(test)]
 mod script_tests;
 

@@ -211,20 +211,9 @@ struct StoredTimings {
 }
 
 /// The environment a header sets (`ENV_VARS_0='NAME=value'` …, in order), read back through the
-/// same parsers as the input: shell words as the one quoting function wrote them.
+/// same parser as the input.
 fn env_of_header(header: &str) -> Result<Vec<EnvVar>, String> {
-    let mut env = vec![];
-    for line in header.lines() {
-        let Some((index, quoted)) = line.strip_prefix("ENV_VARS_").and_then(|rest| rest.split_once('=')) else {
-            continue;
-        };
-        if index.parse::<usize>() != Ok(env.len()) {
-            return Err(format!("ENV_VARS_{index} is out of order"));
-        }
-        let words = shlex::split(quoted).filter(|w| w.len() == 1).ok_or("an ENV_VARS_ value is not one quoted word")?;
-        env.push(EnvVar::parse(&words[0])?);
-    }
-    Ok(env)
+    crate::instance::array_items(header, "ENV_VARS")?.iter().map(|item| EnvVar::parse(item)).collect()
 }
 
 /// The document for `release`, in the current schema.

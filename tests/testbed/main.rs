@@ -521,14 +521,6 @@ fn a_container_that_cannot_start_is_reported_with_dockers_reason() {
     }
 }
 
-/// Calls a path on the bed's hook (the moto extension's side door) and returns its JSON answer.
-fn hook(bed: &Bed, path: &str) -> serde_json::Value {
-    let url = format!("{}{path}", bed.get("TESTBED_HOOK_URL"));
-    let (status, body) = support::http_get(&url).unwrap_or_else(|| panic!("no answer from {url}"));
-    assert_eq!(status, 200, "{url}");
-    serde_json::from_str(&body).unwrap()
-}
-
 #[test]
 fn a_throttling_storm_slows_the_deploy_down_but_it_completes() {
     // A hand-written fault (the emulator cannot produce it): while set, the bed's SSM answers
@@ -539,10 +531,10 @@ fn a_throttling_storm_slows_the_deploy_down_but_it_completes() {
     let repo = unique("throttled");
     bed.create_repository(&repo);
     let tag = unique("thr");
-    let before = hook(&bed, "/calls")["Throttled"].as_u64().unwrap_or(0);
-    hook(&bed, &format!("/throttle?needle={tag}"));
+    let before = bed.hook("/calls")["Throttled"].as_u64().unwrap_or(0);
+    bed.hook(&format!("/throttle?needle={tag}"));
     let r = run_with(&bed, inputs(&bed, &repo, &suite, &tag, &format!("VERSION={tag}")));
-    let after = hook(&bed, "/throttle")["Throttled"].as_u64().unwrap_or(0);
+    let after = bed.hook("/throttle")["Throttled"].as_u64().unwrap_or(0);
     assert_eq!(r.code, 0, "{}", r.log());
     assert!(after - before >= 3, "the storm never happened ({} throttled answers)", after - before);
     for ip in &web.ips {

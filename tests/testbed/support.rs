@@ -228,20 +228,24 @@ impl Bed {
             .bytes()
             .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
             .collect();
-        let url = format!("{}/in-progress?comment={query}", self.get("TESTBED_HOOK_URL"));
-        let (status, body) = http_get(&url).expect("the bed's hook answers");
-        assert_eq!(status, 200, "{body}");
+        self.hook(&format!("/in-progress?comment={query}"))
+    }
+
+    /// Calls a path on the bed's hook (the moto extension's side door) and returns its JSON answer.
+    pub fn hook(&self, path: &str) -> serde_json::Value {
+        let url = format!("{}{path}", self.get("TESTBED_HOOK_URL"));
+        let (status, body) = http_get(&url).unwrap_or_else(|| panic!("no answer from {url}"));
+        assert_eq!(status, 200, "{url}: {body}");
         serde_json::from_str(&body).unwrap()
     }
 
     /// The CompleteLifecycleAction calls the bed's Auto Scaling has had for this instance, as
     /// (group, hook, result).
     pub fn lifecycle_actions(&self, instance: &str) -> Vec<(String, String, String)> {
-        let url = format!("{}/lifecycle-actions", self.get("TESTBED_HOOK_URL"));
-        let (status, body) = http_get(&url).expect("the bed's hook answers");
-        assert_eq!(status, 200, "{body}");
-        let all: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-        all.iter()
+        let all = self.hook("/lifecycle-actions");
+        all.as_array()
+            .unwrap()
+            .iter()
             .filter(|a| a["instance"] == instance)
             .map(|a| {
                 (

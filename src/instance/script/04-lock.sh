@@ -19,11 +19,12 @@ fi
 # that deploy's release has a higher record version (RELEASE_VERSION, in the header it sent)
 # than the one this boot read, so the instance keeps it (a catch-up that finished before the
 # boot started, the record written after the boot read it).
-if [ -n "${EC2_DEPLOY_BOOT_SINCE:-}" ] && [[ ${RELEASE_VERSION:-} =~ ^[0-9]+$ ]] &&
-  [[ $(cat "$state_dir/release-version" 2>/dev/null) =~ ^[0-9]+$ ]] &&
-  [ "$(cat "$state_dir/release-version")" -gt "$RELEASE_VERSION" ]; then
-  log "this instance runs version $(cat "$state_dir/release-version") of the record, newer than the version $RELEASE_VERSION this boot read: it keeps it"
-  exit 0
+if [ -n "${EC2_DEPLOY_BOOT_SINCE:-}" ] && [[ ${RELEASE_VERSION:-} =~ ^[0-9]+$ ]]; then
+  running_version=$(cat "$state_dir/release-version" 2>/dev/null || true)
+  if [[ $running_version =~ ^[0-9]+$ ]] && [ "$running_version" -gt "$RELEASE_VERSION" ]; then
+    log "this instance runs version $running_version of the record, newer than the version $RELEASE_VERSION this boot read: it keeps it"
+    exit 0
+  fi
 fi
 
 # Registry credentials live in a private directory for this run only.
